@@ -1,0 +1,1 @@
+"""soundhive's common library: audio, front end, models, messages, bus, config, metrics."""

@@ -1,0 +1,110 @@
+"""Audio in: decode any file to 16 kHz mono float32, and cut it into model patches."""
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from shared import params
+
+AUDIO_EXTENSIONS = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .mp3 .m4a .aac .aiff .aif .au .webm .wma .mka .caf".split()
+)
+
+
+class AudioError(Exception):
+    """A file that is not usable audio; the message is one line fit for a user."""
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode a file and return it as float32 mono at SAMPLE_RATE in [-1, 1]."""
+    samples, sample_rate = decode(path)
+    return to_mono_16k(samples, sample_rate)
+
+
+def decode(path: str | Path) -> tuple[np.ndarray, int]:
+    """float32 samples [frames, channels] and the sample rate, via libsndfile, else FFmpeg."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    try:
+        samples, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        samples, sample_rate = _decode_with_ffmpeg(path)
+    if samples.shape[0] == 0:
+        raise AudioError(f"{path}: contains no audio")
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(f"{path}: contains invalid (NaN or infinite) samples")
+    return samples, int(sample_rate)
+
+
+def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="fltp")
+            blocks = [
+                out.to_ndarray()
+                for frame in container.decode(stream)
+                for out in resampler.resample(frame)
+            ]
+            sample_rate = stream.rate
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({_first_line(exc)})") from None
+    if not blocks or not sample_rate:
+        raise AudioError(f"{path}: contains no audio")
+    return np.concatenate(blocks, axis=1).T.astype(np.float32), sample_rate
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Down-mix [frames, channels] (or [frames]) to mono and resample to SAMPLE_RATE with soxr."""
+    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
+    mono = np.asarray(mono, np.float32)
+    if sample_rate != params.SAMPLE_RATE:
+        mono = soxr.resample(mono, sample_rate, params.SAMPLE_RATE, quality="HQ")
+    return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def hop_samples(hop_seconds: float) -> int:
+    hop = round(hop_seconds * params.SAMPLE_RATE)
+    if hop <= 0:
+        raise ValueError(f"the patch hop must be positive, got {hop_seconds} s")
+    return hop
+
+
+def frame_patches(
+    waveform: np.ndarray, hop_seconds: float = params.DEFAULT_PATCH_HOP_SECONDS
+) -> np.ndarray:
+    """Cut a waveform into [n, PATCH_SAMPLES] patches every hop; a short clip is zero-padded
+    to one patch, and a longer one keeps only whole patches (as YAMNet's reference does)."""
+    size = params.PATCH_SAMPLES
+    if len(waveform) < size:
+        waveform = np.pad(waveform, (0, size - len(waveform)))
+    hop = hop_samples(hop_seconds)
+    count = 1 + (len(waveform) - size) // hop
+    starts = np.arange(count) * hop
+    return np.lib.stride_tricks.sliding_window_view(waveform, size)[starts].astype(np.float32)
+
+
+def patch_start_times(count: int, hop_seconds: float) -> np.ndarray:
+    return np.arange(count) * (hop_samples(hop_seconds) / params.SAMPLE_RATE)
+
+
+def find_audio_files(folder: Path) -> list[Path]:
+    """Audio files below a folder, by extension, in a stable order."""
+    return sorted(
+        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+    )

@@ -1,0 +1,73 @@
+"""The VGGish/YAMNet log-mel front end in numpy (after vggish's mel_features.py).
+
+16 kHz mono -> |STFT| (25 ms periodic Hann, 10 ms hop, FFT 512) -> 64 HTK mel bands
+(125-7500 Hz) -> log(mel + offset) -> 96-frame patches.
+"""
+
+from functools import cache
+
+import numpy as np
+
+from shared import params
+
+_MEL_BREAK_HZ = 700.0
+_MEL_HIGH_Q = 1127.0
+
+
+def hertz_to_mel(hertz: np.ndarray | float) -> np.ndarray:
+    """HTK mel scale."""
+    return _MEL_HIGH_Q * np.log1p(np.asarray(hertz, np.float64) / _MEL_BREAK_HZ)
+
+
+@cache
+def periodic_hann(window_length: int = params.STFT_WINDOW_SAMPLES) -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi / window_length * np.arange(window_length))).astype(
+        np.float32
+    )
+
+
+@cache
+def mel_matrix(
+    num_mel_bins: int = params.MEL_BANDS,
+    num_spectrogram_bins: int = params.FFT_LENGTH // 2 + 1,
+    sample_rate: int = params.SAMPLE_RATE,
+    lower_hz: float = params.MEL_MIN_HZ,
+    upper_hz: float = params.MEL_MAX_HZ,
+) -> np.ndarray:
+    """[spectrogram bins, mel bins] triangular weights, spaced evenly in mel, DC bin zeroed."""
+    spectrogram_mels = hertz_to_mel(np.linspace(0.0, sample_rate / 2, num_spectrogram_bins))
+    edges = np.linspace(hertz_to_mel(lower_hz), hertz_to_mel(upper_hz), num_mel_bins + 2)
+    lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (spectrogram_mels[:, None] - lower) / (center - lower)
+    falling = (upper - spectrogram_mels[:, None]) / (upper - center)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights[0, :] = 0.0
+    return weights.astype(np.float32)
+
+
+def stft_magnitude(waveform: np.ndarray) -> np.ndarray:
+    """[frames, FFT_LENGTH // 2 + 1] magnitudes of the windowed frames (no padding)."""
+    window, hop = params.STFT_WINDOW_SAMPLES, params.STFT_HOP_SAMPLES
+    waveform = np.asarray(waveform, np.float32)
+    if len(waveform) < window:
+        return np.empty((0, params.FFT_LENGTH // 2 + 1), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(waveform, window)[::hop]
+    return np.abs(np.fft.rfft(frames * periodic_hann(window), n=params.FFT_LENGTH)).astype(
+        np.float32
+    )
+
+
+def log_mel_spectrogram(waveform: np.ndarray, log_offset: float) -> np.ndarray:
+    """[frames, MEL_BANDS] log-mel spectrogram of a 16 kHz waveform."""
+    return np.log(stft_magnitude(waveform) @ mel_matrix() + np.float32(log_offset))
+
+
+def log_mel_patches(waveform: np.ndarray, log_offset: float, hop_frames: int) -> np.ndarray:
+    """[n, PATCH_FRAMES, MEL_BANDS] patches every hop_frames, computing the spectrogram once."""
+    spectrogram = log_mel_spectrogram(waveform, log_offset)
+    if len(spectrogram) < params.PATCH_FRAMES:
+        return np.empty((0, params.PATCH_FRAMES, params.MEL_BANDS), np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(
+        spectrogram, params.PATCH_FRAMES, axis=0
+    )[::hop_frames]
+    return np.ascontiguousarray(windows.transpose(0, 2, 1))

@@ -1,0 +1,52 @@
+"""Load models by name from the model folder ($SOUNDHIVE_MODELS)."""
+
+from pathlib import Path
+
+from shared.models.base import AudioModel, Embedder, Head, ModelError
+from shared.models.catalog import DEFAULT_MODEL, MODELS, missing_files, models_dir, spec
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "AudioModel",
+    "Embedder",
+    "Head",
+    "ModelError",
+    "load_embedder",
+    "load_model",
+]
+
+
+def _checked_folder(name: str, folder: Path | None) -> Path:
+    folder = folder or models_dir()
+    missing = missing_files(spec(name), folder)
+    if missing:
+        raise ModelError(
+            f"model {name!r} is missing {', '.join(missing)} in {folder} "
+            f"(run `soundhive models pull {name}` or set SOUNDHIVE_MODELS)"
+        )
+    return folder
+
+
+def load_embedder(name: str = DEFAULT_MODEL, folder: Path | None = None) -> Embedder:
+    folder = _checked_folder(name, folder)
+    if name == "yamnet":
+        from shared.models import yamnet
+
+        return yamnet.YamnetTFLite(folder / "yamnet.tflite")
+    from shared.models import vggish
+
+    return vggish.load_embedder(folder)
+
+
+def load_model(name: str = DEFAULT_MODEL, folder: Path | None = None) -> AudioModel:
+    """An embedder with its AudioSet head; VGGish has none until a head is trained."""
+    folder = _checked_folder(name, folder)
+    if name == "yamnet":
+        from shared.models import yamnet
+
+        return yamnet.load(folder)[1]
+    raise ModelError(
+        f"model {name!r} has no AudioSet scoring head; train one with `soundhive train` "
+        "or use --model yamnet"
+    )

@@ -1,0 +1,150 @@
+"""YAMNet from its int8 TFLite file, run with LiteRT, split into embedder and AudioSet head.
+
+The file holds one graph (waveform -> 521 scores). The embedder runs that graph and reads the
+1024-d embedding tensor that feeds the classifier layer; the head re-does the last two layers
+(int8 fully-connected, int8 logistic) in numpy with the file's own weights and quantisation, so
+that split scores equal the whole graph's scores exactly.
+"""
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared import params
+from shared.labels import ClassMap
+from shared.models.base import AudioModel, ModelError
+
+INPUT_TENSOR = "waveform_binary"
+LOG_MEL_TENSOR = "log_mel_spectrogram"
+EMBEDDING_TENSOR = "tower0/network/layer28/reduce_mean"
+FC_WEIGHTS_TENSOR = "tower0/network/layer29/fc/MatMul"
+FC_BIAS_TENSOR = "network/layer29/fc/biases"
+FC_OUTPUT_TENSOR = "tower0/network/layer29/fc/MatMul;tower0/network/layer29/fc/BiasAdd"
+SCORES_INT8_TENSOR = "tower0/network/layer32/final_output1"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scale: float
+    zero_point: int
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return ((q.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(_round_half_away(x / self.scale) + self.zero_point, -128, 127)
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    """TFLite's rounding (std::round), not numpy's round-half-to-even."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+class YamnetTFLite:
+    """The whole TFLite graph. `embed` is the Embedder; `whole_model_scores` is the reference."""
+
+    name = "yamnet"
+    embedding_size = params.YAMNET_EMBEDDING_SIZE
+
+    def __init__(self, tflite_path: Path, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with warnings.catch_warnings():
+                # Reading the embedding tensor needs intermediate tensors kept; YAMNet is small.
+                warnings.simplefilter("ignore", UserWarning)
+                self._interpreter = Interpreter(
+                    model_path=str(tflite_path),
+                    num_threads=num_threads,
+                    experimental_preserve_all_tensors=True,
+                )
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load {tflite_path}: {exc}") from None
+        self._tensors = {t["name"]: t for t in self._interpreter.get_tensor_details()}
+        for required in (INPUT_TENSOR, EMBEDDING_TENSOR, FC_WEIGHTS_TENSOR, SCORES_INT8_TENSOR):
+            if required not in self._tensors:
+                raise ModelError(f"{tflite_path} is not the YAMNet classification TFLite")
+        self._input = self._tensors[INPUT_TENSOR]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self.embedding_quantization = self.quantization(EMBEDDING_TENSOR)
+
+    def quantization(self, tensor_name: str) -> Quantization:
+        scale, zero_point = self._tensors[tensor_name]["quantization"]
+        return Quantization(float(scale), int(zero_point))
+
+    def constant(self, tensor_name: str) -> np.ndarray:
+        return self._interpreter.get_tensor(self._tensors[tensor_name]["index"])
+
+    def _run(self, patch: np.ndarray) -> None:
+        if patch.shape != (params.PATCH_SAMPLES,):
+            raise ValueError(f"a YAMNet patch is {params.PATCH_SAMPLES} samples, got {patch.shape}")
+        self._interpreter.set_tensor(self._input, patch.astype(np.float32, copy=False))
+        self._interpreter.invoke()
+
+    def _each_patch(self, patches: np.ndarray, tensor_name: str) -> np.ndarray:
+        index = self._tensors[tensor_name]["index"]
+        rows = []
+        for patch in patches:
+            self._run(patch)
+            rows.append(self._interpreter.get_tensor(index).reshape(-1).copy())
+        return np.stack(rows) if rows else np.empty((0, 0))
+
+    def embed(self, patches: np.ndarray) -> np.ndarray:
+        q = self._each_patch(patches, EMBEDDING_TENSOR)
+        if q.size == 0:
+            return np.empty((0, self.embedding_size), np.float32)
+        return self.embedding_quantization.dequantize(q)
+
+    def whole_model_scores(self, patches: np.ndarray) -> np.ndarray:
+        rows = []
+        for patch in patches:
+            self._run(patch)
+            rows.append(self._interpreter.get_tensor(self._output)[0].copy())
+        return np.stack(rows).astype(np.float32)
+
+    def log_mel(self, patch: np.ndarray) -> np.ndarray:
+        """The graph's own [96, 64] log-mel spectrogram of one patch (to check our front end)."""
+        return self._each_patch(patch[None], LOG_MEL_TENSOR).reshape(
+            params.PATCH_FRAMES, params.MEL_BANDS
+        )
+
+
+class YamnetHead:
+    """YAMNet's AudioSet classifier layer, integer-exact, from the TFLite file's weights."""
+
+    def __init__(self, graph: YamnetTFLite, class_names: list[str]):
+        self.class_names = class_names
+        self._input = graph.embedding_quantization
+        weights = graph.constant(FC_WEIGHTS_TENSOR).astype(np.int64)  # [C, D], zero point 0
+        self._weights_t = (weights - graph.quantization(FC_WEIGHTS_TENSOR).zero_point).T
+        self._bias = graph.constant(FC_BIAS_TENSOR).astype(np.int64)
+        fc_out = graph.quantization(FC_OUTPUT_TENSOR)
+        self._fc_out = fc_out
+        self._requantize = (
+            self._input.scale * graph.quantization(FC_WEIGHTS_TENSOR).scale / fc_out.scale
+        )
+        # int8 logistic is a lookup table over the 256 possible inputs, as in TFLite.
+        levels = np.arange(-128, 128)
+        probabilities = 1.0 / (1.0 + np.exp(-fc_out.dequantize(levels).astype(np.float64)))
+        out = graph.quantization(SCORES_INT8_TENSOR)
+        self._logistic = out.dequantize(out.quantize(probabilities))
+        if len(class_names) != weights.shape[0]:
+            raise ModelError(
+                f"class map has {len(class_names)} classes, the model {weights.shape[0]}"
+            )
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        x = self._input.quantize(np.asarray(embeddings, np.float32)).astype(np.int64)
+        acc = (x - self._input.zero_point) @ self._weights_t + self._bias
+        logits_q = np.clip(_round_half_away(acc * self._requantize) + self._fc_out.zero_point,
+                           -128, 127).astype(np.int64)
+        return self._logistic[logits_q + 128].astype(np.float32)
+
+
+def load(folder: Path) -> tuple[YamnetTFLite, AudioModel]:
+    graph = YamnetTFLite(folder / "yamnet.tflite")
+    class_map = ClassMap.from_csv(folder / "yamnet_class_map.csv")
+    return graph, AudioModel("yamnet", graph, YamnetHead(graph, class_map.names))

@@ -1,0 +1,1 @@
+"""The `soundhive` command line."""
