@@ -1,5 +1,6 @@
 """Audio in: decode any file to 16 kHz mono float32, and cut it into model patches."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +8,17 @@ import soundfile
 import soxr
 
 from shared import params
+from shared.native import native_stderr_silenced
 
 AUDIO_EXTENSIONS = frozenset(
-    ".wav .wave .flac .ogg .oga .opus .mp3 .m4a .aac .aiff .aif .au .webm .wma .mka .caf".split()
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif"}
+    | {".au", ".webm", ".wma", ".mka", ".caf", ".mp4", ".mkv"}
 )
+
+# A header's length is exact for WAV and FLAC but only a bitrate estimate for some MP3s (2% off
+# is common), so a file counts as cut short when more than a tenth of the declared audio is gone.
+COMPLETE_FRACTION = 0.9
+_RIFF_PLACEHOLDER_SIZE = 0x7FFF0000
 
 
 class AudioError(Exception):
@@ -31,7 +39,7 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
     try:
-        samples, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
+        samples, sample_rate = _decode_with_libsndfile(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
         samples, sample_rate = _decode_with_ffmpeg(path)
     if samples.shape[0] == 0:
@@ -41,11 +49,30 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
     return samples, int(sample_rate)
 
 
+def _decode_with_libsndfile(path: Path) -> tuple[np.ndarray, int]:
+    with native_stderr_silenced(), soundfile.SoundFile(path) as f:
+        samples = f.read(dtype="float32", always_2d=True)
+        declared, header = f.frames, f.extra_info
+    if _riff_data_cut_short(header) or len(samples) < declared * COMPLETE_FRACTION:
+        raise AudioError(f"{path}: truncated (the file ends before the audio its header declares)")
+    return samples, f.samplerate
+
+
+def _riff_data_cut_short(header: str) -> bool:
+    """libsndfile reports a WAV data chunk larger than the file as `data : N (should be M)`;
+    streaming writers leave a placeholder size (0 or ~4 GiB) there, which is not truncation."""
+    match = re.search(r"^data : (\d+) \(should be (\d+)\)", header, re.MULTILINE)
+    if not match:
+        return False
+    declared, available = int(match[1]), int(match[2])
+    return available < declared < _RIFF_PLACEHOLDER_SIZE
+
+
 def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with native_stderr_silenced(), av.open(str(path)) as container:
             if not container.streams.audio:
                 raise AudioError(f"{path}: no audio stream")
             stream = container.streams.audio[0]
@@ -56,13 +83,24 @@ def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
                 for out in resampler.resample(frame)
             ]
             sample_rate = stream.rate
+            declared_seconds = _declared_seconds(stream)
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
-        raise AudioError(f"{path}: not a readable audio file ({_first_line(exc)})") from None
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     if not blocks or not sample_rate:
         raise AudioError(f"{path}: contains no audio")
-    return np.concatenate(blocks, axis=1).T.astype(np.float32), sample_rate
+    samples = np.concatenate(blocks, axis=1).T.astype(np.float32)
+    if declared_seconds and len(samples) / sample_rate < declared_seconds * COMPLETE_FRACTION:
+        raise AudioError(f"{path}: truncated (the file ends before the audio its header declares)")
+    return samples, sample_rate
+
+
+def _declared_seconds(stream) -> float | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
 
 
 def _first_line(exc: Exception) -> str:
@@ -88,15 +126,15 @@ def hop_samples(hop_seconds: float) -> int:
 def frame_patches(
     waveform: np.ndarray, hop_seconds: float = params.DEFAULT_PATCH_HOP_SECONDS
 ) -> np.ndarray:
-    """Cut a waveform into [n, PATCH_SAMPLES] patches every hop; a short clip is zero-padded
-    to one patch, and a longer one keeps only whole patches (as YAMNet's reference does)."""
-    size = params.PATCH_SAMPLES
-    if len(waveform) < size:
-        waveform = np.pad(waveform, (0, size - len(waveform)))
-    hop = hop_samples(hop_seconds)
-    count = 1 + (len(waveform) - size) // hop
+    """Cut a waveform into [n, PATCH_SAMPLES] patches every hop. The end is zero-padded to a
+    whole number of hops (as YAMNet's own pad_waveform does), so no audio is dropped and a clip
+    shorter than one patch gives one padded patch."""
+    size, hop = params.PATCH_SAMPLES, hop_samples(hop_seconds)
+    count = 1 + max(0, -(-(len(waveform) - size) // hop))
+    padded = np.zeros(size + (count - 1) * hop, np.float32)
+    padded[: len(waveform)] = waveform
     starts = np.arange(count) * hop
-    return np.lib.stride_tricks.sliding_window_view(waveform, size)[starts].astype(np.float32)
+    return np.lib.stride_tricks.sliding_window_view(padded, size)[starts]
 
 
 def patch_start_times(count: int, hop_seconds: float) -> np.ndarray:

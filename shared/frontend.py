@@ -67,7 +67,7 @@ def log_mel_patches(waveform: np.ndarray, log_offset: float, hop_frames: int) ->
     spectrogram = log_mel_spectrogram(waveform, log_offset)
     if len(spectrogram) < params.PATCH_FRAMES:
         return np.empty((0, params.PATCH_FRAMES, params.MEL_BANDS), np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(
-        spectrogram, params.PATCH_FRAMES, axis=0
-    )[::hop_frames]
+    windows = np.lib.stride_tricks.sliding_window_view(spectrogram, params.PATCH_FRAMES, axis=0)[
+        ::hop_frames
+    ]
     return np.ascontiguousarray(windows.transpose(0, 2, 1))

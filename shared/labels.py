@@ -27,6 +27,8 @@ class Ontology:
 
     def __init__(self, nodes: list[dict]):
         self._children = {node["id"]: list(node.get("child_ids", [])) for node in nodes}
+        self._mid_of = {node["name"]: node["id"] for node in nodes}
+        self._name_of = {node["id"]: node["name"] for node in nodes}
 
     @classmethod
     def from_json(cls, path: Path) -> "Ontology":
@@ -51,3 +53,32 @@ class Ontology:
 
     def descendants(self, mid: str) -> frozenset[str]:
         return self._descendants.get(mid, frozenset())
+
+    def more_specific_names(self, name: str) -> frozenset[str]:
+        """Display names of every class below `name` (AudioSet display names are unique)."""
+        mid = self._mid_of.get(name)
+        if mid is None:
+            return frozenset()
+        return frozenset(self._name_of[d] for d in self.descendants(mid) if d in self._name_of)
+
+
+@dataclass(frozen=True)
+class ClipLabels:
+    """One line of a labels.jsonl: a clip and the class names a correct classifier may give."""
+
+    file: str
+    accept: tuple[str, ...]
+
+
+def read_clip_labels(path: Path) -> list[ClipLabels]:
+    """Parse a labels.jsonl ({"file": ..., "accept": [...]} per line); ValueError names the line."""
+    clips = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            clips.append(ClipLabels(str(row["file"]), tuple(str(a) for a in row["accept"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: not a {{file, accept}} object ({exc})") from None
+    return clips

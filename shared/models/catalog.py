@@ -60,9 +60,13 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "vggish": ModelSpec(
         name="vggish",
-        description="VGGish (TensorFlow): 128-d AudioSet-release embeddings; scores need a trained head",
+        description="VGGish (TensorFlow): 128-d AudioSet-release embeddings; needs a trained head",
         files=(
-            ModelFile("vggish_model.ckpt", "https://storage.googleapis.com/audioset/vggish_model.ckpt", None),
+            ModelFile(
+                "vggish_model.ckpt",
+                "https://storage.googleapis.com/audioset/vggish_model.ckpt",
+                None,
+            ),
             ModelFile(
                 "vggish_pca_params.npz",
                 "https://storage.googleapis.com/audioset/vggish_pca_params.npz",

@@ -15,6 +15,7 @@ import numpy as np
 from shared import params
 from shared.labels import ClassMap
 from shared.models.base import AudioModel, ModelError
+from shared.native import native_stderr_silenced
 
 INPUT_TENSOR = "waveform_binary"
 LOG_MEL_TENSOR = "log_mel_spectrogram"
@@ -52,7 +53,7 @@ class YamnetTFLite:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), native_stderr_silenced():
                 # Reading the embedding tensor needs intermediate tensors kept; YAMNet is small.
                 warnings.simplefilter("ignore", UserWarning)
                 self._interpreter = Interpreter(
@@ -60,7 +61,7 @@ class YamnetTFLite:
                     num_threads=num_threads,
                     experimental_preserve_all_tensors=True,
                 )
-            self._interpreter.allocate_tensors()
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {tflite_path}: {exc}") from None
         self._tensors = {t["name"]: t for t in self._interpreter.get_tensor_details()}
@@ -139,8 +140,9 @@ class YamnetHead:
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         x = self._input.quantize(np.asarray(embeddings, np.float32)).astype(np.int64)
         acc = (x - self._input.zero_point) @ self._weights_t + self._bias
-        logits_q = np.clip(_round_half_away(acc * self._requantize) + self._fc_out.zero_point,
-                           -128, 127).astype(np.int64)
+        logits_q = np.clip(
+            _round_half_away(acc * self._requantize) + self._fc_out.zero_point, -128, 127
+        ).astype(np.int64)
         return self._logistic[logits_q + 128].astype(np.float32)
 
 

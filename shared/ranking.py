@@ -1,0 +1,58 @@
+"""Turning per-class scores into ranked labels: plain top-k, or the ontology's specific view."""
+
+import numpy as np
+
+from shared.labels import Ontology
+
+Label = tuple[str, float]
+
+# A more specific class (Dog) is preferred over its ancestor (Animal) once it scores this much.
+DEFAULT_SPECIFIC_MIN_SCORE = 0.1
+
+
+def top_labels(
+    scores: np.ndarray, class_names: list[str], k: int, threshold: float = 0.0
+) -> list[Label]:
+    order = np.argsort(-scores, kind="stable")
+    return [(class_names[i], float(scores[i])) for i in order[:k] if scores[i] >= threshold]
+
+
+def specific_labels(
+    scores: np.ndarray,
+    class_names: list[str],
+    ontology: Ontology,
+    k: int,
+    threshold: float = 0.0,
+    min_score: float = DEFAULT_SPECIFIC_MIN_SCORE,
+) -> list[Label]:
+    """Top-k where each class comes after its confident descendants (Dog before Animal,
+    Guitar before Music); classes with no confident descendant keep their score order."""
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    rank = {class_names[i]: position for position, i in enumerate(order)}
+    confident = {class_names[i] for i in order if scores[i] >= min_score}
+    index_of = {name: i for i, name in enumerate(class_names)}
+    ranked: list[int] = []
+    placed: set[int] = set()
+
+    def place(i: int) -> None:
+        if i in placed:
+            return
+        placed.add(i)
+        below = confident & ontology.more_specific_names(class_names[i])
+        for name in sorted(below, key=rank.__getitem__):
+            place(index_of[name])
+        ranked.append(i)
+
+    for i in order:
+        if len(ranked) >= k:
+            break
+        place(i)
+    return [(class_names[i], float(scores[i])) for i in ranked[:k] if scores[i] >= threshold]
+
+
+def hit_rank(labels: list[Label], accept: tuple[str, ...]) -> int | None:
+    """1-based rank of the first accepted label, or None when none is ranked."""
+    for rank, (name, _) in enumerate(labels, 1):
+        if name in accept:
+            return rank
+    return None

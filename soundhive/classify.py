@@ -1,0 +1,213 @@
+"""`soundhive classify` and `soundhive eval-clips`: whole files through a model (the seed's
+parse_file.py, grown up)."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from shared import params
+from shared.audio import AudioError, find_audio_files
+from shared.inference import ClipResult, classify_file
+from shared.labels import Ontology, read_clip_labels
+from shared.models import DEFAULT_MODEL, AudioModel, ModelError, load_model
+from shared.models.catalog import models_dir
+from shared.ranking import Label, hit_rank, specific_labels, top_labels
+from soundhive.console import fail, item_progress, warn
+
+HIT_AT = (1, 3, 5)
+
+FILES_HELP = "Audio files (WAV, FLAC, Ogg, MP3, or anything FFmpeg reads) or folders of them."
+MODEL_HELP = "Model to use (see `soundhive models list`)."
+HOP_HELP = "Seconds between patch starts (patches are 0.975 s long)."
+SPECIFIC_HELP = (
+    "Prefer the most specific confident label, by the AudioSet ontology (Dog before Animal)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("classify")(classify)
+    app.command("eval-clips")(eval_clips)
+
+
+def classify(
+    paths: list[Path] = typer.Argument(..., help=FILES_HELP, show_default=False),
+    top: int = typer.Option(5, "--top", "-k", min=1, help="How many labels to show."),
+    threshold: float = typer.Option(
+        0.0, "--threshold", "-t", min=0.0, max=1.0, help="Hide labels scoring below this."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file per line."),
+    timeline: bool = typer.Option(False, "--timeline", help="Also show the top labels per patch."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write a PNG: log-mel spectrogram over the top labels' scores."
+    ),
+    model_name: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    hop: float = typer.Option(params.DEFAULT_PATCH_HOP_SECONDS, "--hop", min=0.01, help=HOP_HELP),
+    specific: bool = typer.Option(False, "--specific", help=SPECIFIC_HELP),
+) -> None:
+    """Print what each file sounds like: `Label: score, ...`, highest first.
+
+    A clip's score for a class is the mean of its per-patch scores.
+    """
+    files = _expand(paths)
+    model = _load(model_name)
+    ontology = _ontology() if specific else None
+    failed = False
+    for path, result in _classify_all(model, files, hop):
+        if result is None:
+            failed = True
+            continue
+
+        def rank(scores, k=top, result=result):
+            if ontology is not None:
+                return specific_labels(scores, result.class_names, ontology, k, threshold)
+            return top_labels(scores, result.class_names, k, threshold)
+
+        if as_json:
+            typer.echo(json.dumps(_json_row(result, rank, timeline)))
+        else:
+            prefix = f"{path}: " if len(files) > 1 else ""
+            typer.echo(prefix + _format(rank(result.clip_scores)))
+            if timeline:
+                for start, scores in zip(result.patch_times, result.patch_scores, strict=True):
+                    typer.echo(f"  {start:7.2f}s  {_format(rank(scores))}")
+        if plot is not None:
+            _plot(result, _plot_path(plot, path, len(files)), top)
+    if failed:
+        raise typer.Exit(2)
+
+
+def eval_clips(
+    folder: Path = typer.Argument(..., help="Folder with audio clips and their labels.jsonl."),
+    model_name: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    hop: float = typer.Option(params.DEFAULT_PATCH_HOP_SECONDS, "--hop", min=0.01, help=HOP_HELP),
+    specific: bool = typer.Option(
+        False, "--specific", help="Also score the ontology's specific view, to compare."
+    ),
+    details: bool = typer.Option(False, "--details", help="Show each clip's rank and top labels."),
+) -> None:
+    """Print hit@1, hit@3 and hit@5 over FOLDER/labels.jsonl.
+
+    Each line of labels.jsonl is {"file": "dog.mp3", "accept": ["Dog", "Bark"]}; a clip is a hit
+    at k when any accepted name is among its top k clip-level labels.
+    """
+    labels_file = folder / "labels.jsonl"
+    if not labels_file.is_file():
+        fail(f"{labels_file}: no such file (eval-clips needs a labels.jsonl beside the clips)")
+    try:
+        clips = read_clip_labels(labels_file)
+    except ValueError as exc:
+        fail(str(exc))
+    if not clips:
+        fail(f"{labels_file} lists no clips")
+    model = _load(model_name)
+    views = {"plain": None}
+    if specific:
+        views["specific"] = _ontology()
+    ranks: dict[str, list[int | None]] = {view: [] for view in views}
+    k = max(HIT_AT)
+    results = _classify_all(model, [folder / clip.file for clip in clips], hop)
+    for clip, (_, result) in zip(clips, results, strict=True):
+        if result is None:
+            raise typer.Exit(2)
+        for view, ontology in views.items():
+            scores = result.clip_scores
+            if ontology is None:
+                labels = top_labels(scores, result.class_names, k)
+            else:
+                labels = specific_labels(scores, result.class_names, ontology, k)
+            ranks[view].append(hit_rank(labels, clip.accept))
+            if details:
+                typer.echo(
+                    f"{view:8} {clip.file:32} rank {hit_rank(labels, clip.accept) or '-':>2}"
+                    f"  {_format(labels[:3])}"
+                )
+    for view, found in ranks.items():
+        figures = "  ".join(
+            f"hit@{n} {sum(r is not None and r <= n for r in found) / len(found):.3f}"
+            for n in HIT_AT
+        )
+        typer.echo(f"{view:8} {figures}  ({len(found)} clips, {model.name})")
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = find_audio_files(path)
+            if not found:
+                fail(f"{path}: no audio files in this folder")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            fail(f"{path}: no such file or folder")
+    return files
+
+
+def _load(name: str) -> AudioModel:
+    try:
+        return load_model(name)
+    except ModelError as exc:
+        fail(str(exc))
+
+
+def _ontology() -> Ontology:
+    path = models_dir() / "ontology.json"
+    if not path.is_file():
+        fail(f"{path} is missing (run `soundhive models pull yamnet`)")
+    return Ontology.from_json(path)
+
+
+def _classify_all(
+    model: AudioModel, files: list[Path], hop: float
+) -> Iterator[tuple[Path, ClipResult | None]]:
+    """Each file with its result, or None after reporting why it could not be read."""
+    with item_progress(disable=len(files) < 2) as progress:
+        task = progress.add_task("classifying", total=len(files))
+        for path in files:
+            try:
+                yield path, classify_file(model, path, hop)
+            except AudioError as exc:
+                warn(str(exc))
+                yield path, None
+            progress.advance(task)
+
+
+def _format(labels: list[Label]) -> str:
+    return ", ".join(f"{name}: {score:.2f}" for name, score in labels)
+
+
+def _json_row(result: ClipResult, rank, timeline: bool) -> dict:
+    def as_objects(labels: list[Label]) -> list[dict]:
+        return [{"label": name, "score": round(score, 4)} for name, score in labels]
+
+    row = {
+        "file": result.source,
+        "duration_s": round(result.duration_s, 3),
+        "model": result.model,
+        "labels": as_objects(rank(result.clip_scores)),
+    }
+    if timeline:
+        row["timeline"] = [
+            {"time_s": round(float(start), 3), "labels": as_objects(rank(scores))}
+            for start, scores in zip(result.patch_times, result.patch_scores, strict=True)
+        ]
+    return row
+
+
+def _plot_path(plot: Path, source: Path, count: int) -> Path:
+    """One PNG per file: with several files, each gets the file's name appended."""
+    if count == 1:
+        return plot
+    return plot.with_name(f"{plot.stem}-{source.stem}{plot.suffix or '.png'}")
+
+
+def _plot(result: ClipResult, target: Path, top: int) -> None:
+    from soundhive.plot import plot_clip
+
+    try:
+        plot_clip(result, target, top)
+    except OSError as exc:
+        fail(f"cannot write {target}: {exc.strerror or exc}")
