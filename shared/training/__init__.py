@@ -1,0 +1,1 @@
+"""Training YouTube-8M frame-level heads on AudioSet-format embedding TFRecords."""
