@@ -31,6 +31,11 @@ DEFAULT_PATCH_HOP_SECONDS = 0.48
 VGGISH_EMBEDDING_SIZE = 128
 YAMNET_EMBEDDING_SIZE = 1024
 
+# VGGish network (after vggish_params.py): weights start as N(0, 0.01) truncated, biases at 0;
+# inference runs this many patches through the network at a time (bounds memory).
+VGGISH_INIT_STDDEV = 0.01
+VGGISH_BATCH_SIZE = 64
+
 # AudioSet release quantisation of (PCA-whitened) VGGish embeddings: clip to [-2, 2], 8 bits.
 QUANTIZE_MIN_VALUE = -2.0
 QUANTIZE_MAX_VALUE = 2.0
