@@ -1,0 +1,3 @@
+from soundhive.cli import main
+
+main()

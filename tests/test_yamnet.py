@@ -1,0 +1,55 @@
+"""YAMNet: the split embedder -> head path reproduces the whole TFLite graph."""
+
+import numpy as np
+import pytest
+
+from shared import params
+from shared.audio import find_audio_files, frame_patches, load_audio
+from shared.models import ModelError, load_embedder, load_model
+from shared.models.yamnet import YamnetTFLite
+
+ONE_OUTPUT_STEP = 1 / 256  # the graph's int8 output quantum
+
+
+@pytest.fixture(scope="module")
+def graph(models_dir):
+    return YamnetTFLite(models_dir / "yamnet.tflite")
+
+
+def test_split_path_reproduces_whole_model_on_real_clips(models_dir, clips_dir, graph):
+    model = load_model("yamnet", models_dir)
+    patches = np.concatenate([frame_patches(load_audio(c)) for c in find_audio_files(clips_dir)])
+    whole = graph.whole_model_scores(patches)
+    split = model.head.score(model.embedder.embed(patches))
+    assert split.shape == whole.shape == (len(patches), 521)
+    # Measured on this machine: identical (max difference 0.0).
+    assert np.abs(split - whole).max() <= ONE_OUTPUT_STEP
+
+
+def test_embeddings_are_1024_floats(models_dir):
+    embedder = load_embedder("yamnet", models_dir)
+    embeddings = embedder.embed(np.zeros((3, params.PATCH_SAMPLES), np.float32))
+    assert embeddings.shape == (3, 1024) and embeddings.dtype == np.float32
+    assert embedder.embed(np.zeros((0, params.PATCH_SAMPLES), np.float32)).shape == (0, 1024)
+
+
+def test_class_names_come_from_the_class_map(models_dir):
+    names = load_model("yamnet", models_dir).class_names
+    assert len(names) == 521 and names[0] == "Speech" and "Dog" in names
+
+
+def test_a_file_that_is_not_yamnet_is_refused(tmp_path):
+    fake = tmp_path / "yamnet.tflite"
+    fake.write_bytes(b"not a flatbuffer")
+    with pytest.raises(ModelError):
+        YamnetTFLite(fake)
+
+
+def test_missing_model_files_name_the_pull_command(tmp_path):
+    with pytest.raises(ModelError, match="soundhive models pull yamnet"):
+        load_model("yamnet", tmp_path)
+
+
+def test_vggish_has_no_audioset_head_yet(tmp_path):
+    with pytest.raises(ModelError):
+        load_model("vggish", tmp_path)
