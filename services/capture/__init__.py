@@ -1,0 +1,1 @@
+"""The capture service (see service.py and sources.py)."""

@@ -1,0 +1,185 @@
+"""Audio sources: microphones (PyAudio), files and folders, network streams (PyAV).
+
+`--source` forms (repeatable):
+    mic               the default input device       mic:2 / mic:USB   by index / name part
+    file:PATH         a file, or every audio file under a folder (one source per file)
+    url:URL           anything FFmpeg opens (http://, https://, rtsp://, rtmp://, ... also
+                      accepted without the `url:` prefix)
+Each source yields float32 mono 16 kHz blocks until it ends (files) or fails (then it is
+reported and retried by the capture service).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from shared import params
+from shared.audio import find_audio_files, load_audio
+
+BLOCK_SAMPLES = params.SAMPLE_RATE // 10  # 0.1 s
+URL_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "rtp://", "udp://",
+               "tcp://", "srt://")
+NETWORK_TIMEOUT_S = 10.0
+
+
+class SourceError(Exception):
+    """A source that cannot run now; the message is one line."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    id: str
+    kind: str  # "mic" | "file" | "url"
+    target: str  # device index or name ("" = default), file path, or URL
+
+    @property
+    def finite(self) -> bool:
+        return self.kind == "file"
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        if self.kind == "file":
+            return _file_blocks(Path(self.target))
+        if self.kind == "url":
+            return _url_blocks(self.target)
+        return _mic_blocks(self.target)
+
+
+def parse_sources(texts: list[str]) -> list[SourceSpec]:
+    """--source values -> specs; a malformed one raises SourceError naming it."""
+    specs = [spec for text in texts for spec in _parse(text)]
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id in seen:
+            raise SourceError(f"two sources are both named {spec.id!r}")
+        seen.add(spec.id)
+    return specs
+
+
+def _parse(text: str) -> list[SourceSpec]:
+    if text == "mic" or text.startswith("mic:"):
+        device = text[4:]
+        return [SourceSpec(f"mic:{device or 'default'}", "mic", device)]
+    if text.startswith("url:") or text.startswith(URL_SCHEMES):
+        url = text.removeprefix("url:")
+        if not url.startswith(URL_SCHEMES):
+            raise SourceError(f"bad --source {text!r}: a URL starts with one of "
+                              + ", ".join(URL_SCHEMES))
+        return [SourceSpec(url, "url", url)]
+    if text.startswith("file:"):
+        path = Path(text[5:]).expanduser()
+        if not text[5:]:
+            raise SourceError(f"bad --source {text!r}: file: needs a path")
+        if path.is_dir():
+            files = find_audio_files(path)
+            if not files:
+                raise SourceError(f"bad --source {text!r}: no audio files in {path}")
+            return [SourceSpec(str(f.relative_to(path)), "file", str(f)) for f in files]
+        return [SourceSpec(path.name, "file", str(path))]
+    raise SourceError(f"bad --source {text!r}: use mic[:DEVICE], file:PATH or url:URL")
+
+
+def _file_blocks(path: Path) -> Iterator[np.ndarray]:
+    audio = load_audio(path)
+    for start in range(0, len(audio), BLOCK_SAMPLES):
+        yield audio[start:start + BLOCK_SAMPLES]
+
+
+def _url_blocks(url: str) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        container = av.open(url, timeout=NETWORK_TIMEOUT_S)
+    except (av.FFmpegError, OSError) as exc:
+        raise SourceError(f"cannot open {url}: {exc}") from None
+    with container:
+        if not container.streams.audio:
+            raise SourceError(f"{url}: no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=params.SAMPLE_RATE)
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray().reshape(-1).astype(np.float32)
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(f"{url}: {exc}") from None
+    raise SourceError(f"{url}: the stream ended")
+
+
+def list_devices() -> list[dict]:
+    """Input devices PyAudio sees: index, name, channels, default sample rate."""
+    import pyaudio
+
+    pa = pyaudio.PyAudio()
+    try:
+        devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+    finally:
+        pa.terminate()
+    return [
+        {"index": int(d["index"]), "name": str(d["name"]),
+         "channels": int(d["maxInputChannels"]), "rate": int(d["defaultSampleRate"])}
+        for d in devices if int(d["maxInputChannels"]) > 0
+    ]
+
+
+def _find_device(device: str) -> dict:
+    devices = list_devices()
+    if not devices:
+        raise SourceError("no audio input device (see `soundhive devices`)")
+    if device == "":
+        return devices[0] if len(devices) == 1 else _default_device(devices)
+    if device.isdigit():
+        match = [d for d in devices if d["index"] == int(device)]
+    else:
+        match = [d for d in devices if device.lower() in d["name"].lower()]
+    if not match:
+        raise SourceError(f"no input device {device!r} (see `soundhive devices`)")
+    return match[0]
+
+
+def _default_device(devices: list[dict]) -> dict:
+    import pyaudio
+
+    pa = pyaudio.PyAudio()
+    try:
+        index = int(pa.get_default_input_device_info()["index"])
+    except OSError:
+        return devices[0]
+    finally:
+        pa.terminate()
+    return next((d for d in devices if d["index"] == index), devices[0])
+
+
+def _mic_blocks(device: str) -> Iterator[np.ndarray]:
+    import pyaudio
+
+    info = _find_device(device)
+    pa = pyaudio.PyAudio()
+    rate = params.SAMPLE_RATE
+    try:
+        try:
+            pa.is_format_supported(rate, input_device=info["index"], input_channels=1,
+                                   input_format=pyaudio.paFloat32)
+        except ValueError:
+            rate = info["rate"]
+        frames = rate // 10
+        try:
+            stream = pa.open(rate=rate, channels=1, format=pyaudio.paFloat32, input=True,
+                             input_device_index=info["index"], frames_per_buffer=frames)
+        except OSError as exc:
+            raise SourceError(f"cannot open input device {info['name']!r}: {exc}") from None
+        resampler = (soxr.ResampleStream(rate, params.SAMPLE_RATE, 1, dtype="float32")
+                     if rate != params.SAMPLE_RATE else None)
+        try:
+            while True:
+                try:
+                    raw = stream.read(frames, exception_on_overflow=False)
+                except OSError as exc:
+                    raise SourceError(f"input device {info['name']!r}: {exc}") from None
+                block = np.frombuffer(raw, np.float32)
+                yield resampler.resample_chunk(block) if resampler else block.copy()
+        finally:
+            stream.close()
+    finally:
+        pa.terminate()

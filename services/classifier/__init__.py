@@ -1,0 +1,1 @@
+"""The classifier service (see service.py)."""

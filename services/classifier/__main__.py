@@ -1,0 +1,6 @@
+"""`python -m services.classifier`: one classifier worker, configured by the environment."""
+
+from services.classifier.service import main
+from shared.config import Settings, run_service
+
+run_service(lambda: main(Settings.from_env("classifier")))

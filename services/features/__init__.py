@@ -1,0 +1,1 @@
+"""The features service (see service.py)."""

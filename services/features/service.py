@@ -1,0 +1,38 @@
+"""Features service: PCM chunks -> embeddings (YAMNet by default, SOUNDHIVE_MODEL=vggish).
+
+One batch holds up to SOUNDHIVE_BATCH_SIZE chunks from any sources; all their patches go through
+the embedder together. Replicas share the work through the consumer group.
+Metrics and health on SOUNDHIVE_METRICS_PORT (default 9102).
+"""
+
+import logging
+
+import numpy as np
+
+from shared import bus, metrics, streams
+from shared.config import Settings
+from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk
+from shared.models import Embedder, load_embedder
+
+log = logging.getLogger("soundhive.features")
+
+
+def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
+    def handle(batch: list[bus.Delivery[PcmChunk]]) -> list[bus.Output]:
+        patches = np.concatenate([d.message.patches() for d in batch])
+        vectors = embedder.embed(patches).reshape(len(batch), PATCHES_PER_CHUNK, -1)
+        return [
+            bus.Output(streams.EMBEDDINGS_STREAM, Embeddings.of(d.message, embedder.name, rows))
+            for d, rows in zip(batch, vectors, strict=True)
+        ]
+
+    return handle
+
+
+def main(settings: Settings) -> None:
+    embedder = load_embedder(settings.model)
+    health = metrics.Health()
+    server = metrics.serve(settings.metrics_port, health)
+    log.info("features: model %s, metrics on :%d", embedder.name, server.server_port)
+    bus.Worker(settings, streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk,
+               make_handler(embedder), health).run()

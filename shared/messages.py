@@ -1,0 +1,270 @@
+"""The pipeline's messages: msgpack maps with a `type` and a schema version `v`, checked on read.
+
+Every message class has TYPE, VERSION and FIELDS (name -> accepted Python types) and is read with
+`Class.decode(raw)`, which raises MessageError (a one-line reason) on anything malformed: not
+msgpack, another type, another schema version, a missing or mistyped field, a wrong sample count.
+Workers send such entries to the dead-letter stream (shared/bus.py).
+
+PCM chunks are self-contained. Patches (0.975 s model inputs) start every 0.48 s on a grid that
+runs through the whole source; one chunk carries PATCHES_PER_CHUNK whole patches:
+
+    chunk n starts at sample n * CHUNK_HOP_SAMPLES (0.96 s) and holds CHUNK_SAMPLES (1.455 s);
+    consecutive chunks overlap by CHUNK_SAMPLES - CHUNK_HOP_SAMPLES (0.495 s), so a features worker
+    embeds any chunk alone and the patch grid has no gap and no repeat.
+
+The last chunk of a finite source (file) is zero-padded and has `last` set.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Self
+
+import msgpack
+import numpy as np
+
+from shared import params
+from shared.audio import hop_samples
+
+PATCHES_PER_CHUNK = 2
+PATCH_HOP_SAMPLES = hop_samples(params.DEFAULT_PATCH_HOP_SECONDS)  # 7680
+CHUNK_HOP_SAMPLES = PATCHES_PER_CHUNK * PATCH_HOP_SAMPLES  # 15360 = 0.96 s
+CHUNK_SAMPLES = (PATCHES_PER_CHUNK - 1) * PATCH_HOP_SAMPLES + params.PATCH_SAMPLES  # 23280
+CHUNK_HOP_SECONDS = CHUNK_HOP_SAMPLES / params.SAMPLE_RATE
+PATCH_HOP_SECONDS = PATCH_HOP_SAMPLES / params.SAMPLE_RATE
+
+_NUMBER = (int, float)
+
+
+class MessageError(ValueError):
+    """A message that cannot be used; the text says why, on one line."""
+
+
+class Message:
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int]
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]]
+
+    def encode(self) -> bytes:
+        body = asdict(self)  # type: ignore[call-overload]
+        return msgpack.packb({"type": self.TYPE, "v": self.VERSION, **body}, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Self:
+        try:
+            obj = msgpack.unpackb(raw, raw=False)
+        except Exception as exc:
+            raise MessageError(f"not msgpack ({type(exc).__name__})") from None
+        if not isinstance(obj, dict):
+            raise MessageError(f"not a msgpack map but {type(obj).__name__}")
+        if obj.get("type") != cls.TYPE:
+            raise MessageError(f"expected a {cls.TYPE!r} message, got type {obj.get('type')!r}")
+        if obj.get("v") != cls.VERSION:
+            raise MessageError(
+                f"{cls.TYPE} schema version {obj.get('v')!r} is not supported "
+                f"(this worker reads version {cls.VERSION})"
+            )
+        values: dict[str, Any] = {}
+        for name, types in cls.FIELDS.items():
+            if name not in obj:
+                raise MessageError(f"{cls.TYPE} message has no {name!r} field")
+            value = obj[name]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise MessageError(
+                    f"{cls.TYPE} field {name!r} has type {type(value).__name__}"
+                )
+            values[name] = value
+        message = cls(**values)
+        message.check()
+        return message
+
+    def check(self) -> None:
+        """Checks beyond field types; raise MessageError."""
+
+
+@dataclass(frozen=True)
+class PcmChunk(Message):
+    """CHUNK_SAMPLES of 16 kHz mono int16 little-endian audio from one source."""
+
+    TYPE: ClassVar[str] = "pcm"
+    VERSION: ClassVar[int] = 1
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "source": (str,), "session": (str,), "seq": (int,), "t": _NUMBER, "offset": _NUMBER,
+        "rms": _NUMBER, "pcm": (bytes,), "last": (bool,),
+    }
+
+    source: str
+    session: str  # one capture run of the source; (source, session, seq) names a chunk
+    seq: int  # 0, 1, 2, ... per session
+    t: float  # capture time (unix seconds) of the first sample
+    offset: float  # seconds from the start of the source to the first sample
+    rms: float  # RMS of the chunk's samples, full scale = 1.0
+    pcm: bytes
+    last: bool = False
+
+    @classmethod
+    def from_samples(
+        cls, source: str, session: str, seq: int, t: float, offset: float, samples: np.ndarray,
+        last: bool,
+    ) -> "PcmChunk":
+        """float32 samples in [-1, 1] (exactly CHUNK_SAMPLES) -> a chunk."""
+        pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+        return cls(source, session, seq, t, offset, rms, pcm.tobytes(), last)
+
+    def check(self) -> None:
+        if not self.source:
+            raise MessageError("pcm message has an empty source id")
+        if self.seq < 0:
+            raise MessageError(f"pcm message has a negative sequence number {self.seq}")
+        if len(self.pcm) != 2 * CHUNK_SAMPLES:
+            raise MessageError(
+                f"pcm chunk has {len(self.pcm) / 2:g} samples, expected {CHUNK_SAMPLES}"
+            )
+
+    def samples(self) -> np.ndarray:
+        return np.frombuffer(self.pcm, "<i2").astype(np.float32) / 32768.0
+
+    def patches(self) -> np.ndarray:
+        """[PATCHES_PER_CHUNK, PATCH_SAMPLES] float32 model inputs."""
+        return np.lib.stride_tricks.sliding_window_view(self.samples(), params.PATCH_SAMPLES)[
+            ::PATCH_HOP_SAMPLES
+        ].copy()
+
+
+@dataclass(frozen=True)
+class Embeddings(Message):
+    """The PATCHES_PER_CHUNK embeddings of one chunk (float32, row-major [P, dim])."""
+
+    TYPE: ClassVar[str] = "embeddings"
+    VERSION: ClassVar[int] = 1
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "source": (str,), "session": (str,), "seq": (int,), "t": _NUMBER, "offset": _NUMBER,
+        "rms": _NUMBER, "last": (bool,), "model": (str,), "dim": (int,), "data": (bytes,),
+    }
+
+    source: str
+    session: str
+    seq: int
+    t: float
+    offset: float
+    rms: float
+    last: bool
+    model: str
+    dim: int
+    data: bytes
+
+    @classmethod
+    def of(cls, chunk: PcmChunk, model: str, vectors: np.ndarray) -> "Embeddings":
+        vectors = np.ascontiguousarray(vectors, "<f4")
+        return cls(chunk.source, chunk.session, chunk.seq, chunk.t, chunk.offset, chunk.rms,
+                   chunk.last, model, int(vectors.shape[1]), vectors.tobytes())
+
+    def check(self) -> None:
+        if self.dim <= 0 or len(self.data) != 4 * self.dim * PATCHES_PER_CHUNK:
+            raise MessageError(
+                f"embeddings hold {len(self.data)} bytes, expected "
+                f"{PATCHES_PER_CHUNK} x {self.dim} float32"
+            )
+
+    def vectors(self) -> np.ndarray:
+        return np.frombuffer(self.data, "<f4").reshape(PATCHES_PER_CHUNK, self.dim)
+
+
+@dataclass(frozen=True)
+class Prediction(Message):
+    """A chunk's top labels: per class, the highest score over the chunk's patches."""
+
+    TYPE: ClassVar[str] = "prediction"
+    VERSION: ClassVar[int] = 1
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "source": (str,), "session": (str,), "seq": (int,), "t": _NUMBER, "offset": _NUMBER,
+        "rms": _NUMBER, "head": (str,), "labels": (list,), "written_at": _NUMBER,
+    }
+
+    source: str
+    session: str
+    seq: int
+    t: float
+    offset: float
+    rms: float
+    head: str
+    labels: list  # [[label, score], ...], highest first
+    written_at: float
+
+    def check(self) -> None:
+        for pair in self.labels:
+            if not (isinstance(pair, list | tuple) and len(pair) == 2
+                    and isinstance(pair[0], str) and isinstance(pair[1], _NUMBER)):
+                raise MessageError("prediction labels must be [label, score] pairs")
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    """A detection: `start` when a label becomes active, `end` (with its end time) when it stops.
+    Times are seconds from the start of the source (`start`, `end`) and unix times (`*_t`)."""
+
+    TYPE: ClassVar[str] = "event"
+    VERSION: ClassVar[int] = 1
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "id": (str,), "source": (str,), "label": (str,), "kind": (str,), "start": _NUMBER,
+        "end": (*_NUMBER, type(None)), "start_t": _NUMBER, "end_t": (*_NUMBER, type(None)),
+        "score": _NUMBER,
+    }
+
+    id: str  # source/label/start sample: the same for an event's start and end
+    source: str
+    label: str
+    kind: str  # "start" | "end"
+    start: float
+    end: float | None
+    start_t: float
+    end_t: float | None
+    score: float  # peak score so far
+
+    def check(self) -> None:
+        if self.kind not in ("start", "end"):
+            raise MessageError(f"event kind must be 'start' or 'end', got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class SourceStatus(Message):
+    """What capture says about one of its sources (kept in streams.SOURCES_HASH)."""
+
+    TYPE: ClassVar[str] = "source"
+    VERSION: ClassVar[int] = 1
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "source": (str,), "state": (str,), "detail": (str,), "rms": _NUMBER, "seq": (int,),
+        "updated": _NUMBER,
+    }
+
+    source: str
+    state: str  # "running" | "retrying" | "finished"
+    detail: str
+    rms: float
+    seq: int
+    updated: float
+
+
+@dataclass(frozen=True)
+class DeadLetter(Message):
+    """An entry a worker gave up on, with the reason and the original bytes."""
+
+    TYPE: ClassVar[str] = "deadletter"
+    VERSION: ClassVar[int] = 1
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "stream": (str,), "group": (str,), "entry_id": (str,), "reason": (str,),
+        "deliveries": (int,), "payload": (bytes,), "at": _NUMBER,
+    }
+
+    stream: str
+    group: str
+    entry_id: str
+    reason: str
+    deliveries: int
+    payload: bytes
+    at: float
+
+    @classmethod
+    def now(cls, stream: str, group: str, entry_id: str, reason: str, deliveries: int,
+            payload: bytes) -> "DeadLetter":
+        return cls(stream, group, entry_id, reason, deliveries, payload, time.time())
