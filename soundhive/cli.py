@@ -4,7 +4,7 @@ from importlib.metadata import version
 
 import typer
 
-from soundhive import classify, models
+from soundhive import classify, models, training
 
 app = typer.Typer(
     name="soundhive",
@@ -32,6 +32,7 @@ def _options(
 
 classify.register(app)
 models.register(app)
+training.register(app)
 
 
 def main() -> None:

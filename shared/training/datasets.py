@@ -5,7 +5,9 @@ Each record is a `tf.train.SequenceExample`, exactly as in Google's AudioSet fea
     context:       video_id (bytes), start_time_seconds (float), end_time_seconds (float),
                    labels (int64 list: class indices)
     feature_lists: audio_embedding  one bytes feature of 128 uint8 per frame (VGGish, PCA'd,
-                                    clipped to [-2, 2] and quantised to 8 bits)
+                                    clipped to [-2, 2] and quantised to 8 bits); read back
+                                    with youtube-8m's dequantisation, as the VGGish embedder
+                                    serves them
 
 soundhive adds, alongside, a feature list for YAMNet embeddings (the release has none):
 
@@ -16,6 +18,7 @@ The class names of a data set live beside its records in `class_names.txt` (one 
 i is class index i).
 """
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,9 @@ CLASS_NAMES_FILE = "class_names.txt"
 _QUANTIZE_STEP = (params.QUANTIZE_MAX_VALUE - params.QUANTIZE_MIN_VALUE) / (
     params.QUANTIZE_LEVELS - 1
 )
+_DEQUANTIZE_BIAS = (params.QUANTIZE_MAX_VALUE - params.QUANTIZE_MIN_VALUE) / (
+    2 * params.QUANTIZE_LEVELS
+) + params.QUANTIZE_MIN_VALUE
 
 
 class DatasetError(Exception):
@@ -59,14 +65,15 @@ def feature_spec(embedding_model: str) -> FeatureSpec:
 
 
 def quantize(embeddings: np.ndarray) -> np.ndarray:
-    """float embeddings -> uint8, as the AudioSet release: clip to [-2, 2], 256 levels."""
+    """float embeddings -> uint8, as vggish_postprocess.py: clip to [-2, 2], scale, truncate."""
     clipped = np.clip(embeddings, params.QUANTIZE_MIN_VALUE, params.QUANTIZE_MAX_VALUE)
-    return np.round((clipped - params.QUANTIZE_MIN_VALUE) / _QUANTIZE_STEP).astype(np.uint8)
+    return ((clipped - params.QUANTIZE_MIN_VALUE) / _QUANTIZE_STEP).astype(np.uint8)
 
 
 def dequantize(quantized: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [-2, 2] (q * 4/255 - 2)."""
-    return (np.asarray(quantized, np.float32) * _QUANTIZE_STEP + params.QUANTIZE_MIN_VALUE).astype(
+    """uint8 -> float32 as youtube-8m's Dequantize (what AudioSet heads were trained with):
+    q * 4/255 + 4/512 - 2, the middle of the bin that truncation filled."""
+    return (np.asarray(quantized, np.float32) * _QUANTIZE_STEP + _DEQUANTIZE_BIAS).astype(
         np.float32
     )
 
@@ -161,9 +168,15 @@ def class_names_beside(pattern: str) -> list[str] | None:
 
 def _parse(serialized: tf.Tensor, spec: FeatureSpec) -> dict[str, tf.Tensor]:
     if spec.quantized:
-        sequence = {spec.feature_list: tf.io.FixedLenSequenceFeature([], tf.string)}
+        sequence = {
+            spec.feature_list: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
+        }
     else:
-        sequence = {spec.feature_list: tf.io.FixedLenSequenceFeature([spec.size], tf.float32)}
+        sequence = {
+            spec.feature_list: tf.io.FixedLenSequenceFeature(
+                [spec.size], tf.float32, allow_missing=True
+            )
+        }
     context, lists = tf.io.parse_single_sequence_example(
         serialized,
         context_features={
@@ -175,7 +188,7 @@ def _parse(serialized: tf.Tensor, spec: FeatureSpec) -> dict[str, tf.Tensor]:
     frames = lists[spec.feature_list]
     if spec.quantized:
         raw = tf.reshape(tf.io.decode_raw(frames, tf.uint8), [-1, spec.size])
-        frames = tf.cast(raw, tf.float32) * _QUANTIZE_STEP + params.QUANTIZE_MIN_VALUE
+        frames = tf.cast(raw, tf.float32) * _QUANTIZE_STEP + _DEQUANTIZE_BIAS
     return {
         "video_id": context["video_id"],
         "labels": tf.sparse.to_dense(context["labels"]),
@@ -255,9 +268,16 @@ def iterate_batches(data: tf.data.Dataset, what: str) -> Iterator[Arrays]:
         except StopIteration:
             return
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
-            message = (exc.message or type(exc).__name__).strip().splitlines()[0]
-            raise DatasetError(f"{what}: {message}") from None
+            raise DatasetError(f"{what}: {_tf_message(exc)}") from None
         yield Arrays(frames.numpy(), lengths.numpy(), labels.numpy())
+
+
+def _tf_message(exc: tf.errors.OpError) -> str:
+    """The useful part of a tf.data error: no graph node names, no iterator chain."""
+    message = (exc.message or type(exc).__name__).strip().splitlines()[0]
+    message = re.sub(r"\{\{.*?\}\}\s*", "", message)
+    message = re.sub(r"Error in user-defined function.*?Iterator::\S+: ", "", message)
+    return message.replace("Name: <unknown>, ", "").split("  Did you mean")[0].strip()
 
 
 def load_arrays(pattern: str, embedding_model: str, num_classes: int, max_frames: int) -> Arrays:

@@ -1,0 +1,357 @@
+"""`soundhive embed | train | evaluate | datasets pull`: YouTube-8M frame-level heads.
+
+TensorFlow is imported inside the commands so that `soundhive --help` stays fast.
+"""
+
+import json
+import tarfile
+from pathlib import Path
+
+import typer
+
+from soundhive.console import byte_progress, fail, item_progress, stderr
+
+AUDIOSET_FEATURES_URL = (
+    "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/features/features.tar.gz"
+)
+AUDIOSET_FEATURES_SHA256 = "cd95d500ab2422d4233cb822e25cf73033633e2068eab64d39024e85125cb760"
+AUDIOSET_CLASSES = 527
+DEFAULT_DATASETS_DIR = Path("~/.cache/soundhive/datasets")
+
+datasets_app = typer.Typer(help="Download public training data sets.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed)
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.add_typer(datasets_app, name="datasets")
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+    except OSError as exc:
+        fail(f"{path}: {exc.strerror}")
+
+
+# --- embed -----------------------------------------------------------------------------------
+
+
+def embed(
+    folder: Path = typer.Argument(
+        ..., help="Audio folder: one sub-folder per label, or see --labels."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="TFRecord file to write; class_names.txt goes beside it."
+    ),
+    model: str = typer.Option("yamnet", "--model", help="Embedding model: yamnet or vggish."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="CSV of file,labels (files relative to FOLDER; labels split by ';')."
+    ),
+    class_names: Path | None = typer.Option(
+        None,
+        "--class-names",
+        help="Use this class list (one per line), e.g. a train set's, so indices match.",
+    ),
+    augment: int = typer.Option(
+        0, "--augment", min=0, help="Augmented variants per file (gain, time shift, noise)."
+    ),
+    hop: float = typer.Option(0.48, "--hop", min=0.01, help="Seconds between embeddings."),
+    seed: int = typer.Option(0, "--seed", help="Augmentation random seed."),
+) -> None:
+    """Embed a folder of labelled audio into AudioSet-format TFRecords for `soundhive train`."""
+    from shared.audio import AudioError
+    from shared.models import ModelError, load_embedder
+    from shared.training import datasets
+    from shared.training.embed import class_list, embed_files, from_csv, from_folders
+
+    if model not in datasets.FEATURES:
+        fail(f"--model must be one of {', '.join(datasets.FEATURES)}, got {model!r}")
+    if not folder.is_dir():
+        fail(f"{folder}: not a folder")
+    try:
+        files = from_csv(labels, folder) if labels else from_folders(folder)
+        names = class_list(files, _read_lines(class_names) if class_names else None)
+        embedder = load_embedder(model)
+        with item_progress() as progress:
+            task = progress.add_task(f"embedding with {model}", total=len(files))
+            count = datasets.write_records(
+                out,
+                embed_files(
+                    files,
+                    names,
+                    embedder,
+                    augment,
+                    hop,
+                    seed,
+                    done=lambda f: progress.advance(task),
+                ),
+            )
+    except (datasets.DatasetError, AudioError, ModelError) as exc:
+        Path(out).unlink(missing_ok=True)
+        fail(str(exc))
+    datasets.write_class_names(out.parent, names)
+    typer.echo(f"{out}: {count} clips from {len(files)} files, {len(names)} classes ({model})")
+
+
+# --- train -----------------------------------------------------------------------------------
+
+
+def _class_names(names_file: Path | None, pattern: str, num_classes: int | None) -> list[str]:
+    from shared.labels import ClassMap
+    from shared.models.catalog import models_dir
+    from shared.training import datasets
+
+    if names_file:
+        return _read_lines(names_file)
+    beside = datasets.class_names_beside(pattern)
+    if beside:
+        return beside
+    audioset = models_dir() / "class_labels_indices.csv"
+    if num_classes == AUDIOSET_CLASSES and audioset.is_file():
+        return ClassMap.from_csv(audioset).names
+    fail(f"no class names: give --class-names, or put class_names.txt beside {pattern}")
+
+
+def train(
+    model: str = typer.Option("logistic", "--model", help="logistic, dbof or lstm."),
+    train_data: str = typer.Option(..., "--train", help="Training TFRecords (glob pattern)."),
+    eval_data: str | None = typer.Option(
+        None, "--eval", help="Evaluation TFRecords (glob pattern)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, logs/, head/."),
+    embedding: str = typer.Option(
+        "vggish",
+        "--embedding",
+        help="Features to read: vggish (audio_embedding, AudioSet) or yamnet (yamnet_embedding).",
+    ),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=2, help="Classes (default: the number of class names)."
+    ),
+    class_names: Path | None = typer.Option(
+        None,
+        "--class-names",
+        help="Class names, one per line (default: class_names.txt beside the data, "
+        "or AudioSet's when --num-classes is 527).",
+    ),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    learning_rate: float = typer.Option(0.01, "--learning-rate", min=0.0),
+    decay: float = typer.Option(
+        0.95, "--decay", min=0.0, max=1.0, help="Learning-rate decay factor..."
+    ),
+    decay_examples: int = typer.Option(
+        4_000_000, "--decay-examples", min=1, help="...applied every this many examples."
+    ),
+    loss: str = typer.Option("cross_entropy", "--loss", help="cross_entropy, hinge or softmax."),
+    max_frames: int = typer.Option(
+        10, "--max-frames", min=1, help="Frames per clip (the served head's window)."
+    ),
+    cluster_size: int = typer.Option(8192, "--cluster-size", min=1, help="DBoF cluster layer."),
+    hidden_size: int = typer.Option(1024, "--hidden-size", min=1, help="DBoF hidden layer."),
+    sample_frames: int = typer.Option(
+        30, "--sample-frames", min=1, help="DBoF frames sampled per clip in training."
+    ),
+    lstm_size: int = typer.Option(1024, "--lstm-size", min=1),
+    lstm_layers: int = typer.Option(2, "--lstm-layers", min=1),
+    mixtures: int = typer.Option(2, "--mixtures", min=1, help="Mixture-of-experts experts."),
+    name: str | None = typer.Option(
+        None, "--name", help="Also install the head as $SOUNDHIVE_MODELS/heads/NAME."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Train a YouTube-8M frame-level head on AudioSet-format TFRecords and export it."""
+    from shared.training import datasets, export, losses
+    from shared.training import train as training
+    from shared.training.frame_models import MODEL_NAMES, HeadConfig
+
+    if model not in MODEL_NAMES:
+        fail(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model!r}")
+    if loss not in losses.LOSSES:
+        fail(f"--loss must be one of {', '.join(losses.LOSSES)}, got {loss!r}")
+    try:
+        spec = datasets.feature_spec(embedding)
+        names = _class_names(class_names, train_data, num_classes)
+    except datasets.DatasetError as exc:
+        fail(str(exc))
+    config = HeadConfig(
+        model,
+        num_classes or len(names),
+        spec.size,
+        max_frames,
+        cluster_size,
+        hidden_size,
+        sample_frames,
+        lstm_size,
+        lstm_layers,
+        mixtures,
+    )
+    options = training.TrainOptions(
+        config,
+        train_data,
+        eval_data,
+        embedding,
+        names,
+        out,
+        name or out.name,
+        loss,
+        epochs,
+        batch_size,
+        learning_rate,
+        decay,
+        decay_examples,
+        seed=seed,
+        resume=resume,
+    )
+    try:
+        result = _train_with_progress(options)
+        installed = export.install_head(result.head, name) if name else None
+    except (training.TrainingError, datasets.DatasetError, ValueError) as exc:
+        fail(str(exc))
+    if json_output:
+        typer.echo(json.dumps(training.run_summary(result)))
+        return
+    _print_result(result, installed)
+
+
+def _train_with_progress(options):  # -> training.RunResult (TensorFlow imported lazily)
+    from shared.training import train as training
+
+    with item_progress() as progress:
+        task = progress.add_task("training", total=None)
+        state = {"per_epoch": None}
+
+        def started(epoch: int, epochs: int) -> None:
+            progress.reset(task, total=state["per_epoch"], description=f"epoch {epoch}/{epochs}")
+
+        def step(examples: int, loss: float) -> None:
+            progress.update(
+                task,
+                completed=examples,
+                description=progress.tasks[0].description.split(" loss")[0] + f" loss {loss:.4f}",
+            )
+
+        def epoch_done(result: "training.EpochResult") -> None:
+            state["per_epoch"] = progress.tasks[0].completed
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+            eval_loss = (
+                f"  eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""
+            )
+            progress.console.print(
+                f"epoch {result.epoch}: train loss {result.train_loss:.4f}{eval_loss}  {metrics}"
+            )
+
+        return training.train(options, training.Reporter(started, step, epoch_done))
+
+
+def _print_result(result, installed: Path | None) -> None:
+    if result.final and result.baseline:
+        typer.echo(
+            _metrics_table(
+                {"head": result.final.as_dict(), "prior baseline": result.baseline.as_dict()}
+            )
+        )
+    typer.echo(f"head exported to {result.head}")
+    if installed:
+        typer.echo(f"installed as {installed}")
+
+
+def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
+    keys = list(next(iter(rows.values())))
+    width = max(len(r) for r in rows)
+    lines = [" " * width + "".join(f"{k:>9}" for k in keys)]
+    lines += [f"{r:<{width}}" + "".join(f"{m[k]:>9.4f}" for k in keys) for r, m in rows.items()]
+    return "\n".join(lines)
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def evaluate(
+    head: str = typer.Option(
+        ..., "--head", help="Head name (in $SOUNDHIVE_MODELS/heads) or folder."
+    ),
+    data: str = typer.Option(..., "--data", help="TFRecords to evaluate on (glob pattern)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Print hit@1, PERR, GAP@20 and mAP of a trained head on labelled TFRecords."""
+    from shared import evaluation
+    from shared.models import ModelError
+    from shared.models.trained import load_head
+    from shared.training import datasets
+
+    try:
+        loaded = load_head(head)
+        arrays = datasets.load_arrays(
+            data, loaded.embedding_model, len(loaded.class_names), loaded.window
+        )
+    except (ModelError, datasets.DatasetError) as exc:
+        fail(str(exc))
+    predictions = loaded.score_windows(arrays.frames, arrays.lengths)
+    metrics = evaluation.evaluate(predictions, arrays.labels)
+    if json_output:
+        typer.echo(
+            json.dumps({"head": loaded.name, "examples": metrics.num_examples, **metrics.as_dict()})
+        )
+        return
+    typer.echo(f"{loaded.name} on {metrics.num_examples} clips of {data}")
+    for key, value in metrics.as_dict().items():
+        typer.echo(f"{key:>7}: {value:.4f}")
+
+
+# --- datasets pull ---------------------------------------------------------------------------
+
+
+@datasets_app.command("pull")
+def pull(
+    dataset: str = typer.Argument(..., help="Data set: audioset (Google's released features)."),
+    out: Path = typer.Option(DEFAULT_DATASETS_DIR, "--out", help="Folder to download into."),
+    url: str = typer.Option(AUDIOSET_FEATURES_URL, "--url", help="Mirror of features.tar.gz."),
+    sha256: str = typer.Option(AUDIOSET_FEATURES_SHA256, "--sha256", help="Expected checksum."),
+    extract: bool = typer.Option(True, "--extract/--no-extract", help="Unpack the archive."),
+) -> None:
+    """Download AudioSet's released VGGish features (bal_train, eval, unbal_train TFRecords)."""
+    from shared.download import DownloadError, download
+
+    if dataset != "audioset":
+        fail(f"unknown data set {dataset!r} (known: audioset)")
+    folder = out.expanduser() / "audioset"
+    archive = folder / "features.tar.gz"
+    if not archive.is_file():
+        with byte_progress() as progress:
+            task = progress.add_task("features.tar.gz", total=None)
+            try:
+                download(
+                    url,
+                    archive,
+                    sha256,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                )
+            except DownloadError as exc:
+                fail(str(exc))
+    typer.echo(f"{archive}: sha256 verified")
+    if extract:
+        _extract(archive, folder)
+        typer.echo(
+            f"features in {folder} "
+            f"(e.g. --train '{folder}/audioset_v1_embeddings/bal_train/*.tfrecord')"
+        )
+
+
+def _extract(archive: Path, folder: Path) -> None:
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            with item_progress() as progress:
+                task = progress.add_task("extracting", total=len(members))
+                for member in members:
+                    tar.extract(member, folder, filter="data")
+                    progress.advance(task)
+    except (tarfile.TarError, OSError) as exc:
+        fail(f"{archive}: cannot extract ({exc})")
+    stderr.print(f"extracted {len(members)} entries")
