@@ -1,0 +1,110 @@
+"""Helpers of the pipeline tests: a restartable real redis-server, service processes, polling."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.2) -> object:
+    """Poll until predicate() is truthy (its value is returned); fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: _pings(client), 20, "redis-server to start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(20)
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+class Services:
+    """Starts service processes (`python -m services.NAME`) against the test Redis."""
+
+    def __init__(self, server: RedisServer, logs: Path, models_dir: Path):
+        self.server, self.logs, self.models_dir = server, logs, models_dir
+        self.processes: list[tuple[subprocess.Popen, Path]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "REDIS_URL": self.server.url,
+            "SOUNDHIVE_MODELS": str(self.models_dir),
+            "SOUNDHIVE_METRICS_PORT": "0",
+            "SOUNDHIVE_BLOCK_MS": "200",
+            "SOUNDHIVE_CLAIM_IDLE_S": "3",
+            **extra,
+        }
+
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
+        log = self.logs / f"{name}-{len(self.processes)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}", *args], cwd=REPO, env=self.env(**env),
+            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        )
+        self.processes.append((process, log))
+        return process
+
+    def log_text(self, process: subprocess.Popen) -> str:
+        return next(log.read_text() for p, log in self.processes if p is process)
+
+    def stop_all(self) -> None:
+        for process, _ in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
