@@ -316,24 +316,18 @@ def pull(
     extract: bool = typer.Option(True, "--extract/--no-extract", help="Unpack the archive."),
 ) -> None:
     """Download AudioSet's released VGGish features (bal_train, eval, unbal_train TFRecords)."""
-    from shared.download import DownloadError, download
-
     if dataset != "audioset":
         fail(f"unknown data set {dataset!r} (known: audioset)")
     folder = out.expanduser() / "audioset"
     archive = folder / "features.tar.gz"
+    from shared.download import sha256_of
+
     if not archive.is_file():
-        with byte_progress() as progress:
-            task = progress.add_task("features.tar.gz", total=None)
-            try:
-                download(
-                    url,
-                    archive,
-                    sha256,
-                    lambda done, total: progress.update(task, completed=done, total=total),
-                )
-            except DownloadError as exc:
-                fail(str(exc))
+        error = _download(url, archive, sha256)
+        if error:
+            fail(error)
+    elif sha256_of(archive) != sha256:
+        fail(f"{archive} exists but its sha256 is not {sha256}: delete it and pull again")
     typer.echo(f"{archive}: sha256 verified")
     if extract:
         _extract(archive, folder)
@@ -341,6 +335,25 @@ def pull(
             f"features in {folder} "
             f"(e.g. --train '{folder}/audioset_v1_embeddings/bal_train/*.tfrecord')"
         )
+
+
+def _download(url: str, archive: Path, sha256: str) -> str | None:
+    """Download with a progress bar that is cleared on failure; returns the error, if any."""
+    from shared.download import DownloadError, download
+
+    with byte_progress() as progress:
+        task = progress.add_task(archive.name, total=None)
+        try:
+            download(
+                url,
+                archive,
+                sha256,
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except DownloadError as exc:
+            progress.remove_task(task)
+            return str(exc)
+    return None
 
 
 def _extract(archive: Path, folder: Path) -> None:
