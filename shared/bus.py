@@ -187,11 +187,12 @@ class Worker(Generic[M]):
         self._process(entries)
 
     def _claim(self) -> list[tuple[str, dict, int]]:
-        next_id, claimed, _deleted = self.redis.xautoclaim(
+        reply = self.redis.xautoclaim(
             self.stream, self.group, self.settings.consumer,
             min_idle_time=int(self.settings.claim_idle_s * 1000),
             start_id=self._claim_cursor, count=self.settings.batch_size,
         )
+        next_id, claimed = reply[0], reply[1]  # Redis 7 adds the ids of deleted entries
         self._claim_cursor = _text(next_id)
         if not claimed:
             return []

@@ -4,7 +4,7 @@ from importlib.metadata import version
 
 import typer
 
-from soundhive import classify, models, training
+from soundhive import classify, models, pipeline, training
 
 app = typer.Typer(
     name="soundhive",
@@ -33,6 +33,7 @@ def _options(
 classify.register(app)
 models.register(app)
 training.register(app)
+pipeline.register(app)
 
 
 def main() -> None:

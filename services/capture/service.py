@@ -142,17 +142,18 @@ class SourceRunner:
         self.fast, self.save_path = fast, save_path
         self.session = uuid.uuid4().hex[:12]
         self.seq = 0
+        self.rms = 0.0
         self.thread = threading.Thread(target=self.run, name=f"source {spec.id}", daemon=True)
 
     def run(self) -> None:
         backoff = bus.Backoff(first_s=1.0, max_s=RETRY_MAX_S)
         session_start = time.time()
         while not self.stopper.stopped:
-            self.publisher.status(self.spec.id, "running", seq=self.seq)
+            self.publisher.status(self.spec.id, "running", rms=self.rms, seq=self.seq - 1)
             try:
                 self._capture(offset0=0.0 if self.fast else time.time() - session_start)
                 if self.spec.finite:
-                    self.publisher.status(self.spec.id, "finished", seq=self.seq - 1)
+                    self.publisher.status(self.spec.id, "finished", rms=self.rms, seq=self.seq - 1)
                     log.info("capture: %s finished (%d chunks)", self.spec.id, self.seq)
                     return
             except Exception as exc:
@@ -195,6 +196,7 @@ class SourceRunner:
         self.publisher.status(self.spec.id, "running", rms=chunk.rms, seq=self.seq)
         metrics.SOURCE_LEVEL.labels(self.spec.id).set(chunk.rms)
         self.seq += 1
+        self.rms = chunk.rms
 
     def _wav_writer(self) -> AbstractContextManager[soundfile.SoundFile | None]:
         if self.save_path is None:
