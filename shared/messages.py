@@ -107,7 +107,7 @@ class PcmChunk(Message):
         last: bool,
     ) -> "PcmChunk":
         """float32 samples in [-1, 1] (exactly CHUNK_SAMPLES) -> a chunk."""
-        pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
+        pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
         rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
         return cls(source, session, seq, t, offset, rms, pcm.tobytes(), last)
 

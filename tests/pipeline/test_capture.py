@@ -1,0 +1,124 @@
+"""Capture: gapless self-contained chunks, sources, PyAudio through ALSA, saved WAVs, CLI errors."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from pipeline_helpers import REPO, RedisServer, Services, wait_for
+
+from services.capture.service import Chunker
+from services.capture.sources import SourceError, parse_sources
+from shared import streams
+from shared.audio import frame_patches, load_audio
+from shared.messages import CHUNK_SAMPLES, PcmChunk
+
+WAIT_S = 120
+
+
+def test_chunks_carry_every_patch_once_without_gaps(clips_dir: Path):
+    audio = load_audio(clips_dir / "dog.mp3")
+    chunker = Chunker()
+    chunks = [c for start in range(0, len(audio), 1000)
+              for c in chunker.push(audio[start:start + 1000])]
+    final = chunker.finish()
+    assert final is not None
+    chunks.append(final)
+    patches = np.concatenate([
+        PcmChunk.from_samples("s", "x", i, 0.0, start / 16000, samples, False).patches()
+        for i, (start, samples) in enumerate(chunks)
+    ])
+    reference = frame_patches(audio)  # every 0.48 s, whole patches only
+    assert len(patches) >= len(reference)
+    np.testing.assert_allclose(patches[: len(reference)], reference, atol=1 / 32768)
+    assert [start for start, _ in chunks] == [i * 15360 for i in range(len(chunks))]
+    assert all(len(samples) == CHUNK_SAMPLES for _, samples in chunks)
+
+
+def test_source_specs(clips_dir: Path, tmp_path: Path):
+    specs = parse_sources([f"file:{clips_dir}", "mic:2", "url:http://example.com/a.mp3",
+                           "rtsp://cam/stream", f"file:{tmp_path / 'missing.wav'}"])
+    kinds = {s.id: s.kind for s in specs}
+    assert kinds["dog.mp3"] == "file" and kinds["missing.wav"] == "file"
+    assert kinds["mic:2"] == "mic"
+    assert kinds["http://example.com/a.mp3"] == kinds["rtsp://cam/stream"] == "url"
+    for bad in ("microphone", "file:", f"file:{tmp_path}", "url:ftp://x"):
+        with pytest.raises(SourceError, match="bad --source"):
+            parse_sources([bad])
+
+
+def test_bad_source_is_one_line_error():
+    result = subprocess.run([sys.executable, "-m", "soundhive", "up", "--source", "nope:x"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: bad --source 'nope:x': use mic[:DEVICE], file:PATH or url:URL")
+
+
+def test_missing_file_is_reported_and_retried_while_others_run(
+        services: Services, redis_server: RedisServer, clips_dir: Path, tmp_path: Path):
+    from shared.messages import SourceStatus
+
+    client = redis_server.client()
+    capture = services.start("capture", "--fast", "--source", f"file:{tmp_path / 'late.wav'}",
+                             "--source", f"file:{clips_dir / 'speech.wav'}",
+                             "--save-path", str(tmp_path / "saved"))
+
+    def status(source: str) -> SourceStatus | None:
+        raw = client.hget(streams.SOURCES_HASH, source)
+        return SourceStatus.decode(raw) if raw else None
+
+    wait_for(lambda: (s := status("late.wav")) and s.state == "retrying", WAIT_S,
+             "the missing file to be reported")
+    assert "no such file" in status("late.wav").detail
+    wait_for(lambda: (s := status("speech.wav")) and s.state == "finished", WAIT_S,
+             "the other source to finish")
+    soundfile.write(tmp_path / "late.wav", np.zeros(16000, np.float32), 16000)
+    wait_for(lambda: (s := status("late.wav")) and s.state == "finished", WAIT_S,
+             "the missing file to be captured once it exists")
+    assert capture.wait(WAIT_S) == 0
+    saved = sorted((tmp_path / "saved").glob("speech.wav-*.wav"))
+    assert len(saved) == 1
+    kept, rate = soundfile.read(saved[0], dtype="float32")
+    assert rate == 16000
+    np.testing.assert_allclose(kept, load_audio(clips_dir / "speech.wav"), atol=1 / 16384)
+
+
+def test_pyaudio_capture_through_alsa_file_pcm(services: Services, redis_server: RedisServer,
+                                               tmp_path: Path):
+    t = np.arange(16000 * 60) / 16000
+    (0.5 * np.sin(2 * np.pi * 440 * t)).astype("<f4").tofile(tmp_path / "tone.raw")
+    config = tmp_path / "asound.conf"
+    config.write_text(f"""
+pcm.!default {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{tmp_path / 'tone.raw'}"
+    format "raw"
+    hint {{ show on description "soundhive test tone" }}
+}}
+""")
+    alsa = {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{config}"}
+    listing = subprocess.run([sys.executable, "-m", "soundhive", "devices"], cwd=REPO,
+                             env={**os.environ, **alsa}, capture_output=True, text=True,
+                             timeout=60)
+    assert listing.returncode == 0 and "default" in listing.stdout
+    client = redis_server.client()
+    capture = services.start("capture", "--source", "mic:default", **alsa)
+    chunks = wait_for(lambda: len(c := [PcmChunk.decode(f[streams.MESSAGE_FIELD]) for _, f in
+                                        client.xrange(streams.PCM_STREAM)]) >= 3 and c,
+                      WAIT_S, "three chunks from the ALSA device")
+    capture.send_signal(signal.SIGTERM)
+    assert capture.wait(WAIT_S) == 0
+    for chunk in chunks[:3]:
+        assert chunk.source == "mic:default"
+        assert chunk.rms == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+        spectrum = np.abs(np.fft.rfft(chunk.samples()))
+        assert np.argmax(spectrum) * 16000 / CHUNK_SAMPLES == pytest.approx(440, abs=2)
+    assert [c.seq for c in chunks[:3]] == [0, 1, 2]
+    assert chunks[1].t - chunks[0].t == pytest.approx(0.96, abs=1e-6)
