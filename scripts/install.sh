@@ -45,10 +45,12 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
-mkdir -p "$HOME/.local/bin"
-ln -sf "$PWD/.venv/bin/soundhive" "$HOME/.local/bin/soundhive"
+# Put `soundhive` on the PATH: system-wide for root, else in ~/.local/bin.
+if [ "$(id -u)" -eq 0 ]; then bin_dir=/usr/local/bin; else bin_dir="$HOME/.local/bin"; fi
+mkdir -p "$bin_dir"
+ln -sf "$PWD/.venv/bin/soundhive" "$bin_dir/soundhive"
 case ":$PATH:" in
-    *":$HOME/.local/bin:"*) ;;
-    *) echo "note: add ~/.local/bin to your PATH to run soundhive (or use .venv/bin/soundhive)" ;;
+    *":$bin_dir:"*) ;;
+    *) echo "note: add $bin_dir to your PATH to run soundhive (or use .venv/bin/soundhive)" ;;
 esac
 echo "soundhive installed: $(.venv/bin/soundhive --version)"
