@@ -140,7 +140,7 @@ class Worker(Generic[M]):
                  self.settings.consumer, self.stream, self.group)
         while not self.stopper.stopped:
             try:
-                self._ensure_group()
+                self.ensure_group()
                 self.step()
                 backoff.reset()
                 self.health.beat()
@@ -160,7 +160,7 @@ class Worker(Generic[M]):
                 self._group_ready = False
         log.info("%s: stopped", self._service)
 
-    def _ensure_group(self) -> None:
+    def ensure_group(self) -> None:
         if self._group_ready:
             return
         try:

@@ -122,3 +122,29 @@ pcm.!default {{
         assert np.argmax(spectrum) * 16000 / CHUNK_SAMPLES == pytest.approx(440, abs=2)
     assert [c.seq for c in chunks[:3]] == [0, 1, 2]
     assert chunks[1].t - chunks[0].t == pytest.approx(0.96, abs=1e-6)
+
+
+def test_network_url_source_over_http(services: Services, redis_server: RedisServer,
+                                      clips_dir: Path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clips_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/speech.wav"
+        client = redis_server.client()
+        capture = services.start("capture", "--fast", "--source", f"url:{url}")
+        chunks = wait_for(lambda: len(c := [PcmChunk.decode(f[streams.MESSAGE_FIELD]) for _, f
+                                            in client.xrange(streams.PCM_STREAM)]) >= 4 and c,
+                          WAIT_S, "the URL's chunks")
+        capture.send_signal(signal.SIGTERM)
+        assert capture.wait(WAIT_S) == 0
+    finally:
+        server.shutdown()
+    first = np.concatenate([c.samples() for c in chunks[:1]])
+    np.testing.assert_allclose(first, load_audio(clips_dir / "speech.wav")[:CHUNK_SAMPLES],
+                               atol=2e-3)
+    assert "the stream ended" in services.log_text(capture)  # a live stream ending is retried

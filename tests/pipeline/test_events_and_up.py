@@ -1,0 +1,118 @@
+"""Event rules (thresholds, hysteresis, hold, RMS gate, allow/deny), window heads, `up`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_helpers import REPO
+
+from services.classifier.events import EventTracker, Rules, RulesError
+
+NAMES = ["Dog", "Speech", "Silence"]
+
+
+def run(tracker: EventTracker, rows: list[list[float]], rms: float = 0.1, state=None,
+        session: str = "a", last: bool = False, first: int = 0):
+    offsets = (first + np.arange(len(rows))) * 0.48
+    return tracker.update(state or {}, "src", session, offsets, 1000 + offsets,
+                          np.array(rows, np.float32), rms, last)
+
+
+def test_hysteresis_and_hold_make_one_event():
+    tracker = EventTracker(Rules(default_threshold=0.5, release_ratio=0.6, hold_s=1.0), NAMES)
+    state, events = run(tracker, [[0.9, 0, 0], [0.35, 0, 0], [0.1, 0, 0], [0.7, 0, 0]])
+    assert [(e.label, e.kind) for e in events] == [("Dog", "start")]
+    # 0.35 >= 0.5 * 0.6 keeps it up; a dip shorter than hold_s does not end it
+    state, events = run(tracker, [[0.1, 0, 0]] * 4, state=state, first=4)
+    assert [(e.label, e.kind, e.start, round(e.end, 3)) for e in events] == [
+        ("Dog", "end", 0.0, round(3 * 0.48 + 0.975, 3))]
+    assert events[0].id == f"src/Dog/{1000 * 1000}"
+
+
+def test_rms_gate_deny_allow_and_last_chunk():
+    tracker = EventTracker(Rules(min_rms=0.01), NAMES)
+    assert run(tracker, [[0.9, 0.9, 0.9]], rms=0.001)[1] == []  # too quiet to start anything
+    _, events = run(tracker, [[0.9, 0.9, 0.9]], last=True)
+    assert sorted((e.label, e.kind) for e in events) == [
+        ("Dog", "end"), ("Dog", "start"), ("Speech", "end"), ("Speech", "start")]  # no Silence
+    only_dogs = EventTracker(Rules(allow=frozenset({"Dog"}), thresholds={"Dog": 0.95}), NAMES)
+    assert run(only_dogs, [[0.9, 0.9, 0]])[1] == []
+
+
+def test_new_session_ends_open_events():
+    tracker = EventTracker(Rules(), NAMES)
+    state, _ = run(tracker, [[0.9, 0, 0]])
+    _, events = run(tracker, [[0, 0, 0]], state=state, session="b")
+    assert [(e.label, e.kind) for e in events] == [("Dog", "end")]
+
+
+def test_rules_file(tmp_path: Path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("default_threshold: 0.4\nthresholds: {Dog: 0.2}\nhold_s: 2\ndeny: []\n")
+    rules = Rules.from_file(path)
+    assert (rules.default_threshold, rules.thresholds, rules.hold_s, rules.deny) == (
+        0.4, {"Dog": 0.2}, 2.0, frozenset())
+    path.write_text("treshold: 0.4\n")
+    with pytest.raises(RulesError, match="unknown event rule"):
+        Rules.from_file(path)
+    with pytest.raises(RulesError, match="unknown label"):
+        EventTracker(Rules(thresholds={"Dgo": 0.2}), NAMES)
+
+
+def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}", "--fast",
+         "--exit-when-done"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    found = {(row[0], row[1]) for row in rows}
+    assert {("dog.mp3", "Dog"), ("speech.wav", "Speech"), ("cow.mp3", "Cattle, bovinae")} <= found
+    assert all(float(row[2]) < float(row[3]) for row in rows)
+
+
+class MeanWindowHead:
+    """A window head (the interface trained heads implement): AudioSet scores of the mean of
+    each patch's window of recent embeddings; it records the window lengths it saw."""
+
+    name = "mean-window"
+    model = "yamnet"
+    window = 4
+
+    def __init__(self):
+        from shared.models import load_model
+
+        self._head = load_model("yamnet").head
+        self.class_names = self._head.class_names
+        self.lengths: list[int] = []
+
+    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        self.lengths += lengths.tolist()
+        means = np.stack([w[:n].mean(axis=0) for w, n in zip(windows, lengths, strict=True)])
+        return self._head.score(means)
+
+
+def test_window_head_sees_the_source_history_across_replicas(redis_server):
+    from services.classifier.service import Classifier
+    from shared import bus, streams
+    from shared.messages import Embeddings, PcmChunk, Prediction
+
+    head = MeanWindowHead()
+    replicas = [Classifier(redis_server.client(), head, EventTracker(Rules(), head.class_names),
+                           1000) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    for seq in range(3):
+        chunk = PcmChunk.from_samples("src", "s", seq, 0.0, seq * 0.96,
+                                      np.zeros(23280, np.float32), False)
+        message = Embeddings.of(chunk, "yamnet", rng.random((2, 1024), np.float32))
+        replicas[seq % 2].handle([bus.Delivery(f"{seq}-0", message, 1)])
+    assert head.lengths == [1, 2, 3, 4, 4, 4]  # seq 1 (other replica) saw seq 0's patches
+    assert redis_server.client().xlen(streams.PREDICTIONS_STREAM) == 3
+    replicas[0].handle([bus.Delivery("9-0", message, 2)])  # a redelivery changes nothing
+    predictions = [Prediction.decode(f[streams.MESSAGE_FIELD])
+                   for _, f in redis_server.client().xrange(streams.PREDICTIONS_STREAM)]
+    assert [p.seq for p in predictions] == [0, 1, 2]
