@@ -4,6 +4,7 @@ TensorFlow is imported inside the commands so that `soundhive --help` stays fast
 """
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.add_typer(datasets_app, name="datasets")
+
+
+def _quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up notices (a value the user set is kept)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -61,6 +67,7 @@ def embed(
     seed: int = typer.Option(0, "--seed", help="Augmentation random seed."),
 ) -> None:
     """Embed a folder of labelled audio into AudioSet-format TFRecords for `soundhive train`."""
+    _quiet_tensorflow()
     from shared.audio import AudioError
     from shared.models import ModelError, load_embedder
     from shared.training import datasets
@@ -166,6 +173,7 @@ def train(
     json_output: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Train a YouTube-8M frame-level head on AudioSet-format TFRecords and export it."""
+    _quiet_tensorflow()
     from shared.training import datasets, export, losses
     from shared.training import train as training
     from shared.training.frame_models import MODEL_NAMES, HeadConfig
@@ -280,6 +288,7 @@ def evaluate(
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Print hit@1, PERR, GAP@20 and mAP of a trained head on labelled TFRecords."""
+    _quiet_tensorflow()
     from shared import evaluation
     from shared.models import ModelError
     from shared.models.trained import load_head

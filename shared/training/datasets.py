@@ -28,10 +28,15 @@ import tensorflow as tf
 
 from shared import params
 
+# The VGGish embedder's AudioSet-format (de)quantisation, re-exported for those who write data.
+from shared.models.vggish import dequantize_embeddings as dequantize  # noqa: F401
+from shared.models.vggish import quantize_embeddings as quantize  # noqa: F401
+
 CLASS_NAMES_FILE = "class_names.txt"
 _QUANTIZE_STEP = (params.QUANTIZE_MAX_VALUE - params.QUANTIZE_MIN_VALUE) / (
     params.QUANTIZE_LEVELS - 1
 )
+# The reader dequantises in the graph exactly as `dequantize` (youtube-8m's Dequantize) does.
 _DEQUANTIZE_BIAS = (params.QUANTIZE_MAX_VALUE - params.QUANTIZE_MIN_VALUE) / (
     2 * params.QUANTIZE_LEVELS
 ) + params.QUANTIZE_MIN_VALUE
@@ -62,20 +67,6 @@ def feature_spec(embedding_model: str) -> FeatureSpec:
         raise DatasetError(
             f"unknown embedding model {embedding_model!r} (known: {', '.join(FEATURES)})"
         ) from None
-
-
-def quantize(embeddings: np.ndarray) -> np.ndarray:
-    """float embeddings -> uint8, as vggish_postprocess.py: clip to [-2, 2], scale, truncate."""
-    clipped = np.clip(embeddings, params.QUANTIZE_MIN_VALUE, params.QUANTIZE_MAX_VALUE)
-    return ((clipped - params.QUANTIZE_MIN_VALUE) / _QUANTIZE_STEP).astype(np.uint8)
-
-
-def dequantize(quantized: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 as youtube-8m's Dequantize (what AudioSet heads were trained with):
-    q * 4/255 + 4/512 - 2, the middle of the bin that truncation filled."""
-    return (np.asarray(quantized, np.float32) * _QUANTIZE_STEP + _DEQUANTIZE_BIAS).astype(
-        np.float32
-    )
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from shared.training import datasets, export, losses
 from shared.training.frame_models import FrameModel, HeadConfig, build_model
 
 RUN_FILE = "run.json"
+RECALIBRATION_BATCHES = 100
 # TensorBoard's scalar plugin metadata, so that logs need no tensorboard package to be written.
 _SCALAR = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
@@ -179,6 +180,29 @@ class _Run:
             )
         return total / batches, label_counts / examples
 
+    def recalibrate_batch_norm(self) -> None:
+        """Set every batch norm's moving statistics to their exact average over (up to
+        RECALIBRATION_BATCHES) training batches under the current weights.
+
+        During training the moving averages trail weights that keep changing, which on small
+        data sets leaves inference far from what training saw (DBoF: train-mode hit@1 1.0,
+        inference 0.55 on the public clips; recalibrated 1.0).
+        """
+        norms = [
+            layer for layer in self.model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        if not norms:
+            return
+        momentum = norms[0].momentum
+        batches = self.dataset(self.options.train_pattern, True).take(RECALIBRATION_BATCHES)
+        for seen, batch in enumerate(datasets.iterate_batches(batches, "recalibration")):
+            for layer in norms:
+                layer.momentum = seen / (seen + 1)  # a running mean over the batches so far
+            self.model((batch.frames, batch.lengths), training=True)
+        for layer in norms:
+            layer.momentum = momentum
+
     def evaluate(self, arrays: datasets.Arrays) -> tuple[float, np.ndarray]:
         predictions = np.concatenate([
             self.predict(arrays.frames[i : i + 256], arrays.lengths[i : i + 256]).numpy()
@@ -212,6 +236,7 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> RunResult:
         epoch = int(run.epoch.numpy()) + 1
         reporter.epoch_started(epoch, options.epochs)
         train_loss, prior = run.train_epoch(reporter)
+        run.recalibrate_batch_norm()
         result = EpochResult(epoch, train_loss)
         if eval_arrays is not None:
             result.eval_loss, predictions = run.evaluate(eval_arrays)
