@@ -38,6 +38,10 @@ class RulesError(ValueError):
     """An unusable rules file (one-line message)."""
 
 
+# Names AudioSet classes; a trained head with classes of its own need not have them.
+DEFAULT_DENY = frozenset({"Silence"})
+
+
 @dataclass(frozen=True)
 class Rules:
     default_threshold: float = 0.3
@@ -46,7 +50,7 @@ class Rules:
     hold_s: float = 1.0
     min_rms: float = 0.003
     allow: frozenset[str] = frozenset()
-    deny: frozenset[str] = frozenset({"Silence"})
+    deny: frozenset[str] = DEFAULT_DENY
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Rules":
@@ -83,7 +87,8 @@ class EventTracker:
     def __init__(self, rules: Rules, class_names: list[str]):
         self.rules = rules
         self.class_names = class_names
-        unknown = (set(rules.thresholds) | rules.allow | rules.deny) - set(class_names)
+        named = set(rules.thresholds) | rules.allow | (rules.deny - DEFAULT_DENY)
+        unknown = named - set(class_names)
         if unknown:
             raise RulesError(f"event rules name unknown label(s): {', '.join(sorted(unknown))}")
         self._on = np.array(

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import redis
 
-from services.classifier.events import EventTracker, Rules, dumps_state, loads_state
+from services.classifier.events import EventTracker, Rules, RulesError, dumps_state, loads_state
 from shared import bus, metrics, streams
 from shared.config import Settings
 from shared.messages import (
@@ -35,10 +35,11 @@ STATE_TTL_S = 24 * 3600
 
 class WindowHead(Protocol):
     """What the classifier scores with: a head over each patch's window of recent embeddings
-    (oldest first, `lengths[i]` valid rows, the newest at `lengths[i] - 1`)."""
+    (oldest first, `lengths[i]` valid rows, the newest at `lengths[i] - 1`). Trained heads
+    (shared.models.trained.TrainedHead) are window heads as they are."""
 
     name: str
-    model: str  # the embedding model it expects
+    embedding_model: str  # the embedding model it expects
     class_names: list[str]
     window: int  # number of embeddings a window holds (1: the patch alone)
 
@@ -46,39 +47,63 @@ class WindowHead(Protocol):
         """float32 [n, window, D], int [n] -> float32 scores [n, C] in [0, 1]."""
         ...
 
+    def changed_on_disk(self) -> bool:
+        """Whether its files were replaced since it was loaded (for hot reload)."""
+        ...
+
+
+AUDIOSET_HEAD = "audioset"
+RELOAD_CHECK_S = 2.0
+
 
 class AudioSetHead:
     """A per-embedding AudioSet head seen as a window head of window 1."""
 
+    name = AUDIOSET_HEAD
     window = 1
 
-    def __init__(self, head: Head, model: str):
-        self.name = "audioset"
-        self.model = model
+    def __init__(self, head: Head, embedding_model: str):
+        self.embedding_model = embedding_model
         self.class_names = head.class_names
         self._head = head
 
     def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return self._head.score(windows[np.arange(len(windows)), lengths - 1])
 
+    def changed_on_disk(self) -> bool:
+        return False
 
-def load_head(name: str, model: str) -> WindowHead:
-    if name == "audioset":
-        return AudioSetHead(load_model(model).head, model)
-    raise ModelError(f"unknown head {name!r} (available: audioset)")
+
+def load_head(name: str, embedding_model: str) -> WindowHead:
+    """`audioset` (the model's own head), or a head trained with `soundhive train`, by name
+    ($SOUNDHIVE_MODELS/heads/NAME) or folder."""
+    if name == AUDIOSET_HEAD:
+        return AudioSetHead(load_model(embedding_model).head, embedding_model)
+    from shared.models import trained  # TensorFlow: loaded only when a trained head is used
+
+    head = trained.load_head(name)
+    if head.embedding_model != embedding_model:
+        raise ModelError(
+            f"head {head.name!r} scores {head.embedding_model} embeddings, but the features "
+            f"service makes {embedding_model} ones (set SOUNDHIVE_MODEL={head.embedding_model})"
+        )
+    return head
 
 
 class Classifier:
     def __init__(self, client: redis.Redis, head: WindowHead, tracker: EventTracker,
-                 maxlen: int):
+                 maxlen: int, head_spec: str | None = None):
         self.redis, self.head, self.tracker, self.maxlen = client, head, tracker, maxlen
+        self.head_spec = head_spec or head.name
+        self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
 
     def handle(self, batch: list[bus.Delivery[Embeddings]]) -> list[bus.Output]:
+        self._reload_if_replaced()
         messages = [d.message for d in batch]
         for m in messages:
-            if m.model != self.head.model:
-                raise ValueError(f"head {self.head.name} scores {self.head.model} embeddings, "
-                                 f"got {m.model}")
+            if m.model != self.head.embedding_model:
+                raise ValueError(f"head {self.head.name} scores {self.head.embedding_model} "
+                                 f"embeddings, got {m.model}")
         windows, lengths = self._windows(messages)
         scores = self.head.score_windows(windows, lengths).reshape(
             len(messages), PATCHES_PER_CHUNK, -1
@@ -86,6 +111,23 @@ class Classifier:
         for message, chunk_scores in zip(messages, scores, strict=True):
             self._write(message, chunk_scores)
         return []
+
+    def _reload_if_replaced(self) -> None:
+        """Hot reload: a head retrained into the same folder is picked up within seconds."""
+        now = time.monotonic()
+        if now < self._next_reload_check:
+            return
+        self._next_reload_check = now + RELOAD_CHECK_S
+        if not self.head.changed_on_disk():
+            return
+        try:
+            head = load_head(self.head_spec, self.head.embedding_model)
+            tracker = EventTracker(self.tracker.rules, head.class_names)
+        except (ModelError, RulesError) as exc:
+            log.warning("head %s changed on disk but cannot be used yet: %s", self.head_spec, exc)
+            return
+        self.head, self.tracker = head, tracker
+        log.info("reloaded head %s (%d classes)", head.name, len(head.class_names))
 
     def _windows(self, messages: list[Embeddings]) -> tuple[np.ndarray, np.ndarray]:
         vectors = np.stack([m.vectors() for m in messages])  # [n, P, D]
@@ -182,6 +224,6 @@ def main(settings: Settings) -> None:
     log.info("classifier: head %s (%d classes), metrics on :%d", head.name,
              len(head.class_names), server.server_port)
     client = bus.connect(settings.redis_url, settings.block_ms)
-    classifier = Classifier(client, head, tracker, settings.stream_maxlen)
+    classifier = Classifier(client, head, tracker, settings.stream_maxlen, settings.head)
     bus.Worker(settings, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP, Embeddings,
                classifier.handle, health, client=client).run()

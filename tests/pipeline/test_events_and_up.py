@@ -80,7 +80,7 @@ class MeanWindowHead:
     each patch's window of recent embeddings; it records the window lengths it saw."""
 
     name = "mean-window"
-    model = "yamnet"
+    embedding_model = "yamnet"
     window = 4
 
     def __init__(self):
@@ -89,6 +89,9 @@ class MeanWindowHead:
         self._head = load_model("yamnet").head
         self.class_names = self._head.class_names
         self.lengths: list[int] = []
+
+    def changed_on_disk(self) -> bool:
+        return False
 
     def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         self.lengths += lengths.tolist()

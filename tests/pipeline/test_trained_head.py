@@ -1,0 +1,99 @@
+"""A head trained with `soundhive train` serves in the classifier service, and a retrained head
+replacing it on disk is picked up without a restart."""
+
+import time
+
+import numpy as np
+import pytest
+
+from services.classifier.events import EventTracker, Rules
+from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
+from shared import bus, streams
+from shared.audio import frame_patches, load_audio
+from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk, Prediction
+from shared.models import ModelError, load_embedder
+
+WINDOW = 4
+
+
+@pytest.fixture(scope="module")
+def clip_embeddings(models_dir, clips_dir) -> dict[str, np.ndarray]:
+    embedder = load_embedder("yamnet", models_dir)
+    return {
+        name: embedder.embed(frame_patches(load_audio(clips_dir / f"{name}.mp3")))
+        for name in ("dog", "cow", "duck")
+    }
+
+
+def train_head(embeddings: dict[str, np.ndarray], class_names: list[str], out) -> str:
+    """A logistic head on every WINDOW-long run of real YAMNet embeddings of each clip."""
+    from shared.training import datasets
+    from shared.training.frame_models import HeadConfig
+    from shared.training.train import TrainOptions, train
+
+    clips = [
+        datasets.Clip(f"{name}-{start}", [class_names.index(name.capitalize())], 0.0, 1.0,
+                      yamnet=frames[start : start + WINDOW])
+        for name, frames in embeddings.items()
+        for start in range(len(frames) - WINDOW + 1)
+    ]
+    datasets.write_records(out / "train.tfrecord", clips)
+    config = HeadConfig("logistic", len(class_names), 1024, WINDOW)
+    options = TrainOptions(config, str(out / "train.tfrecord"), None, "yamnet", class_names,
+                           out / "run", "farm", epochs=30, batch_size=8, learning_rate=0.05)
+    return train(options).head
+
+
+def replay(classifier: Classifier, source: str, frames: np.ndarray) -> None:
+    for seq in range(len(frames) // PATCHES_PER_CHUNK):
+        chunk = PcmChunk.from_samples(source, "s", seq, 0.0, seq * 0.96,
+                                      np.zeros(23280, np.float32), False)
+        rows = frames[seq * PATCHES_PER_CHUNK : (seq + 1) * PATCHES_PER_CHUNK]
+        classifier.handle([bus.Delivery(f"{seq}-0", Embeddings.of(chunk, "yamnet", rows), 1)])
+
+
+def latest_prediction(client, source: str) -> Prediction:
+    for _, fields in client.xrevrange(streams.PREDICTIONS_STREAM):
+        prediction = Prediction.decode(fields[streams.MESSAGE_FIELD])
+        if prediction.source == source:
+            return prediction
+    raise AssertionError(f"no prediction for {source}")
+
+
+def test_trained_head_serves_and_hot_reloads(
+    redis_server, clip_embeddings, tmp_path, monkeypatch
+):
+    from shared.training import export
+
+    monkeypatch.setenv("SOUNDHIVE_MODELS", str(tmp_path / "models"))
+    two = {k: clip_embeddings[k] for k in ("dog", "cow")}
+    export.install_head(train_head(two, ["Dog", "Cow"], tmp_path / "a"), "farm")
+
+    head = load_head("farm", "yamnet")
+    assert head.window == WINDOW and head.class_names == ["Dog", "Cow"]
+    client = redis_server.client()
+    classifier = Classifier(client, head, EventTracker(Rules(), head.class_names), 1000, "farm")
+    replay(classifier, "barn-dog", clip_embeddings["dog"])
+    replay(classifier, "barn-cow", clip_embeddings["cow"])
+    assert latest_prediction(client, "barn-dog").labels[0][0] == "Dog"
+    assert latest_prediction(client, "barn-cow").labels[0][0] == "Cow"
+    assert latest_prediction(client, "barn-dog").head == "farm"
+
+    retrained = train_head(clip_embeddings, ["Dog", "Cow", "Duck"], tmp_path / "b")
+    export.install_head(retrained, "farm")
+    time.sleep(RELOAD_CHECK_S + 0.1)
+    replay(classifier, "pond", clip_embeddings["duck"])
+    assert classifier.head.class_names == ["Dog", "Cow", "Duck"]
+    assert latest_prediction(client, "pond").labels[0][0] == "Duck"
+
+
+def test_head_for_other_embeddings_is_refused(clip_embeddings, tmp_path, monkeypatch):
+    from shared.training import export
+
+    monkeypatch.setenv("SOUNDHIVE_MODELS", str(tmp_path / "models"))
+    two = {k: clip_embeddings[k] for k in ("dog", "cow")}
+    export.install_head(train_head(two, ["Dog", "Cow"], tmp_path / "a"), "farm")
+    with pytest.raises(ModelError, match="SOUNDHIVE_MODEL=yamnet"):
+        load_head("farm", "vggish")
+    with pytest.raises(ModelError, match="no trained head"):
+        load_head("absent", "yamnet")
