@@ -9,6 +9,8 @@
     SOUNDHIVE_CLAIM_IDLE_S      pending this long -> claimed by another consumer (30)
     SOUNDHIVE_MAX_DELIVERIES    deliveries before an entry is dead-lettered (5)
     SOUNDHIVE_STREAM_MAXLEN     approximate length every stream is trimmed to (10000)
+    SOUNDHIVE_PCM_MAXLEN        ... except the audio stream, whose entries are 45 KB each (2000:
+                                about 90 MB; 30 min of one microphone, 20 s of a hundred)
     SOUNDHIVE_MODEL             embedding model of the features service (yamnet)
     SOUNDHIVE_HEAD              scoring head of the classifier (audioset)
     SOUNDHIVE_EVENTS_CONFIG     JSON file of event rules (see services/classifier/events.py)
@@ -63,6 +65,7 @@ class Settings:
     claim_idle_s: float = 30.0
     max_deliveries: int = 5
     stream_maxlen: int = 10000
+    pcm_maxlen: int = 2000
     model: str = "yamnet"
     head: str = "audioset"
     events_config: str | None = None
@@ -82,6 +85,7 @@ class Settings:
             claim_idle_s=_env_float("SOUNDHIVE_CLAIM_IDLE_S", 30.0),
             max_deliveries=_env_int("SOUNDHIVE_MAX_DELIVERIES", 5),
             stream_maxlen=_env_int("SOUNDHIVE_STREAM_MAXLEN", 10000),
+            pcm_maxlen=_env_int("SOUNDHIVE_PCM_MAXLEN", 2000),
             model=os.environ.get("SOUNDHIVE_MODEL") or "yamnet",
             head=os.environ.get("SOUNDHIVE_HEAD") or "audioset",
             events_config=os.environ.get("SOUNDHIVE_EVENTS_CONFIG") or None,

@@ -125,7 +125,7 @@ class Publisher:
     def _write(self, chunks: list[PcmChunk], statuses: dict[str, SourceStatus]) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
             for chunk in chunks:
-                bus.publish(pipe, streams.PCM_STREAM, chunk, self.settings.stream_maxlen)
+                bus.publish(pipe, streams.PCM_STREAM, chunk, self.settings.pcm_maxlen)
             for status in statuses.values():
                 pipe.hset(streams.SOURCES_HASH, status.source, status.encode())
             pipe.execute()
