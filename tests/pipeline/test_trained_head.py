@@ -1,5 +1,6 @@
-"""A head trained with `soundhive train` serves in the classifier service, and a retrained head
-replacing it on disk is picked up without a restart."""
+"""A head trained with `soundhive train` (a farm-animals head on real YAMNet embeddings) serves
+in the classifier service and produces events, and a retrained head replacing it on disk is
+picked up without a restart."""
 
 import time
 
@@ -10,7 +11,7 @@ from services.classifier.events import EventTracker, Rules
 from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
 from shared import bus, streams
 from shared.audio import frame_patches, load_audio
-from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk, Prediction
+from shared.messages import PATCHES_PER_CHUNK, Embeddings, Event, PcmChunk, Prediction
 from shared.models import ModelError, load_embedder
 
 WINDOW = 4
@@ -46,10 +47,15 @@ def train_head(embeddings: dict[str, np.ndarray], class_names: list[str], out) -
 
 def replay(classifier: Classifier, source: str, frames: np.ndarray) -> None:
     for seq in range(len(frames) // PATCHES_PER_CHUNK):
-        chunk = PcmChunk.from_samples(source, "s", seq, 0.0, seq * 0.96,
-                                      np.zeros(23280, np.float32), False)
+        audible = np.full(23280, 0.1, np.float32)  # passes the events' RMS gate
+        chunk = PcmChunk.from_samples(source, "s", seq, 0.0, seq * 0.96, audible, False)
         rows = frames[seq * PATCHES_PER_CHUNK : (seq + 1) * PATCHES_PER_CHUNK]
         classifier.handle([bus.Delivery(f"{seq}-0", Embeddings.of(chunk, "yamnet", rows), 1)])
+
+
+def started_events(client) -> set[tuple[str, str]]:
+    events = [Event.decode(raw) for raw in client.lrange(streams.EVENTS_HISTORY, 0, -1)]
+    return {(e.source, e.label) for e in events if e.kind == "start"}
 
 
 def latest_prediction(client, source: str) -> Prediction:
@@ -78,6 +84,7 @@ def test_trained_head_serves_and_hot_reloads(
     assert latest_prediction(client, "barn-dog").labels[0][0] == "Dog"
     assert latest_prediction(client, "barn-cow").labels[0][0] == "Cow"
     assert latest_prediction(client, "barn-dog").head == "farm"
+    assert {("barn-dog", "Dog"), ("barn-cow", "Cow")} <= started_events(client)
 
     retrained = train_head(clip_embeddings, ["Dog", "Cow", "Duck"], tmp_path / "b")
     export.install_head(retrained, "farm")
@@ -85,6 +92,7 @@ def test_trained_head_serves_and_hot_reloads(
     replay(classifier, "pond", clip_embeddings["duck"])
     assert classifier.head.class_names == ["Dog", "Cow", "Duck"]
     assert latest_prediction(client, "pond").labels[0][0] == "Duck"
+    assert ("pond", "Duck") in started_events(client)
 
 
 def test_head_for_other_embeddings_is_refused(clip_embeddings, tmp_path, monkeypatch):
