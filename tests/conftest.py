@@ -1,6 +1,9 @@
-"""Shared test fixtures: the real model folder and the real clips beside the repository."""
+"""Shared test fixtures: the real model folder and clips beside the repository, and a real HTTP
+server on loopback for download tests."""
 
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,17 @@ def clips_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _models_env(monkeypatch, models_dir):
     monkeypatch.setenv("SOUNDHIVE_MODELS", str(models_dir))
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over HTTP on 127.0.0.1: yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(folder), **kw
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

@@ -1,32 +1,15 @@
 """`soundhive models list|pull`, downloading from a real HTTP server on loopback."""
 
 import hashlib
-import http.server
 import socket
-import threading
 from dataclasses import replace
 
-import pytest
 from typer.testing import CliRunner
 
 from shared.models import catalog
 from soundhive.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def http_folder(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(served), **kw
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def serve_model(monkeypatch, base_url: str, files: dict[str, bytes], checksums: dict[str, str]):

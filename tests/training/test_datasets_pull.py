@@ -2,31 +2,15 @@
 real HTTP server on loopback."""
 
 import hashlib
-import http.server
 import io
 import socket
 import tarfile
-import threading
 
-import pytest
 from typer.testing import CliRunner
 
 from soundhive.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def served(tmp_path):
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(folder), **kw
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def tiny_archive() -> bytes:
@@ -55,8 +39,8 @@ def test_offline_is_a_one_line_error(tmp_path):
     assert not list((tmp_path / "audioset").glob("*"))
 
 
-def test_checksum_verified_then_unpacked(served, tmp_path):
-    folder, base = served
+def test_checksum_verified_then_unpacked(http_folder, tmp_path):
+    folder, base = http_folder
     archive = tiny_archive()
     (folder / "features.tar.gz").write_bytes(archive)
     result = runner.invoke(app, ["datasets", "pull", "audioset", "--out", str(tmp_path / "d"),
@@ -67,8 +51,8 @@ def test_checksum_verified_then_unpacked(served, tmp_path):
     assert (tmp_path / "d/audioset/audioset_v1_embeddings/eval/00.tfrecord").is_file()
 
 
-def test_checksum_mismatch_keeps_nothing(served, tmp_path):
-    folder, base = served
+def test_checksum_mismatch_keeps_nothing(http_folder, tmp_path):
+    folder, base = http_folder
     (folder / "features.tar.gz").write_bytes(tiny_archive())
     # the default checksum is the real release's, which this file does not have
     result = runner.invoke(app, ["datasets", "pull", "audioset", "--out", str(tmp_path),
