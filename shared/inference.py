@@ -18,6 +18,7 @@ class ClipResult:
     class_names: list[str]
     patch_times: np.ndarray  # [n] start of each patch, seconds
     patch_scores: np.ndarray  # [n, C]
+    waveform: np.ndarray  # the 16 kHz mono audio that was classified
 
     @property
     def clip_scores(self) -> np.ndarray:
@@ -38,6 +39,7 @@ def classify_waveform(
         class_names=model.class_names,
         patch_times=patch_start_times(len(patches), hop_seconds),
         patch_scores=model.score_patches(patches),
+        waveform=waveform,
     )
 
 

@@ -9,14 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from shared import params
-from shared.audio import load_audio
 from shared.frontend import log_mel_spectrogram
 from shared.inference import ClipResult
 
 
 def plot_clip(result: ClipResult, target: Path, top: int) -> None:
-    waveform = load_audio(result.source)
-    spectrogram = log_mel_spectrogram(waveform, params.YAMNET_LOG_OFFSET)
+    spectrogram = log_mel_spectrogram(result.waveform, params.YAMNET_LOG_OFFSET)
     best = np.argsort(-result.clip_scores)[:top]
     centres = result.patch_times + params.PATCH_SECONDS / 2
     end = max(result.duration_s, params.PATCH_SECONDS)
