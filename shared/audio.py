@@ -8,7 +8,6 @@ import soundfile
 import soxr
 
 from shared import params
-from shared.native import native_stderr_silenced
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif"}
@@ -50,7 +49,7 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def _decode_with_libsndfile(path: Path) -> tuple[np.ndarray, int]:
-    with native_stderr_silenced(), soundfile.SoundFile(path) as f:
+    with soundfile.SoundFile(path) as f:
         samples = f.read(dtype="float32", always_2d=True)
         declared, header = f.frames, f.extra_info
     if _riff_data_cut_short(header) or len(samples) < declared * COMPLETE_FRACTION:
@@ -72,7 +71,7 @@ def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     import av
 
     try:
-        with native_stderr_silenced(), av.open(str(path)) as container:
+        with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise AudioError(f"{path}: no audio stream")
             stream = container.streams.audio[0]

@@ -100,7 +100,10 @@ def run_service(main: Callable[[], None]) -> None:
     from services.classifier.events import RulesError
     from shared.audio import AudioError
     from shared.models import ModelError
+    from shared.native import quiet_native_stderr
 
+    if os.environ.get("SOUNDHIVE_VERBOSE") != "1":
+        quiet_native_stderr()
     logging.basicConfig(
         level=os.environ.get("SOUNDHIVE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,21 +1,30 @@
-"""Keeping C libraries' chatter (LiteRT's delegate banner, mpg123's ID3 warnings) off the
-terminal: they write to file descriptor 2 directly, past Python's sys.stderr."""
+"""Keeping C libraries' chatter (LiteRT's delegate banner, mpg123's ID3 warnings, ALSA and JACK
+probing devices, TensorFlow's C++ logs) off the terminal.
+
+Those libraries write to file descriptor 2 directly, past Python's sys.stderr. Swapping fd 2
+around each call raced between threads (a line Python logged while another thread decoded was
+lost), so it is done once per process, at start-up, by the entry points (the CLI and
+`run_service`): Python's sys.stderr moves to a copy of the real stderr, and fd 2 goes to
+/dev/null. Libraries used in-process (tests, notebooks) are left alone.
+"""
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+_quieted = False
 
 
-@contextmanager
-def native_stderr_silenced() -> Iterator[None]:
+def quiet_native_stderr() -> None:
+    """Send fd 2 to /dev/null for the rest of the process, keeping sys.stderr on the real one.
+    Child processes started afterwards inherit the quiet fd 2 unless given a stderr of their own."""
+    global _quieted
+    if _quieted:
+        return
     sys.stderr.flush()
-    saved = os.dup(2)
+    real = os.dup(2)
+    sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                           errors="backslashreplace")
     devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    _quieted = True

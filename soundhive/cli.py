@@ -1,10 +1,16 @@
 """`soundhive`: one entry point; each group of subcommands lives in its own module."""
 
+import logging
+import os
+import sys
 from importlib.metadata import version
 
 import typer
 
+from shared.native import quiet_native_stderr
 from soundhive import classify, models, pipeline, training
+
+VERBOSE_FLAGS = ("-v", "--verbose")
 
 app = typer.Typer(
     name="soundhive",
@@ -26,8 +32,15 @@ def _options(
     show_version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
+    verbose: bool = typer.Option(
+        False, *VERBOSE_FLAGS,
+        help="Also show debug logs and what the native libraries (TensorFlow, LiteRT, ALSA, "
+             "FFmpeg) print; by default only soundhive's own lines are shown.",
+    ),
 ) -> None:
     """Live sound-event detection with AudioSet models (YAMNet, VGGish)."""
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG)
 
 
 classify.register(app)
@@ -36,5 +49,12 @@ training.register(app)
 pipeline.register(app)
 
 
+def verbose_requested(argv: list[str]) -> bool:
+    return os.environ.get("SOUNDHIVE_VERBOSE") == "1" or any(a in VERBOSE_FLAGS for a in argv)
+
+
 def main() -> None:
+    # Before any native library loads: their chatter must not reach the terminal (native.py).
+    if not verbose_requested(sys.argv[1:]):
+        quiet_native_stderr()
     app()

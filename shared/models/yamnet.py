@@ -15,7 +15,6 @@ import numpy as np
 from shared import params
 from shared.labels import ClassMap
 from shared.models.base import AudioModel, ModelError
-from shared.native import native_stderr_silenced
 
 INPUT_TENSOR = "waveform_binary"
 LOG_MEL_TENSOR = "log_mel_spectrogram"
@@ -53,7 +52,7 @@ class YamnetTFLite:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            with warnings.catch_warnings(), native_stderr_silenced():
+            with warnings.catch_warnings():
                 # Reading the embedding tensor needs intermediate tensors kept; YAMNet is small.
                 warnings.simplefilter("ignore", UserWarning)
                 self._interpreter = Interpreter(
