@@ -1,4 +1,4 @@
-"""The YouTube-8M evaluation metrics, with the exact definitions of youtube-8m's eval_util.py.
+"""The YouTube-8M evaluation metrics, as youtube-8m's eval_util.py defines them.
 
 All functions take `predictions` and `labels`, both [videos, classes]; labels are 0/1.
 
@@ -10,11 +10,19 @@ All functions take `predictions` and `labels`, both [videos, classes]; labels ar
   the non-interpolated average precision of that list sorted by score, with recall measured
   against all true labels of all videos (not only those in the top k).
 - mAP: per class, the non-interpolated AP of the predictions that made their video's top k,
-  with recall measured against all of that class's true labels; averaged over *all* classes (a
-  class without positives has AP 0, as in youtube-8m's MeanAveragePrecisionCalculator).
+  with recall measured against all of that class's true labels; averaged over the classes that
+  have at least one true label, as youtube-8m's eval (MeanAveragePrecisionCalculator with
+  filter_empty_classes=True). `include_empty_classes=True` averages over every class instead,
+  a class without positives counting AP 0. With no positive at all, mAP (like GAP) is 0.
 
-youtube-8m shuffles equal scores with a fixed seed before sorting; here equal scores keep a
-stable order (video order, then class order). The two agree whenever scores are distinct.
+Equal scores (youtube-8m leaves them to argpartition, and to a seeded shuffle of its heap's
+internal order, so its result depends on its batch size):
+- hit@1 takes the lowest class index among the top scores (numpy's argmax, as youtube-8m);
+- a top-k selection (PERR's top k, GAP's and mAP's top 20) keeps, among scores tied at the k-th
+  place, the lower class indices;
+- an AP scores a run of tied scores by its mean over every order of the run: the expectation of
+  youtube-8m's shuffle, which is there "to avoid overestimating the AP".
+With distinct scores every metric equals youtube-8m's.
 """
 
 from dataclasses import dataclass
@@ -70,13 +78,32 @@ def precision_at_equal_recall_rate(predictions: np.ndarray, labels: np.ndarray) 
 
 def average_precision(scores: np.ndarray, truth: np.ndarray, num_positives: float) -> float:
     """Non-interpolated AP of a ranked list: sum over positives at rank i of precision@i,
-    divided by `num_positives` (which may exceed the positives present in the list)."""
-    if num_positives <= 0:
+    divided by `num_positives` (which may exceed the positives present in the list).
+
+    A run of t tied scores holding p positives is scored by its mean over all orders: its item
+    at place j (0-based) of the run is a positive with probability p/t, and then has on average
+    j (p - 1) / (t - 1) positives before it within the run.
+    """
+    scores = np.asarray(scores, np.float64)
+    if num_positives <= 0 or scores.size == 0:
         return 0.0
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    hits = np.asarray(truth, np.float64)[order] > 0
-    precision_at_hits = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
-    return float(precision_at_hits.sum() / num_positives)
+    order = np.argsort(-scores, kind="stable")
+    return float(_tie_averaged_precisions(scores[order], np.asarray(truth)[order] > 0).sum()
+                 / num_positives)
+
+
+def _tie_averaged_precisions(scores: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """Per place of a list sorted by descending score: E[hit * precision@place] over the orders
+    of each run of equal scores."""
+    starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])
+    sizes = np.diff(np.r_[starts, len(scores)])
+    run_positives = np.add.reduceat(hits.astype(np.float64), starts)
+    run = np.repeat(np.arange(len(starts)), sizes)
+    t, p = sizes[run].astype(np.float64), run_positives[run]
+    before = (np.cumsum(run_positives) - run_positives)[run]
+    place = np.arange(len(scores)) - starts[run]
+    share = np.where(t > 1, (p - 1) / np.maximum(t - 1, 1), 0.0)
+    return (p / t) * (before + 1 + place * share) / (np.arange(len(scores)) + 1)
 
 
 def _top_k_mask(predictions: np.ndarray, k: int) -> np.ndarray:
@@ -99,23 +126,35 @@ def global_average_precision(
 
 
 def mean_average_precision(
-    predictions: np.ndarray, labels: np.ndarray, top_k: int = DEFAULT_TOP_K
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    top_k: int = DEFAULT_TOP_K,
+    include_empty_classes: bool = False,
 ) -> float:
+    """Mean of the per-class APs over the classes with a positive (youtube-8m), or over every
+    class when `include_empty_classes` (a class without positives then counts 0)."""
     predictions, labels = _checked(predictions, labels)
     mask = _top_k_mask(predictions, top_k)
+    positives = labels.sum(axis=0)
+    classes = range(labels.shape[1]) if include_empty_classes else np.flatnonzero(positives > 0)
     aps = [
-        average_precision(predictions[mask[:, c], c], labels[mask[:, c], c], labels[:, c].sum())
-        for c in range(labels.shape[1])
+        average_precision(predictions[mask[:, c], c], labels[mask[:, c], c], positives[c])
+        for c in classes
     ]
-    return float(np.mean(aps))
+    return float(np.mean(aps)) if aps else 0.0
 
 
-def evaluate(predictions: np.ndarray, labels: np.ndarray, top_k: int = DEFAULT_TOP_K) -> Metrics:
+def evaluate(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    top_k: int = DEFAULT_TOP_K,
+    include_empty_classes: bool = False,
+) -> Metrics:
     return Metrics(
         hit_at_one=hit_at_one(predictions, labels),
         perr=precision_at_equal_recall_rate(predictions, labels),
         gap=global_average_precision(predictions, labels, top_k),
-        mean_ap=mean_average_precision(predictions, labels, top_k),
+        mean_ap=mean_average_precision(predictions, labels, top_k, include_empty_classes),
         num_examples=int(np.asarray(labels).shape[0]),
     )
 
