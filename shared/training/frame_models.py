@@ -13,11 +13,14 @@ import keras
 import tensorflow as tf
 
 MODEL_NAMES = ("logistic", "dbof", "lstm")
+# DBoF's cluster and hidden activation: youtube-8m's --dbof_activation (sigmoid by default since
+# 2019; relu6 was hard-coded before).
+DBOF_ACTIVATIONS = {"sigmoid": tf.nn.sigmoid, "relu6": tf.nn.relu6}
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """What builds a head; youtube-8m's defaults (the seed's AudioSet runs used them)."""
+    """What builds a head; the defaults are youtube-8m's current ones."""
 
     model: str
     num_classes: int
@@ -30,10 +33,16 @@ class HeadConfig:
     lstm_layers: int = 2
     num_mixtures: int = 2  # MoE experts (DBoF, LSTM)
     l2_penalty: float = 1e-8
+    dbof_activation: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r} (known: {', '.join(MODEL_NAMES)})")
+        if self.dbof_activation not in DBOF_ACTIVATIONS:
+            raise ValueError(
+                f"unknown DBoF activation {self.dbof_activation!r} "
+                f"(known: {', '.join(DBOF_ACTIVATIONS)})"
+            )
         for name in ("num_classes", "feature_size", "max_frames", "cluster_size", "hidden_size",
                      "sample_frames", "lstm_size", "lstm_layers", "num_mixtures"):
             if getattr(self, name) < 1:
@@ -48,14 +57,16 @@ def _l2(config: HeadConfig) -> keras.regularizers.Regularizer:
 
 
 class MixtureOfExperts(keras.layers.Layer):
-    """Per class: softmax gates over `num_mixtures` sigmoid experts and one silent expert."""
+    """Per class: softmax gates over `num_mixtures` sigmoid experts and one silent expert.
+    As youtube-8m's MoeModel, the gates have no bias and the experts have one."""
 
     def __init__(self, config: HeadConfig, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = config.num_classes
         self.num_mixtures = config.num_mixtures
         self.gates = keras.layers.Dense(
-            config.num_classes * (config.num_mixtures + 1), kernel_regularizer=_l2(config)
+            config.num_classes * (config.num_mixtures + 1), use_bias=False,
+            kernel_regularizer=_l2(config),
         )
         self.experts = keras.layers.Dense(
             config.num_classes * config.num_mixtures, kernel_regularizer=_l2(config)
@@ -113,8 +124,9 @@ def sample_random_frames(frames: tf.Tensor, lengths: tf.Tensor, count: int) -> t
 
 
 class DbofModel(FrameModel):
-    """Deep bag of frames: (training: random frames) -> BN -> cluster layer -> BN -> relu6 ->
-    max pooling over valid frames -> hidden layer -> BN -> relu6 -> mixture of experts."""
+    """Deep bag of frames: (training: random frames) -> BN -> cluster layer -> BN -> activation
+    -> max pooling over valid frames -> hidden layer -> BN -> activation -> mixture of experts
+    (activation: `dbof_activation`, sigmoid or relu6)."""
 
     def __init__(self, config: HeadConfig, **kwargs):
         super().__init__(config, **kwargs)
@@ -124,16 +136,17 @@ class DbofModel(FrameModel):
         self.hidden = keras.layers.Dense(config.hidden_size, use_bias=False)
         self.hidden_norm = keras.layers.BatchNormalization()
         self.moe = MixtureOfExperts(config)
+        self.activation = DBOF_ACTIVATIONS[config.dbof_activation]
 
     def classify(self, frames, lengths, mask, training):
         if training:
             frames = sample_random_frames(frames, lengths, self.config.sample_frames)
             mask = tf.ones(tf.shape(frames)[:2], tf.bool)
         x = self.input_norm(frames, training=training)
-        x = tf.nn.relu6(self.cluster_norm(self.clusters(x), training=training))
-        # relu6 output is >= 0, so zeroing padded frames leaves the max over valid ones.
+        x = self.activation(self.cluster_norm(self.clusters(x), training=training))
+        # Both activations are >= 0, so zeroing padded frames leaves the max over valid ones.
         pooled = tf.reduce_max(x * tf.cast(mask, x.dtype)[:, :, None], axis=1)
-        hidden = tf.nn.relu6(self.hidden_norm(self.hidden(pooled), training=training))
+        hidden = self.activation(self.hidden_norm(self.hidden(pooled), training=training))
         return self.moe(hidden)
 
 

@@ -12,8 +12,9 @@ SMALL = {"cluster_size": 32, "hidden_size": 16, "lstm_size": 8, "sample_frames":
 MODELS = ("logistic", "dbof", "lstm")
 
 
-def small_model(name: str):
-    return build_model(HeadConfig(name, num_classes=5, feature_size=16, max_frames=6, **SMALL))
+def small_model(name: str, **overrides):
+    settings = {**SMALL, **overrides}
+    return build_model(HeadConfig(name, num_classes=5, feature_size=16, max_frames=6, **settings))
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,53 @@ def test_logistic_is_a_sigmoid_of_the_mean_of_valid_normalised_frames(inputs):
     means = np.stack([normalised[i, :n].mean(axis=0) for i, n in enumerate(lengths)])
     expected = 1 / (1 + np.exp(-(means @ kernel + bias)))
     np.testing.assert_allclose(model((frames, lengths)), expected, rtol=1e-5)
+
+
+def numpy_batch_norm(layer, x: np.ndarray) -> np.ndarray:
+    gamma, beta, mean, variance = (w.numpy() for w in layer.weights)
+    return gamma * (x - mean) / np.sqrt(variance + layer.epsilon) + beta
+
+
+def numpy_moe(moe, x: np.ndarray, classes: int, mixtures: int) -> np.ndarray:
+    """youtube-8m's MoeModel: bias-free gates, softmax over experts + a silent one."""
+    (gate_kernel,) = (w.numpy() for w in moe.gates.weights)
+    expert_kernel, expert_bias = (w.numpy() for w in moe.experts.weights)
+    gates = (x @ gate_kernel).reshape(-1, classes, mixtures + 1)
+    gates = np.exp(gates - gates.max(axis=2, keepdims=True))
+    gates /= gates.sum(axis=2, keepdims=True)
+    experts = 1 / (1 + np.exp(-(x @ expert_kernel + expert_bias).reshape(-1, classes, mixtures)))
+    return (gates[:, :, :mixtures] * experts).sum(axis=2)
+
+
+NUMPY_ACTIVATIONS = {"sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+                     "relu6": lambda x: np.clip(x, 0, 6)}
+
+
+def test_dbof_defaults_to_youtube_8m_sigmoid():
+    assert HeadConfig("dbof", 2, 16, 4).dbof_activation == "sigmoid"
+    with pytest.raises(ValueError, match="unknown DBoF activation 'tanh'"):
+        HeadConfig("dbof", 2, 16, 4, dbof_activation="tanh")
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu6"])
+def test_dbof_inference_by_hand(activation, inputs):
+    model = small_model("dbof", dbof_activation=activation)
+    frames, lengths = inputs
+    model((frames * 2 - 1, lengths), training=True)  # moving statistics away from 0 and 1
+    act = NUMPY_ACTIVATIONS[activation]
+    normalised = frames / np.linalg.norm(frames, axis=2, keepdims=True)
+    x = numpy_batch_norm(model.input_norm, normalised)
+    x = act(numpy_batch_norm(model.cluster_norm, x @ model.clusters.kernel.numpy()))
+    pooled = np.stack([x[i, :n].max(axis=0) for i, n in enumerate(lengths)])
+    hidden = act(numpy_batch_norm(model.hidden_norm, pooled @ model.hidden.kernel.numpy()))
+    expected = numpy_moe(model.moe, hidden, 5, SMALL.get("num_mixtures", 2))
+    np.testing.assert_allclose(model((frames, lengths)), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_moe_gates_have_no_bias_and_experts_have_one():
+    model = small_model("lstm")
+    assert [w.name for w in model.moe.gates.weights] == ["kernel"]
+    assert [w.name for w in model.moe.experts.weights] == ["kernel", "bias"]
 
 
 def test_random_frames_come_from_the_valid_ones():
