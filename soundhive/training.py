@@ -4,8 +4,11 @@ TensorFlow is imported inside the commands so that `soundhive --help` stays fast
 """
 
 import json
+import logging
 import os
+import sys
 import tarfile
+import warnings
 from pathlib import Path
 
 import typer
@@ -29,9 +32,26 @@ def register(app: typer.Typer) -> None:
     app.add_typer(datasets_app, name="datasets")
 
 
+DEFAULT_EMBEDDING = "yamnet"  # embed's --model and train's --embedding: the working default
+
+
 def _quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ start-up notices (a value the user set is kept)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Unless --verbose: no TensorFlow, Keras or absl chatter. The C++ side (start-up notices,
+    oneDNN) is kept off by TF_CPP_MIN_LOG_LEVEL (a value the user set is kept) and the CLI's quiet
+    fd 2; the Python side (absl and `tensorflow` loggers, Python warnings) is turned down here."""
+    from soundhive.cli import verbose_requested
+
+    if verbose_requested(sys.argv[1:]):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+    tf.autograph.set_verbosity(0)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -51,7 +71,9 @@ def embed(
     out: Path = typer.Option(
         ..., "--out", help="TFRecord file to write; class_names.txt goes beside it."
     ),
-    model: str = typer.Option("yamnet", "--model", help="Embedding model: yamnet or vggish."),
+    model: str = typer.Option(
+        DEFAULT_EMBEDDING, "--model", help="Embedding model: yamnet or vggish."
+    ),
     labels: Path | None = typer.Option(
         None, "--labels", help="CSV of file,labels (files relative to FOLDER; labels split by ';')."
     ),
@@ -63,7 +85,13 @@ def embed(
     augment: int = typer.Option(
         0, "--augment", min=0, help="Augmented variants per file (gain, time shift, noise)."
     ),
-    hop: float = typer.Option(0.48, "--hop", min=0.01, help="Seconds between embeddings."),
+    hop: float | None = typer.Option(
+        None,
+        "--hop",
+        min=0.01,
+        help="Seconds between embeddings (default: vggish 0.96 with the incomplete tail dropped, "
+        "as the AudioSet release; yamnet 0.48, as the features service).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Augmentation random seed."),
 ) -> None:
     """Embed a folder of labelled audio into AudioSet-format TFRecords for `soundhive train`."""
@@ -81,6 +109,7 @@ def embed(
         files = from_csv(labels, folder) if labels else from_folders(folder)
         names = class_list(files, _read_lines(class_names) if class_names else None)
         embedder = load_embedder(model)
+        short: list[Path] = []
         with item_progress() as progress:
             task = progress.add_task(f"embedding with {model}", total=len(files))
             count = datasets.write_records(
@@ -93,13 +122,21 @@ def embed(
                     hop,
                     seed,
                     done=lambda f: progress.advance(task),
+                    skipped=lambda f: short.append(f.path),
                 ),
             )
     except (datasets.DatasetError, AudioError, ModelError) as exc:
         Path(out).unlink(missing_ok=True)
         fail(str(exc))
+    if count == 0:
+        Path(out).unlink(missing_ok=True)
+        fail(f"{folder}: every file is shorter than one {model} patch (0.975 s)")
     datasets.write_class_names(out.parent, names)
-    typer.echo(f"{out}: {count} clips from {len(files)} files, {len(names)} classes ({model})")
+    used = len(files) - len(short)
+    typer.echo(f"{out}: {count} clips from {used} files, {len(names)} classes ({model})")
+    if short:
+        stderr.print(f"skipped {len(short)} files shorter than one {model} patch (0.975 s), "
+                     f"e.g. {short[0]}", soft_wrap=True, highlight=False)
 
 
 # --- train -----------------------------------------------------------------------------------
@@ -125,13 +162,17 @@ def train(
     model: str = typer.Option("logistic", "--model", help="logistic, dbof or lstm."),
     train_data: str = typer.Option(..., "--train", help="Training TFRecords (glob pattern)."),
     eval_data: str | None = typer.Option(
-        None, "--eval", help="Evaluation TFRecords (glob pattern)."
+        None,
+        "--eval",
+        help="Evaluation TFRecords (glob pattern); their class_names.txt is matched to the "
+        "training classes by name.",
     ),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, logs/, head/."),
     embedding: str = typer.Option(
-        "vggish",
+        DEFAULT_EMBEDDING,
         "--embedding",
-        help="Features to read: vggish (audio_embedding, AudioSet) or yamnet (yamnet_embedding).",
+        help="Features to read: yamnet (yamnet_embedding, what embed writes by default) or "
+        "vggish (audio_embedding, the AudioSet release's).",
     ),
     num_classes: int | None = typer.Option(
         None, "--num-classes", min=2, help="Classes (default: the number of class names)."
@@ -153,12 +194,19 @@ def train(
     ),
     loss: str = typer.Option("cross_entropy", "--loss", help="cross_entropy, hinge or softmax."),
     max_frames: int = typer.Option(
-        10, "--max-frames", min=1, help="Frames per clip (the served head's window)."
+        300,
+        "--max-frames",
+        min=1,
+        help="Frames read per clip, as youtube-8m's reader (the served head's window is the "
+        "longest training clip, at most this).",
     ),
     cluster_size: int = typer.Option(8192, "--cluster-size", min=1, help="DBoF cluster layer."),
     hidden_size: int = typer.Option(1024, "--hidden-size", min=1, help="DBoF hidden layer."),
     sample_frames: int = typer.Option(
         30, "--sample-frames", min=1, help="DBoF frames sampled per clip in training."
+    ),
+    dbof_activation: str = typer.Option(
+        "sigmoid", "--dbof-activation", help="DBoF cluster and hidden activation: sigmoid or relu6."
     ),
     lstm_size: int = typer.Option(1024, "--lstm-size", min=1),
     lstm_layers: int = typer.Option(2, "--lstm-layers", min=1),
@@ -176,12 +224,15 @@ def train(
     _quiet_tensorflow()
     from shared.training import datasets, export, losses
     from shared.training import train as training
-    from shared.training.frame_models import MODEL_NAMES, HeadConfig
+    from shared.training.frame_models import DBOF_ACTIVATIONS, MODEL_NAMES, HeadConfig
 
     if model not in MODEL_NAMES:
         fail(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model!r}")
     if loss not in losses.LOSSES:
         fail(f"--loss must be one of {', '.join(losses.LOSSES)}, got {loss!r}")
+    if dbof_activation not in DBOF_ACTIVATIONS:
+        fail(f"--dbof-activation must be one of {', '.join(DBOF_ACTIVATIONS)}, "
+             f"got {dbof_activation!r}")
     try:
         spec = datasets.feature_spec(embedding)
         names = _class_names(class_names, train_data, num_classes)
@@ -198,6 +249,7 @@ def train(
         lstm_size,
         lstm_layers,
         mixtures,
+        dbof_activation=dbof_activation,
     )
     options = training.TrainOptions(
         config,
@@ -285,6 +337,18 @@ def evaluate(
         ..., "--head", help="Head name (in $SOUNDHIVE_MODELS/heads) or folder."
     ),
     data: str = typer.Option(..., "--data", help="TFRecords to evaluate on (glob pattern)."),
+    class_names: Path | None = typer.Option(
+        None,
+        "--class-names",
+        help="The data's class names, one per line (default: class_names.txt beside the data, "
+        "or AudioSet's for a 527-class head); matched to the head's by name.",
+    ),
+    include_empty_classes: bool = typer.Option(
+        False,
+        "--include-empty-classes",
+        help="mAP over every class, a class without positives counting 0 (default: over the "
+        "classes with a positive, as youtube-8m).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Print hit@1, PERR, GAP@20 and mAP of a trained head on labelled TFRecords."""
@@ -296,13 +360,15 @@ def evaluate(
 
     try:
         loaded = load_head(head)
+        names = _class_names(class_names, data, len(loaded.class_names))
         arrays = datasets.load_arrays(
-            data, loaded.embedding_model, len(loaded.class_names), loaded.window
+            data, loaded.embedding_model, len(names), loaded.config.max_frames
         )
+        labels = datasets.align_labels(arrays.labels, names, loaded.class_names, data)
     except (ModelError, datasets.DatasetError) as exc:
         fail(str(exc))
-    predictions = loaded.score_windows(arrays.frames, arrays.lengths)
-    metrics = evaluation.evaluate(predictions, arrays.labels)
+    predictions = loaded.score_clips(arrays.frames, arrays.lengths)
+    metrics = evaluation.evaluate(predictions, labels, include_empty_classes=include_empty_classes)
     if json_output:
         typer.echo(
             json.dumps({"head": loaded.name, "examples": metrics.num_examples, **metrics.as_dict()})

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import params
+from shared import frontend, params
 from shared.models import ModelError, vggish
 from shared.models.vggish import tf  # after vggish has quietened TensorFlow's start-up
 
@@ -318,3 +318,27 @@ def test_models_package_loads_vggish_from_a_folder(official_folder):
     for extra in ("class_labels_indices.csv", "ontology.json"):
         (folder / extra).touch()
     assert isinstance(load_embedder("vggish", folder), vggish.VGGishEmbedder)
+
+
+def vggish_input_examples(waveform: np.ndarray) -> np.ndarray:
+    """vggish_input.waveform_to_examples restated: one log-mel spectrogram of the whole clip,
+    framed into 96-frame examples every 96 frames; a partial last example is dropped."""
+    log_mel = frontend.log_mel_spectrogram(waveform, params.VGGISH_LOG_OFFSET)
+    count = max(0, 1 + (len(log_mel) - 96) // 96)  # mel_features.frame's count
+    return np.array([log_mel[96 * i : 96 * i + 96] for i in range(count)]).reshape(count, 96, 64)
+
+
+@pytest.mark.parametrize(
+    ("samples", "examples"),
+    [(48000, 3), (15599, 0), (15600, 1), (30959, 1), (30960, 2), (160000, 10)],
+)
+def test_release_framing_is_vggish_input_framing(samples, examples):
+    waveform = np.random.default_rng(samples).uniform(-0.5, 0.5, samples).astype(np.float32)
+    patches = vggish.release_patches(waveform)
+    assert patches.shape == (examples, params.PATCH_SAMPLES)
+    expected = vggish_input_examples(waveform)
+    assert len(expected) == examples
+    if examples:
+        np.testing.assert_allclose(vggish.log_mel_of_patches(patches), expected, atol=1e-5)
+        starts = [np.flatnonzero(waveform == p[0])[0] for p in patches]
+        assert np.diff(starts).tolist() == [15360] * (examples - 1)  # 0.96 s apart

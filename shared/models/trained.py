@@ -4,11 +4,13 @@
     head.embedding_model                     # "yamnet" or "vggish": what its inputs must be
     head.window                              # how many recent embeddings it looks at
     head.score_windows(windows, lengths)     # [n, T, D], [n] -> [n, C]
+    head.score_clips(frames, lengths)        # whole clips (up to max_frames), as evaluation does
     head.score(embeddings)                   # [n, D] -> [n, C], row i on embeddings[i-window+1:i+1]
     if head.changed_on_disk(): head = load_head(head.folder)   # hot reload
 
-Scoring runs one tf.function with a fixed input signature [None, window, D] in inference mode
-(no frame sampling, batch normalisation on its moving statistics).
+Serving runs one tf.function with a fixed input signature [None, window, D] in inference mode
+(no frame sampling, batch normalisation on its moving statistics); `score_clips` runs the same
+model on whole clips of any length up to the head's max_frames.
 """
 
 import json
@@ -70,14 +72,17 @@ class TrainedHead:
             model.load_weights(self.folder / export.WEIGHTS_FILE)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{self.folder}: unusable weights ({exc})") from None
-        signature = [
-            tf.TensorSpec([None, self.window, self.embedding_size], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-        ]
-        self._predict = tf.function(
-            lambda frames, lengths: model((frames, lengths), training=False),
-            input_signature=signature,
-        )
+
+        def predict(frames: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+            return model((frames, lengths), training=False)
+
+        lengths = tf.TensorSpec([None], tf.int32)
+        self._predict = tf.function(predict, input_signature=[
+            tf.TensorSpec([None, self.window, self.embedding_size], tf.float32), lengths
+        ])
+        self._predict_clips = tf.function(predict, input_signature=[
+            tf.TensorSpec([None, None, self.embedding_size], tf.float32), lengths
+        ])
         self._model = model
 
     def changed_on_disk(self) -> bool:
@@ -86,21 +91,38 @@ class TrainedHead:
     def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """windows [n, T, D] whose first lengths[i] rows are valid -> scores [n, C].
         A window longer than the head's keeps its last `window` valid embeddings."""
-        windows = np.asarray(windows, np.float32)
+        windows, lengths = self._checked(windows, lengths)
+        return self._run(self._predict, *self._fit(windows, lengths))
+
+    def score_clips(self, frames: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Whole clips [n, T, D], T at most max_frames, whose first lengths[i] rows are valid ->
+        scores [n, C]: how training's evaluation and youtube-8m's eval score a clip."""
+        frames, lengths = self._checked(frames, lengths)
+        if frames.shape[1] > self.config.max_frames:
+            raise ModelError(
+                f"head {self.name!r} scores clips of at most {self.config.max_frames} frames, "
+                f"got {frames.shape[1]}"
+            )
+        return self._run(self._predict_clips, frames, lengths.astype(np.int32))
+
+    def _checked(self, frames: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        frames = np.asarray(frames, np.float32)
         lengths = np.asarray(lengths, np.int64).reshape(-1)
-        if windows.ndim != 3 or windows.shape[2] != self.embedding_size:
+        if frames.ndim != 3 or frames.shape[2] != self.embedding_size:
             raise ModelError(
                 f"head {self.name!r} scores windows [n, T, {self.embedding_size}] of "
-                f"{self.embedding_model} embeddings, got {windows.shape}"
+                f"{self.embedding_model} embeddings, got {frames.shape}"
             )
-        if lengths.shape[0] != windows.shape[0] or np.any(lengths < 1) or np.any(
-            lengths > windows.shape[1]
+        if lengths.shape[0] != frames.shape[0] or np.any(lengths < 1) or np.any(
+            lengths > frames.shape[1]
         ):
-            raise ModelError(f"lengths must be in 1..{windows.shape[1]}, one per window")
-        windows, lengths = self._fit(windows, lengths)
+            raise ModelError(f"lengths must be in 1..{frames.shape[1]}, one per window")
+        return frames, lengths
+
+    def _run(self, predict, frames: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         out = [
-            self._predict(windows[i : i + _SERVING_BATCH], lengths[i : i + _SERVING_BATCH]).numpy()
-            for i in range(0, len(windows), _SERVING_BATCH)
+            predict(frames[i : i + _SERVING_BATCH], lengths[i : i + _SERVING_BATCH]).numpy()
+            for i in range(0, len(frames), _SERVING_BATCH)
         ]
         if not out:
             return np.zeros((0, len(self.class_names)), np.float32)
@@ -136,8 +158,13 @@ def _read_description(folder: Path) -> dict:
         description = json.loads((folder / export.HEAD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{folder}: unreadable {export.HEAD_FILE} ({exc})") from None
-    if description.get("format") != export.FORMAT:
-        raise ModelError(f"{folder}: not a {export.FORMAT} head")
+    found = description.get("format")
+    if found != export.FORMAT:
+        older = isinstance(found, str) and found.startswith("soundhive-head/")
+        raise ModelError(
+            f"{folder}: a {found} head from an older soundhive: train it again"
+            if older else f"{folder}: not a {export.FORMAT} head"
+        )
     return description
 
 

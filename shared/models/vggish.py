@@ -5,6 +5,10 @@ After tensorflow/models research/audioset/vggish (vggish_slim.py, vggish_postpro
     patches [n, PATCH_SAMPLES] -> log-mel [n, 96, 64] (offset 0.01) -> VGG network -> fc2 [n, 128]
     -> whitening PCA -> clip to [-2, 2] -> uint8 (the AudioSet release format)
 
+The release (and vggish_input.waveform_to_examples) frames a clip into one example every 0.96 s
+(96 log-mel frames, no overlap) and drops the incomplete tail: `release_patches` cuts waveforms
+the same way, so that heads trained on the released features see the same time scale.
+
 As in the official vggish_slim.py (fc2 with activation_fn=None), fc2, the `embedding` layer, has
 no activation: the embedding is pre-activation.
 """
@@ -40,6 +44,26 @@ _CONV_BLOCKS = (
 _FC1_LAYERS = ("fc1_1", "fc1_2")
 _FC1_UNITS = 4096
 _EMBEDDING_LAYER = "fc2"
+
+# vggish_params.EXAMPLE_HOP_SECONDS: one AudioSet-release example per 96 frames of 10 ms.
+RELEASE_HOP_SECONDS = params.PATCH_FRAMES * params.STFT_HOP_SECONDS  # 0.96
+
+
+def release_patches(
+    waveform: np.ndarray, hop_seconds: float = RELEASE_HOP_SECONDS
+) -> np.ndarray:
+    """[n, PATCH_SAMPLES] waveform patches every hop, only those wholly inside the waveform: the
+    AudioSet release's framing, whose log-mel patches are vggish_input's examples (the 10 ms STFT
+    frames of patch i are frames 96 i .. 96 i + 95 of the whole clip's). A clip shorter than one
+    patch (0.975 s) gives none."""
+    size = params.PATCH_SAMPLES
+    hop = round(hop_seconds * params.SAMPLE_RATE)
+    if hop <= 0:
+        raise ValueError(f"the patch hop must be positive, got {hop_seconds} s")
+    waveform = np.asarray(waveform, np.float32)
+    if len(waveform) < size:
+        return np.empty((0, size), np.float32)
+    return np.lib.stride_tricks.sliding_window_view(waveform, size)[::hop]
 
 
 def build_vggish() -> keras.Model:

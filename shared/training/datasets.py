@@ -69,6 +69,16 @@ def feature_spec(embedding_model: str) -> FeatureSpec:
         ) from None
 
 
+def no_frames(pattern: str, embedding_model: str) -> DatasetError:
+    """The error for records without the chosen feature list, naming the other choices."""
+    spec = feature_spec(embedding_model)
+    others = "; ".join(
+        f"--embedding {s.embedding_model} reads {s.feature_list!r}"
+        for s in FEATURES.values() if s != spec
+    )
+    return DatasetError(f"{pattern}: no clips with {spec.feature_list!r} frames ({others})")
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -157,6 +167,24 @@ def class_names_beside(pattern: str) -> list[str] | None:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def align_labels(
+    labels: np.ndarray, data_names: list[str], head_names: list[str], what: str
+) -> np.ndarray:
+    """Multi-hot labels [n, len(data_names)] -> [n, len(head_names)], matched by class name
+    (the data's classes must all be among the head's; the head's others get no positives)."""
+    index = {name: i for i, name in enumerate(head_names)}
+    unknown = [name for name in data_names if name not in index]
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise DatasetError(
+            f"{what}: {len(unknown)} of its classes are not the head's ({shown}); "
+            "embed it with the training set's --class-names"
+        )
+    aligned = np.zeros((labels.shape[0], len(head_names)), labels.dtype)
+    aligned[:, [index[name] for name in data_names]] = labels
+    return aligned
+
+
 def _parse(serialized: tf.Tensor, spec: FeatureSpec) -> dict[str, tf.Tensor]:
     if spec.quantized:
         sequence = {
@@ -192,7 +220,7 @@ def _multi_hot(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
         tf.debugging.assert_non_negative(labels, message="negative class index in labels"),
         tf.debugging.assert_less(
             labels, tf.constant(num_classes, tf.int64),
-            message=f"a label is >= --num-classes {num_classes}",
+            message=f"a class index is >= {num_classes}, the number of class names",
         ),
     ]
     with tf.control_dependencies(checks):
@@ -264,9 +292,13 @@ def iterate_batches(data: tf.data.Dataset, what: str) -> Iterator[Arrays]:
 
 
 def _tf_message(exc: tf.errors.OpError) -> str:
-    """The useful part of a tf.data error: no graph node names, no iterator chain."""
-    message = (exc.message or type(exc).__name__).strip().splitlines()[0]
-    message = re.sub(r"\{\{.*?\}\}\s*", "", message)
+    """The useful part of a tf.data error: an assertion's own message, or the first line without
+    graph node names, op names or the iterator chain."""
+    message = (exc.message or type(exc).__name__).strip()
+    assertion = re.search(r"assertion failed: \[(.*?)\]", message)
+    if assertion:
+        return assertion.group(1)
+    message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", message.splitlines()[0])
     message = re.sub(r"Error in user-defined function.*?Iterator::\S+: ", "", message)
     return message.replace("Name: <unknown>, ", "").split("  Did you mean")[0].strip()
 
@@ -280,8 +312,7 @@ def load_arrays(pattern: str, embedding_model: str, num_classes: int, max_frames
         )
     )
     if not batches:
-        spec = feature_spec(embedding_model)
-        raise DatasetError(f"{pattern}: no clips with {spec.feature_list!r} frames")
+        raise no_frames(pattern, embedding_model)
     return Arrays(
         np.concatenate([b.frames for b in batches]),
         np.concatenate([b.lengths for b in batches]),

@@ -3,6 +3,10 @@
 Labels come from sub-folder names (`DIR/<label>/**/file`) or from a CSV of `file,labels` rows
 (file relative to DIR; several labels separated by ';'). Class index i is the i-th of the sorted
 label names, unless a class list is given (to embed an eval set with a train set's classes).
+
+Framing (`hop_seconds=None`): VGGish as the AudioSet release (one embedding every 0.96 s, the
+incomplete tail dropped, so a file shorter than 0.975 s has none and is skipped); YAMNet every
+0.48 s with the tail zero-padded, as the features service embeds it.
 """
 
 import csv
@@ -15,6 +19,7 @@ import numpy as np
 from shared import params
 from shared.audio import find_audio_files, frame_patches, load_audio
 from shared.models.base import Embedder
+from shared.models.vggish import RELEASE_HOP_SECONDS, release_patches
 from shared.training import datasets
 from shared.training.augment import Augmentation
 
@@ -67,34 +72,48 @@ def class_list(files: list[LabelledFile], given: list[str] | None = None) -> lis
     return given
 
 
+def patches_for(embedding_model: str, waveform: np.ndarray, hop_seconds: float | None
+                ) -> np.ndarray:
+    """The waveform patches an embedding model's clips are made of (see the module's doc)."""
+    if embedding_model == "vggish":
+        return release_patches(waveform, hop_seconds or RELEASE_HOP_SECONDS)
+    return frame_patches(waveform, hop_seconds or params.DEFAULT_PATCH_HOP_SECONDS)
+
+
 def embed_files(
     files: list[LabelledFile],
     class_names: list[str],
     embedder: Embedder,
     augment: int = 0,
-    hop_seconds: float = params.DEFAULT_PATCH_HOP_SECONDS,
+    hop_seconds: float | None = None,
     seed: int = 0,
     done: Callable[[LabelledFile], None] = lambda f: None,
+    skipped: Callable[[LabelledFile], None] = lambda f: None,
 ) -> Iterator[datasets.Clip]:
-    """Each file's clip, then `augment` augmented variants of it."""
+    """Each file's clip, then `augment` augmented variants of it; a file too short for one
+    embedding is passed to `skipped` instead."""
     rng = np.random.default_rng(seed)
     augmentation = Augmentation()
     index = {name: i for i, name in enumerate(class_names)}
     for file in files:
         waveform = load_audio(file.path)
         labels = sorted(index[label] for label in file.labels)
-        variants = [waveform] + [augmentation(waveform, rng) for _ in range(augment)]
-        for number, variant in enumerate(variants):
-            suffix = f"#aug{number}" if number else ""
-            yield _clip(f"{file.path}{suffix}", labels, variant, embedder, hop_seconds)
+        if len(patches_for(embedder.name, waveform, hop_seconds)):
+            variants = [waveform] + [augmentation(waveform, rng) for _ in range(augment)]
+            for number, variant in enumerate(variants):
+                suffix = f"#aug{number}" if number else ""
+                patches = patches_for(embedder.name, variant, hop_seconds)
+                yield _clip(f"{file.path}{suffix}", labels, variant, patches, embedder)
+        else:
+            skipped(file)
         done(file)
 
 
 def _clip(
-    video_id: str, labels: list[int], waveform: np.ndarray, embedder: Embedder, hop: float
+    video_id: str, labels: list[int], waveform: np.ndarray, patches: np.ndarray,
+    embedder: Embedder,
 ) -> datasets.Clip:
     clip = datasets.Clip(video_id, labels, 0.0, len(waveform) / params.SAMPLE_RATE)
-    patches = frame_patches(waveform, hop)
     if embedder.name == "vggish":
         clip.vggish_uint8 = embedder.embed_quantized(patches)
     else:

@@ -1,6 +1,8 @@
 """A trained head on disk: the folder the classifier service loads by name.
 
     <folder>/head.json          format, name, embedding model, window, model config, metrics
+                                (window: how many recent embeddings serving gives the head, the
+                                longest clip it was trained on, at most its max_frames)
     <folder>/class_names.txt    one class name per line, line i = output i
     <folder>/model.weights.h5   the Keras weights
 
@@ -18,7 +20,8 @@ from pathlib import Path
 from shared.models.catalog import models_dir
 from shared.training.frame_models import FrameModel
 
-FORMAT = "soundhive-head/1"
+# /2: MoE gates without bias and a choice of DBoF activation (/1 heads cannot be loaded).
+FORMAT = "soundhive-head/2"
 HEAD_FILE = "head.json"
 CLASS_NAMES_FILE = "class_names.txt"
 WEIGHTS_FILE = "model.weights.h5"
@@ -37,6 +40,7 @@ def export_head(
     name: str,
     embedding_model: str,
     class_names: list[str],
+    window: int,
     metrics: dict[str, float] | None = None,
 ) -> Path:
     """Write the head into `folder`, replacing what was there."""
@@ -45,6 +49,8 @@ def export_head(
         raise ValueError(
             f"{len(class_names)} class names for a head of {config.num_classes} classes"
         )
+    if not 1 <= window <= config.max_frames:
+        raise ValueError(f"window {window} must be in 1..{config.max_frames} (max_frames)")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -58,7 +64,7 @@ def export_head(
         "format": FORMAT,
         "name": name,
         "embedding_model": embedding_model,
-        "window": config.max_frames,
+        "window": window,
         "config": config.as_dict(),
         "metrics": metrics or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

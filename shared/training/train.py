@@ -123,6 +123,7 @@ class _Run:
         self.optimizer = _optimizer(options)
         self.optimizer.build(self.model.trainable_variables)
         self.loss_fn = losses.get(options.loss)
+        self.longest_clip = 0  # frames of the longest training clip (after max_frames)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, epoch=self.epoch
@@ -168,16 +169,14 @@ class _Run:
             total, batches = total + loss, batches + 1
             label_counts += batch.labels.sum(axis=0)
             examples += len(batch.labels)
+            self.longest_clip = max(self.longest_clip, int(batch.lengths.max()))
             step = int(self.optimizer.iterations.numpy())
             with self.train_log.as_default():
                 _scalar("loss", loss, step)
                 _scalar("learning_rate", float(self.optimizer.learning_rate), step)
             reporter.step_done(examples, loss)
         if batches == 0:
-            spec = datasets.feature_spec(self.options.embedding_model)
-            raise TrainingError(
-                f"{self.options.train_pattern}: no clips with {spec.feature_list!r} frames"
-            )
+            raise datasets.no_frames(self.options.train_pattern, self.options.embedding_model)
         return total / batches, label_counts / examples
 
     def recalibrate_batch_norm(self) -> None:
@@ -212,6 +211,21 @@ class _Run:
         return loss, predictions
 
 
+def _eval_arrays(options: TrainOptions) -> datasets.Arrays | None:
+    """The eval set with its labels in the training classes' order, matched by the names in its
+    class_names.txt (without one, its indices are taken to be the training set's)."""
+    if not options.eval_pattern:
+        return None
+    names = datasets.class_names_beside(options.eval_pattern) or options.class_names
+    arrays = datasets.load_arrays(
+        options.eval_pattern, options.embedding_model, len(names), options.config.max_frames
+    )
+    arrays.labels = datasets.align_labels(
+        arrays.labels, names, options.class_names, options.eval_pattern
+    )
+    return arrays
+
+
 def train(options: TrainOptions, reporter: Reporter | None = None) -> RunResult:
     reporter = reporter or Reporter()
     if len(options.class_names) != options.config.num_classes:
@@ -219,16 +233,11 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> RunResult:
             f"{len(options.class_names)} class names for --num-classes "
             f"{options.config.num_classes}"
         )
+    eval_arrays = _eval_arrays(options)
     _check_run_file(options)
     tf.random.set_seed(options.seed)
     keras.utils.set_random_seed(options.seed)
     run = _Run(options)
-    eval_arrays = None
-    if options.eval_pattern:
-        eval_arrays = datasets.load_arrays(
-            options.eval_pattern, options.embedding_model, options.config.num_classes,
-            options.config.max_frames,
-        )
     results: list[EpochResult] = []
     prior = None
     final = None
@@ -257,7 +266,8 @@ def train(options: TrainOptions, reporter: Reporter | None = None) -> RunResult:
         )
     head = export.export_head(
         run.model, options.out / "head", options.name, options.embedding_model,
-        options.class_names, final.as_dict() if final else None,
+        options.class_names, run.longest_clip or options.config.max_frames,
+        final.as_dict() if final else None,
     )
     return RunResult(head, results, final, baseline)
 

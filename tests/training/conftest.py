@@ -69,3 +69,9 @@ def vggish_data(tmp_path_factory) -> Synthetic:
 @pytest.fixture(scope="session")
 def yamnet_data(tmp_path_factory) -> Synthetic:
     return _write(tmp_path_factory.mktemp("yamnet-data"), 64 * 16, quantized=False)
+
+
+@pytest.fixture
+def yamnet_eval_clips() -> list[datasets.Clip]:
+    """A fresh copy of the clips of yamnet_data's eval set."""
+    return make_clips(64, 99, 64 * 16, quantized=False)

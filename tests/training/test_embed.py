@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from shared import params
 from shared.training import datasets
 from shared.training.augment import Augmentation
+from shared.training.embed import LabelledFile, embed_files
 from soundhive.cli import app
 
 runner = CliRunner()
@@ -96,3 +97,36 @@ def test_augmentation_changes_gain_shift_and_noise():
     residual = variant[shift:] - tone * (variant[shift:] @ tone / (tone @ tone))
     snr = 10 * np.log10(np.mean(variant[shift:] ** 2) / np.mean(residual**2))
     assert 8 < snr < 32
+
+
+class CountingVGGish:
+    """Stands in for VGGish (its checkpoint cannot be had here): one embedding per patch, whose
+    first byte is the patch's start in 10 ms frames, so the framing can be read back."""
+
+    name = "vggish"
+
+    def __init__(self, waveform: np.ndarray):
+        self.waveform = waveform
+
+    def embed_quantized(self, patches: np.ndarray) -> np.ndarray:
+        starts = [np.flatnonzero(self.waveform == p[0])[0] // 160 for p in patches]
+        out = np.zeros((len(patches), 128), np.uint8)
+        out[:, 0] = starts
+        return out
+
+
+def test_vggish_clips_follow_the_audioset_release_framing(tmp_path):
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    waveform = rng.uniform(-0.5, 0.5, 48000).astype(np.float32)  # 3 s
+    soundfile.write(tmp_path / "long.wav", waveform, 16000, subtype="FLOAT")
+    soundfile.write(tmp_path / "short.wav", waveform[:15000], 16000, subtype="FLOAT")
+    files = [LabelledFile(tmp_path / "long.wav", ("a",)), LabelledFile(tmp_path / "short.wav",
+                                                                          ("a",))]
+    skipped = []
+    clips = list(embed_files(files, ["a"], CountingVGGish(waveform), skipped=skipped.append))
+    assert [c.video_id for c in clips] == [str(tmp_path / "long.wav")]
+    # one embedding every 0.96 s (96 frames), the incomplete tail dropped: 3 s give 3
+    assert clips[0].vggish_uint8[:, 0].tolist() == [0, 96, 192]
+    assert skipped == [files[1]]

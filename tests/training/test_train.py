@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from shared import evaluation
 from shared.models import ModelError
 from shared.models.trained import load_head
 from shared.training import datasets, export
@@ -135,3 +136,93 @@ def test_cli_bad_input_is_one_line_and_status_2(args, message, tmp_path, monkeyp
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def permuted_copy(data, clips, folder, order: list[int]) -> str:
+    """The eval set's clips again, with class i stored as index order[i] and names to match."""
+    for clip in clips:
+        clip.labels = sorted(order[label] for label in clip.labels)
+    names = [""] * len(order)
+    for i, position in enumerate(order):
+        names[position] = data.class_names[i]
+    folder.mkdir()
+    datasets.write_records(folder / "eval.tfrecord", clips)
+    datasets.write_class_names(folder, names)
+    return str(folder / "eval.tfrecord")
+
+
+@pytest.fixture(scope="module")
+def yamnet_run(yamnet_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("yamnet-run")
+    config = HeadConfig("logistic", 4, 1024, 300)
+    result = train(TrainOptions(config, yamnet_data.train, yamnet_data.eval, "yamnet",
+                                yamnet_data.class_names, out / "run", "y", epochs=2,
+                                batch_size=16, learning_rate=0.005))
+    return result
+
+
+def test_window_is_the_longest_training_clip_and_evaluation_reads_whole_clips(
+    yamnet_run, yamnet_data
+):
+    longest = datasets.load_arrays(yamnet_data.train, "yamnet", 4, 300).lengths.max()
+    head = load_head(yamnet_run.head)
+    assert head.config.max_frames == 300 and head.window == longest < 300
+    arrays = datasets.load_arrays(yamnet_data.eval, "yamnet", 4, 300)
+    scores = head.score_clips(arrays.frames, arrays.lengths)
+    assert evaluation.evaluate(scores, arrays.labels).as_dict() == pytest.approx(
+        yamnet_run.final.as_dict(), abs=1e-6)
+
+
+def test_evaluate_matches_the_data_classes_to_the_head_by_name(
+    yamnet_run, yamnet_data, yamnet_eval_clips, tmp_path
+):
+    permuted = permuted_copy(yamnet_data, yamnet_eval_clips, tmp_path / "p", [2, 0, 3, 1])
+    expected = yamnet_run.final.as_dict()
+    for data in (yamnet_data.eval, permuted):
+        result = runner.invoke(app, ["evaluate", "--head", str(yamnet_run.head), "--data", data,
+                                     "--json"])
+        assert result.exit_code == 0, result.output
+        got = json.loads(result.output)
+        assert {k: got[k] for k in expected} == pytest.approx(expected, abs=1e-6)
+
+    (tmp_path / "p" / "class_names.txt").write_text("class 0\nclass 1\nclass 2\nhorse\n")
+    result = runner.invoke(app, ["evaluate", "--head", str(yamnet_run.head), "--data", permuted])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "1 of its classes are not the head's ('horse')" in result.output
+
+
+def test_train_eval_set_in_another_class_order_is_matched_by_name(
+    yamnet_data, yamnet_run, yamnet_eval_clips, tmp_path
+):
+    permuted = permuted_copy(yamnet_data, yamnet_eval_clips, tmp_path / "p", [3, 2, 1, 0])
+    config = HeadConfig("logistic", 4, 1024, 300)
+    result = train(TrainOptions(config, yamnet_data.train, permuted, "yamnet",
+                                yamnet_data.class_names, tmp_path / "run", "y", epochs=2,
+                                batch_size=16, learning_rate=0.005))
+    assert result.final.as_dict() == pytest.approx(yamnet_run.final.as_dict(), abs=1e-6)
+
+
+def test_evaluate_can_count_empty_classes_in_map(yamnet_run, yamnet_eval_clips, tmp_path):
+    clips = [c for c in yamnet_eval_clips if 3 not in c.labels]
+    datasets.write_records(tmp_path / "e.tfrecord", clips)
+    datasets.write_class_names(tmp_path, [f"class {i}" for i in range(4)])
+    maps = []
+    for extra in ([], ["--include-empty-classes"]):
+        result = runner.invoke(app, ["evaluate", "--head", str(yamnet_run.head), "--data",
+                                     str(tmp_path / "e.tfrecord"), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        maps.append(json.loads(result.output)["mAP"])
+    assert maps[1] == pytest.approx(maps[0] * 3 / 4)
+
+
+def test_a_head_of_the_older_format_is_refused_in_one_line(logistic_head, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(logistic_head, old)
+    description = json.loads((old / export.HEAD_FILE).read_text())
+    (old / export.HEAD_FILE).write_text(json.dumps({**description,
+                                                    "format": "soundhive-head/1"}))
+    with pytest.raises(ModelError, match="a soundhive-head/1 head from an older soundhive: "
+                                         "train it again"):
+        load_head(old)
