@@ -303,7 +303,8 @@ def _train_with_progress(options):  # -> training.RunResult (TensorFlow imported
                 f"  eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""
             )
             progress.console.print(
-                f"epoch {result.epoch}: train loss {result.train_loss:.4f}{eval_loss}  {metrics}"
+                f"epoch {result.epoch}: train loss {result.train_loss:.4f}{eval_loss}  {metrics}",
+                soft_wrap=True, highlight=False,
             )
 
         return training.train(options, training.Reporter(started, step, epoch_done))

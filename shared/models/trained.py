@@ -77,10 +77,11 @@ class TrainedHead:
             return model((frames, lengths), training=False)
 
         lengths = tf.TensorSpec([None], tf.int32)
-        self._predict = tf.function(predict, input_signature=[
+        # No Python control flow to convert: autograph off (it cannot read this closure).
+        self._predict = tf.function(predict, autograph=False, input_signature=[
             tf.TensorSpec([None, self.window, self.embedding_size], tf.float32), lengths
         ])
-        self._predict_clips = tf.function(predict, input_signature=[
+        self._predict_clips = tf.function(predict, autograph=False, input_signature=[
             tf.TensorSpec([None, None, self.embedding_size], tf.float32), lengths
         ])
         self._model = model

@@ -1,6 +1,8 @@
 """Training all three heads on data made here, exporting them, and serving them back."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -226,3 +228,22 @@ def test_a_head_of_the_older_format_is_refused_in_one_line(logistic_head, tmp_pa
     with pytest.raises(ModelError, match="a soundhive-head/1 head from an older soundhive: "
                                          "train it again"):
         load_head(old)
+
+
+def test_the_real_cli_prints_only_soundhives_own_lines(yamnet_data, tmp_path):
+    def soundhive(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "soundhive", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    run = tmp_path / "run"
+    trained = soundhive("train", "--model", "dbof", "--train", yamnet_data.train, "--eval",
+                        yamnet_data.eval, "--out", str(run), "--epochs", "1", "--batch-size",
+                        "32", "--cluster-size", "16", "--hidden-size", "8")
+    assert trained.returncode == 0, trained.stderr
+    # (rich ends its transient progress display off a terminal with an empty line)
+    assert [line.split(":")[0] for line in trained.stderr.splitlines() if line] == ["epoch 1"]
+    assert trained.stdout.splitlines()[-1] == f"head exported to {run / 'head'}"
+    evaluated = soundhive("evaluate", "--head", str(run / "head"), "--data", yamnet_data.eval)
+    assert evaluated.returncode == 0 and evaluated.stderr == ""
+    assert [line.split(":")[0].strip() for line in evaluated.stdout.splitlines()[1:]] == [
+        "hit@1", "PERR", "GAP@20", "mAP"]
