@@ -1,6 +1,7 @@
 """Audio in: decode any file to 16 kHz mono float32, and cut it into model patches."""
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,7 @@ def load_audio(path: str | Path) -> np.ndarray:
 
 def decode(path: str | Path) -> tuple[np.ndarray, int]:
     """float32 samples [frames, channels] and the sample rate, via libsndfile, else FFmpeg."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
+    path = _existing_file(path)
     try:
         samples, sample_rate = _decode_with_libsndfile(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -46,6 +43,15 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
     if not np.all(np.isfinite(samples)):
         raise AudioError(f"{path}: contains invalid (NaN or infinite) samples")
     return samples, int(sample_rate)
+
+
+def _existing_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    return path
 
 
 def _decode_with_libsndfile(path: Path) -> tuple[np.ndarray, int]:
@@ -94,6 +100,85 @@ def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     if declared_seconds and len(samples) / sample_rate < declared_seconds * COMPLETE_FRACTION:
         raise AudioError(f"{path}: truncated (the file ends before the audio its header declares)")
     return samples, sample_rate
+
+
+def stream_audio(path: str | Path, block_seconds: float = 1.0) -> Iterator[np.ndarray]:
+    """Decode a file block by block into float32 mono SAMPLE_RATE blocks, in memory bounded by
+    the block size whatever the file's length. Raises AudioError as `decode` does: before the
+    first block for a missing, empty or unreadable file, after the last for a truncated one."""
+    path = _existing_file(path)
+    try:
+        sound_file = soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        yield from _stream_with_ffmpeg(path, block_seconds)
+        return
+    with sound_file:
+        if _riff_data_cut_short(sound_file.extra_info):
+            raise AudioError(f"{path}: truncated (the file ends before the audio its header "
+                             "declares)")
+        to_16k = _MonoResampler(path, sound_file.samplerate)
+        size = max(1, round(block_seconds * sound_file.samplerate))
+        try:
+            for block in sound_file.blocks(size, dtype="float32", always_2d=True):
+                yield from to_16k.push(block)
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{path}: not a readable audio file ({_first_line(exc)})") from None
+        yield from to_16k.finish(sound_file.frames / sound_file.samplerate)
+
+
+def _stream_with_ffmpeg(path: Path, block_seconds: float) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="fltp")
+            to_16k = _MonoResampler(path, stream.rate)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    yield from to_16k.push(out.to_ndarray().T)
+            declared = _declared_seconds(stream)
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+    yield from to_16k.finish(declared)
+
+
+class _MonoResampler:
+    """Streaming down-mix and soxr resampling (the same HQ filter as to_mono_16k), with the
+    checks `decode` makes: finite samples, some audio, not cut short."""
+
+    def __init__(self, path: Path, sample_rate: int):
+        self.path, self.sample_rate = path, sample_rate
+        self.frames = 0
+        self._soxr = (soxr.ResampleStream(sample_rate, params.SAMPLE_RATE, 1, dtype="float32",
+                                          quality="HQ")
+                      if sample_rate != params.SAMPLE_RATE else None)
+
+    def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
+        if not np.all(np.isfinite(samples)):
+            raise AudioError(f"{self.path}: contains invalid (NaN or infinite) samples")
+        self.frames += len(samples)
+        yield from self._out(samples.mean(axis=1).astype(np.float32), last=False)
+
+    def finish(self, declared_seconds: float | None) -> Iterator[np.ndarray]:
+        if self.frames == 0 or not self.sample_rate:
+            raise AudioError(f"{self.path}: contains no audio")
+        yield from self._out(np.zeros(0, np.float32), last=True)
+        if declared_seconds and (self.frames / self.sample_rate
+                                 < declared_seconds * COMPLETE_FRACTION):
+            raise AudioError(f"{self.path}: truncated (the file ends before the audio its "
+                             "header declares)")
+
+    def _out(self, mono: np.ndarray, last: bool) -> Iterator[np.ndarray]:
+        if self._soxr is not None:
+            mono = self._soxr.resample_chunk(mono, last=last)
+        if len(mono):
+            yield np.clip(mono, -1.0, 1.0)
 
 
 def _declared_seconds(stream) -> float | None:

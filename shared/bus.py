@@ -4,29 +4,38 @@
     worker.run()          # until SIGTERM/SIGINT, then finishes the batch in hand and returns
 
 Each turn of the loop:
-  1. every claim interval, XAUTOCLAIM entries that have sat unacknowledged for claim_idle_s
-     (a consumer died, or a batch failed) — they count one more delivery;
-  2. XREADGROUP COUNT batch_size BLOCK block_ms new entries;
+  1. every claim interval, XAUTOCLAIM entries idle for claim_idle_s: a dead consumer's work, or
+     an entry whose processing failed. A live consumer never loses its batch that way however
+     long it takes: a lease thread renews its in-flight entries (XCLAIM JUSTID resets their idle
+     time) every claim_idle_s / 4, so takeover is quick and never doubles a slow worker's work;
+  2. unless the output stream's backlog is past its bound (back-pressure: nothing piles up
+     downstream of a stalled consumer), XREADGROUP COUNT batch_size BLOCK block_ms new entries;
   3. decode each entry (shared/messages.py); a malformed one, or one delivered more than
      max_deliveries times, goes to the dead-letter stream with the reason and is acknowledged;
-  4. `handle(deliveries)` returns the output messages; they are written (XADD MAXLEN ~) and the
-     inputs acknowledged in one MULTI/EXEC, so an output is never lost: at-least-once.
-     A handler may also write its own outputs (the classifier does, idempotently) and return [].
-     If a batch fails, its entries are retried one by one so one bad entry cannot block the
-     rest; a failing entry stays pending with its error kept for the dead letter's reason.
-Lost connections are retried with exponential backoff (0.1 s .. 5 s); a consumer group that
-vanished (Redis restarted empty) is created again.
+  4. `handle(deliveries)` returns the output messages; they are written and the inputs
+     acknowledged in one MULTI/EXEC, so an output is never lost: at-least-once. A handler may
+     write its own outputs (the classifier does, transactionally) and return a count instead.
+     A batch that raises is retried one by one; an entry raising PermanentError (a message this
+     service can never use) is dead-lettered at once, any other error leaves it pending to be
+     retried after claim_idle_s, up to max_deliveries;
+  5. trim the input stream of what every consumer group has acknowledged (never an unread or
+     pending entry: a dead consumer's work survives until it is claimed).
+Redis trouble (unreachable, restarted empty, stream or group deleted, out of memory, read-only
+replica) is weather, not death: logged once when it starts and once when it clears, retried with
+exponential backoff and jitter (redis-py's EqualJitterBackoff); a batch in hand is kept and
+retried, so outages do not count towards max_deliveries.
 """
 
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import redis
+from redis.backoff import EqualJitterBackoff
 
 from shared import metrics, streams
 from shared.config import Settings
@@ -37,7 +46,13 @@ log = logging.getLogger("soundhive.bus")
 M = TypeVar("M", bound=Message)
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-_INFO_INTERVAL_S = 5.0
+_INFO_INTERVAL_S = 2.0
+_TRIM_INTERVAL_S = 1.0
+_BACKPRESSURE_WAIT_S = 0.2
+
+
+class PermanentError(Exception):
+    """A message this service can never use: dead-lettered at once, not retried."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,7 @@ class Output:
     message: Message
 
 
-Handler = Callable[[list[Delivery[M]]], list[Output]]
+Handler = Callable[[list[Delivery[M]]], list[Output] | int]
 
 
 def connect(url: str, block_ms: int = 1000) -> redis.Redis:
@@ -66,24 +81,62 @@ def connect(url: str, block_ms: int = 1000) -> redis.Redis:
     )
 
 
-def publish(
-    client: redis.Redis | redis.client.Pipeline, stream: str, message: Message, maxlen: int
-) -> None:
+def publish(client: redis.Redis | redis.client.Pipeline, stream: str, message: Message,
+            maxlen: int | None = None) -> None:
+    """XADD one message. Streams read by a consumer group get no maxlen: their consumers trim
+    them (trim_acknowledged); history streams are capped at maxlen."""
     client.xadd(stream, {streams.MESSAGE_FIELD: message.encode()}, maxlen=maxlen,
                 approximate=True)
 
 
-class Backoff:
-    def __init__(self, first_s: float = 0.1, max_s: float = 5.0):
-        self.first_s, self.max_s = first_s, max_s
-        self._next = first_s
+def weather(exc: BaseException) -> str | None:
+    """The kind of Redis trouble to wait out, or None for an error that is not Redis's."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return "unreachable"
+    if not isinstance(exc, redis.RedisError):
+        return None
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in text:
+        return "out of memory"
+    if isinstance(exc, redis.exceptions.ReadOnlyError) or "READONLY" in text:
+        return "read-only replica"
+    if any(code in text for code in ("NOGROUP", "UNBLOCKED", "no such key")):
+        return "stream or group gone"
+    if any(code in text for code in ("MASTERDOWN", "TRYAGAIN", "MISCONF", "NOREPLICAS",
+                                     "LOADING", "CLUSTERDOWN")):
+        return "unavailable"
+    return None
 
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.max_s)
-        return delay
 
-    def reset(self) -> None:
-        self._next = self.first_s
+class Weather:
+    """Waits out Redis trouble: logs a kind of trouble once when it starts and once when it
+    clears, counts every failed try, and gives the backoff before the next one."""
+
+    def __init__(self, service: str, health: metrics.Health):
+        self.service, self.health = service, health
+        self._backoff = EqualJitterBackoff(cap=5.0, base=0.1)
+        self._failures = 0
+        self._kind: str | None = None
+        self._since = 0.0
+
+    def hit(self, exc: BaseException) -> float:
+        """Seconds to wait before trying again."""
+        kind = weather(exc) or "error"
+        metrics.REDIS_ERRORS.labels(self.service, kind).inc()
+        if kind != self._kind:
+            log.warning("%s: redis %s (%s); retrying with backoff until it clears",
+                        self.service, kind, _one_line(exc))
+            self._since = self._since or time.monotonic()
+            self._kind = kind
+        self.health.fail(f"redis {kind}")
+        self._failures += 1
+        return self._backoff.compute(self._failures)
+
+    def clear(self) -> None:
+        if self._kind is not None:
+            log.info("%s: redis is back after %.1f s", self.service,
+                     time.monotonic() - self._since)
+        self._kind, self._failures, self._since = None, 0, 0.0
 
 
 class Stopper:
@@ -110,6 +163,69 @@ class Stopper:
         return self._event.wait(seconds)
 
 
+def backlog(client: redis.Redis, stream: str, group: str) -> int:
+    """Entries of `stream` not yet delivered to `group`: all of them while it has no group, and
+    the stream's length (an upper bound) where Redis cannot tell the lag (entries XDELeted)."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:  # no such stream
+        return 0
+    info = next((g for g in groups if _text(g["name"]) == group), None)
+    if info is None or info.get("lag") is None:
+        return int(client.xlen(stream))
+    return int(info["lag"])
+
+
+def trim_acknowledged(client: redis.Redis, stream: str) -> None:
+    """XTRIM MINID: drop the entries every consumer group of the stream has acknowledged."""
+    groups = client.xinfo_groups(stream)
+    if not groups:
+        return
+    keep_from: tuple[int, int] | None = None
+    for info in groups:
+        if info["pending"]:
+            first = _id(client.xpending(stream, info["name"])["min"])
+        else:
+            ms, seq = _id(info["last-delivered-id"])
+            first = (ms, seq + 1)
+        keep_from = first if keep_from is None else min(keep_from, first)
+    if keep_from is not None and keep_from > (0, 1):
+        client.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=True)
+
+
+class Leases:
+    """A thread that keeps the entries in hand owned by this consumer (XCLAIM JUSTID resets
+    their idle time), so only a dead consumer's entries become idle enough to be claimed."""
+
+    def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str,
+                 every_s: float, stopper: Stopper):
+        self.client, self.stream, self.group, self.consumer = client, stream, group, consumer
+        self.every_s, self.stopper = every_s, stopper
+        self._ids: tuple[str, ...] = ()
+        self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def hold(self, ids: Iterable[str]) -> None:
+        self._ids = tuple(ids)
+
+    def _run(self) -> None:
+        while not self.stopper.wait(self.every_s):
+            ids = self._ids
+            if not ids:
+                continue
+            try:
+                self.client.xclaim(self.stream, self.group, self.consumer, 0, list(ids),
+                                   justid=True)
+            except redis.RedisError as exc:  # the main loop reports Redis trouble
+                log.debug("lease renewal failed: %s", exc)
+
+
 class Worker(Generic[M]):
     def __init__(
         self,
@@ -121,43 +237,41 @@ class Worker(Generic[M]):
         health: metrics.Health | None = None,
         stopper: Stopper | None = None,
         client: redis.Redis | None = None,
+        output: str | None = None,
+        tick: Callable[[], None] | None = None,
     ):
+        """`output`: the stream this worker feeds, whose backlog bounds its reading.
+        `tick`: called every turn of the loop (the classifier's overdue reorder gaps)."""
         self.settings = settings
         self.stream, self.group, self.schema, self.handle = stream, group, schema, handle
         self.health = health or metrics.Health()
         self.stopper = stopper or Stopper()
         self.redis = client or connect(settings.redis_url, settings.block_ms)
+        self.output, self.tick = output, tick
         self._service = settings.service
         self._errors_key = streams.errors_hash(group)
         self._group_ready = False
         self._claim_cursor = "0-0"
-        self._next_claim = 0.0
-        self._next_info = 0.0
+        self._next_claim = self._next_info = self._next_trim = 0.0
+        self._held: list[Delivery[M]] = []  # a batch interrupted by Redis trouble
+        self.leases = Leases(self.redis, stream, group, settings.consumer,
+                             max(0.2, settings.claim_idle_s / 4), self.stopper)
+        self.health.watch(self.leases.alive)
 
     def run(self) -> None:
-        backoff = Backoff()
+        weather_ = Weather(self._service, self.health)
+        self.leases.start()
         log.info("%s: consumer %s reading %s as group %s", self._service,
                  self.settings.consumer, self.stream, self.group)
         while not self.stopper.stopped:
             try:
                 self.ensure_group()
                 self.step()
-                backoff.reset()
+                weather_.clear()
                 self.health.beat()
-            except CONNECTION_ERRORS as exc:
-                delay = backoff.next()
-                metrics.RECONNECTS.labels(self._service).inc()
-                self.health.fail(f"redis unreachable: {exc}")
-                log.warning("%s: redis unreachable (%s); retrying in %.1f s", self._service,
-                            exc, delay)
+            except redis.RedisError as exc:
                 self._group_ready = False
-                self.stopper.wait(delay)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("%s: consumer group %s is gone; creating it again", self._service,
-                            self.group)
-                self._group_ready = False
+                self.stopper.wait(weather_.hit(exc))
         log.info("%s: stopped", self._service)
 
     def ensure_group(self) -> None:
@@ -171,20 +285,41 @@ class Worker(Generic[M]):
         self._group_ready = True
 
     def step(self) -> None:
-        """One turn: claim stale entries when due, then read and process new ones."""
+        """One turn: retry a held batch, claim idle entries when due, read and process new
+        ones, then the periodic chores."""
+        if self._held:
+            self._run_batch(self._held)
         now = time.monotonic()
         if now >= self._next_claim:
-            self._next_claim = now + max(1.0, self.settings.claim_idle_s / 2)
+            self._next_claim = now + max(0.5, self.settings.claim_idle_s / 4)
             self._process(self._claim())
+        if self._downstream_full():
+            self.stopper.wait(_BACKPRESSURE_WAIT_S)
+        else:
+            reply = self.redis.xreadgroup(
+                self.group, self.settings.consumer, {self.stream: ">"},
+                count=self.settings.batch_size, block=self.settings.block_ms,
+            )
+            self._process([(_text(eid), fields, 1) for _, items in reply or []
+                           for eid, fields in items])
+        if self.tick is not None:
+            self.tick()
+        self._chores()
+
+    def _downstream_full(self) -> bool:
+        if self.output is None:
+            return False
+        group = streams.CONSUMER_GROUPS[self.output]
+        return backlog(self.redis, self.output, group) >= self.settings.backlog_max
+
+    def _chores(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_trim:
+            self._next_trim = now + _TRIM_INTERVAL_S
+            trim_acknowledged(self.redis, self.stream)
         if now >= self._next_info:
             self._next_info = now + _INFO_INTERVAL_S
             self._update_lag()
-        reply = self.redis.xreadgroup(
-            self.group, self.settings.consumer, {self.stream: ">"},
-            count=self.settings.batch_size, block=self.settings.block_ms,
-        )
-        entries = [(_text(eid), fields, 1) for _, items in reply or [] for eid, fields in items]
-        self._process(entries)
 
     def _claim(self) -> list[tuple[str, dict, int]]:
         reply = self.redis.xautoclaim(
@@ -192,8 +327,12 @@ class Worker(Generic[M]):
             min_idle_time=int(self.settings.claim_idle_s * 1000),
             start_id=self._claim_cursor, count=self.settings.batch_size,
         )
-        next_id, claimed = reply[0], reply[1]  # Redis 7 adds the ids of deleted entries
+        next_id, claimed = reply[0], reply[1]
+        if len(reply) > 2 and reply[2]:  # Redis 7: pending entries whose data is gone
+            log.warning("%s: %d pending entries had been deleted from %s", self._service,
+                        len(reply[2]), self.stream)
         self._claim_cursor = _text(next_id)
+        claimed = [(eid, fields) for eid, fields in claimed if fields]
         if not claimed:
             return []
         metrics.CLAIMED.labels(self._service).inc(len(claimed))
@@ -203,9 +342,9 @@ class Worker(Generic[M]):
             consumername=self.settings.consumer,
         )
         counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        log.info("%s: claimed %d stale entries", self._service, len(ids))
-        return [(eid, fields or {}, counts.get(eid, 1)) for eid, (_, fields) in zip(ids, claimed,
-                                                                                    strict=True)]
+        log.info("%s: claimed %d idle entries", self._service, len(ids))
+        return [(eid, fields, counts.get(eid, 1))
+                for eid, (_, fields) in zip(ids, claimed, strict=True)]
 
     def _process(self, entries: Sequence[tuple[str, dict, int]]) -> None:
         if not entries:
@@ -228,44 +367,60 @@ class Worker(Generic[M]):
                 batch.append(Delivery(entry_id, self.schema.decode(raw), deliveries))
             except MessageError as exc:
                 self._dead_letter(entry_id, raw, deliveries, "malformed", str(exc))
+        self._run_batch(batch)
+
+    def _run_batch(self, batch: list[Delivery[M]]) -> None:
+        """Handle a batch; on Redis trouble keep it (and its leases) for the next turn."""
         if not batch:
             return
+        self._held = batch
+        self.leases.hold(d.entry_id for d in batch)
+        self._handle_or_split(batch)  # Redis weather propagates, leaving the batch held
+        self._held = []
+        self.leases.hold(())
+
+    def _handle_or_split(self, batch: list[Delivery[M]]) -> None:
         try:
             self._handle(batch)
-        except CONNECTION_ERRORS:
-            raise
+            return
+        except redis.RedisError as exc:
+            if weather(exc) is not None:
+                raise
+            failure: Exception = exc
         except Exception as exc:
-            if len(batch) == 1:
-                self._failed(batch[0], exc)
-                return
-            log.warning("%s: batch of %d failed (%s); retrying one by one", self._service,
-                        len(batch), _one_line(exc))
-            for delivery in batch:
-                try:
-                    self._handle([delivery])
-                except CONNECTION_ERRORS:
-                    raise
-                except Exception as single_exc:
-                    self._failed(delivery, single_exc)
+            failure = exc
+        if len(batch) == 1:
+            self._failed(batch[0], failure)
+            return
+        log.warning("%s: batch of %d failed (%s); retrying one by one", self._service,
+                    len(batch), _one_line(failure))
+        for delivery in batch:
+            self._handle_or_split([delivery])
 
     def _handle(self, batch: list[Delivery[M]]) -> None:
         started = time.perf_counter()
         outputs = self.handle(batch)
         with self.redis.pipeline(transaction=True) as pipe:
-            for output in outputs:
-                publish(pipe, output.stream, output.message, self.settings.stream_maxlen)
+            for output in outputs if isinstance(outputs, list) else []:
+                publish(pipe, output.stream, output.message, _maxlen(output.stream,
+                                                                     self.settings))
             ids = [d.entry_id for d in batch]
             pipe.xack(self.stream, self.group, *ids)
             if any(d.deliveries > 1 for d in batch):
                 pipe.hdel(self._errors_key, *ids)
             pipe.execute()
-        metrics.MESSAGES_OUT.labels(self._service).inc(len(outputs))
+        written = len(outputs) if isinstance(outputs, list) else outputs
+        metrics.MESSAGES_OUT.labels(self._service).inc(written)
         metrics.BATCH_SIZE.labels(self._service).observe(len(batch))
         metrics.PROCESSING_SECONDS.labels(self._service).observe(time.perf_counter() - started)
 
     def _failed(self, delivery: Delivery[M], exc: Exception) -> None:
         metrics.MESSAGES_FAILED.labels(self._service).inc()
         reason = _one_line(exc)
+        if isinstance(exc, PermanentError | MessageError):
+            self._dead_letter(delivery.entry_id, delivery.message.encode(), delivery.deliveries,
+                              "unusable", reason)
+            return
         log.warning("%s: entry %s (delivery %d) failed: %s", self._service, delivery.entry_id,
                     delivery.deliveries, reason)
         self.redis.hset(self._errors_key, delivery.entry_id, reason)
@@ -282,11 +437,18 @@ class Worker(Generic[M]):
         metrics.DEAD_LETTERS.labels(self._service, kind).inc()
 
     def _update_lag(self) -> None:
-        for info in self.redis.xinfo_groups(self.stream):
-            if _text(info["name"]) == self.group:
-                metrics.PENDING.labels(self._service).set(info["pending"])
-                if info.get("lag") is not None:
-                    metrics.STREAM_LAG.labels(self._service).set(info["lag"])
+        metrics.STREAM_LAG.labels(self._service).set(backlog(self.redis, self.stream, self.group))
+        summary = self.redis.xpending(self.stream, self.group)
+        metrics.PENDING.labels(self._service).set(summary["pending"])
+
+
+def _maxlen(stream: str, settings: Settings) -> int | None:
+    return None if stream in streams.CONSUMER_GROUPS else settings.stream_maxlen
+
+
+def _id(value: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:

@@ -4,23 +4,28 @@
                                 `soundhive up` starts an embedded Redis when it is unset)
     SOUNDHIVE_METRICS_PORT      /metrics + /healthz port (defaults: capture 9101, features 9102,
                                 classifier 9103; 0 picks a free port)
+    SOUNDHIVE_METRICS_HOST      address it binds (0.0.0.0; `soundhive up` sets 127.0.0.1)
     SOUNDHIVE_BATCH_SIZE        entries read per XREADGROUP (32)
     SOUNDHIVE_BLOCK_MS          XREADGROUP BLOCK time (1000)
-    SOUNDHIVE_CLAIM_IDLE_S      pending this long -> claimed by another consumer (30)
+    SOUNDHIVE_CLAIM_IDLE_S      an entry pending this long without its consumer renewing it (a
+                                dead consumer's, or a failed one) is claimed by another (5)
     SOUNDHIVE_MAX_DELIVERIES    deliveries before an entry is dead-lettered (5)
-    SOUNDHIVE_STREAM_MAXLEN     approximate length every stream is trimmed to (10000)
-    SOUNDHIVE_PCM_MAXLEN        ... except the audio stream, whose entries are 45 KB each (2000:
-                                about 90 MB; 30 min of one microphone, 20 s of a hundred)
+    SOUNDHIVE_BACKLOG_MAX       entries of the audio or embeddings stream not yet read by their
+                                consumers before the producer holds back: files wait, live
+                                audio is dropped oldest first and counted (2000 chunks: about
+                                90 MB of audio; 30 min of one microphone, 20 s of a hundred)
+    SOUNDHIVE_STREAM_MAXLEN     approximate length of the history streams (predictions, events,
+                                dead letters: 10000); streams with consumers are trimmed only of
+                                what every consumer group acknowledged
+    SOUNDHIVE_REORDER_TIMEOUT_S how long the classifier waits for a source's missing chunk before
+                                it skips it, counted as lost (15)
     SOUNDHIVE_MODEL             embedding model of the features service (yamnet)
     SOUNDHIVE_HEAD              scoring head of the classifier (audioset)
     SOUNDHIVE_EVENTS_CONFIG     JSON file of event rules (see services/classifier/events.py)
 """
 
-import logging
 import os
 import socket
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -60,12 +65,14 @@ class Settings:
     service: str
     redis_url: str = DEFAULT_REDIS_URL
     metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
     batch_size: int = 32
     block_ms: int = 1000
-    claim_idle_s: float = 30.0
+    claim_idle_s: float = 5.0
     max_deliveries: int = 5
+    backlog_max: int = 2000
     stream_maxlen: int = 10000
-    pcm_maxlen: int = 2000
+    reorder_timeout_s: float = 15.0
     model: str = "yamnet"
     head: str = "audioset"
     events_config: str | None = None
@@ -80,36 +87,16 @@ class Settings:
             metrics_port=_env_int(
                 "SOUNDHIVE_METRICS_PORT", DEFAULT_METRICS_PORTS.get(service, 0)
             ),
+            metrics_host=os.environ.get("SOUNDHIVE_METRICS_HOST") or "0.0.0.0",
             batch_size=_env_int("SOUNDHIVE_BATCH_SIZE", 32),
             block_ms=_env_int("SOUNDHIVE_BLOCK_MS", 1000),
-            claim_idle_s=_env_float("SOUNDHIVE_CLAIM_IDLE_S", 30.0),
+            claim_idle_s=_env_float("SOUNDHIVE_CLAIM_IDLE_S", 5.0),
             max_deliveries=_env_int("SOUNDHIVE_MAX_DELIVERIES", 5),
+            backlog_max=_env_int("SOUNDHIVE_BACKLOG_MAX", 2000),
             stream_maxlen=_env_int("SOUNDHIVE_STREAM_MAXLEN", 10000),
-            pcm_maxlen=_env_int("SOUNDHIVE_PCM_MAXLEN", 2000),
+            reorder_timeout_s=_env_float("SOUNDHIVE_REORDER_TIMEOUT_S", 15.0),
             model=os.environ.get("SOUNDHIVE_MODEL") or "yamnet",
             head=os.environ.get("SOUNDHIVE_HEAD") or "audioset",
             events_config=os.environ.get("SOUNDHIVE_EVENTS_CONFIG") or None,
         )
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def run_service(main: Callable[[], None]) -> None:
-    """Run a service's main with one-line logging; a user mistake (bad setting, missing model,
-    bad source, bad rules file) is one line on stderr and exit status 2."""
-    from services.capture.sources import SourceError
-    from services.classifier.events import RulesError
-    from shared.audio import AudioError
-    from shared.models import ModelError
-    from shared.native import quiet_native_stderr
-
-    if os.environ.get("SOUNDHIVE_VERBOSE") != "1":
-        quiet_native_stderr()
-    logging.basicConfig(
-        level=os.environ.get("SOUNDHIVE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        main()
-    except (ConfigError, ModelError, RulesError, SourceError, AudioError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)

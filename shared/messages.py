@@ -166,6 +166,9 @@ class Embeddings(Message):
                 f"{PATCHES_PER_CHUNK} x {self.dim} float32"
             )
 
+        if not np.all(np.isfinite(self.vectors())):
+            raise MessageError("embeddings hold NaN or infinite values")
+
     def vectors(self) -> np.ndarray:
         return np.frombuffer(self.data, "<f4").reshape(PATCHES_PER_CHUNK, self.dim)
 
@@ -238,22 +241,26 @@ class SourceStatus(Message):
     }
 
     source: str
-    state: str  # "running" | "retrying" | "finished"
+    state: str  # "running" | "retrying" | "finished" | "failed" (detail says why)
     detail: str
     rms: float
     seq: int
     updated: float
 
 
+DEADLETTER_PAYLOAD_MAX = 1024  # bytes of a dead entry kept: enough to see what it was
+
+
 @dataclass(frozen=True)
 class DeadLetter(Message):
-    """An entry a worker gave up on, with the reason and the original bytes."""
+    """An entry a worker gave up on: the reason, and the first DEADLETTER_PAYLOAD_MAX bytes of
+    its payload (its `size` says how long it was; audio chunks are 45 KB each)."""
 
     TYPE: ClassVar[str] = "deadletter"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
         "stream": (str,), "group": (str,), "entry_id": (str,), "reason": (str,),
-        "deliveries": (int,), "payload": (bytes,), "at": _NUMBER,
+        "deliveries": (int,), "payload": (bytes,), "size": (int,), "at": _NUMBER,
     }
 
     stream: str
@@ -262,9 +269,11 @@ class DeadLetter(Message):
     reason: str
     deliveries: int
     payload: bytes
+    size: int
     at: float
 
     @classmethod
     def now(cls, stream: str, group: str, entry_id: str, reason: str, deliveries: int,
             payload: bytes) -> "DeadLetter":
-        return cls(stream, group, entry_id, reason, deliveries, payload, time.time())
+        return cls(stream, group, entry_id, reason, deliveries,
+                   payload[:DEADLETTER_PAYLOAD_MAX], len(payload), time.time())

@@ -2,15 +2,22 @@
 
 Each service process serves `GET /metrics` (Prometheus text format) and `GET /healthz`
 (200 `ok` while its main loop is alive and Redis answers, 503 with the reason otherwise) on one
-port; defaults are in shared/config.py (capture 9101, features 9102, classifier 9103).
+port; defaults are in shared/config.py (capture 9101, features 9102, classifier 9103), bound
+to SOUNDHIVE_METRICS_HOST (0.0.0.0 in containers; `soundhive up` uses 127.0.0.1).
 """
 
+import errno
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+
+class PortInUse(OSError):
+    """A metrics port another process holds (one-line message)."""
+
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -28,7 +35,11 @@ CLAIMED = Counter(
     "soundhive_claimed_messages_total", "Stale pending entries claimed from other consumers",
     ["service"],
 )
-RECONNECTS = Counter("soundhive_redis_reconnects_total", "Redis connection losses", ["service"])
+REDIS_ERRORS = Counter(
+    "soundhive_redis_errors_total",
+    "Redis calls that failed and were retried (kind: unreachable, out of memory, ...)",
+    ["service", "kind"],
+)
 BATCH_SIZE = Histogram(
     "soundhive_batch_size", "Entries per processed batch", ["service"], buckets=_BATCH_BUCKETS
 )
@@ -36,7 +47,8 @@ PROCESSING_SECONDS = Histogram(
     "soundhive_processing_seconds", "Time to process one batch", ["service"]
 )
 STREAM_LAG = Gauge(
-    "soundhive_stream_lag_messages", "Entries in the input stream not yet read by the group",
+    "soundhive_stream_lag_messages",
+    "Entries in the input stream not yet delivered to the group (its backlog)",
     ["service"],
 )
 PENDING = Gauge(
@@ -49,32 +61,51 @@ CHUNKS_PUBLISHED = Counter(
 )
 AUDIO_DROPPED_SECONDS = Counter(
     "soundhive_audio_dropped_seconds_total",
-    "Audio dropped (oldest first) because Redis could not take it fast enough", ["source"],
+    "Audio dropped, oldest first (reason: backlog = the pipeline is behind by more than "
+    "SOUNDHIVE_BACKLOG_MAX chunks; redis = Redis could not take it; shutdown = left unwritten "
+    "when capture stopped)", ["source", "reason"],
 )
 SOURCE_ERRORS = Counter(
-    "soundhive_source_errors_total", "Source failures (each one is retried)", ["source"]
+    "soundhive_source_errors_total",
+    "Source failures (kind: transient = retried, permanent = the source is given up)",
+    ["source", "kind"],
 )
 SOURCE_LEVEL = Gauge("soundhive_source_level_rms", "RMS level of the last chunk", ["source"])
 
 # Classifier.
 END_TO_END_LATENCY = Histogram(
     "soundhive_end_to_end_latency_seconds",
-    "From the capture of a chunk's first sample to its prediction being written",
+    "From a chunk's last sample being captured to its prediction and events being written",
     buckets=_LATENCY_BUCKETS,
 )
 EVENTS = Counter("soundhive_events_total", "Detection events written", ["kind"])
 DUPLICATES = Counter(
-    "soundhive_duplicates_skipped_total", "Redelivered entries whose outputs already existed"
+    "soundhive_duplicates_skipped_total",
+    "Chunks that reached the classifier again after their outputs were written",
+)
+CHUNKS_REORDERED = Counter(
+    "soundhive_chunks_reordered_total",
+    "Chunks that arrived before an earlier chunk of their source and waited for it",
+)
+CHUNKS_LOST = Counter(
+    "soundhive_chunks_lost_total",
+    "Chunks a source's sequence skipped after waiting SOUNDHIVE_REORDER_TIMEOUT_S for them "
+    "(dead-lettered upstream, or Redis lost them)",
 )
 
 
 class Health:
-    """Liveness for /healthz: the main loop calls beat(); Redis trouble calls fail(reason)."""
+    """Liveness for /healthz: the main loop calls beat(); Redis trouble calls fail(reason);
+    watch(check) adds a check that must stay true (e.g. a helper thread is alive)."""
 
     def __init__(self, stale_after_s: float = 60.0):
         self.stale_after_s = stale_after_s
         self._last_beat = time.monotonic()
         self._problem: str | None = None
+        self._checks: list[tuple[str, Callable[[], bool]]] = []
+
+    def watch(self, check: Callable[[], bool], what: str = "a worker thread died") -> None:
+        self._checks.append((what, check))
 
     def beat(self) -> None:
         self._last_beat = time.monotonic()
@@ -84,6 +115,9 @@ class Health:
         self._problem = reason
 
     def status(self) -> tuple[bool, str]:
+        for what, check in self._checks:
+            if not check():
+                return False, what
         if self._problem:
             return False, self._problem
         age = time.monotonic() - self._last_beat
@@ -92,8 +126,9 @@ class Health:
         return True, "ok"
 
 
-def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz on a daemon thread; port 0 picks a free one."""
+def serve(port: int, health: Health, host: str) -> ThreadingHTTPServer:
+    """Serve /metrics and /healthz on a daemon thread; port 0 picks a free one. A port in use
+    is a PortInUse error naming it."""
     routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
         "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest()),
         "/healthz": lambda: _health_response(health),
@@ -112,7 +147,13 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServ
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUse(f"metrics port {host}:{port} is already in use (set "
+                        "SOUNDHIVE_METRICS_PORT, or `up --metrics-port-base`)") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

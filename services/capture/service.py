@@ -1,11 +1,20 @@
 """Capture service: sources -> gapless 16 kHz mono int16 PCM chunks on the PCM stream.
 
 Each source runs in its own thread and is cut into self-contained chunks (layout in
-shared/messages.py). One publisher thread writes chunks to Redis; while Redis is slow or away
-they wait in a bounded queue (MAX_QUEUED_CHUNKS), and overflow drops the oldest audio, counted in
-soundhive_audio_dropped_seconds_total. A failing source (missing file, unplugged device, broken
-stream) is logged, marked `retrying` in the sources hash and retried with backoff (up to 30 s);
-the others go on. Files are replayed in real time, or as fast as possible with `fast`.
+shared/messages.py). One publisher thread writes them to Redis, never more than the pipeline
+reads: while the features group is SOUNDHIVE_BACKLOG_MAX chunks behind (or Redis is away), chunks
+wait in a bounded queue (MAX_QUEUED_CHUNKS). Files then wait too (back-pressure: a file of any
+length gives exactly one prediction per chunk, read block by block in bounded memory); live
+sources (microphones, network streams) cannot wait, so their oldest queued audio is dropped and
+counted in soundhive_audio_dropped_seconds_total{reason=backlog|redis} (and what a stop
+leaves unwritten: reason=shutdown). Sequence numbers are
+given as chunks are written, so a dropped chunk leaves no hole in a source's sequence.
+
+A source that fails for now (unplugged device, unreachable server) is marked `retrying` and
+retried with backoff (up to 30 s); one that can never be read (missing, empty, truncated or not
+audio) is marked `failed` with the reason, once. The others go on. The service exits when every
+source has ended (files, finished streams) or on SIGTERM/SIGINT: 0, or 1 when a source failed.
+Files are replayed in real time, or as fast as the pipeline takes them with `fast`.
 `save_path` keeps each source's captured audio as WAV files. Metrics on :9101 by default.
 """
 
@@ -17,13 +26,16 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import redis
 import soundfile
+from redis.backoff import EqualJitterBackoff
 
-from services.capture.sources import SourceSpec
+from services.capture.sources import SourceGone, SourceSpec
 from shared import bus, metrics, params, streams
 from shared.config import Settings
 from shared.messages import (
@@ -36,9 +48,11 @@ from shared.messages import (
 
 log = logging.getLogger("soundhive.capture")
 
-MAX_QUEUED_CHUNKS = 500  # about 23 MB of audio waiting for Redis
+MAX_QUEUED_CHUNKS = 500  # about 23 MB of audio waiting for Redis or the pipeline
 RETRY_MAX_S = 30.0
 PUBLISH_BATCH = 64
+HOLD_POLL_S = 0.2
+CHUNK_SECONDS = CHUNK_SAMPLES / params.SAMPLE_RATE
 
 
 class Chunker:
@@ -62,70 +76,124 @@ class Chunker:
         return self.start, np.pad(self._buffer, (0, CHUNK_SAMPLES - len(self._buffer)))
 
 
-class Publisher:
-    """The bounded queue between sources and Redis, and the thread that drains it."""
+@dataclass(frozen=True)
+class Queued:
+    chunk: PcmChunk  # its seq is given when it is written
+    live: bool
+    stamp_on_write: bool  # fast replay: its capture time is when it is written
 
-    def __init__(self, settings: Settings, health: metrics.Health):
-        self.settings, self.health = settings, health
+
+class Publisher:
+    """The bounded queue between sources and Redis, and the thread that drains it into the audio
+    stream no faster than the features group reads it."""
+
+    def __init__(self, settings: Settings, health: metrics.Health, stopper: bus.Stopper):
+        self.settings, self.health, self.stopper = settings, health, stopper
         self.redis = bus.connect(settings.redis_url)
-        self._queue: deque[PcmChunk] = deque()
+        self._queue: deque[Queued] = deque()
         self._status: dict[str, SourceStatus] = {}
+        self._next_seq: dict[tuple[str, str], int] = {}
         self._cond = threading.Condition()
         self._closing = False
+        self._holding_for = "backlog"  # why chunks wait: the pipeline's backlog, or Redis
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        health.watch(self._thread.is_alive, "the publisher thread died")
         self._thread.start()
 
-    def put(self, chunk: PcmChunk) -> None:
+    def put(self, chunk: PcmChunk, live: bool, stamp_on_write: bool = False) -> None:
+        """Queue a chunk. A file's chunk waits for room; a live one makes room by dropping the
+        oldest queued live chunk."""
         with self._cond:
-            if len(self._queue) >= MAX_QUEUED_CHUNKS:
-                dropped = self._queue.popleft()
-                metrics.AUDIO_DROPPED_SECONDS.labels(dropped.source).inc(CHUNK_HOP_SECONDS)
-            self._queue.append(chunk)
-            self._cond.notify()
+            if live:
+                while len(self._queue) >= MAX_QUEUED_CHUNKS and self._drop_oldest_live():
+                    pass
+            else:
+                while len(self._queue) >= MAX_QUEUED_CHUNKS and not self.stopper.stopped:
+                    self._cond.wait(HOLD_POLL_S)
+            self._queue.append(Queued(chunk, live, stamp_on_write))
+            self._cond.notify_all()
+
+    def _drop_oldest_live(self) -> bool:
+        oldest = next((q for q in self._queue if q.live), None)
+        if oldest is None:
+            return False
+        self._queue.remove(oldest)
+        metrics.AUDIO_DROPPED_SECONDS.labels(oldest.chunk.source, self._holding_for).inc(
+            CHUNK_HOP_SECONDS)
+        return True
 
     def status(self, source: str, state: str, detail: str = "", rms: float = 0.0,
                seq: int = -1) -> None:
         with self._cond:
             self._status[source] = SourceStatus(source, state, detail, rms, seq, time.time())
-            self._cond.notify()
+            self._cond.notify_all()
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Publish what is queued (waiting up to timeout_s for Redis), then stop."""
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Publish what is queued, waiting up to timeout_s for Redis and the pipeline to take it;
+        what is still queued then is counted as dropped (reason `shutdown`)."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join(timeout_s)
+        with self._cond:
+            for queued in self._queue:
+                metrics.AUDIO_DROPPED_SECONDS.labels(queued.chunk.source, "shutdown").inc(
+                    CHUNK_HOP_SECONDS)
+            if self._queue:
+                log.warning("capture: stopped with %d chunk(s) the pipeline had no room for",
+                            len(self._queue))
+            self._queue.clear()
 
     def _run(self) -> None:
-        backoff = bus.Backoff()
-        chunks: list[PcmChunk] = []
+        weather = bus.Weather("capture", self.health)
+        in_hand: list[PcmChunk] = []
         statuses: dict[str, SourceStatus] = {}
         while True:
-            with self._cond:
-                while not (self._queue or self._status or chunks or statuses or self._closing):
-                    self._cond.wait()
-                while self._queue and len(chunks) < PUBLISH_BATCH:
-                    chunks.append(self._queue.popleft())
-                statuses.update(self._status)
-                self._status.clear()
-                if self._closing and not (chunks or statuses or self._queue):
-                    return
+            room = PUBLISH_BATCH
             try:
-                self._write(chunks, statuses)
-                chunks, statuses = [], {}
-                backoff.reset()
+                if self._queue:
+                    room = min(room, self.settings.backlog_max - bus.backlog(
+                        self.redis, streams.PCM_STREAM, streams.FEATURES_GROUP))
+                with self._cond:
+                    if self._closing and not (in_hand or self._queue or self._status):
+                        return
+                    if not (in_hand or self._queue or self._status):
+                        self._cond.wait(1.0)
+                    in_hand += self._take(room - len(in_hand))
+                    statuses.update(self._status)
+                    self._status.clear()
+                self._write(in_hand, statuses)
+                in_hand, statuses = [], {}
+                weather.clear()
+                self._holding_for = "backlog"
                 self.health.beat()
-            except bus.CONNECTION_ERRORS as exc:
-                delay = backoff.next()
-                metrics.RECONNECTS.labels("capture").inc()
-                self.health.fail(f"redis unreachable: {exc}")
-                log.warning("capture: redis unreachable (%s); retrying in %.1f s", exc, delay)
-                time.sleep(delay)
+                if room <= 0:
+                    time.sleep(HOLD_POLL_S)
+            except redis.RedisError as exc:
+                self._holding_for = "redis"
+                time.sleep(weather.hit(exc))
+
+    def _take(self, count: int) -> list[PcmChunk]:
+        """Up to `count` queued chunks, numbered in their source's sequence."""
+        taken = []
+        while self._queue and len(taken) < count:
+            queued = self._queue.popleft()
+            chunk = queued.chunk
+            key = (chunk.source, chunk.session)
+            seq = self._next_seq.get(key, 0)
+            self._next_seq[key] = seq + 1
+            t = time.time() - CHUNK_SECONDS if queued.stamp_on_write else chunk.t
+            taken.append(replace(chunk, seq=seq, t=t))
+        if taken:
+            self._cond.notify_all()
+        return taken
 
     def _write(self, chunks: list[PcmChunk], statuses: dict[str, SourceStatus]) -> None:
+        if not (chunks or statuses):
+            return
         with self.redis.pipeline(transaction=False) as pipe:
             for chunk in chunks:
-                bus.publish(pipe, streams.PCM_STREAM, chunk, self.settings.pcm_maxlen)
+                bus.publish(pipe, streams.PCM_STREAM, chunk)
             for status in statuses.values():
                 pipe.hset(streams.SOURCES_HASH, status.source, status.encode())
             pipe.execute()
@@ -134,68 +202,85 @@ class Publisher:
 
 
 class SourceRunner:
-    """Runs one source until it ends (files) or the service stops, retrying failures."""
+    """Runs one source until it ends, fails for good, or the service stops; retries the rest."""
 
     def __init__(self, spec: SourceSpec, publisher: Publisher, stopper: bus.Stopper, fast: bool,
                  save_path: Path | None):
         self.spec, self.publisher, self.stopper = spec, publisher, stopper
         self.fast, self.save_path = fast, save_path
         self.session = uuid.uuid4().hex[:12]
-        self.seq = 0
+        self.chunks = 0
         self.rms = 0.0
+        self.failed = False
         self.thread = threading.Thread(target=self.run, name=f"source {spec.id}", daemon=True)
 
     def run(self) -> None:
-        backoff = bus.Backoff(first_s=1.0, max_s=RETRY_MAX_S)
+        backoff = EqualJitterBackoff(cap=RETRY_MAX_S, base=0.5)
+        failures = 0
         session_start = time.time()
         while not self.stopper.stopped:
-            self.publisher.status(self.spec.id, "running", rms=self.rms, seq=self.seq - 1)
+            self.publisher.status(self.spec.id, "running", rms=self.rms, seq=self.chunks - 1)
             try:
-                self._capture(offset0=0.0 if self.fast else time.time() - session_start)
-                if self.spec.finite:
-                    self.publisher.status(self.spec.id, "finished", rms=self.rms, seq=self.seq - 1)
-                    log.info("capture: %s finished (%d chunks)", self.spec.id, self.seq)
-                    return
+                self._capture(offset0=0.0 if not self.spec.live else time.time() - session_start)
+            except SourceGone as exc:
+                self._fail(exc)
+                return
             except Exception as exc:
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                delay = backoff.next()
-                metrics.SOURCE_ERRORS.labels(self.spec.id).inc()
-                self.publisher.status(self.spec.id, "retrying", reason, seq=self.seq - 1)
-                log.warning("capture: source %s failed: %s; retrying in %.0f s", self.spec.id,
-                            reason, delay)
-                self.stopper.wait(delay)
+                failures += 1
+                self._retry(exc, backoff.compute(failures))
+                continue
+            if not self.stopper.stopped:
+                self.publisher.status(self.spec.id, "finished", rms=self.rms,
+                                      seq=self.chunks - 1)
+                log.info("capture: %s finished (%d chunks)", self.spec.id, self.chunks)
+            return
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed = True
+        metrics.SOURCE_ERRORS.labels(self.spec.id, "permanent").inc()
+        self.publisher.status(self.spec.id, "failed", _one_line(exc), seq=self.chunks - 1)
+        log.error("capture: source %s failed: %s", self.spec.id, _one_line(exc))
+
+    def _retry(self, exc: Exception, delay: float) -> None:
+        metrics.SOURCE_ERRORS.labels(self.spec.id, "transient").inc()
+        self.publisher.status(self.spec.id, "retrying", _one_line(exc), seq=self.chunks - 1)
+        log.warning("capture: source %s failed: %s; retrying in %.0f s", self.spec.id,
+                    _one_line(exc), delay)
+        self.stopper.wait(delay)
 
     def _capture(self, offset0: float) -> None:
+        """Chunk the source's blocks; the last chunk is flagged when it ends (or is stopped),
+        also when a file turns out truncated after some audio (then SourceGone follows)."""
         chunker = Chunker()
-        started = time.time()
+        clock: float | None = None  # wall time of the source's first sample
         received = 0
-        with self._wav_writer() as wav:
-            for block in self.spec.blocks():
-                if self.stopper.stopped:
-                    break
-                if wav is not None:
-                    wav.write(block)
-                received += len(block)
-                for start, samples in chunker.push(block):
-                    self._emit(start, samples, started, offset0, last=False)
-                if not self.fast:
-                    ahead = started + received / params.SAMPLE_RATE - time.time()
-                    if ahead > 0:
-                        self.stopper.wait(ahead)
+        try:
+            with self._wav_writer() as wav:
+                for block in self.spec.blocks():
+                    if self.stopper.stopped:
+                        break
+                    clock = clock or time.time() - len(block) / params.SAMPLE_RATE
+                    received += len(block)
+                    if not self.spec.live and not self.fast:  # replay in real time
+                        self.stopper.wait(clock + received / params.SAMPLE_RATE - time.time())
+                    if wav is not None:
+                        wav.write(block)
+                    for start, samples in chunker.push(block):
+                        self._emit(start, samples, clock, offset0, last=False)
+        finally:
             rest = chunker.finish()
-            if rest is not None and (self.spec.finite or self.stopper.stopped):
-                self._emit(*rest, started, offset0, last=True)
+            if rest is not None and clock is not None:
+                self._emit(*rest, clock, offset0, last=True)
 
-    def _emit(self, start: int, samples: np.ndarray, started: float, offset0: float,
+    def _emit(self, start: int, samples: np.ndarray, clock: float, offset0: float,
               last: bool) -> None:
-        t = (started + start / params.SAMPLE_RATE if not self.fast
-             else time.time() - CHUNK_SAMPLES / params.SAMPLE_RATE)
-        chunk = PcmChunk.from_samples(self.spec.id, self.session, self.seq, t,
+        chunk = PcmChunk.from_samples(self.spec.id, self.session, -1,
+                                      clock + start / params.SAMPLE_RATE,
                                       offset0 + start / params.SAMPLE_RATE, samples, last)
-        self.publisher.put(chunk)
-        self.publisher.status(self.spec.id, "running", rms=chunk.rms, seq=self.seq)
+        self.publisher.put(chunk, self.spec.live, stamp_on_write=self.fast)
+        self.publisher.status(self.spec.id, "running", rms=chunk.rms, seq=self.chunks)
         metrics.SOURCE_LEVEL.labels(self.spec.id).set(chunk.rms)
-        self.seq += 1
+        self.chunks += 1
         self.rms = chunk.rms
 
     def _wav_writer(self) -> AbstractContextManager[soundfile.SoundFile | None]:
@@ -208,12 +293,17 @@ class SourceRunner:
         return soundfile.SoundFile(path, "w", params.SAMPLE_RATE, 1, "PCM_16")
 
 
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def main(settings: Settings, specs: list[SourceSpec], fast: bool = False,
-         save_path: Path | None = None) -> None:
-    health = metrics.Health(stale_after_s=float("inf"))
-    server = metrics.serve(settings.metrics_port, health)
+         save_path: Path | None = None) -> int:
+    """Run every source until it ends or the service is stopped; 1 when a source failed."""
+    health = metrics.Health()
+    server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     stopper = bus.Stopper()
-    publisher = Publisher(settings, health)
+    publisher = Publisher(settings, health, stopper)
     runners = [SourceRunner(spec, publisher, stopper, fast, save_path) for spec in specs]
     log.info("capture: %d source(s), metrics on :%d", len(runners), server.server_port)
     for runner in runners:
@@ -222,4 +312,6 @@ def main(settings: Settings, specs: list[SourceSpec], fast: bool = False,
         while runner.thread.is_alive():
             runner.thread.join(0.5)
     publisher.close()
-    log.info("capture: stopped")
+    failed = [runner.spec.id for runner in runners if runner.failed]
+    log.info("capture: stopped%s", f"; failed: {', '.join(failed)}" if failed else "")
+    return 1 if failed else 0

@@ -5,8 +5,11 @@
     file:PATH         a file, or every audio file under a folder (one source per file)
     url:URL           anything FFmpeg opens (http://, https://, rtsp://, rtmp://, ... also
                       accepted without the `url:` prefix)
-Each source yields float32 mono 16 kHz blocks until it ends (files) or fails (then it is
-reported and retried by the capture service).
+Each source yields float32 mono 16 kHz blocks until it ends (a file, or a network stream that
+ends) or fails. A failure is SourceError (transient: the capture service retries the source with
+backoff; an unplugged device, an unreachable server) or SourceGone (permanent: a file that is
+missing, empty, truncated or not audio, a stream without audio; reported once as failed).
+Microphones and network streams are live: they cannot wait for the pipeline.
 """
 
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ import numpy as np
 import soxr
 
 from shared import params
-from shared.audio import find_audio_files, load_audio
+from shared.audio import AudioError, find_audio_files, stream_audio
 
 BLOCK_SAMPLES = params.SAMPLE_RATE // 10  # 0.1 s
 URL_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "rtp://", "udp://",
@@ -29,6 +32,10 @@ class SourceError(Exception):
     """A source that cannot run now; the message is one line."""
 
 
+class SourceGone(SourceError):
+    """A source that can never run; the message is one line."""
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     id: str
@@ -36,8 +43,9 @@ class SourceSpec:
     target: str  # device index or name ("" = default), file path, or URL
 
     @property
-    def finite(self) -> bool:
-        return self.kind == "file"
+    def live(self) -> bool:
+        """Audio that happens now (a microphone, a network stream), rather than a file."""
+        return self.kind != "file"
 
     def blocks(self) -> Iterator[np.ndarray]:
         if self.kind == "file":
@@ -82,9 +90,10 @@ def _parse(text: str) -> list[SourceSpec]:
 
 
 def _file_blocks(path: Path) -> Iterator[np.ndarray]:
-    audio = load_audio(path)
-    for start in range(0, len(audio), BLOCK_SAMPLES):
-        yield audio[start:start + BLOCK_SAMPLES]
+    try:
+        yield from stream_audio(path, BLOCK_SAMPLES / params.SAMPLE_RATE)
+    except AudioError as exc:
+        raise SourceGone(str(exc)) from None
 
 
 def _url_blocks(url: str) -> Iterator[np.ndarray]:
@@ -96,7 +105,7 @@ def _url_blocks(url: str) -> Iterator[np.ndarray]:
         raise SourceError(f"cannot open {url}: {exc}") from None
     with container:
         if not container.streams.audio:
-            raise SourceError(f"{url}: no audio stream")
+            raise SourceGone(f"{url}: no audio stream")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=params.SAMPLE_RATE)
         try:
             for frame in container.decode(container.streams.audio[0]):
@@ -104,7 +113,6 @@ def _url_blocks(url: str) -> Iterator[np.ndarray]:
                     yield out.to_ndarray().reshape(-1).astype(np.float32)
         except (av.FFmpegError, OSError) as exc:
             raise SourceError(f"{url}: {exc}") from None
-    raise SourceError(f"{url}: the stream ended")
 
 
 def list_devices() -> list[dict]:

@@ -18,20 +18,20 @@ Rules (defaults below; a YAML or JSON file overrides any of them, e.g.
   one event, not one per second; the end time is the end of the last patch that kept it up;
 - the last chunk of a source, or a new session of it, ends every open event.
 
-The state of a source (its open events) is a plain dict kept in Redis by the classifier, so any
-replica can continue it.
+The tracker is a pure function of a source's open events and its next chunk; the classifier
+keeps the open events in Redis and feeds chunks in sequence order (sequencer.py).
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
 
 from shared import params
 from shared.messages import Event
+
+OpenEvents = dict[str, list[float]]
 
 
 class RulesError(ValueError):
@@ -101,22 +101,18 @@ class EventTracker:
 
     def update(
         self,
-        state: dict[str, Any],
+        open_events: OpenEvents,
         source: str,
-        session: str,
         offsets: np.ndarray,
         times: np.ndarray,
         scores: np.ndarray,
         rms: float,
         last: bool,
-    ) -> tuple[dict[str, Any], list[Event]]:
-        """One chunk: patch start offsets and unix times [P], scores [P, C]. State maps
-        `session` and `open` (label -> [start, start_t, last_up, last_up_t, peak])."""
+    ) -> tuple[OpenEvents, list[Event]]:
+        """One chunk: patch start offsets and unix times [P], scores [P, C]. Open events map
+        label -> [start, start_t, last_up, last_up_t, peak]; the new ones are returned."""
         events: list[Event] = []
-        open_: dict[str, list[float]] = dict(state.get("open", {}))
-        if state.get("session") not in (None, session):
-            events += [self._end(source, label, ev) for label, ev in open_.items()]
-            open_ = {}
+        open_ = {label: list(ev) for label, ev in open_events.items()}
         gate = rms >= self.rules.min_rms
         for offset, when, row in zip(offsets, times, scores, strict=True):
             up = np.flatnonzero(self._allowed & (row >= self._off))
@@ -134,9 +130,13 @@ class EventTracker:
             for label in [k for k, ev in open_.items() if offset - ev[2] > self.rules.hold_s]:
                 events.append(self._end(source, label, open_.pop(label)))
         if last:
-            events += [self._end(source, label, ev) for label, ev in open_.items()]
+            events += self.close(open_, source)
             open_ = {}
-        return {"session": session, "open": open_}, events
+        return open_, events
+
+    def close(self, open_events: OpenEvents, source: str) -> list[Event]:
+        """End every open event (the source ended, or a new session of it began)."""
+        return [self._end(source, label, ev) for label, ev in open_events.items()]
 
     @staticmethod
     def _start(source: str, label: str, ev: list[float]) -> Event:
@@ -151,11 +151,3 @@ class EventTracker:
 
 def _event_id(source: str, label: str, start_t: float) -> str:
     return f"{source}/{label}/{round(start_t * 1000)}"
-
-
-def dumps_state(state: dict[str, Any]) -> str:
-    return json.dumps(state)
-
-
-def loads_state(raw: bytes | None) -> dict[str, Any]:
-    return json.loads(raw) if raw else {}

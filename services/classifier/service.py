@@ -1,19 +1,23 @@
 """Classifier service: embeddings -> per-chunk predictions and detection events.
 
-Replicas are stateless: a source's recent embeddings (for window heads) and its open events live
-in Redis, and each chunk's outputs (prediction, events, new event state, and its idempotency key
-per (source, session, seq)) are written in one MULTI/EXEC, so a redelivered chunk changes nothing.
+Replicas are stateless: each source's sequence state (sequencer.py: next chunk, open events,
+recent embeddings for window heads) lives in Redis, and a batch's outputs (predictions, events,
+new states, chunks parked for reordering) are written in one optimistic transaction, so every
+chunk reaches the event tracker and the head's window once, in order, whatever the replicas.
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9103).
 """
 
 import logging
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import redis
 
-from services.classifier.events import EventTracker, Rules, RulesError, dumps_state, loads_state
+from services.classifier.events import EventTracker, Rules, RulesError
+from services.classifier.sequencer import Plan, SourceState, plan
 from shared import bus, metrics, streams
 from shared.config import Settings
 from shared.messages import (
@@ -21,6 +25,7 @@ from shared.messages import (
     PATCH_HOP_SECONDS,
     PATCHES_PER_CHUNK,
     Embeddings,
+    Event,
     Prediction,
 )
 from shared.models import Head, ModelError, load_model
@@ -29,8 +34,7 @@ from shared.params import SAMPLE_RATE
 log = logging.getLogger("soundhive.classifier")
 
 TOP_LABELS = 10
-DONE_TTL_S = 24 * 3600
-STATE_TTL_S = 24 * 3600
+STATE_TTL_S = 7 * 24 * 3600  # a source silent for a week starts afresh
 
 
 class WindowHead(Protocol):
@@ -90,27 +94,42 @@ def load_head(name: str, embedding_model: str) -> WindowHead:
     return head
 
 
+@dataclass
+class Scored:
+    """A source's chunks ready in this transaction, with their scores."""
+
+    plan: Plan
+    chunks: list[Embeddings]
+    scores: list[np.ndarray] = field(default_factory=list)  # [P, C] per chunk
+
+
 class Classifier:
     def __init__(self, client: redis.Redis, head: WindowHead, tracker: EventTracker,
-                 maxlen: int, head_spec: str | None = None):
-        self.redis, self.head, self.tracker, self.maxlen = client, head, tracker, maxlen
+                 settings: Settings, head_spec: str | None = None):
+        self.redis, self.head, self.tracker = client, head, tracker
+        self.maxlen, self.timeout_s = settings.stream_maxlen, settings.reorder_timeout_s
         self.head_spec = head_spec or head.name
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
 
-    def handle(self, batch: list[bus.Delivery[Embeddings]]) -> list[bus.Output]:
+    def handle(self, batch: list[bus.Delivery[Embeddings]]) -> int:
+        """Admit a batch into its sources' sequences; returns the number of messages written."""
         self._reload_if_replaced()
-        messages = [d.message for d in batch]
-        for m in messages:
-            if m.model != self.head.embedding_model:
-                raise ValueError(f"head {self.head.name} scores {self.head.embedding_model} "
-                                 f"embeddings, got {m.model}")
-        windows, lengths = self._windows(messages)
-        scores = self.head.score_windows(windows, lengths).reshape(
-            len(messages), PATCHES_PER_CHUNK, -1
-        )
-        for message, chunk_scores in zip(messages, scores, strict=True):
-            self._write(message, chunk_scores)
-        return []
+        arrivals: dict[str, list[Embeddings]] = defaultdict(list)
+        for delivery in batch:
+            message = delivery.message
+            if message.model != self.head.embedding_model:
+                raise bus.PermanentError(
+                    f"head {self.head.name} scores {self.head.embedding_model} embeddings, "
+                    f"got {message.model}")
+            arrivals[message.source].append(message)
+        return self._advance(arrivals)
+
+    def tick(self) -> None:
+        """Move on the sources that have waited too long for a missing chunk."""
+        overdue = self.redis.zrangebyscore(streams.REORDER_GAPS, "-inf",
+                                           time.time() - self.timeout_s)
+        if overdue:
+            self._advance({source.decode(): [] for source in overdue})
 
     def _reload_if_replaced(self) -> None:
         """Hot reload: a head retrained into the same folder is picked up within seconds."""
@@ -129,90 +148,139 @@ class Classifier:
         self.head, self.tracker = head, tracker
         log.info("reloaded head %s (%d classes)", head.name, len(head.class_names))
 
-    def _windows(self, messages: list[Embeddings]) -> tuple[np.ndarray, np.ndarray]:
-        vectors = np.stack([m.vectors() for m in messages])  # [n, P, D]
-        n, p, dim = vectors.shape
-        if self.head.window == 1:
-            return vectors.reshape(n * p, 1, dim), np.ones(n * p, np.int64)
-        return self._stored_windows(messages, vectors)
+    def _advance(self, arrivals: dict[str, list[Embeddings]]) -> int:
+        sources = sorted(arrivals)
+        keys = [streams.source_state_key(source) for source in sources]
+        while True:
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*keys)
+                    now = time.time()
+                    plans = [plan(SourceState.loads(raw), arrivals[source], now, self.timeout_s)
+                             for source, raw in zip(sources, pipe.mget(keys), strict=True)]
+                    scored = self._score(pipe, sources, plans)
+                    pipe.multi()
+                    written = self._write(pipe, sources, scored)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue  # another replica advanced one of these sources: plan again
+            self._count(sources, scored, written)
+            return len(written)
 
-    def _stored_windows(self, messages: list[Embeddings], vectors: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """Store each patch embedding under its source and patch index, then read back the
-        `window` latest ones up to each patch (whatever replica stored them)."""
-        size, dim = self.head.window, vectors.shape[2]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for m, rows in zip(messages, vectors, strict=True):
-                key = streams.window_key(f"{m.source}:{m.session}")
-                first = m.seq * PATCHES_PER_CHUNK
-                pipe.zadd(key, {_member(first + k, row): first + k for k, row in enumerate(rows)})
-                pipe.zremrangebyscore(key, "-inf", first - 4 * size)
-                pipe.expire(key, STATE_TTL_S)
-            for m in messages:
-                key = streams.window_key(f"{m.source}:{m.session}")
-                first = m.seq * PATCHES_PER_CHUNK
-                pipe.zrangebyscore(key, first - size + 1, first + PATCHES_PER_CHUNK - 1,
-                                   withscores=True)
-            replies = pipe.execute()[3 * len(messages):]
-        windows = np.zeros((len(messages) * PATCHES_PER_CHUNK, size, dim), np.float32)
-        lengths = np.zeros(len(windows), np.int64)
-        for i, (m, reply) in enumerate(zip(messages, replies, strict=True)):
-            stored = {int(score): np.frombuffer(member[8:], "<f4") for member, score in reply}
-            for k in range(PATCHES_PER_CHUNK):
-                index = m.seq * PATCHES_PER_CHUNK + k
-                rows = [stored[j] for j in range(index - size + 1, index + 1) if j in stored]
-                windows[i * PATCHES_PER_CHUNK + k, : len(rows)] = rows
-                lengths[i * PATCHES_PER_CHUNK + k] = len(rows)
-        return windows, lengths
+    def _score(self, pipe: redis.client.Pipeline, sources: list[str], plans: list[Plan]
+               ) -> list[Scored]:
+        """Fetch the parked chunks each plan needs, then score every ready chunk at once."""
+        scored = []
+        for source, source_plan in zip(sources, plans, strict=True):
+            parked = source_plan.from_buffer
+            raws = pipe.hmget(streams.reorder_key(source), parked) if parked else []
+            loaded = {seq: Embeddings.decode(raw) for seq, raw in zip(parked, raws, strict=True)
+                      if raw is not None}
+            chunks = [source_plan.arrived.get(seq) or loaded[seq] for seq in source_plan.ready
+                      if seq in source_plan.arrived or seq in loaded]
+            scored.append(Scored(source_plan, chunks))
+        windows, lengths = self._windows(scored)
+        if len(windows):
+            scores = self.head.score_windows(windows, lengths).reshape(-1, PATCHES_PER_CHUNK,
+                                                                       len(self.head.class_names))
+            rows = iter(scores)
+            for item in scored:
+                item.scores = [next(rows) for _ in item.chunks]
+        return scored
 
-    def _write(self, m: Embeddings, scores: np.ndarray) -> None:
-        done = streams.done_key(m.source, m.session, m.seq)
-        state_key = streams.event_state_key(m.source)
-        peak = scores.max(axis=0)
-        top = np.argsort(-peak, kind="stable")[:TOP_LABELS]
+    def _windows(self, scored: list[Scored]) -> tuple[np.ndarray, np.ndarray]:
+        """Each ready patch's window of the `window` latest embeddings of its source, and the
+        sources' new recent embeddings (kept in their states)."""
+        size = self.head.window
+        windows, lengths = [], []
+        for item in scored:
+            state = item.plan.state
+            assert state is not None
+            history = [np.frombuffer(row, "<f4") for row in state.window]
+            for chunk in item.chunks:
+                for row in chunk.vectors():
+                    history.append(row)
+                    recent = history[-size:]
+                    window = np.zeros((size, len(row)), np.float32)
+                    window[: len(recent)] = recent
+                    windows.append(window)
+                    lengths.append(len(recent))
+            state.window = [row.astype("<f4").tobytes() for row in history[-(size - 1):]] \
+                if size > 1 else []
+        if not windows:
+            return np.zeros((0, size, 0), np.float32), np.zeros(0, np.int64)
+        return np.stack(windows), np.array(lengths, np.int64)
+
+    def _write(self, pipe: redis.client.Pipeline, sources: list[str], scored: list[Scored]
+               ) -> list[Prediction | Event]:
+        written: list[Prediction | Event] = []
+        for source, item in zip(sources, scored, strict=True):
+            state = item.plan.state
+            assert state is not None
+            for open_events in item.plan.ended_sessions:
+                written += self.tracker.close(open_events, source)
+            for chunk, scores in zip(item.chunks, item.scores, strict=True):
+                written += self._track(state, chunk, scores)
+            self._write_state(pipe, source, item.plan)
+        for message in written:
+            if isinstance(message, Prediction):
+                bus.publish(pipe, streams.PREDICTIONS_STREAM, message, self.maxlen)
+            else:
+                bus.publish(pipe, streams.EVENTS_STREAM, message, self.maxlen)
+                pipe.lpush(streams.EVENTS_HISTORY, message.encode())
+        if any(isinstance(m, Event) for m in written):
+            pipe.ltrim(streams.EVENTS_HISTORY, 0, streams.EVENTS_HISTORY_SIZE - 1)
+        return written
+
+    def _track(self, state: SourceState, m: Embeddings, scores: np.ndarray
+               ) -> list[Prediction | Event]:
         offsets = m.offset + np.arange(PATCHES_PER_CHUNK) * PATCH_HOP_SECONDS
         times = m.t + np.arange(PATCHES_PER_CHUNK) * PATCH_HOP_SECONDS
-        written: list = []
-
-        def transaction(pipe: redis.client.Pipeline) -> None:
-            written.clear()
-            if pipe.exists(done):
-                return
-            state, events = self.tracker.update(
-                loads_state(pipe.get(state_key)), m.source, m.session, offsets, times, scores,
-                m.rms, m.last,
-            )
-            prediction = Prediction(
-                m.source, m.session, m.seq, m.t, m.offset, m.rms, self.head.name,
-                [[self.head.class_names[i], round(float(peak[i]), 4)] for i in top], time.time(),
-            )
-            pipe.multi()
-            pipe.set(done, 1, ex=DONE_TTL_S)
-            bus.publish(pipe, streams.PREDICTIONS_STREAM, prediction, self.maxlen)
-            for event in events:
-                bus.publish(pipe, streams.EVENTS_STREAM, event, self.maxlen)
-                pipe.lpush(streams.EVENTS_HISTORY, event.encode())
-            pipe.ltrim(streams.EVENTS_HISTORY, 0, streams.EVENTS_HISTORY_SIZE - 1)
-            pipe.set(state_key, dumps_state(state), ex=STATE_TTL_S)
-            written.extend(events)
-            written.append(prediction)
-
-        self.redis.transaction(transaction, done, state_key)
-        if not written:
-            metrics.DUPLICATES.inc()
-            return
-        prediction = written.pop()
-        metrics.END_TO_END_LATENCY.observe(
-            max(0.0, prediction.written_at - m.t - CHUNK_SAMPLES / SAMPLE_RATE)
+        state.open_events, events = self.tracker.update(
+            state.open_events, m.source, offsets, times, scores, m.rms, m.last)
+        peak = scores.max(axis=0)
+        top = np.argsort(-peak, kind="stable")[:TOP_LABELS]
+        prediction = Prediction(
+            m.source, m.session, m.seq, m.t, m.offset, m.rms, self.head.name,
+            [[self.head.class_names[i], round(float(peak[i]), 4)] for i in top], time.time(),
         )
-        for event in written:
-            metrics.EVENTS.labels(event.kind).inc()
-            log.info("%s %s %s at %.2f s", event.source, event.label, event.kind,
-                     event.start if event.kind == "start" else event.end)
+        return [prediction, *events]
 
+    @staticmethod
+    def _write_state(pipe: redis.client.Pipeline, source: str, source_plan: Plan) -> None:
+        state = source_plan.state
+        assert state is not None
+        reorder = streams.reorder_key(source)
+        if source_plan.dropped_buffers:
+            pipe.delete(reorder)
+        if source_plan.from_buffer:
+            pipe.hdel(reorder, *source_plan.from_buffer)
+        if source_plan.to_buffer:
+            pipe.hset(reorder, mapping={m.seq: m.encode() for m in source_plan.to_buffer})
+            pipe.expire(reorder, STATE_TTL_S)
+        if state.gap_since is None:
+            pipe.zrem(streams.REORDER_GAPS, source)
+        else:
+            pipe.zadd(streams.REORDER_GAPS, {source: state.gap_since})
+        pipe.set(streams.source_state_key(source), state.dumps(), ex=STATE_TTL_S)
 
-def _member(index: int, row: np.ndarray) -> bytes:
-    return index.to_bytes(8, "big", signed=True) + np.ascontiguousarray(row, "<f4").tobytes()
+    @staticmethod
+    def _count(sources: list[str], scored: list[Scored], written: list[Prediction | Event]
+               ) -> None:
+        for source, item in zip(sources, scored, strict=True):
+            metrics.DUPLICATES.inc(item.plan.duplicates + item.plan.stale)
+            metrics.CHUNKS_REORDERED.inc(item.plan.reordered)
+            if item.plan.lost:
+                metrics.CHUNKS_LOST.inc(item.plan.lost)
+                log.warning("%s: %d chunk(s) never arrived; skipped", source, item.plan.lost)
+        for message in written:
+            if isinstance(message, Prediction):
+                metrics.END_TO_END_LATENCY.observe(
+                    max(0.0, message.written_at - message.t - CHUNK_SAMPLES / SAMPLE_RATE))
+            else:
+                metrics.EVENTS.labels(message.kind).inc()
+                log.info("%s %s %s at %.2f s", message.source, message.label, message.kind,
+                         message.start if message.kind == "start" else message.end)
 
 
 def main(settings: Settings) -> None:
@@ -220,10 +288,10 @@ def main(settings: Settings) -> None:
     rules = Rules.from_file(settings.events_config) if settings.events_config else Rules()
     tracker = EventTracker(rules, head.class_names)
     health = metrics.Health()
-    server = metrics.serve(settings.metrics_port, health)
+    server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("classifier: head %s (%d classes), metrics on :%d", head.name,
              len(head.class_names), server.server_port)
     client = bus.connect(settings.redis_url, settings.block_ms)
-    classifier = Classifier(client, head, tracker, settings.stream_maxlen, settings.head)
+    classifier = Classifier(client, head, tracker, settings, settings.head)
     bus.Worker(settings, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP, Embeddings,
-               classifier.handle, health, client=client).run()
+               classifier.handle, health, client=client, tick=classifier.tick).run()

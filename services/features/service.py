@@ -1,7 +1,8 @@
 """Features service: PCM chunks -> embeddings (YAMNet by default, SOUNDHIVE_MODEL=vggish).
 
 One batch holds up to SOUNDHIVE_BATCH_SIZE chunks from any sources; all their patches go through
-the embedder together. Replicas share the work through the consumer group.
+the embedder together. Replicas share the work through the consumer group; it reads no more
+while the classifiers are SOUNDHIVE_BACKLOG_MAX embeddings behind (back-pressure to capture).
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9102).
 """
 
@@ -32,7 +33,7 @@ def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
 def main(settings: Settings) -> None:
     embedder = load_embedder(settings.model)
     health = metrics.Health()
-    server = metrics.serve(settings.metrics_port, health)
+    server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("features: model %s, metrics on :%d", embedder.name, server.server_port)
     bus.Worker(settings, streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk,
-               make_handler(embedder), health).run()
+               make_handler(embedder), health, output=streams.EMBEDDINGS_STREAM).run()

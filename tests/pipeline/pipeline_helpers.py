@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
+
+from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_SERVER = "/usr/bin/redis-server"
 
 
 def free_port() -> int:
@@ -35,37 +35,11 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str,
         time.sleep(interval)
 
 
-class RedisServer:
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
+class RedisServer(RedisProcess):
+    """A real redis-server on a free 127.0.0.1 port, restartable; `appendonly` keeps an AOF."""
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: _pings(client), 20, "redis-server to start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(20)
-            self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+    def __init__(self, folder: Path, appendonly: bool = False):
+        super().__init__(folder, port=free_port(), appendonly=appendonly)
 
 
 class Services:
@@ -90,7 +64,7 @@ class Services:
         log = self.logs / f"{name}-{len(self.processes)}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", *args], cwd=REPO, env=self.env(**env),
-            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
         self.processes.append((process, log))
         return process

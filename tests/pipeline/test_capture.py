@@ -59,28 +59,30 @@ def test_bad_source_is_one_line_error():
         "error: bad --source 'nope:x': use mic[:DEVICE], file:PATH or url:URL")
 
 
-def test_missing_file_is_reported_and_retried_while_others_run(
+def test_unreadable_files_fail_once_while_others_run(
         services: Services, redis_server: RedisServer, clips_dir: Path, tmp_path: Path):
     from shared.messages import SourceStatus
 
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.mp3").write_text("not audio at all\n" * 100)
+    soundfile.write(tmp_path / "cut.wav", np.zeros(32000, np.float32), 16000)
+    whole = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
     client = redis_server.client()
-    capture = services.start("capture", "--fast", "--source", f"file:{tmp_path / 'late.wav'}",
-                             "--source", f"file:{clips_dir / 'speech.wav'}",
-                             "--save-path", str(tmp_path / "saved"))
-
-    def status(source: str) -> SourceStatus | None:
-        raw = client.hget(streams.SOURCES_HASH, source)
-        return SourceStatus.decode(raw) if raw else None
-
-    wait_for(lambda: (s := status("late.wav")) and s.state == "retrying", WAIT_S,
-             "the missing file to be reported")
-    assert "no such file" in status("late.wav").detail
-    wait_for(lambda: (s := status("speech.wav")) and s.state == "finished", WAIT_S,
-             "the other source to finish")
-    soundfile.write(tmp_path / "late.wav", np.zeros(16000, np.float32), 16000)
-    wait_for(lambda: (s := status("late.wav")) and s.state == "finished", WAIT_S,
-             "the missing file to be captured once it exists")
-    assert capture.wait(WAIT_S) == 0
+    capture = services.start("capture", "--fast", "--save-path", str(tmp_path / "saved"),
+                             *[arg for name in ("missing.wav", "empty.wav", "notes.mp3",
+                                                "cut.wav")
+                               for arg in ("--source", f"file:{tmp_path / name}")],
+                             "--source", f"file:{clips_dir / 'speech.wav'}")
+    assert capture.wait(WAIT_S) == 1  # ends by itself; 1: a source failed
+    statuses = {s.source: s for s in map(SourceStatus.decode, client.hvals(streams.SOURCES_HASH))}
+    reasons = {"missing.wav": "no such file", "empty.wav": "empty file",
+               "notes.mp3": "not a readable audio file", "cut.wav": "truncated"}
+    for source, reason in reasons.items():
+        assert statuses[source].state == "failed", statuses[source]
+        assert reason in statuses[source].detail
+        assert services.log_text(capture).count(f"source {source} failed") == 1  # not retried
+    assert statuses["speech.wav"].state == "finished"
     saved = sorted((tmp_path / "saved").glob("speech.wav-*.wav"))
     assert len(saved) == 1
     kept, rate = soundfile.read(saved[0], dtype="float32")
@@ -136,15 +138,14 @@ def test_network_url_source_over_http(services: Services, redis_server: RedisSer
     try:
         url = f"http://127.0.0.1:{server.server_port}/speech.wav"
         client = redis_server.client()
-        capture = services.start("capture", "--fast", "--source", f"url:{url}")
-        chunks = wait_for(lambda: len(c := [PcmChunk.decode(f[streams.MESSAGE_FIELD]) for _, f
-                                            in client.xrange(streams.PCM_STREAM)]) >= 4 and c,
-                          WAIT_S, "the URL's chunks")
-        capture.send_signal(signal.SIGTERM)
-        assert capture.wait(WAIT_S) == 0
+        capture = services.start("capture", "--source", f"url:{url}")
+        assert capture.wait(WAIT_S) == 0  # a stream that ends is done, not replayed
+        chunks = [PcmChunk.decode(f[streams.MESSAGE_FIELD]) for _, f
+                  in client.xrange(streams.PCM_STREAM)]
     finally:
         server.shutdown()
+    assert [c.seq for c in chunks] == list(range(len(chunks))) and chunks[-1].last
     first = np.concatenate([c.samples() for c in chunks[:1]])
     np.testing.assert_allclose(first, load_audio(clips_dir / "speech.wav")[:CHUNK_SAMPLES],
                                atol=2e-3)
-    assert "the stream ended" in services.log_text(capture)  # a live stream ending is retried
+    assert "speech.wav finished" in services.log_text(capture)

@@ -15,9 +15,9 @@ NAMES = ["Dog", "Speech", "Silence"]
 
 
 def run(tracker: EventTracker, rows: list[list[float]], rms: float = 0.1, state=None,
-        session: str = "a", last: bool = False, first: int = 0):
+        last: bool = False, first: int = 0):
     offsets = (first + np.arange(len(rows))) * 0.48
-    return tracker.update(state or {}, "src", session, offsets, 1000 + offsets,
+    return tracker.update(state or {}, "src", offsets, 1000 + offsets,
                           np.array(rows, np.float32), rms, last)
 
 
@@ -42,11 +42,11 @@ def test_rms_gate_deny_allow_and_last_chunk():
     assert run(only_dogs, [[0.9, 0.9, 0]])[1] == []
 
 
-def test_new_session_ends_open_events():
+def test_close_ends_open_events():
     tracker = EventTracker(Rules(), NAMES)
     state, _ = run(tracker, [[0.9, 0, 0]])
-    _, events = run(tracker, [[0, 0, 0]], state=state, session="b")
-    assert [(e.label, e.kind) for e in events] == [("Dog", "end")]
+    events = tracker.close(state, "src")
+    assert [(e.label, e.kind, e.start, e.end) for e in events] == [("Dog", "end", 0.0, 0.975)]
 
 
 def test_rules_file(tmp_path: Path):
@@ -102,11 +102,12 @@ class MeanWindowHead:
 def test_window_head_sees_the_source_history_across_replicas(redis_server):
     from services.classifier.service import Classifier
     from shared import bus, streams
+    from shared.config import Settings
     from shared.messages import Embeddings, PcmChunk, Prediction
 
     head = MeanWindowHead()
     replicas = [Classifier(redis_server.client(), head, EventTracker(Rules(), head.class_names),
-                           1000) for _ in range(2)]
+                           Settings("classifier")) for _ in range(2)]
     rng = np.random.default_rng(0)
     for seq in range(3):
         chunk = PcmChunk.from_samples("src", "s", seq, 0.0, seq * 0.96,

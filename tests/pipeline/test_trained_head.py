@@ -11,6 +11,7 @@ from services.classifier.events import EventTracker, Rules
 from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
 from shared import bus, streams
 from shared.audio import frame_patches, load_audio
+from shared.config import Settings
 from shared.messages import PATCHES_PER_CHUNK, Embeddings, Event, PcmChunk, Prediction
 from shared.models import ModelError, load_embedder
 
@@ -78,7 +79,8 @@ def test_trained_head_serves_and_hot_reloads(
     head = load_head("farm", "yamnet")
     assert head.window == WINDOW and head.class_names == ["Dog", "Cow"]
     client = redis_server.client()
-    classifier = Classifier(client, head, EventTracker(Rules(), head.class_names), 1000, "farm")
+    classifier = Classifier(client, head, EventTracker(Rules(), head.class_names),
+                            Settings("classifier"), "farm")
     replay(classifier, "barn-dog", clip_embeddings["dog"])
     replay(classifier, "barn-cow", clip_embeddings["cow"])
     assert latest_prediction(client, "barn-dog").labels[0][0] == "Dog"

@@ -1,0 +1,146 @@
+"""Per-source order for the classifier's stateful stage (event tracker, window heads).
+
+Replicas of the features and classifier services share consumer groups, so a source's chunks
+reach the classifiers in any order and, after a crash, more than once. Each source therefore
+has one small state in Redis (SourceState: session, `next_seq`, open events, recent embeddings)
+that every replica reads and writes in one optimistic transaction (WATCH/MULTI) together with
+the chunk's outputs. A chunk
+
+  - with seq == next_seq is processed; so are the early chunks it unblocks, in order;
+  - with seq > next_seq arrived early: it waits in the source's reorder hash (one entry per
+    chunk, acknowledged upstream, so it survives any replica's death);
+  - with seq < next_seq, or already waiting, is a duplicate and is dropped (counted);
+  - of a session the source has left behind (capture restarted) is stale and is dropped;
+    one of a new session ends the old session's open events and starts the count again.
+
+A missing chunk (dead-lettered upstream, or lost with Redis) cannot hold a source forever: once
+a source has waited `timeout_s` (or more than MAX_EARLY chunks wait), the missing sequence
+numbers are skipped and counted as lost, and the source goes on.
+
+Why this design rather than partitioning the stream by source (Kafka-style ownership)?
+Partitions need ownership hand-over when replicas come and go (a protocol of its own), and do
+not remove the reorder problem, since features replicas can still write a source's embeddings
+out of order. A per-source high-water mark gives exactly-once processing in order with any
+number of replicas and no coordination beyond Redis transactions, and the idempotency state
+is per source (a few hundred bytes), not per chunk. Conflicts (two replicas advancing the same
+source at once) are retried; they are rare in real time, where a source yields one chunk a
+second.
+
+`plan` is pure: it is the whole ordering policy, tested without Redis.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from shared.messages import Embeddings
+
+MAX_EARLY = 512  # chunks of one source waiting for a missing one (about 8 min of audio)
+KEPT_OLD_SESSIONS = 8
+
+
+@dataclass
+class SourceState:
+    session: str
+    next_seq: int = 0
+    old_sessions: list[str] = field(default_factory=list)
+    open_events: dict[str, list[float]] = field(default_factory=dict)
+    window: list[bytes] = field(default_factory=list)  # recent embeddings, oldest first
+    early: list[int] = field(default_factory=list)  # seqs waiting in the reorder hash
+    gap_since: float | None = None  # unix time the source started waiting for next_seq
+
+    def dumps(self) -> bytes:
+        return msgpack.packb(self.__dict__, use_bin_type=True)
+
+    @classmethod
+    def loads(cls, raw: bytes | None) -> "SourceState | None":
+        if raw is None:
+            return None
+        data: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+        return cls(**data)
+
+
+@dataclass
+class Plan:
+    """What one transaction does for one source."""
+
+    state: SourceState | None
+    ready: list[int] = field(default_factory=list)  # seqs to process now, in order
+    arrived: dict[int, Embeddings] = field(default_factory=dict)  # this batch's usable chunks
+    to_buffer: list[Embeddings] = field(default_factory=list)
+    ended_sessions: list[dict[str, list[float]]] = field(default_factory=list)  # open events
+    dropped_buffers: bool = False  # the reorder hash belongs to an ended session
+    duplicates: int = 0
+    stale: int = 0
+    lost: int = 0
+    reordered: int = 0
+
+    @property
+    def from_buffer(self) -> list[int]:
+        return [seq for seq in self.ready if seq not in self.arrived]
+
+
+def plan(state: SourceState | None, messages: Sequence[Embeddings], now: float,
+         timeout_s: float) -> Plan:
+    """Admit a source's newly arrived chunks (stream order) into its sequence."""
+    result = Plan(state)
+    for message in _by_session_then_seq(messages):
+        _admit(result, message)
+    if result.state is not None:
+        _advance(result, now, timeout_s)
+    return result
+
+
+def _by_session_then_seq(messages: Sequence[Embeddings]) -> list[Embeddings]:
+    first_seen = {m.session: i for i, m in reversed(list(enumerate(messages)))}
+    return sorted(messages, key=lambda m: (first_seen[m.session], m.seq))
+
+
+def _admit(result: Plan, message: Embeddings) -> None:
+    state = result.state
+    if state is None:
+        state = result.state = SourceState(message.session)
+    elif message.session != state.session:
+        if message.session in state.old_sessions:
+            result.stale += 1
+            return
+        result.ended_sessions.append(state.open_events)
+        result.dropped_buffers = result.dropped_buffers or bool(state.early)
+        # The old session's chunks still waiting, or arrived in this batch, are not processed:
+        # a new session means its capture restarted, so they would end nothing it still has.
+        result.lost += len(state.early) + len(result.arrived)
+        old = [*state.old_sessions, state.session][-KEPT_OLD_SESSIONS:]
+        state = result.state = SourceState(message.session, old_sessions=old)
+        result.arrived.clear()
+        result.to_buffer.clear()
+    if message.seq < state.next_seq or message.seq in state.early \
+            or message.seq in result.arrived:
+        result.duplicates += 1
+        return
+    result.arrived[message.seq] = message
+
+
+def _advance(result: Plan, now: float, timeout_s: float) -> None:
+    state = result.state
+    assert state is not None
+    waiting = set(state.early) | set(result.arrived)
+    while True:
+        while state.next_seq in waiting:
+            waiting.discard(state.next_seq)
+            result.ready.append(state.next_seq)
+            state.next_seq += 1
+        if not waiting:
+            state.gap_since = None
+            break
+        state.gap_since = state.gap_since or now
+        if now - state.gap_since < timeout_s and len(waiting) <= MAX_EARLY:
+            break
+        resume = min(waiting)
+        result.lost += resume - state.next_seq
+        state.next_seq, state.gap_since = resume, now
+    newly_early = [seq for seq in result.arrived if seq in waiting]
+    result.reordered = len(newly_early)
+    result.to_buffer = [result.arrived[seq] for seq in newly_early]
+    state.early = sorted(waiting)

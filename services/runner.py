@@ -1,0 +1,35 @@
+"""The one way a service process starts: `run_service(main)`, used by `python -m services.X`
+and `soundhive serve X`."""
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from services.capture.sources import SourceError
+from services.classifier.events import RulesError
+from shared.audio import AudioError
+from shared.config import ConfigError
+from shared.metrics import PortInUse
+from shared.models import ModelError
+from shared.native import quiet_native_stderr
+
+USER_MISTAKES = (ConfigError, ModelError, RulesError, SourceError, AudioError, PortInUse)
+
+
+def run_service(main: Callable[[], int | None]) -> None:
+    """Run a service's main with one-line logging and exit with its status. A user mistake (bad
+    setting, missing model, bad source, bad rules file, port in use) is one line on stderr and
+    exit status 2."""
+    if os.environ.get("SOUNDHIVE_VERBOSE") != "1":
+        quiet_native_stderr()
+    logging.basicConfig(
+        level=os.environ.get("SOUNDHIVE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        status = main()
+    except USER_MISTAKES as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)

@@ -1,0 +1,86 @@
+"""A private redis-server process: the embedded Redis of `soundhive up`, and the tests' Redis.
+
+It listens on a unix socket in its folder (or a TCP port on 127.0.0.1), keeps nothing on disk
+unless asked (`appendonly`), and is killed with its parent even if the parent is killed with
+SIGKILL (PR_SET_PDEATHSIG), so no run leaves a Redis behind.
+"""
+
+import contextlib
+import ctypes
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+PR_SET_PDEATHSIG = 1
+START_TIMEOUT_S = 20.0
+
+
+class RedisProcessError(RuntimeError):
+    """redis-server is missing or did not start (one-line message)."""
+
+
+def die_with_parent() -> None:
+    """preexec_fn for children: SIGTERM when the parent dies, however it dies (Linux)."""
+    with contextlib.suppress(OSError):  # not Linux: `up` still stops them on every signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class RedisProcess:
+    def __init__(self, folder: Path, port: int | None = None, appendonly: bool = False,
+                 extra: tuple[str, ...] = ()):
+        self.folder, self.port, self.appendonly, self.extra = folder, port, appendonly, extra
+        self.socket = folder / "redis.sock"
+        self.url = (f"redis://127.0.0.1:{port}/0" if port is not None
+                    else f"unix://{self.socket}")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisProcessError("redis-server is not installed (run ./scripts/install.sh, "
+                                    "or set REDIS_URL to a Redis of yours)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        listen = (["--port", str(self.port), "--bind", "127.0.0.1"] if self.port is not None
+                  else ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm",
+                        "700"])
+        self.process = subprocess.Popen(
+            [binary, *listen, "--dir", str(self.folder), "--save", "",
+             "--appendonly", "yes" if self.appendonly else "no", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RedisProcessError(f"redis-server exited ({self.process.returncode}) "
+                                        "at start")
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        self.stop()
+        raise RedisProcessError(f"redis-server did not answer within {START_TIMEOUT_S:.0f} s")
+
+    def stop(self) -> None:
+        """SIGTERM (Redis writes its AOF, if any, and exits), SIGKILL after 20 s."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
