@@ -2,7 +2,7 @@
 40% for evaluation, as `<split>/<label>/<clip>.wav`. The ten animal clips are one class each;
 the other sounds (speech, bells, alarm, camera, phone, trash) are one class, `other`.
 
-    python tests/training/make_proof_audio.py ../shared/data/clips /tmp/proof/audio
+    .venv/bin/python tests/training/make_proof_audio.py ../shared/data/clips /tmp/proof/audio
 """
 
 import sys

@@ -4,7 +4,7 @@ A fixed random projection of YAMNet embeddings to 128 dimensions, centred and sc
 training set like the AudioSet release's PCA whitening, then clipped to [-2, 2] and quantised to
 uint8 in the `audio_embedding` feature list. Used by the tests' helpers and the proof run:
 
-    python -m tests.training.vggish_format YAMNET_TRAIN.tfrecord YAMNET_EVAL.tfrecord OUT_DIR
+    .venv/bin/python -m tests.training.vggish_format TRAIN.tfrecord EVAL.tfrecord OUT_DIR
 """
 
 import shutil
