@@ -21,9 +21,9 @@ Each turn of the loop:
   5. trim the input stream of what every consumer group has acknowledged (never an unread or
      pending entry: a dead consumer's work survives until it is claimed).
 Redis trouble (unreachable, restarted empty, stream or group deleted, out of memory, read-only
-replica) is weather, not death: logged once when it starts and once when it clears, retried with
-exponential backoff and jitter (redis-py's EqualJitterBackoff); a batch in hand is kept and
-retried, so outages do not count towards max_deliveries.
+replica) is weather, not death: logged once when it starts and once when it clears, retried
+with exponential backoff and jitter up to 2 s (redis-py's EqualJitterBackoff); a batch in hand
+is kept and retried, so outages do not count towards max_deliveries.
 """
 
 import logging
@@ -114,7 +114,7 @@ class Weather:
 
     def __init__(self, service: str, health: metrics.Health):
         self.service, self.health = service, health
-        self._backoff = EqualJitterBackoff(cap=5.0, base=0.1)
+        self._backoff = EqualJitterBackoff(cap=2.0, base=0.1)
         self._failures = 0
         self._kind: str | None = None
         self._since = 0.0
@@ -140,11 +140,11 @@ class Weather:
 
 
 class Stopper:
-    """Set by SIGTERM/SIGINT (when created in the main thread) or by stop()."""
+    """Set by stop(), or by SIGTERM/SIGINT when `signals` (and created in the main thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: bool = True) -> None:
         self._event = threading.Event()
-        if threading.current_thread() is threading.main_thread():
+        if signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
 
@@ -457,4 +457,6 @@ def _text(value: bytes | str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0]
+    # redis-py names the failing pipeline command with its arguments (45 KB of audio): drop it.
+    text = text.rpartition(" of pipeline caused error: ")[2]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -5,16 +5,17 @@ shared/messages.py). One publisher thread writes them to Redis, never more than 
 reads: while the features group is SOUNDHIVE_BACKLOG_MAX chunks behind (or Redis is away), chunks
 wait in a bounded queue (MAX_QUEUED_CHUNKS). Files then wait too (back-pressure: a file of any
 length gives exactly one prediction per chunk, read block by block in bounded memory); live
-sources (microphones, network streams) cannot wait, so their oldest queued audio is dropped and
-counted in soundhive_audio_dropped_seconds_total{reason=backlog|redis} (and what a stop
-leaves unwritten: reason=shutdown). Sequence numbers are
-given as chunks are written, so a dropped chunk leaves no hole in a source's sequence.
+sources (microphones, network streams) cannot wait: past MAX_QUEUED_LIVE chunks of a source
+queued, its oldest audio is dropped and counted in soundhive_audio_dropped_seconds_total
+{reason=backlog|redis} (and what a stop leaves unwritten: reason=shutdown). Sequence numbers
+are given as chunks are written, so a dropped chunk leaves no hole in a source's sequence.
 
 A source that fails for now (unplugged device, unreachable server) is marked `retrying` and
 retried with backoff (up to 30 s); one that can never be read (missing, empty, truncated or not
 audio) is marked `failed` with the reason, once. The others go on. The service exits when every
 source has ended (files, finished streams) or on SIGTERM/SIGINT: 0, or 1 when a source failed.
-Files are replayed in real time, or as fast as the pipeline takes them with `fast`.
+Files and network streams are paced in real time, or taken as fast as the pipeline takes them
+with `fast` (which also treats a network stream as a recording that waits rather than drops).
 `save_path` keeps each source's captured audio as WAV files. Metrics on :9101 by default.
 """
 
@@ -23,7 +24,7 @@ import re
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
@@ -49,6 +50,7 @@ from shared.messages import (
 log = logging.getLogger("soundhive.capture")
 
 MAX_QUEUED_CHUNKS = 500  # about 23 MB of audio waiting for Redis or the pipeline
+MAX_QUEUED_LIVE = 8  # chunks of one live source that may wait (about 8 s) before drops begin
 RETRY_MAX_S = 30.0
 PUBLISH_BATCH = 64
 HOLD_POLL_S = 0.2
@@ -91,11 +93,13 @@ class Publisher:
         self.settings, self.health, self.stopper = settings, health, stopper
         self.redis = bus.connect(settings.redis_url)
         self._queue: deque[Queued] = deque()
+        self._queued_live: dict[str, int] = {}
         self._status: dict[str, SourceStatus] = {}
         self._next_seq: dict[tuple[str, str], int] = {}
         self._cond = threading.Condition()
         self._closing = False
         self._holding_for = "backlog"  # why chunks wait: the pipeline's backlog, or Redis
+        self.dropped_seconds: Counter[str] = Counter()  # by reason, as the metric
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         health.watch(self._thread.is_alive, "the publisher thread died")
         self._thread.start()
@@ -105,22 +109,31 @@ class Publisher:
         oldest queued live chunk."""
         with self._cond:
             if live:
+                if self._queued_live.get(chunk.source, 0) >= MAX_QUEUED_LIVE:
+                    self._drop_oldest_live(chunk.source)
                 while len(self._queue) >= MAX_QUEUED_CHUNKS and self._drop_oldest_live():
                     pass
+                self._queued_live[chunk.source] = self._queued_live.get(chunk.source, 0) + 1
             else:
                 while len(self._queue) >= MAX_QUEUED_CHUNKS and not self.stopper.stopped:
                     self._cond.wait(HOLD_POLL_S)
             self._queue.append(Queued(chunk, live, stamp_on_write))
             self._cond.notify_all()
 
-    def _drop_oldest_live(self) -> bool:
-        oldest = next((q for q in self._queue if q.live), None)
+    def _drop_oldest_live(self, source: str | None = None) -> bool:
+        """Drop the oldest queued live chunk (of `source`, or of any live source)."""
+        oldest = next((q for q in self._queue
+                       if q.live and source in (None, q.chunk.source)), None)
         if oldest is None:
             return False
         self._queue.remove(oldest)
-        metrics.AUDIO_DROPPED_SECONDS.labels(oldest.chunk.source, self._holding_for).inc(
-            CHUNK_HOP_SECONDS)
+        self._queued_live[oldest.chunk.source] -= 1
+        self._count_dropped(oldest.chunk.source, self._holding_for)
         return True
+
+    def _count_dropped(self, source: str, reason: str) -> None:
+        metrics.AUDIO_DROPPED_SECONDS.labels(source, reason).inc(CHUNK_HOP_SECONDS)
+        self.dropped_seconds[reason] += CHUNK_HOP_SECONDS
 
     def status(self, source: str, state: str, detail: str = "", rms: float = 0.0,
                seq: int = -1) -> None:
@@ -128,7 +141,7 @@ class Publisher:
             self._status[source] = SourceStatus(source, state, detail, rms, seq, time.time())
             self._cond.notify_all()
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
         """Publish what is queued, waiting up to timeout_s for Redis and the pipeline to take it;
         what is still queued then is counted as dropped (reason `shutdown`)."""
         with self._cond:
@@ -137,29 +150,27 @@ class Publisher:
         self._thread.join(timeout_s)
         with self._cond:
             for queued in self._queue:
-                metrics.AUDIO_DROPPED_SECONDS.labels(queued.chunk.source, "shutdown").inc(
-                    CHUNK_HOP_SECONDS)
-            if self._queue:
-                log.warning("capture: stopped with %d chunk(s) the pipeline had no room for",
-                            len(self._queue))
+                self._count_dropped(queued.chunk.source, "shutdown")
             self._queue.clear()
+        if self.dropped_seconds:
+            log.warning("capture: dropped %.1f s of audio (%s)", sum(
+                self.dropped_seconds.values()), ", ".join(
+                f"{reason} {seconds:.1f} s" for reason, seconds in self.dropped_seconds.items()))
 
     def _run(self) -> None:
         weather = bus.Weather("capture", self.health)
-        in_hand: list[PcmChunk] = []
+        in_hand: list[PcmChunk] = []  # taken from the queue, numbered, not yet written
         statuses: dict[str, SourceStatus] = {}
         while True:
-            room = PUBLISH_BATCH
-            try:
-                if self._queue:
-                    room = min(room, self.settings.backlog_max - bus.backlog(
-                        self.redis, streams.PCM_STREAM, streams.FEATURES_GROUP))
-                with self._cond:
-                    if self._closing and not (in_hand or self._queue or self._status):
+            with self._cond:
+                if not (in_hand or self._queue or self._status):
+                    if self._closing:
                         return
-                    if not (in_hand or self._queue or self._status):
-                        self._cond.wait(1.0)
-                    in_hand += self._take(room - len(in_hand))
+                    self._cond.wait(1.0)
+            try:
+                room = self._room() - len(in_hand)
+                with self._cond:
+                    in_hand += self._take(room)
                     statuses.update(self._status)
                     self._status.clear()
                 self._write(in_hand, statuses)
@@ -168,10 +179,17 @@ class Publisher:
                 self._holding_for = "backlog"
                 self.health.beat()
                 if room <= 0:
-                    time.sleep(HOLD_POLL_S)
+                    self.stopper.wait(HOLD_POLL_S)
             except redis.RedisError as exc:
                 self._holding_for = "redis"
                 time.sleep(weather.hit(exc))
+
+    def _room(self) -> int:
+        """How many chunks the audio stream takes now: the features group's backlog bound."""
+        if not self._queue:
+            return PUBLISH_BATCH
+        unread = bus.backlog(self.redis, streams.PCM_STREAM, streams.FEATURES_GROUP)
+        return min(PUBLISH_BATCH, self.settings.backlog_max - unread)
 
     def _take(self, count: int) -> list[PcmChunk]:
         """Up to `count` queued chunks, numbered in their source's sequence."""
@@ -179,6 +197,8 @@ class Publisher:
         while self._queue and len(taken) < count:
             queued = self._queue.popleft()
             chunk = queued.chunk
+            if queued.live:
+                self._queued_live[chunk.source] -= 1
             key = (chunk.source, chunk.session)
             seq = self._next_seq.get(key, 0)
             self._next_seq[key] = seq + 1
@@ -208,6 +228,8 @@ class SourceRunner:
                  save_path: Path | None):
         self.spec, self.publisher, self.stopper = spec, publisher, stopper
         self.fast, self.save_path = fast, save_path
+        # --fast treats any source as a recording: as fast as the pipeline takes it, no drops.
+        self.live = spec.live and not fast
         self.session = uuid.uuid4().hex[:12]
         self.chunks = 0
         self.rms = 0.0
@@ -261,7 +283,7 @@ class SourceRunner:
                         break
                     clock = clock or time.time() - len(block) / params.SAMPLE_RATE
                     received += len(block)
-                    if not self.spec.live and not self.fast:  # replay in real time
+                    if self.spec.kind != "mic" and not self.fast:  # replay in real time
                         self.stopper.wait(clock + received / params.SAMPLE_RATE - time.time())
                     if wav is not None:
                         wav.write(block)
@@ -277,7 +299,7 @@ class SourceRunner:
         chunk = PcmChunk.from_samples(self.spec.id, self.session, -1,
                                       clock + start / params.SAMPLE_RATE,
                                       offset0 + start / params.SAMPLE_RATE, samples, last)
-        self.publisher.put(chunk, self.spec.live, stamp_on_write=self.fast)
+        self.publisher.put(chunk, self.live, stamp_on_write=self.fast)
         self.publisher.status(self.spec.id, "running", rms=chunk.rms, seq=self.chunks)
         metrics.SOURCE_LEVEL.labels(self.spec.id).set(chunk.rms)
         self.chunks += 1

@@ -134,7 +134,8 @@ def _advance(result: Plan, now: float, timeout_s: float) -> None:
         if not waiting:
             state.gap_since = None
             break
-        state.gap_since = state.gap_since or now
+        if state.gap_since is None:
+            state.gap_since = now
         if now - state.gap_since < timeout_s and len(waiting) <= MAX_EARLY:
             break
         resume = min(waiting)

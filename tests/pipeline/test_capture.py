@@ -1,9 +1,11 @@
 """Capture: gapless self-contained chunks, sources, PyAudio through ALSA, saved WAVs, CLI errors."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from services.capture.service import Chunker
 from services.capture.sources import SourceError, parse_sources
 from shared import streams
 from shared.audio import frame_patches, load_audio
-from shared.messages import CHUNK_SAMPLES, PcmChunk
+from shared.messages import CHUNK_SAMPLES, PcmChunk, Prediction
 
 WAIT_S = 120
 
@@ -149,3 +151,46 @@ def test_network_url_source_over_http(services: Services, redis_server: RedisSer
     np.testing.assert_allclose(first, load_audio(clips_dir / "speech.wav")[:CHUNK_SAMPLES],
                                atol=2e-3)
     assert "speech.wav finished" in services.log_text(capture)
+
+
+def test_a_file_waits_for_the_pipeline_instead_of_being_trimmed(
+        services: Services, redis_server: RedisServer, tmp_path: Path):
+    noise = tmp_path / "long.wav"
+    soundfile.write(noise, np.random.default_rng(0).standard_normal(16000 * 60) * 0.1, 16000)
+    client = redis_server.client()
+    capture = services.start("capture", "--fast", "--source", f"file:{noise}",
+                             SOUNDHIVE_BACKLOG_MAX="10")
+    wait_for(lambda: client.xlen(streams.PCM_STREAM) >= 10, WAIT_S, "ten chunks")
+    time.sleep(2)
+    assert client.xlen(streams.PCM_STREAM) == 10 and capture.poll() is None  # holding back
+    services.start("features")
+    services.start("classifier")
+    assert capture.wait(WAIT_S) == 0
+    chunks = 62  # 60 s: 61 whole chunks of 1.455 s every 0.96 s, and the padded rest
+    assert f"long.wav finished ({chunks} chunks)" in services.log_text(capture)
+
+    def predicted() -> list[int]:
+        return [Prediction.decode(f[streams.MESSAGE_FIELD]).seq
+                for _, f in client.xrange(streams.PREDICTIONS_STREAM)]
+
+    wait_for(lambda: len(predicted()) >= chunks, WAIT_S, "every chunk's prediction")
+    assert predicted() == list(range(chunks))
+
+
+def test_live_audio_past_the_backlog_is_dropped_and_counted(
+        services: Services, redis_server: RedisServer, http_folder):
+    folder, base_url = http_folder
+    soundfile.write(folder / "radio.wav", np.full(16000 * 20, 0.1, np.float32), 16000)
+    capture = services.start("capture", "--source", f"url:{base_url}/radio.wav",
+                             SOUNDHIVE_BACKLOG_MAX="2")
+    assert capture.wait(WAIT_S) == 0  # paced in real time, then the stream ends
+    written = redis_server.client().xlen(streams.PCM_STREAM)
+    assert written == 2  # no consumer: the backlog bound holds
+    log = services.log_text(capture)
+    assert "finished (21 chunks)" in log
+    match = re.search(r"dropped ([\d.]+) s of audio \(backlog ([\d.]+) s, shutdown ([\d.]+) s",
+                      log)
+    assert match, log
+    total, backlog, shutdown = map(float, match.groups())
+    assert backlog >= 10 * 0.96 and total == pytest.approx(backlog + shutdown, abs=0.11)
+    assert written + round(total / 0.96) == 21  # every chunk written or counted

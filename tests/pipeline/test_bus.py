@@ -1,0 +1,117 @@
+"""The shared worker loop (shared/bus.py) in-process against a real redis-server: leases,
+takeover, permanent vs transient failures, trimming only what every group acknowledged."""
+
+import threading
+import time
+
+import pytest
+from pipeline_helpers import RedisServer, wait_for
+
+from shared import bus, streams
+from shared.config import Settings
+from shared.messages import DeadLetter, Event
+
+STREAM, GROUP = "test:in", "testers"
+
+
+def event(n: int) -> Event:
+    return Event(f"e{n}", "src", "Dog", "start", float(n), None, 0.0, None, 0.5)
+
+
+class Recorder:
+    """A handler that records what it handled, optionally slowly or failing."""
+
+    def __init__(self, delay_s: float = 0.0, error: Exception | None = None):
+        self.delay_s, self.error = delay_s, error
+        self.handled: list[str] = []
+        self.busy = threading.Event()
+
+    def __call__(self, batch: list[bus.Delivery[Event]]) -> list[bus.Output]:
+        self.busy.set()
+        time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        self.handled += [d.message.id for d in batch]
+        return []
+
+
+@pytest.fixture
+def start_worker(redis_server: RedisServer):
+    stoppers: list[tuple[bus.Stopper, threading.Thread]] = []
+
+    def start(handler: Recorder, name: str, **settings: object) -> bus.Worker:
+        config = Settings("test", redis_url=redis_server.url, consumer=name, block_ms=100,
+                          batch_size=1, **{"claim_idle_s": 1.0, **settings})
+        stopper = bus.Stopper(signals=False)
+        worker = bus.Worker(config, STREAM, GROUP, Event, handler, stopper=stopper)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        stoppers.append((stopper, thread))
+        return worker
+
+    yield start
+    for stopper, thread in stoppers:
+        stopper.stop()
+        thread.join(10)
+
+
+def test_a_slow_consumer_keeps_its_entry_and_a_dead_ones_is_taken_over(
+        redis_server: RedisServer, start_worker):
+    client = redis_server.client()
+    client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    bus.publish(client, STREAM, event(1))
+    slow = Recorder(delay_s=3.0)  # three times the claim idle time
+    start_worker(slow, "slow")
+    assert slow.busy.wait(10)
+    fast = Recorder()
+    start_worker(fast, "fast")
+    wait_for(lambda: slow.handled, 10, "the slow consumer to finish")
+    time.sleep(1.5)
+    assert slow.handled == ["e1"] and fast.handled == []  # renewed, so never claimed
+
+    bus.publish(client, STREAM, event(2))
+    client.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=1)  # read, then never acknowledged
+    started = time.monotonic()
+    wait_for(lambda: "e2" in fast.handled + slow.handled, 10, "the dead consumer's entry")
+    assert time.monotonic() - started < 4  # claim_idle_s 1 s, not 30
+    assert client.xpending(STREAM, GROUP)["pending"] == 0
+
+
+def test_permanent_failures_are_dead_lettered_at_once_transient_ones_retried(
+        redis_server: RedisServer, start_worker):
+    client = redis_server.client()
+    client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    bus.publish(client, STREAM, event(1))
+    start_worker(Recorder(error=bus.PermanentError("wrong model")), "a", max_deliveries=3)
+    letters = wait_for(lambda: client.xrange(streams.DEADLETTER_STREAM), 10, "a dead letter")
+    letter = DeadLetter.decode(letters[0][1][streams.MESSAGE_FIELD])
+    assert letter.deliveries == 1 and "wrong model" in letter.reason
+
+
+def test_a_transient_failure_is_retried_then_dead_lettered(redis_server: RedisServer,
+                                                           start_worker):
+    client = redis_server.client()
+    client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    bus.publish(client, STREAM, event(1))
+    start_worker(Recorder(error=RuntimeError("flaky")), "a", max_deliveries=2,
+                 claim_idle_s=0.3)
+    letters = wait_for(lambda: client.xrange(streams.DEADLETTER_STREAM), 20, "a dead letter")
+    letter = DeadLetter.decode(letters[0][1][streams.MESSAGE_FIELD])
+    assert letter.deliveries == 3 and "failed 2 deliveries; last error: RuntimeError: flaky" \
+        in letter.reason
+
+
+def test_trimming_keeps_every_entry_a_group_has_not_acknowledged(redis_server: RedisServer):
+    client = redis_server.client()
+    ids = [client.xadd(STREAM, {"m": b"x"}) for _ in range(500)]
+    client.xgroup_create(STREAM, "done", id="0")
+    client.xgroup_create(STREAM, "behind", id="0")
+    client.xreadgroup("done", "c", {STREAM: ">"}, count=500)
+    client.xack(STREAM, "done", *ids)
+    client.xreadgroup("behind", "c", {STREAM: ">"}, count=300)  # 0-299 pending, 300+ unread
+    client.xack(STREAM, "behind", *ids[:250])
+    bus.trim_acknowledged(client, STREAM)
+    remaining = [eid for eid, _ in client.xrange(STREAM)]
+    assert set(ids[250:]) <= set(remaining) and len(remaining) < 500
+    assert bus.backlog(client, STREAM, "behind") == 200
+    assert bus.backlog(client, STREAM, "nobody") == len(remaining)

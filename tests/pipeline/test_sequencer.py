@@ -1,0 +1,74 @@
+"""The classifier's ordering policy (services/classifier/sequencer.py), without Redis."""
+
+import numpy as np
+
+from services.classifier.sequencer import MAX_EARLY, SourceState, plan
+from shared.messages import Embeddings
+
+TIMEOUT_S = 10.0
+
+
+def chunk(seq: int, session: str = "a") -> Embeddings:
+    return Embeddings("src", session, seq, 0.0, seq * 0.96, 0.1, False, "yamnet", 2,
+                      np.zeros(4, "<f4").tobytes())
+
+
+def step(state, seqs: list[int], now: float = 0.0, session: str = "a"):
+    result = plan(state, [chunk(seq, session) for seq in seqs], now, TIMEOUT_S)
+    return result.state, result
+
+
+def test_in_order_chunks_are_ready_in_order():
+    state, result = step(None, [0, 1, 2])
+    assert result.ready == [0, 1, 2] and state.next_seq == 3 and not result.to_buffer
+
+
+def test_an_early_chunk_waits_until_its_predecessor_arrives():
+    state, result = step(None, [1, 2])  # seq 0 went to another replica
+    assert result.ready == [] and [m.seq for m in result.to_buffer] == [1, 2]
+    assert state.early == [1, 2] and state.gap_since == 0.0
+    state, result = step(state, [0], now=1.0)
+    assert result.ready == [0, 1, 2] and result.from_buffer == [1, 2]
+    assert state.next_seq == 3 and state.early == [] and state.gap_since is None
+
+
+def test_duplicates_are_dropped_wherever_they_come_from():
+    state, _ = step(None, [0, 1, 3])
+    state, result = step(state, [1, 3, 0])  # redeliveries: done, done, waiting
+    assert result.duplicates == 3 and result.ready == [] and not result.to_buffer
+    _, result = step(state, [2, 2])
+    assert result.ready == [2, 3] and result.duplicates == 1
+
+
+def test_a_missing_chunk_is_skipped_after_the_timeout_and_counted():
+    state, _ = step(None, [0, 1, 4, 5])
+    state, result = step(state, [], now=TIMEOUT_S - 1)
+    assert result.ready == [] and result.lost == 0
+    state, result = step(state, [], now=TIMEOUT_S)
+    assert result.ready == [4, 5] and result.lost == 2 and state.next_seq == 6
+    _, result = step(state, [2])  # it turns up after all: too late, dropped
+    assert result.duplicates == 1 and result.ready == []
+
+
+def test_too_many_waiting_chunks_skip_the_gap_at_once():
+    _, result = step(None, list(range(1, MAX_EARLY + 2)))
+    assert result.lost == 1 and result.ready == list(range(1, MAX_EARLY + 2))
+
+
+def test_a_new_session_restarts_the_count_and_old_sessions_are_stale():
+    state, _ = step(None, [0, 1, 3])
+    state.open_events = {"Dog": [0.0, 0.0, 0.5, 0.5, 0.9]}
+    state, result = step(state, [0], session="b")
+    assert result.ended_sessions == [{"Dog": [0.0, 0.0, 0.5, 0.5, 0.9]}]
+    assert result.dropped_buffers and result.lost == 1  # seq 3 of session a never completed
+    assert state.session == "b" and state.old_sessions == ["a"] and result.ready == [0]
+    assert state.open_events == {}
+    _, result = step(state, [2], session="a")
+    assert result.stale == 1 and result.ready == []
+
+
+def test_state_round_trips_through_msgpack():
+    state, _ = step(None, [0, 2])
+    state.window = [np.ones(2, "<f4").tobytes()]
+    again = SourceState.loads(state.dumps())
+    assert again == state and len(state.dumps()) < 200
