@@ -207,7 +207,6 @@ class Leases:
     def start(self) -> None:
         self._thread.start()
 
-    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -256,7 +255,7 @@ class Worker(Generic[M]):
         self._held: list[Delivery[M]] = []  # a batch interrupted by Redis trouble
         self.leases = Leases(self.redis, stream, group, settings.consumer,
                              max(0.2, settings.claim_idle_s / 4), self.stopper)
-        self.health.watch(self.leases.alive)
+        self.health.watch(self.leases.alive, "the lease renewal thread died")
 
     def run(self) -> None:
         weather_ = Weather(self._service, self.health)

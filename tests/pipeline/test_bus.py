@@ -61,8 +61,9 @@ def test_a_slow_consumer_keeps_its_entry_and_a_dead_ones_is_taken_over(
     client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     bus.publish(client, STREAM, event(1))
     slow = Recorder(delay_s=3.0)  # three times the claim idle time
-    start_worker(slow, "slow")
+    worker = start_worker(slow, "slow")
     assert slow.busy.wait(10)
+    assert worker.health.status() == (True, "ok")
     fast = Recorder()
     start_worker(fast, "fast")
     wait_for(lambda: slow.handled, 10, "the slow consumer to finish")

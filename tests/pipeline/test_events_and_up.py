@@ -1,13 +1,16 @@
 """Event rules (thresholds, hysteresis, hold, RMS gate, allow/deny), window heads, `up`."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_helpers import REPO
+from pipeline_helpers import REPO, wait_for
 
 from services.classifier.events import EventTracker, Rules, RulesError
 
@@ -66,13 +69,49 @@ def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}", "--fast",
-         "--exit-when-done"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+         "--exit-when-done", "--metrics-port-base", "0"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     found = {(row[0], row[1]) for row in rows}
     assert {("dog.mp3", "Dog"), ("speech.wav", "Speech"), ("cow.mp3", "Cattle, bovinae")} <= found
     assert all(float(row[2]) < float(row[3]) for row in rows)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_up_leaves_nothing_behind_when_stopped(clips_dir: Path, tmp_path: Path, sig):
+    env = {**{k: v for k, v in os.environ.items() if k != "REDIS_URL"}, "TMPDIR": str(tmp_path)}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}",
+         "--metrics-port-base", "0"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    children = wait_for(lambda: len(pids := children_of(up.pid)) == 4 and pids, 120,
+                        "redis-server, capture, features and classifier")
+    time.sleep(1)
+    up.send_signal(sig)
+    assert up.wait(60) == 128 + sig
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert list(tmp_path.iterdir()) == []  # no logs, no socket, no Redis dump
+
+
+def children_of(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in found.stdout.split()]
+
+
+def test_a_second_up_names_the_port_in_use(clips_dir: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}",
+             "--metrics-port-base", str(port - 1)], cwd=REPO, capture_output=True, text=True,
+            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: metrics port 127.0.0.1:{port} (features) is in use: another `soundhive up`? "
+        "Choose other ports with --metrics-port-base"]
 
 
 class MeanWindowHead:
