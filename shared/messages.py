@@ -33,6 +33,7 @@ CHUNK_HOP_SECONDS = CHUNK_HOP_SAMPLES / params.SAMPLE_RATE
 PATCH_HOP_SECONDS = PATCH_HOP_SAMPLES / params.SAMPLE_RATE
 
 _NUMBER = (int, float)
+_ROWS_PER_CHUNK = tuple(n for n in range(PATCHES_PER_CHUNK, 0, -1) if PATCHES_PER_CHUNK % n == 0)
 
 
 class MessageError(ValueError):
@@ -124,16 +125,21 @@ class PcmChunk(Message):
     def samples(self) -> np.ndarray:
         return np.frombuffer(self.pcm, "<i2").astype(np.float32) / 32768.0
 
-    def patches(self) -> np.ndarray:
-        """[PATCHES_PER_CHUNK, PATCH_SAMPLES] float32 model inputs."""
-        return np.lib.stride_tricks.sliding_window_view(self.samples(), params.PATCH_SAMPLES)[
-            ::PATCH_HOP_SAMPLES
-        ].copy()
+    def patches(self, hop_seconds: float = PATCH_HOP_SECONDS) -> np.ndarray:
+        """[n, PATCH_SAMPLES] float32 model inputs starting every hop within the chunk's hop:
+        PATCHES_PER_CHUNK at the default 0.48 s, one at the AudioSet release's 0.96 s."""
+        hop = hop_samples(hop_seconds)
+        if CHUNK_HOP_SAMPLES % hop:
+            raise ValueError(f"a patch hop of {hop_seconds} s does not divide the chunk hop "
+                             f"({CHUNK_HOP_SECONDS} s)")
+        windows = np.lib.stride_tricks.sliding_window_view(self.samples(), params.PATCH_SAMPLES)
+        return windows[: CHUNK_HOP_SAMPLES : hop].copy()
 
 
 @dataclass(frozen=True)
 class Embeddings(Message):
-    """The PATCHES_PER_CHUNK embeddings of one chunk (float32, row-major [P, dim])."""
+    """The embeddings of one chunk's patches (float32, row-major [rows, dim]): PATCHES_PER_CHUNK
+    rows every 0.48 s, or one for a model framed as the AudioSet release (every 0.96 s)."""
 
     TYPE: ClassVar[str] = "embeddings"
     VERSION: ClassVar[int] = 1
@@ -160,17 +166,26 @@ class Embeddings(Message):
                    chunk.last, model, int(vectors.shape[1]), vectors.tobytes())
 
     def check(self) -> None:
-        if self.dim <= 0 or len(self.data) != 4 * self.dim * PATCHES_PER_CHUNK:
+        row_bytes = 4 * self.dim
+        if self.dim <= 0 or len(self.data) % row_bytes \
+                or len(self.data) // row_bytes not in _ROWS_PER_CHUNK:
             raise MessageError(
                 f"embeddings hold {len(self.data)} bytes, expected "
-                f"{PATCHES_PER_CHUNK} x {self.dim} float32"
+                f"{' or '.join(map(str, _ROWS_PER_CHUNK))} x {self.dim} float32"
             )
-
         if not np.all(np.isfinite(self.vectors())):
             raise MessageError("embeddings hold NaN or infinite values")
 
+    @property
+    def rows(self) -> int:
+        return len(self.data) // (4 * self.dim)
+
+    @property
+    def patch_hop_seconds(self) -> float:
+        return CHUNK_HOP_SECONDS / self.rows
+
     def vectors(self) -> np.ndarray:
-        return np.frombuffer(self.data, "<f4").reshape(PATCHES_PER_CHUNK, self.dim)
+        return np.frombuffer(self.data, "<f4").reshape(self.rows, self.dim)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ PATCH_FRAMES = 96
 PATCH_SAMPLES = (PATCH_FRAMES - 1) * STFT_HOP_SAMPLES + STFT_WINDOW_SAMPLES  # 15600
 PATCH_SECONDS = PATCH_SAMPLES / SAMPLE_RATE  # 0.975
 
-# Classification slides patches every 0.48 s (YAMNet's default; 48 frames).
+# Classification slides patches every 0.48 s (YAMNet's default; 48 frames). The AudioSet
+# release (and so VGGish and heads trained on its features) has one patch every 0.96 s.
 DEFAULT_PATCH_HOP_SECONDS = 0.48
+RELEASE_PATCH_HOP_SECONDS = PATCH_FRAMES * STFT_HOP_SECONDS  # 0.96
 
 # Embedding sizes.
 VGGISH_EMBEDDING_SIZE = 128

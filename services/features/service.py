@@ -1,5 +1,9 @@
 """Features service: PCM chunks -> embeddings (YAMNet by default, SOUNDHIVE_MODEL=vggish).
 
+Each model is embedded at its own patch hop: YAMNet every 0.48 s (two patches per chunk),
+VGGish every 0.96 s as the AudioSet release was framed (one per chunk), so heads trained on
+released features see the time scale they were trained on.
+
 One batch holds up to SOUNDHIVE_BATCH_SIZE chunks from any sources; all their patches go through
 the embedder together. Replicas share the work through the consumer group; it reads no more
 while the classifiers are SOUNDHIVE_BACKLOG_MAX embeddings behind (back-pressure to capture).
@@ -12,7 +16,7 @@ import numpy as np
 
 from shared import bus, metrics, streams
 from shared.config import Settings
-from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk
+from shared.messages import Embeddings, PcmChunk
 from shared.models import Embedder, load_embedder
 
 log = logging.getLogger("soundhive.features")
@@ -20,8 +24,9 @@ log = logging.getLogger("soundhive.features")
 
 def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
     def handle(batch: list[bus.Delivery[PcmChunk]]) -> list[bus.Output]:
-        patches = np.concatenate([d.message.patches() for d in batch])
-        vectors = embedder.embed(patches).reshape(len(batch), PATCHES_PER_CHUNK, -1)
+        hop = embedder.patch_hop_seconds
+        patches = np.concatenate([d.message.patches(hop) for d in batch])
+        vectors = embedder.embed(patches).reshape(len(batch), -1, embedder.embedding_size)
         return [
             bus.Output(streams.EMBEDDINGS_STREAM, Embeddings.of(d.message, embedder.name, rows))
             for d, rows in zip(batch, vectors, strict=True)

@@ -20,7 +20,7 @@ class ModelError(Exception):
 class Embedder(Protocol):
     name: str
     embedding_size: int
-
+    patch_hop_seconds: float  # how often the streaming pipeline embeds a patch
     def embed(self, patches: np.ndarray) -> np.ndarray:
         """float32 waveform patches [n, PATCH_SAMPLES] in [-1, 1] -> float32 embeddings [n, D]."""
         ...

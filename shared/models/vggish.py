@@ -46,7 +46,7 @@ _FC1_UNITS = 4096
 _EMBEDDING_LAYER = "fc2"
 
 # vggish_params.EXAMPLE_HOP_SECONDS: one AudioSet-release example per 96 frames of 10 ms.
-RELEASE_HOP_SECONDS = params.PATCH_FRAMES * params.STFT_HOP_SECONDS  # 0.96
+RELEASE_HOP_SECONDS = params.RELEASE_PATCH_HOP_SECONDS
 
 
 def release_patches(
@@ -197,6 +197,7 @@ class VGGishEmbedder:
 
     name = "vggish"
     embedding_size = params.VGGISH_EMBEDDING_SIZE
+    patch_hop_seconds = RELEASE_HOP_SECONDS  # served as the AudioSet release was framed
 
     def __init__(
         self, model: keras.Model, pca: PcaParams, batch_size: int = params.VGGISH_BATCH_SIZE

@@ -47,6 +47,7 @@ class YamnetTFLite:
 
     name = "yamnet"
     embedding_size = params.YAMNET_EMBEDDING_SIZE
+    patch_hop_seconds = params.DEFAULT_PATCH_HOP_SECONDS
 
     def __init__(self, tflite_path: Path, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter

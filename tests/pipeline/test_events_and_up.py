@@ -159,3 +159,64 @@ def test_window_head_sees_the_source_history_across_replicas(redis_server):
     predictions = [Prediction.decode(f[streams.MESSAGE_FIELD])
                    for _, f in redis_server.client().xrange(streams.PREDICTIONS_STREAM)]
     assert [p.seq for p in predictions] == [0, 1, 2]
+
+
+class ReleaseRateEmbedder:
+    """An embedder framed as the AudioSet release (VGGish): one patch every 0.96 s; its
+    embedding is the patch's first samples, so the test sees which audio it was given."""
+
+    name = "vggish"
+    embedding_size = 128
+    patch_hop_seconds = 0.96
+
+    def embed(self, patches: np.ndarray) -> np.ndarray:
+        return patches[:, :128].copy()
+
+
+class LastOfWindowHead:
+    name = "release-window"
+    embedding_model = "vggish"
+    window = 3
+
+    def __init__(self):
+        self.class_names = ["Dog"]
+        self.lengths: list[int] = []
+
+    def changed_on_disk(self) -> bool:
+        return False
+
+    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        self.lengths += lengths.tolist()
+        return np.full((len(windows), 1), 0.9, np.float32)
+
+
+def test_release_framed_models_get_one_patch_per_chunk_end_to_end(redis_server):
+    from services.classifier.service import Classifier
+    from services.features.service import make_handler
+    from shared import bus, streams
+    from shared.config import Settings
+    from shared.messages import CHUNK_HOP_SAMPLES, CHUNK_SAMPLES, Event, PcmChunk, Prediction
+
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, CHUNK_HOP_SAMPLES * 4 + CHUNK_SAMPLES)
+    chunks = [PcmChunk.from_samples("src", "s", seq, 100.0 + seq * 0.96, seq * 0.96,
+                                    audio[seq * CHUNK_HOP_SAMPLES:][:CHUNK_SAMPLES], seq == 3)
+              for seq in range(4)]
+    outputs = make_handler(ReleaseRateEmbedder())(
+        [bus.Delivery(f"{c.seq}-0", c, 1) for c in chunks])
+    embeddings = [output.message for output in outputs]
+    for chunk, message in zip(chunks, embeddings, strict=True):
+        assert message.rows == 1 and message.patch_hop_seconds == 0.96
+        np.testing.assert_array_equal(message.vectors()[0], chunk.samples()[:128])
+    head = LastOfWindowHead()
+    classifier = Classifier(redis_server.client(), head, EventTracker(Rules(), ["Dog"]),
+                            Settings("classifier"))
+    classifier.handle([bus.Delivery(f"{m.seq}-0", m, 1) for m in embeddings])
+    assert head.lengths == [1, 2, 3, 3]  # one frame per 0.96 s, in order
+    client = redis_server.client()
+    events = [Event.decode(f[streams.MESSAGE_FIELD]) for _, f in client.xrange(
+        streams.EVENTS_STREAM)]
+    assert [(e.kind, e.start, e.end) for e in events] == [
+        ("start", 0.0, None), ("end", 0.0, round(3 * 0.96 + 0.975, 6))]
+    assert len(client.xrange(streams.PREDICTIONS_STREAM)) == 4
+    assert Prediction.decode(client.xrange(streams.PREDICTIONS_STREAM)[-1][1][
+        streams.MESSAGE_FIELD]).offset == pytest.approx(3 * 0.96)
