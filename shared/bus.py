@@ -18,7 +18,8 @@ Each turn of the loop:
      A batch that raises is retried one by one; an entry raising PermanentError (a message this
      service can never use) is dead-lettered at once, any other error leaves it pending to be
      retried after claim_idle_s, up to max_deliveries;
-  5. trim the input stream of what every consumer group has acknowledged (never an unread or
+  5. trim the input stream, if it is a pipeline stream (streams.CONSUMER_GROUPS, not a history
+     such as the events), of what every consumer group has acknowledged (never an unread or
      pending entry: a dead consumer's work survives until it is claimed).
 Redis trouble (unreachable, restarted empty, stream or group deleted, out of memory, read-only
 replica) is weather, not death: logged once when it starts and once when it clears, retried
@@ -313,7 +314,7 @@ class Worker(Generic[M]):
 
     def _chores(self) -> None:
         now = time.monotonic()
-        if now >= self._next_trim:
+        if now >= self._next_trim and self.stream in streams.CONSUMER_GROUPS:
             self._next_trim = now + _TRIM_INTERVAL_S
             trim_acknowledged(self.redis, self.stream)
         if now >= self._next_info:

@@ -14,9 +14,11 @@
                                 consumers before the producer holds back: files wait, live
                                 audio is dropped oldest first and counted (2000 chunks: about
                                 90 MB of audio; 30 min of one microphone, 20 s of a hundred)
-    SOUNDHIVE_STREAM_MAXLEN     approximate length of the history streams (predictions, events,
-                                dead letters: 10000); streams with consumers are trimmed only of
-                                what every consumer group acknowledged
+    SOUNDHIVE_STREAM_MAXLEN     approximate length of the history streams (predictions, dead
+                                letters: 10000); the pipeline's own streams (audio, embeddings)
+                                are trimmed only of what their consumer group acknowledged
+    SOUNDHIVE_EVENTS_MAXLEN     approximate length of the events stream, the events API's history
+                                and the notifier's input (100000 events)
     SOUNDHIVE_REORDER_TIMEOUT_S how long the classifier waits for a source's missing chunk before
                                 it skips it, counted as lost (15)
     SOUNDHIVE_MODEL             embedding model of the features service (yamnet)
@@ -72,6 +74,7 @@ class Settings:
     max_deliveries: int = 5
     backlog_max: int = 2000
     stream_maxlen: int = 10000
+    events_maxlen: int = 100000
     reorder_timeout_s: float = 15.0
     model: str = "yamnet"
     head: str = "audioset"
@@ -94,6 +97,7 @@ class Settings:
             max_deliveries=_env_int("SOUNDHIVE_MAX_DELIVERIES", 5),
             backlog_max=_env_int("SOUNDHIVE_BACKLOG_MAX", 2000),
             stream_maxlen=_env_int("SOUNDHIVE_STREAM_MAXLEN", 10000),
+            events_maxlen=_env_int("SOUNDHIVE_EVENTS_MAXLEN", 100000),
             reorder_timeout_s=_env_float("SOUNDHIVE_REORDER_TIMEOUT_S", 15.0),
             model=os.environ.get("SOUNDHIVE_MODEL") or "yamnet",
             head=os.environ.get("SOUNDHIVE_HEAD") or "audioset",

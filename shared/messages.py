@@ -219,29 +219,39 @@ class Prediction(Message):
 @dataclass(frozen=True)
 class Event(Message):
     """A detection: `start` when a label becomes active, `end` (with its end time) when it stops.
-    Times are seconds from the start of the source (`start`, `end`) and unix times (`*_t`)."""
+    Times are seconds from the start of the source (`start`, `end`) and unix times
+    (`start_time`, `end_time`); `end` and `end_time` are None in a start. The field names are
+    the events API's and the notifications' (see ../shared/DESIGN.md)."""
 
     TYPE: ClassVar[str] = "event"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "id": (str,), "source": (str,), "label": (str,), "kind": (str,), "start": _NUMBER,
-        "end": (*_NUMBER, type(None)), "start_t": _NUMBER, "end_t": (*_NUMBER, type(None)),
-        "score": _NUMBER,
+        "id": (str,), "source": (str,), "label": (str,), "kind": (str,), "score": _NUMBER,
+        "start": _NUMBER, "end": (*_NUMBER, type(None)), "start_time": _NUMBER,
+        "end_time": (*_NUMBER, type(None)), "model": (str,),
     }
 
-    id: str  # source/label/start sample: the same for an event's start and end
+    id: str  # source/label/start time in ms: the same for an event's start and end
     source: str
     label: str
     kind: str  # "start" | "end"
+    score: float  # peak score so far
     start: float
     end: float | None
-    start_t: float
-    end_t: float | None
-    score: float  # peak score so far
+    start_time: float
+    end_time: float | None
+    model: str  # what scored it: "yamnet", or "yamnet/HEAD" for a trained head
 
     def check(self) -> None:
         if self.kind not in ("start", "end"):
             raise MessageError(f"event kind must be 'start' or 'end', got {self.kind!r}")
+        if (self.end is None) != (self.kind == "start") or (self.end_time is None) != (
+                self.kind == "start"):
+            raise MessageError("an event's end and end_time are set exactly when it ends")
+
+    def fields(self) -> dict[str, Any]:
+        """The event as the API and the notifiers show it."""
+        return {name: getattr(self, name) for name in self.FIELDS}
 
 
 @dataclass(frozen=True)

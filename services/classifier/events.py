@@ -84,9 +84,10 @@ class Rules:
 class EventTracker:
     """Applies Rules to the patches of one chunk, given and returning the source's state."""
 
-    def __init__(self, rules: Rules, class_names: list[str]):
+    def __init__(self, rules: Rules, class_names: list[str], model: str = ""):
         self.rules = rules
         self.class_names = class_names
+        self.model = model  # named in every event
         named = set(rules.thresholds) | rules.allow | (rules.deny - DEFAULT_DENY)
         unknown = named - set(class_names)
         if unknown:
@@ -138,15 +139,14 @@ class EventTracker:
         """End every open event (the source ended, or a new session of it began)."""
         return [self._end(source, label, ev) for label, ev in open_events.items()]
 
-    @staticmethod
-    def _start(source: str, label: str, ev: list[float]) -> Event:
-        return Event(_event_id(source, label, ev[1]), source, label, "start", ev[0], None, ev[1],
-                     None, ev[4])
+    def _start(self, source: str, label: str, ev: list[float]) -> Event:
+        return Event(_event_id(source, label, ev[1]), source, label, "start", ev[4], ev[0], None,
+                     ev[1], None, self.model)
 
-    @staticmethod
-    def _end(source: str, label: str, ev: list[float]) -> Event:
-        return Event(_event_id(source, label, ev[1]), source, label, "end", ev[0],
-                     ev[2] + params.PATCH_SECONDS, ev[1], ev[3] + params.PATCH_SECONDS, ev[4])
+    def _end(self, source: str, label: str, ev: list[float]) -> Event:
+        return Event(_event_id(source, label, ev[1]), source, label, "end", ev[4], ev[0],
+                     ev[2] + params.PATCH_SECONDS, ev[1], ev[3] + params.PATCH_SECONDS,
+                     self.model)
 
 
 def _event_id(source: str, label: str, start_t: float) -> str:

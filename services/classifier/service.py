@@ -76,6 +76,13 @@ class AudioSetHead:
         return False
 
 
+def model_name(head: WindowHead) -> str:
+    """What events say scored them: the embedding model, and the trained head's name."""
+    if head.name == AUDIOSET_HEAD:
+        return head.embedding_model
+    return f"{head.embedding_model}/{head.name}"
+
+
 def load_head(name: str, embedding_model: str) -> WindowHead:
     """`audioset` (the model's own head), or a head trained with `soundhive train`, by name
     ($SOUNDHIVE_MODELS/heads/NAME) or folder."""
@@ -106,6 +113,7 @@ class Classifier:
                  settings: Settings, head_spec: str | None = None):
         self.redis, self.head, self.tracker = client, head, tracker
         self.maxlen, self.timeout_s = settings.stream_maxlen, settings.reorder_timeout_s
+        self.events_maxlen = settings.events_maxlen
         self.head_spec = head_spec or head.name
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
 
@@ -145,7 +153,7 @@ class Classifier:
             return
         try:
             head = load_head(self.head_spec, self.head.embedding_model)
-            tracker = EventTracker(self.tracker.rules, head.class_names)
+            tracker = EventTracker(self.tracker.rules, head.class_names, model_name(head))
         except (ModelError, RulesError) as exc:
             log.warning("head %s changed on disk but cannot be used yet: %s", self.head_spec, exc)
             return
@@ -231,7 +239,7 @@ class Classifier:
             if isinstance(message, Prediction):
                 bus.publish(pipe, streams.PREDICTIONS_STREAM, message, self.maxlen)
             else:
-                bus.publish(pipe, streams.EVENTS_STREAM, message, self.maxlen)
+                bus.publish(pipe, streams.EVENTS_STREAM, message, self.events_maxlen)
                 pipe.lpush(streams.EVENTS_HISTORY, message.encode())
         if any(isinstance(m, Event) for m in written):
             pipe.ltrim(streams.EVENTS_HISTORY, 0, streams.EVENTS_HISTORY_SIZE - 1)
@@ -291,7 +299,7 @@ class Classifier:
 def main(settings: Settings) -> None:
     head = load_head(settings.head, settings.model)
     rules = Rules.from_file(settings.events_config) if settings.events_config else Rules()
-    tracker = EventTracker(rules, head.class_names)
+    tracker = EventTracker(rules, head.class_names, model_name(head))
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("classifier: head %s (%d classes), metrics on :%d", head.name,

@@ -15,7 +15,7 @@ STREAM, GROUP = "test:in", "testers"
 
 
 def event(n: int) -> Event:
-    return Event(f"e{n}", "src", "Dog", "start", float(n), None, 0.0, None, 0.5)
+    return Event(f"e{n}", "src", "Dog", "start", 0.5, float(n), None, 0.0, None, "yamnet")
 
 
 class Recorder:
@@ -116,3 +116,24 @@ def test_trimming_keeps_every_entry_a_group_has_not_acknowledged(redis_server: R
     assert set(ids[250:]) <= set(remaining) and len(remaining) < 500
     assert bus.backlog(client, STREAM, "behind") == 200
     assert bus.backlog(client, STREAM, "nobody") == len(remaining)
+
+
+def test_a_read_only_replica_is_waited_out(redis_server: RedisServer, start_worker,
+                                           tmp_path):
+    client = redis_server.client()
+    recorder = Recorder()
+    worker = start_worker(recorder, "a")
+    wait_for(lambda: client.exists(STREAM), 10, "the worker's group")
+    bus.publish(client, STREAM, event(1))
+    wait_for(lambda: recorder.handled == ["e1"], 10, "the first entry")
+    primary = RedisServer(tmp_path / "primary")
+    primary.start()
+    try:
+        client.replicaof("127.0.0.1", primary.port)  # a fail-over left us on a replica
+        wait_for(lambda: worker.health.status() == (False, "redis read-only replica"), 10,
+                 "the worker to notice")
+        client.replicaof("NO", "ONE")
+    finally:
+        primary.stop()
+    bus.publish(client, STREAM, event(2))
+    wait_for(lambda: recorder.handled == ["e1", "e2"], 10, "work to resume")
