@@ -273,6 +273,27 @@ class SourceStatus(Message):
     updated: float
 
 
+@dataclass(frozen=True)
+class SinkStatus(Message):
+    """What the notifier says about one of its sinks (kept in streams.SINKS_HASH)."""
+
+    TYPE: ClassVar[str] = "sink"
+    VERSION: ClassVar[int] = 1
+    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
+        "sink": (str,), "state": (str,), "detail": (str,), "last_delivery": (*_NUMBER, type(None)),
+        "delivered": (int,), "failed": (int,), "dead_lettered": (int,), "updated": _NUMBER,
+    }
+
+    sink: str  # "devicehive" | "mqtt" | "webhook"
+    state: str  # "connected" | "connecting" | "failed" | "disabled"
+    detail: str  # the last error, one line, never a secret
+    last_delivery: float | None  # unix time
+    delivered: int
+    failed: int  # attempts that failed (and were retried)
+    dead_lettered: int  # events given up on
+    updated: float
+
+
 DEADLETTER_PAYLOAD_MAX = 1024  # bytes of a dead entry kept: enough to see what it was
 
 

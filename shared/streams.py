@@ -24,12 +24,22 @@ EVENTS_HISTORY_SIZE = 1000
 # Consumer groups: replicas of one service share its group, so each entry goes to one of them.
 FEATURES_GROUP = "features"
 CLASSIFIER_GROUP = "classifier"
+NOTIFIER_GROUP = "notifier"  # reads EVENTS_STREAM (a history: never trimmed by its readers)
 
 # The group that consumes each stream (its backlog bounds the stream's producer).
 CONSUMER_GROUPS = {PCM_STREAM: FEATURES_GROUP, EMBEDDINGS_STREAM: CLASSIFIER_GROUP}
 
 # Hash: source id -> msgpack SourceStatus (capture keeps it current; `soundhive up` shows it).
 SOURCES_HASH = f"{PREFIX}:sources"
+
+# Hash: notifier sink name (devicehive, mqtt, webhook) -> msgpack SinkStatus (the notifier keeps
+# it current; the api and the dashboard show it).
+SINKS_HASH = f"{PREFIX}:sinks"
+
+# Hash: the DeviceHive settings stored by the dashboard's form (url, device_id, notification,
+# refresh_token, access_token); the notifier applies them without a restart. They override the
+# SOUNDHIVE_DEVICEHIVE_* environment; the api never shows a token back.
+DEVICEHIVE_CONFIG = f"{PREFIX}:config:devicehive"
 
 # Sorted set: source id -> unix time since which its sequence waits for a missing chunk.
 REORDER_GAPS = f"{PREFIX}:reorder:gaps"
