@@ -1,5 +1,7 @@
-"""Classifying a whole clip: patches -> per-patch scores -> clip score (mean over patches)."""
+"""Classifying a whole clip: patches -> per-patch scores -> clip score (mean over patches), and
+the JSON row `soundhive classify --json` prints and `POST /classify` answers."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,26 @@ class ClipResult:
     @property
     def clip_scores(self) -> np.ndarray:
         return self.patch_scores.mean(axis=0)
+
+    def json_row(self, rank: Callable[[np.ndarray], list[tuple[str, float]]],
+                 timeline: bool = False) -> dict:
+        """{file, duration_s, model, labels: [{label, score}], highest first} (+ timeline)."""
+
+        def as_objects(scores: np.ndarray) -> list[dict]:
+            return [{"label": name, "score": round(score, 4)} for name, score in rank(scores)]
+
+        row: dict = {
+            "file": self.source,
+            "duration_s": round(self.duration_s, 3),
+            "model": self.model,
+            "labels": as_objects(self.clip_scores),
+        }
+        if timeline:
+            row["timeline"] = [
+                {"time_s": round(float(start), 3), "labels": as_objects(scores)}
+                for start, scores in zip(self.patch_times, self.patch_scores, strict=True)
+            ]
+        return row
 
 
 def classify_waveform(

@@ -2,7 +2,7 @@
 
 Flow:  capture --PCM_STREAM--> features --EMBEDDINGS_STREAM--> classifier --PREDICTIONS_STREAM
                                                                           \\-> EVENTS_STREAM
-                                                                           \\-> EVENTS_HISTORY
+                                                                           \\-> DETECTIONS_*
 Every stream entry holds one field, MESSAGE_FIELD, whose value is a msgpack message
 (see shared/messages.py). Entries a worker cannot use go to DEADLETTER_STREAM.
 Streams read by a consumer group (CONSUMER_GROUPS) are trimmed only of acknowledged entries
@@ -17,9 +17,16 @@ PREDICTIONS_STREAM = f"{PREFIX}:predictions"
 EVENTS_STREAM = f"{PREFIX}:events"
 DEADLETTER_STREAM = f"{PREFIX}:deadletter"
 
-# A capped list (newest first) of the last EVENTS_HISTORY_SIZE events, for the API.
-EVENTS_HISTORY = f"{PREFIX}:events:history"
-EVENTS_HISTORY_SIZE = 1000
+# Detections (shared/detections.py): event id -> latest Event (its start, then its end), and the
+# ids by start time; the events API pages through them.
+DETECTIONS_HASH = f"{PREFIX}:detections"
+DETECTIONS_INDEX = f"{PREFIX}:detections:by-start"
+
+# Hash: source id -> its latest Prediction (current top labels for the api and `up`).
+LATEST_PREDICTIONS = f"{PREFIX}:latest"
+
+# String: JSON of the classifier's head in service (head, model, labels, event rules).
+HEAD_INFO = f"{PREFIX}:head"
 
 # Consumer groups: replicas of one service share its group, so each entry goes to one of them.
 FEATURES_GROUP = "features"

@@ -65,7 +65,7 @@ def classify(
             return top_labels(scores, result.class_names, k, threshold)
 
         if as_json:
-            typer.echo(json.dumps(_json_row(result, rank, timeline)))
+            typer.echo(json.dumps(result.json_row(rank, timeline)))
         else:
             prefix = f"{path}: " if len(files) > 1 else ""
             typer.echo(prefix + _format(rank(result.clip_scores)))
@@ -177,24 +177,6 @@ def _classify_all(
 
 def _format(labels: list[Label]) -> str:
     return ", ".join(f"{name}: {score:.2f}" for name, score in labels)
-
-
-def _json_row(result: ClipResult, rank, timeline: bool) -> dict:
-    def as_objects(labels: list[Label]) -> list[dict]:
-        return [{"label": name, "score": round(score, 4)} for name, score in labels]
-
-    row = {
-        "file": result.source,
-        "duration_s": round(result.duration_s, 3),
-        "model": result.model,
-        "labels": as_objects(rank(result.clip_scores)),
-    }
-    if timeline:
-        row["timeline"] = [
-            {"time_s": round(float(start), 3), "labels": as_objects(rank(scores))}
-            for start, scores in zip(result.patch_times, result.patch_scores, strict=True)
-        ]
-    return row
 
 
 def _plot_path(plot: Path, source: Path, count: int) -> Path:

@@ -9,7 +9,6 @@ service and the embedded Redis stop with it. Exit status: 0 done, 1 a source or 
 features :9102, classifier :9103 (--metrics-port-base; further replicas: free ports).
 """
 
-import math
 import os
 import shutil
 import signal
@@ -30,9 +29,10 @@ from rich.table import Table
 
 from services.capture.sources import SourceError, list_devices, parse_sources
 from services.runner import run_service
-from shared import bus, streams
+from shared import bus, detections, streams
 from shared.config import DEFAULT_METRICS_PORTS, Settings
-from shared.messages import Event, MessageError, Prediction, SourceStatus
+from shared.messages import Event, MessageError
+from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
@@ -283,9 +283,9 @@ def _check_services(processes: list[Service]) -> int | None:
 
 
 def _report_failed_sources(client: redis.Redis) -> int:
-    for status in _statuses(client).values():
-        if status.state == "failed":
-            warn(f"source {status.source} failed: {status.detail}")
+    for view in read_sources(client):
+        if view.status.state == "failed":
+            warn(f"source {view.status.source} failed: {view.status.detail}")
     return 1
 
 
@@ -327,39 +327,18 @@ def _drained(client: redis.Redis) -> bool:
     return client.zcard(streams.REORDER_GAPS) == 0
 
 
-def _statuses(client: redis.Redis) -> dict[str, SourceStatus]:
-    statuses = {}
-    for raw in client.hvals(streams.SOURCES_HASH):
-        try:
-            status = SourceStatus.decode(raw)
-        except MessageError:
-            continue
-        statuses[status.source] = status
-    return statuses
-
-
 def _view(client: redis.Redis, processes: list[Service]) -> Group:
-    statuses = _statuses(client)
-    latest: dict[str, Prediction] = {}
-    for _, fields in client.xrevrange(streams.PREDICTIONS_STREAM, count=500):
-        try:
-            prediction = Prediction.decode(fields[streams.MESSAGE_FIELD])
-        except (MessageError, KeyError):
-            continue
-        latest.setdefault(prediction.source, prediction)
     sources = Table("source", "state", "level", "chunks", "top labels", title="sources",
                     expand=True)
-    for name in sorted(statuses):
-        status = statuses[name]
-        prediction = latest.get(name)
+    for view in read_sources(client):
         labels = ", ".join(f"{label}: {score:.2f}" for label, score in
-                           (prediction.labels[:3] if prediction else []))
-        level = _meter(prediction.rms if prediction else status.rms)
-        state = status.state + (f" ({status.detail})" if status.detail else "")
-        sources.add_row(name, state, level, str(status.seq + 1), labels)
+                           (view.latest.labels[:3] if view.latest else []))
+        state = view.status.state + (f" ({view.status.detail})" if view.status.detail else "")
+        sources.add_row(view.status.source, state, _meter(view.dbfs), str(view.status.seq + 1),
+                        labels)
     events = Table("source", "label", "start s", "end s", "score", title="recent events",
                    expand=True)
-    for event in _recent_events(client, 10):
+    for event in detections.recent(client, 10):
         end = f"{event.end:.2f}" if event.end is not None else "…"
         events.add_row(event.source, event.label, f"{event.start:.2f}", end,
                        f"{event.score:.2f}")
@@ -369,23 +348,6 @@ def _view(client: redis.Redis, processes: list[Service]) -> Group:
     return Group(sources, events, alive)
 
 
-def _meter(rms: float, width: int = 12) -> str:
-    db = 20 * math.log10(max(rms, 1e-5))
+def _meter(db: float, width: int = 12) -> str:
     filled = max(0, min(width, round((db + 60) / 60 * width)))
     return f"{'█' * filled}{'·' * (width - filled)} {db:4.0f} dB"
-
-
-def _recent_events(client: redis.Redis, count: int) -> list[Event]:
-    """The newest events (an event's end replaces its start), newest first."""
-    seen: dict[str, Event] = {}
-    try:
-        raws = client.lrange(streams.EVENTS_HISTORY, 0, 4 * count)
-    except bus.CONNECTION_ERRORS:
-        return []
-    for raw in raws:
-        try:
-            event = Event.decode(raw)
-        except MessageError:
-            continue
-        seen.setdefault(event.id, event)
-    return list(seen.values())[:count]

@@ -7,10 +7,11 @@ chunk reaches the event tracker and the head's window once, in order, whatever t
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9103).
 """
 
+import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -18,7 +19,7 @@ import redis
 
 from services.classifier.events import EventTracker, Rules, RulesError
 from services.classifier.sequencer import Plan, SourceState, plan
-from shared import bus, metrics, streams
+from shared import bus, detections, metrics, streams
 from shared.config import Settings
 from shared.messages import (
     CHUNK_SAMPLES,
@@ -32,6 +33,7 @@ from shared.params import SAMPLE_RATE
 log = logging.getLogger("soundhive.classifier")
 
 TOP_LABELS = 10
+CHORES_INTERVAL_S = 5.0
 STATE_TTL_S = 7 * 24 * 3600  # a source silent for a week starts afresh
 
 
@@ -116,6 +118,14 @@ class Classifier:
         self.events_maxlen = settings.events_maxlen
         self.head_spec = head_spec or head.name
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
+        self._next_chores = 0.0
+
+    def head_info(self) -> dict:
+        """The head in service, for the api's /labels and /config/events."""
+        rules = asdict(self.tracker.rules)
+        rules["allow"], rules["deny"] = sorted(rules["allow"]), sorted(rules["deny"])
+        return {"head": self.head.name, "model": model_name(self.head),
+                "labels": self.head.class_names, "rules": rules}
 
     def handle(self, batch: list[bus.Delivery[Embeddings]]) -> int:
         """Admit a batch into its sources' sequences; returns the number of messages written."""
@@ -131,7 +141,13 @@ class Classifier:
         return self._advance(arrivals)
 
     def tick(self) -> None:
-        """Move on the sources that have waited too long for a missing chunk."""
+        """The chores: keep the detections bounded and say which head is in service, now and
+        then; move on the sources that have waited too long for a missing chunk."""
+        now = time.monotonic()
+        if now >= self._next_chores:
+            self._next_chores = now + CHORES_INTERVAL_S
+            detections.trim(self.redis, self.events_maxlen)
+            self.redis.set(streams.HEAD_INFO, json.dumps(self.head_info()))
         overdue = self.redis.zrangebyscore(streams.REORDER_GAPS, "-inf",
                                            time.time() - self.timeout_s)
         if not overdue:
@@ -238,11 +254,10 @@ class Classifier:
         for message in written:
             if isinstance(message, Prediction):
                 bus.publish(pipe, streams.PREDICTIONS_STREAM, message, self.maxlen)
+                pipe.hset(streams.LATEST_PREDICTIONS, message.source, message.encode())
             else:
                 bus.publish(pipe, streams.EVENTS_STREAM, message, self.events_maxlen)
-                pipe.lpush(streams.EVENTS_HISTORY, message.encode())
-        if any(isinstance(m, Event) for m in written):
-            pipe.ltrim(streams.EVENTS_HISTORY, 0, streams.EVENTS_HISTORY_SIZE - 1)
+                detections.write(pipe, message)
         return written
 
     def _track(self, state: SourceState, m: Embeddings, scores: np.ndarray

@@ -10,7 +10,7 @@ import redis
 import soundfile
 from pipeline_helpers import RedisServer, Services, wait_for
 
-from shared import bus, streams
+from shared import bus, detections, streams
 from shared.audio import load_audio
 from shared.messages import (
     CHUNK_SAMPLES,
@@ -72,7 +72,7 @@ def test_end_to_end_dog_and_speech_events(services: Services, redis_server: Redi
         assert 0 <= event.start < 1.0, event
         assert duration - 2.0 < event.end <= duration + CHUNK_SAMPLES / 16000, event
         assert event.start_time <= event.end_time and event.model == "yamnet"
-    history = [Event.decode(raw) for raw in client.lrange(streams.EVENTS_HISTORY, 0, -1)]
+    history = detections.recent(client, 1000)
     assert {(e.source, e.label, e.kind) for e in history} >= {(s, lab, "end") for s, lab in wanted}
     assert not any((e.source, e.label) == ("speech.wav", "Dog") for e in events.values())
 

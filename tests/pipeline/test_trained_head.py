@@ -9,10 +9,10 @@ import pytest
 
 from services.classifier.events import EventTracker, Rules
 from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
-from shared import bus, streams
+from shared import bus, detections, streams
 from shared.audio import frame_patches, load_audio
 from shared.config import Settings
-from shared.messages import PATCHES_PER_CHUNK, Embeddings, Event, PcmChunk, Prediction
+from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk, Prediction
 from shared.models import ModelError, load_embedder
 
 WINDOW = 4
@@ -55,8 +55,7 @@ def replay(classifier: Classifier, source: str, frames: np.ndarray) -> None:
 
 
 def started_events(client) -> set[tuple[str, str]]:
-    events = [Event.decode(raw) for raw in client.lrange(streams.EVENTS_HISTORY, 0, -1)]
-    return {(e.source, e.label) for e in events if e.kind == "start"}
+    return {(e.source, e.label) for e in detections.recent(client, 1000)}
 
 
 def latest_prediction(client, source: str) -> Prediction:

@@ -1,0 +1,109 @@
+"""Detections: every event's latest state (its start, replaced by its end), indexed by start time,
+for the events API and `soundhive up`'s view. The classifier writes them in the transaction that
+writes the events; any number of readers get the same answer from Redis.
+
+    write(pipe, event)                 the classifier, per event
+    trim(client, keep)                 the classifier's chores: the newest `keep` stay
+    page(client, query)                newest first, filtered, with an opaque cursor
+    recent(client, count)              the newest, for a view
+"""
+
+import base64
+import json
+from dataclasses import dataclass
+
+import redis
+
+from shared import streams
+from shared.messages import Event, MessageError
+
+SCAN_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Query:
+    source: str | None = None
+    label: str | None = None
+    since: float | None = None  # start_time >= since (unix seconds)
+    until: float | None = None  # start_time <= until
+    min_score: float | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+    def matches(self, event: Event) -> bool:
+        return ((self.source is None or event.source == self.source)
+                and (self.label is None or event.label == self.label)
+                and (self.min_score is None or event.score >= self.min_score))
+
+
+class CursorError(ValueError):
+    """A cursor this module did not make (one-line message)."""
+
+
+def write(pipe: redis.client.Pipeline, event: Event) -> None:
+    pipe.hset(streams.DETECTIONS_HASH, event.id, event.encode())
+    pipe.zadd(streams.DETECTIONS_INDEX, {event.id: event.start_time})
+
+
+def trim(client: redis.Redis, keep: int) -> int:
+    """Forget all but the newest `keep` detections; returns how many went."""
+    excess = client.zcard(streams.DETECTIONS_INDEX) - keep
+    if excess <= 0:
+        return 0
+    ids = client.zrange(streams.DETECTIONS_INDEX, 0, excess - 1)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zrem(streams.DETECTIONS_INDEX, *ids)
+        pipe.hdel(streams.DETECTIONS_HASH, *ids)
+        pipe.execute()
+    return len(ids)
+
+
+def page(client: redis.Redis, query: Query) -> tuple[list[Event], str | None]:
+    """Up to query.limit detections, newest start first, and the cursor of the next page (None
+    when there is no more)."""
+    top, after_id = _decode_cursor(query.cursor) if query.cursor else (None, None)
+    highest = min(x for x in (top, query.until, float("inf")) if x is not None)
+    lowest = query.since if query.since is not None else float("-inf")
+    found: list[Event] = []
+    offset = 0
+    while len(found) < query.limit:
+        batch = client.zrevrangebyscore(streams.DETECTIONS_INDEX, highest, lowest, start=offset,
+                                        num=SCAN_BATCH, withscores=True)
+        if not batch:
+            return found, None
+        offset += len(batch)
+        raws = client.hmget(streams.DETECTIONS_HASH, [member for member, _ in batch])
+        for (member, score), raw in zip(batch, raws, strict=True):
+            if top is not None and score == top and member.decode() >= after_id:
+                continue  # at or before the cursor among equal start times
+            event = _decode(raw)
+            if event is not None and query.matches(event):
+                found.append(event)
+                if len(found) == query.limit:
+                    return found, _encode_cursor(score, member.decode())
+    return found, None
+
+
+def recent(client: redis.Redis, count: int) -> list[Event]:
+    return page(client, Query(limit=count))[0]
+
+
+def _decode(raw: bytes | None) -> Event | None:
+    if raw is None:  # trimmed meanwhile
+        return None
+    try:
+        return Event.decode(raw)
+    except MessageError:
+        return None
+
+
+def _encode_cursor(score: float, member: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([score, member]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        score, member = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(score), str(member)
+    except (ValueError, TypeError) as exc:
+        raise CursorError(f"not a cursor from this API: {cursor!r}") from exc
