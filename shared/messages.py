@@ -81,6 +81,10 @@ class Message:
     def check(self) -> None:
         """Checks beyond field types; raise MessageError."""
 
+    def fields(self) -> dict[str, Any]:
+        """The message's fields by name (as the API and the notifiers show it)."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
 
 @dataclass(frozen=True)
 class PcmChunk(Message):
@@ -249,9 +253,6 @@ class Event(Message):
                 self.kind == "start"):
             raise MessageError("an event's end and end_time are set exactly when it ends")
 
-    def fields(self) -> dict[str, Any]:
-        """The event as the API and the notifiers show it."""
-        return {name: getattr(self, name) for name in self.FIELDS}
 
 
 @dataclass(frozen=True)

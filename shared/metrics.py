@@ -2,8 +2,8 @@
 
 Each service process serves `GET /metrics` (Prometheus text format) and `GET /healthz`
 (200 `ok` while its main loop is alive and Redis answers, 503 with the reason otherwise) on one
-port; defaults are in shared/config.py (capture 9101, features 9102, classifier 9103), bound
-to SOUNDHIVE_METRICS_HOST (0.0.0.0 in containers; `soundhive up` uses 127.0.0.1).
+port; defaults are in shared/config.py (capture 9101, features 9102, classifier 9103, notifier
+9104), bound to SOUNDHIVE_METRICS_HOST (0.0.0.0 in containers; `soundhive up` uses 127.0.0.1).
 """
 
 import errno
@@ -92,6 +92,28 @@ CHUNKS_LOST = Counter(
     "Chunks a source's sequence skipped after waiting SOUNDHIVE_REORDER_TIMEOUT_S for them "
     "(dead-lettered upstream, or Redis lost them)",
 )
+
+# Notifier: labelled by sink (devicehive, mqtt, webhook).
+DELIVERIES = Counter(
+    "soundhive_deliveries_total",
+    "Events handled by a notifier sink (outcome: delivered; failed = an attempt the sink refused, "
+    "retried; dead_lettered = given up on; filtered, rate_limited, disabled = not sent on purpose)",
+    ["sink", "outcome"],
+)
+DELIVERY_LATENCY = Histogram(
+    "soundhive_delivery_latency_seconds",
+    "From an event being written to the events stream to its sink acknowledging it",
+    ["sink"], buckets=_LATENCY_BUCKETS,
+)
+SINK_CONNECTED = Gauge(
+    "soundhive_sink_connected", "1 while the sink is reachable and accepts deliveries", ["sink"]
+)
+
+# API.
+API_REQUESTS = Counter(
+    "soundhive_api_requests_total", "HTTP requests answered", ["route", "status"]
+)
+API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a request", ["route"])
 
 
 class Health:

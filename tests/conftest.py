@@ -1,12 +1,15 @@
-"""Shared test fixtures: the real model folder and clips beside the repository, and a real HTTP
-server on loopback for download tests."""
+"""Shared test fixtures: the real model folder and clips beside the repository, a real HTTP
+server on loopback for download tests, and a real redis-server on a free port per test
+(restartable) with real service processes (helpers in pipeline_helpers.py)."""
 
 import http.server
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import RedisServer, Services
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -45,3 +48,18 @@ def http_folder(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def services(redis_server: RedisServer, tmp_path: Path, models_dir: Path) -> Iterator[Services]:
+    running = Services(redis_server, tmp_path, models_dir)
+    yield running
+    running.stop_all()

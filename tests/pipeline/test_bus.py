@@ -60,21 +60,21 @@ def test_a_slow_consumer_keeps_its_entry_and_a_dead_ones_is_taken_over(
     client = redis_server.client()
     client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     bus.publish(client, STREAM, event(1))
-    slow = Recorder(delay_s=3.0)  # three times the claim idle time
-    worker = start_worker(slow, "slow")
+    slow = Recorder(delay_s=6.0)  # three times the claim idle time
+    worker = start_worker(slow, "slow", claim_idle_s=2.0)
     assert slow.busy.wait(10)
     assert worker.health.status() == (True, "ok")
     fast = Recorder()
-    start_worker(fast, "fast")
-    wait_for(lambda: slow.handled, 10, "the slow consumer to finish")
-    time.sleep(1.5)
+    start_worker(fast, "fast", claim_idle_s=2.0)
+    wait_for(lambda: slow.handled, 15, "the slow consumer to finish")
+    time.sleep(2.5)
     assert slow.handled == ["e1"] and fast.handled == []  # renewed, so never claimed
 
     bus.publish(client, STREAM, event(2))
     client.xreadgroup(GROUP, "dead", {STREAM: ">"}, count=1)  # read, then never acknowledged
     started = time.monotonic()
     wait_for(lambda: "e2" in fast.handled + slow.handled, 10, "the dead consumer's entry")
-    assert time.monotonic() - started < 4  # claim_idle_s 1 s, not 30
+    assert time.monotonic() - started < 7  # claim_idle_s 2 s, not 30
     assert client.xpending(STREAM, GROUP)["pending"] == 0
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from soundhive.redis_process import RedisProcess, die_with_parent
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

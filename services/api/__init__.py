@@ -1,0 +1,1 @@
+"""The api service (see app.py)."""
