@@ -82,3 +82,21 @@ class Services:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def start_api(services: Services, **env: str) -> str:
+    """The api service on a free 127.0.0.1 port, once ready; returns its base URL."""
+    import httpx
+
+    port = free_port()
+    services.start("api", SOUNDHIVE_API_PORT=str(port), SOUNDHIVE_API_HOST="127.0.0.1", **env)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 60, "the api to be ready")
+    return url

@@ -154,7 +154,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             found, next_cursor = detections.page(client(), query)
         except detections.CursorError as exc:
             raise HTTPException(400, str(exc)) from None
-        return {"events": [e.fields() for e in found], "next": next_cursor}
+        return {"events": [_detection(e) for e in found], "next": next_cursor}
 
     @app.get("/events/stream", tags=["events"], dependencies=[read])
     async def event_stream(
@@ -313,6 +313,13 @@ async def _sse(request: Request, aclient: redis.asyncio.Redis, cursor: str,
             if (source is None or event.source == source) and (label is None
                                                                or event.label == label):
                 yield {"event": event.kind, "id": cursor, "data": json.dumps(event.fields())}
+
+
+def _detection(event: Event) -> dict:
+    """A detection as /events shows it: the event without `kind` (`end` null says it goes on)."""
+    fields = event.fields()
+    del fields["kind"]
+    return fields
 
 
 def _head_info(client: redis.Redis) -> dict:
