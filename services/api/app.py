@@ -80,6 +80,65 @@ class DeviceHiveForm(BaseModel):
         return device_id
 
 
+class EventOut(BaseModel):
+    id: str
+    source: str
+    label: str
+    score: float = Field(description="peak score so far")
+    start: float = Field(description="seconds from the source's start")
+    end: float | None = Field(description="null while the sound goes on")
+    start_time: float = Field(description="unix seconds")
+    end_time: float | None
+    model: str
+
+
+class EventsPage(BaseModel):
+    events: list[EventOut]
+    next: str | None = Field(description="cursor of the next page; null on the last")
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class Level(BaseModel):
+    rms: float
+    dbfs: float
+
+
+class SourceOut(BaseModel):
+    source: str
+    state: str = Field(description="running | retrying | finished | failed")
+    detail: str = Field(description="why, when retrying or failed")
+    last_seen: float = Field(description="unix seconds")
+    chunks: int
+    level: Level
+    labels: list[LabelScore] = Field(description="current top labels, highest first")
+
+
+class SourcesOut(BaseModel):
+    sources: list[SourceOut]
+
+
+class ClassifyOut(BaseModel):
+    file: str
+    duration_s: float
+    model: str
+    labels: list[LabelScore]
+    timeline: list[dict] | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="why, in one line")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "model": ErrorOut} for code, text in (
+        (400, "a bad parameter or upload"), (401, "a bearer token is needed"),
+        (413, "the upload is too large"), (503, "not ready"))}
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     state: dict[str, Any] = {}
 
@@ -134,7 +193,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/events", tags=["events"], dependencies=[read])
+    @app.get("/events", tags=["events"], dependencies=[read], response_model=EventsPage,
+             responses=ERRORS)
     def events(
         request: Request,
         source: str | None = None,
@@ -156,7 +216,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             raise HTTPException(400, str(exc)) from None
         return {"events": [_detection(e) for e in found], "next": next_cursor}
 
-    @app.get("/events/stream", tags=["events"], dependencies=[read])
+    @app.get("/events/stream", tags=["events"], dependencies=[read], responses=ERRORS)
     async def event_stream(
         request: Request,
         source: str | None = None,
@@ -173,7 +233,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return EventSourceResponse(_sse(request, aclient, cursor, source, label),
                                    ping=SSE_PING_S)
 
-    @app.get("/sources", tags=["sources"], dependencies=[read])
+    @app.get("/sources", tags=["sources"], dependencies=[read], response_model=SourcesOut,
+             responses=ERRORS)
     def sources() -> dict:
         """Each source: status, last seen, level, current top labels."""
         return {"sources": [{
@@ -185,19 +246,19 @@ def create_app(settings: ApiSettings) -> FastAPI:
                        (view.latest.labels if view.latest else [])],
         } for view in read_sources(client())]}
 
-    @app.get("/labels", tags=["model"], dependencies=[read])
+    @app.get("/labels", tags=["model"], dependencies=[read], responses=ERRORS)
     def labels() -> dict:
         """The class names of the head the classifier serves."""
         info = _head_info(client())
         return {"head": info["head"], "model": info["model"], "labels": info["labels"]}
 
-    @app.get("/config/events", tags=["model"], dependencies=[read])
+    @app.get("/config/events", tags=["model"], dependencies=[read], responses=ERRORS)
     def event_rules() -> dict:
         """The event rules in force (services/classifier/events.py)."""
         info = _head_info(client())
         return {"head": info["head"], "model": info["model"], "rules": info["rules"]}
 
-    @app.get("/sinks", tags=["notifier"], dependencies=[read])
+    @app.get("/sinks", tags=["notifier"], dependencies=[read], responses=ERRORS)
     def sinks() -> dict:
         """Each notifier sink's state, last error and counters."""
         found = []
@@ -208,12 +269,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 continue
         return {"sinks": sorted(found, key=lambda s: s["sink"])}
 
-    @app.get("/config/devicehive", tags=["notifier"], dependencies=[write])
+    @app.get("/config/devicehive", tags=["notifier"], dependencies=[write], responses=ERRORS)
     def devicehive_config() -> dict:
         """The DeviceHive settings the dashboard stored (tokens: only whether they are set)."""
         return _devicehive_view(client())
 
-    @app.put("/config/devicehive", tags=["notifier"], dependencies=[write])
+    @app.put("/config/devicehive", tags=["notifier"], dependencies=[write], responses=ERRORS)
     def store_devicehive_config(form: DeviceHiveForm) -> dict:
         """Store DeviceHive settings for the notifier (applied without a restart)."""
         values = form.model_dump(exclude_none=True)
@@ -221,7 +282,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         client().hset(streams.DEVICEHIVE_CONFIG, mapping=values)
         return _devicehive_view(client())
 
-    @app.post("/classify", tags=["classify"], dependencies=[write])
+    @app.post("/classify", tags=["classify"], dependencies=[write], response_model=ClassifyOut,
+              response_model_exclude_none=True, responses=ERRORS)
     def classify(
         request: Request,
         file: Annotated[UploadFile, File(description="an audio file")],
@@ -237,7 +299,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             try:
                 result = classify_file(model, path)
             except AudioError as exc:
-                raise HTTPException(422, str(exc).replace(str(path), file.filename or "upload")
+                raise HTTPException(400, str(exc).replace(str(path), file.filename or "upload")
                                     ) from None
         result.source = file.filename or "upload"
         return result.json_row(lambda s: top_labels(s, result.class_names, top), timeline)
@@ -338,7 +400,7 @@ def _devicehive_view(client: redis.Redis) -> dict:
 
 
 def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
-    """Copy an upload to a file, refusing it (413) past `limit` bytes or empty (422)."""
+    """Copy an upload to a file, refusing it (413) past `limit` bytes or empty (400)."""
     suffix = Path(upload.filename or "").suffix[:10]
     path = folder / ("upload" + (suffix if SAFE_SUFFIX.match(suffix) else ""))
     size = 0
@@ -350,5 +412,5 @@ def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
                                          "(SOUNDHIVE_API_MAX_UPLOAD_MB)")
             out.write(block)
     if size == 0:
-        raise HTTPException(422, "the upload is empty")
+        raise HTTPException(400, "the upload is empty")
     return path
