@@ -27,6 +27,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from services.api.settings import DEFAULT_API_PORT
 from services.capture.sources import SourceError, list_devices, parse_sources
 from services.runner import run_service
 from shared import bus, detections, streams
@@ -36,7 +37,7 @@ from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
-SERVICES = ("capture", "features", "classifier")
+SERVICES = ("capture", "features", "classifier", "notifier", "api")
 SOURCE_HELP = "mic[:DEVICE], file:PATH (file or folder) or url:URL; repeatable."
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
 
@@ -59,19 +60,22 @@ def devices() -> None:
 
 
 def serve(
-    service: str = typer.Argument(..., help="capture, features or classifier."),
+    service: str = typer.Argument(..., help="capture, features, classifier or notifier."),
     source: list[str] = typer.Option([], "--source", "-s", help=SOURCE_HELP),
     fast: bool = typer.Option(False, "--fast", help="Replay files as fast as possible."),
     save_path: Path | None = typer.Option(None, "--save-path", help="Keep captured audio (WAV)."),
     redis_url: str | None = typer.Option(None, "--redis-url", help=REDIS_HELP),
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Metrics/health port (default per service, 9101-9103; "
+        None, "--metrics-port", help="Metrics/health port (default per service, 9101-9104; "
         "0: any free port); bound to SOUNDHIVE_METRICS_HOST, 0.0.0.0 by default."),
     model: str | None = typer.Option(None, "--model", help="Embedding model (features)."),
     head: str | None = typer.Option(None, "--head", help="Scoring head (classifier)."),
     events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
+    api_port: int | None = typer.Option(
+        None, "--api-port", help="The api's port (default $SOUNDHIVE_API_PORT or 8000)."),
 ) -> None:
-    """Run one service in this process (for containers); settings also from the environment."""
+    """Run one service in this process (for containers); settings also from the environment.
+    Ports listen on 0.0.0.0 here (SOUNDHIVE_METRICS_HOST, SOUNDHIVE_API_HOST)."""
     if service not in SERVICES:
         fail(f"unknown service {service!r} (choose from {', '.join(SERVICES)})")
     if service == "capture" and not source:
@@ -90,6 +94,15 @@ def serve(
             from services.features.service import main as features
 
             return features(settings)
+        if service == "api":
+            from services.api.service import main as api
+            from services.api.settings import ApiSettings
+
+            return api(ApiSettings.from_env(port=api_port))
+        if service == "notifier":
+            from services.notifier.service import main as notifier
+
+            return notifier(settings)
         from services.classifier.service import main as classifier
 
         return classifier(settings)
@@ -125,11 +138,15 @@ def up(
         DEFAULT_METRICS_PORTS["capture"], "--metrics-port-base", min=0, max=65533,
         help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2 "
              "(further replicas: free ports, logged); 0: free ports for all."),
+    api_port: int = typer.Option(
+        DEFAULT_API_PORT, "--api-port", min=0, max=65535,
+        help="The events API and dashboard on 127.0.0.1 (0: a free port)."),
     exit_when_done: bool = typer.Option(
         False, "--exit-when-done",
         help="Stop once every file source has been processed (exit 1 if one failed)."),
 ) -> None:
-    """Run the whole pipeline locally with a live view of sources, levels and labels.
+    """Run the whole pipeline locally with a live view of sources, levels and labels, and the
+    events API and dashboard at http://127.0.0.1:8000.
 
     Stops on Ctrl-C, SIGTERM or SIGHUP, taking every service (and the embedded Redis) with it.
     When stdout is not a terminal, each event is printed as it ends, one tab-separated line:
@@ -144,8 +161,8 @@ def up(
     plan = [("capture", [arg for s in source for arg in ("--source", s)]
              + (["--fast"] if fast else []) + (["--save-path", str(save_path)] if save_path
                                                  else []))]
-    plan += [("features", [])] * features + [("classifier", [])] * classifiers
-    ports = _ports(plan, metrics_port_base)
+    plan += [("features", [])] * features + [("classifier", [])] * classifiers + [("api", [])]
+    ports = _ports(plan, metrics_port_base, api_port or _free_port())
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -161,8 +178,8 @@ def up(
         env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_HOST": "127.0.0.1"}
         if events_config is not None:
             env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config.resolve())
-        stderr.print(f"soundhive up: Redis {url}" + (f", service logs in {logs}" if keep_logs
-                                                     else ""))
+        stderr.print(f"soundhive up: dashboard and API at http://127.0.0.1:{ports[-1]}, Redis "
+                     f"{url}" + (f", service logs in {logs}" if keep_logs else ""))
         processes = _start(plan, ports, env, logs)
         status = _watch(bus.connect(url), processes, exit_when_done)
     except KeyboardInterrupt:
@@ -192,11 +209,17 @@ class Service:
     log: Path
 
 
-def _ports(plan: list[tuple[str, list[str]]], base: int) -> list[int]:
-    """Each process's metrics port: the first of each service at base + its offset, the rest
-    free ports; a taken port is a one-line error naming it."""
+def _ports(plan: list[tuple[str, list[str]]], base: int, api_port: int) -> list[int]:
+    """Each process's port: the api's, else its metrics port (the first of each service at
+    base + its offset, the rest free ones); a taken port is a one-line error naming it."""
     ports, seen = [], set()
     for name, _ in plan:
+        if name == "api":
+            if not _port_free(api_port):
+                fail(f"api port 127.0.0.1:{api_port} is in use: another `soundhive up`? "
+                     "Choose another with --api-port")
+            ports.append(api_port)
+            continue
         port = base + SERVICES.index(name) if base and name not in seen else 0
         seen.add(name)
         if port and not _port_free(port):
@@ -204,6 +227,12 @@ def _ports(plan: list[tuple[str, list[str]]], base: int) -> list[int]:
                  "Choose other ports with --metrics-port-base")
         ports.append(port)
     return ports
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:
@@ -225,7 +254,8 @@ def _start(plan: list[tuple[str, list[str]]], ports: list[int], env: dict[str, s
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}", *args],
-                env={**env, "SOUNDHIVE_METRICS_PORT": str(port)}, stdout=out,
+                env={**env, "SOUNDHIVE_METRICS_PORT": str(port), "SOUNDHIVE_API_PORT": str(port),
+                     "SOUNDHIVE_API_HOST": "127.0.0.1"}, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
             )
         processes.append(Service(name, process, log))

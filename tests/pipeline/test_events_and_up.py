@@ -69,7 +69,7 @@ def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}", "--fast",
-         "--exit-when-done", "--metrics-port-base", "0"], cwd=REPO, env=env,
+         "--exit-when-done", "--metrics-port-base", "0", "--api-port", "0"], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -84,10 +84,10 @@ def test_up_leaves_nothing_behind_when_stopped(clips_dir: Path, tmp_path: Path, 
     env = {**{k: v for k, v in os.environ.items() if k != "REDIS_URL"}, "TMPDIR": str(tmp_path)}
     up = subprocess.Popen(
         [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}",
-         "--metrics-port-base", "0"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
-    children = wait_for(lambda: len(pids := children_of(up.pid)) == 4 and pids, 120,
-                        "redis-server, capture, features and classifier")
+         "--metrics-port-base", "0", "--api-port", "0"], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children = wait_for(lambda: len(pids := children_of(up.pid)) == 5 and pids, 120,
+                        "redis-server, capture, features, classifier and api")
     time.sleep(1)
     up.send_signal(sig)
     assert up.wait(60) == 128 + sig
@@ -106,8 +106,8 @@ def test_a_second_up_names_the_port_in_use(clips_dir: Path):
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}",
-             "--metrics-port-base", str(port - 1)], cwd=REPO, capture_output=True, text=True,
-            timeout=60)
+             "--metrics-port-base", str(port - 1), "--api-port", "0"], cwd=REPO,
+            capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: metrics port 127.0.0.1:{port} (features) is in use: another `soundhive up`? "
