@@ -3,7 +3,7 @@
     REDIS_URL                   redis://host:port/db (services default to redis://localhost:6379/0;
                                 `soundhive up` starts an embedded Redis when it is unset)
     SOUNDHIVE_METRICS_PORT      /metrics + /healthz port (defaults: capture 9101, features 9102,
-                                classifier 9103; 0 picks a free port)
+                                classifier 9103, notifier 9104; 0 picks a free port)
     SOUNDHIVE_METRICS_HOST      address it binds (0.0.0.0; `soundhive up` sets 127.0.0.1)
     SOUNDHIVE_BATCH_SIZE        entries read per XREADGROUP (32)
     SOUNDHIVE_BLOCK_MS          XREADGROUP BLOCK time (1000)
@@ -31,7 +31,7 @@ import socket
 from dataclasses import dataclass, field, replace
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DEFAULT_METRICS_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103}
+DEFAULT_METRICS_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104}
 
 
 class ConfigError(ValueError):

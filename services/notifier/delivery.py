@@ -1,0 +1,387 @@
+"""The delivery core every sink shares: its own queue, retries, filters, rate limit and status.
+
+Queue. Each sink reads the events stream through a consumer group of its own
+(`notifier:<sink>`, shared by the sink's replicas) with the shared bus (shared/bus.py). The events
+stream is a history nobody trims but its cap (SOUNDHIVE_EVENTS_MAXLEN), so a sink's group *is*
+its queue: durable across restarts, in order, and independent of the other sinks: a slow or
+dead sink only lets its own group fall behind, never the others. An event is acknowledged in a
+sink's group once that sink has it or has given up on it (a dead letter written in the same
+transaction). A new group starts at the end of the stream: enabling a sink never replays the
+history.
+
+Failures come in two kinds:
+  - SinkDown: the sink cannot take anything now (unreachable, timeouts, credentials or
+    configuration refused). The event is not charged: the sink reconnects with exponential
+    backoff and jitter (up to SOUNDHIVE_NOTIFY_BACKOFF_MAX_S) for as long as it takes, its entries
+    held by the bus's leases, so an outage of any length loses nothing and a fixed configuration
+    lets everything through;
+  - Rejected: the sink answered and refused this event. A permanent refusal (a 4xx) is
+    dead-lettered at once with the reason; a transient one (a 5xx) is retried with backoff and
+    dead-lettered after SOUNDHIVE_NOTIFY_MAX_ATTEMPTS attempts.
+
+Filters and rate limit (per sink, `SOUNDHIVE_<SINK>_*`, SINK one of DEVICEHIVE, MQTT, WEBHOOK):
+    _LABELS          only these labels (';'-separated: AudioSet names hold commas; any case)
+    _EXCLUDE_LABELS  never these labels
+    _MIN_SCORE       only events scoring at least this (0)
+    _KINDS           start, end or both (start,end)
+    _RATE_PER_MIN    starts per minute per source and label; more are dropped and counted (30;
+                     0: no limit)
+They judge an event's start; its end follows that judgement (a sink told a sound started is
+always told it ended, one never told is never told), so a binary sensor is never left ON.
+"""
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import redis
+from redis.backoff import EqualJitterBackoff
+
+from shared import bus, metrics, streams
+from shared.config import ConfigError, Settings
+from shared.messages import DeadLetter, Event, SinkStatus
+
+log = logging.getLogger("soundhive.notifier")
+
+KINDS = ("start", "end")
+STATUS_INTERVAL_S = 1.0
+HEARTBEAT_S = 10.0
+PAIRS_REMEMBERED = 10000
+
+
+class SinkDown(Exception):
+    """The sink cannot take anything now; the text (one line, no secret) says why."""
+
+
+class Rejected(Exception):
+    """The sink refused this event: for good (`permanent`) or for now."""
+
+    def __init__(self, reason: str, permanent: bool):
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+class Stopping(Exception):
+    """The service is stopping while an event waits for its sink: the batch stays pending."""
+
+
+class Sink(Protocol):
+    name: str
+
+    def configured(self) -> bool:
+        """False while the sink has no destination (DeviceHive before its URL is set)."""
+        ...
+
+    def connected(self) -> bool:
+        ...
+
+    def connect(self) -> None:
+        """Open the session; raise SinkDown."""
+        ...
+
+    def send(self, event: Event) -> None:
+        """Deliver one event; raise SinkDown or Rejected."""
+        ...
+
+    def tick(self) -> None:
+        """Periodic chores (configuration reload, levels); called often, must be quick."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def env_secret(name: str) -> str:
+    """A secret from NAME, or from the file NAME_FILE names (Kubernetes/Docker secrets)."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if value or not path:
+        return value
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+
+
+def env_number(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _labels(name: str) -> frozenset[str]:
+    return frozenset(p.strip().lower() for p in os.environ.get(name, "").split(";") if p.strip())
+
+
+@dataclass(frozen=True)
+class Filter:
+    labels: frozenset[str] = frozenset()  # lowercase; empty: every label
+    exclude: frozenset[str] = frozenset()
+    min_score: float = 0.0
+    kinds: frozenset[str] = frozenset(KINDS)
+    rate_per_min: int = 30
+
+    @classmethod
+    def from_env(cls, sink: str) -> "Filter":
+        prefix = f"SOUNDHIVE_{sink.upper()}_"
+        kinds = frozenset(k.strip() for k in os.environ.get(prefix + "KINDS", "").split(",")
+                          if k.strip()) or frozenset(KINDS)
+        if not kinds <= set(KINDS):
+            raise ConfigError(f"{prefix}KINDS must list start and/or end, got "
+                              f"{os.environ[prefix + 'KINDS']!r}")
+        return cls(_labels(prefix + "LABELS"), _labels(prefix + "EXCLUDE_LABELS"),
+                   env_number(prefix + "MIN_SCORE", 0.0), kinds,
+                   int(env_number(prefix + "RATE_PER_MIN", 30)))
+
+    def admits(self, event: Event) -> bool:
+        label = event.label.lower()
+        return ((not self.labels or label in self.labels) and label not in self.exclude
+                and event.score >= self.min_score)
+
+
+class Gate:
+    """Decides what a sink is sent: None (send it), or the outcome of not sending it."""
+
+    def __init__(self, rules: Filter):
+        self.rules = rules
+        self._starts: OrderedDict[str, str | None] = OrderedDict()  # event id -> its start's
+        self._recent: dict[tuple[str, str], deque[float]] = {}
+
+    def decide(self, event: Event, now: float) -> str | None:
+        if event.kind == "start":
+            outcome = self._judge_start(event, now)
+            self._starts[event.id] = outcome
+            if len(self._starts) > PAIRS_REMEMBERED:
+                self._starts.popitem(last=False)
+        elif event.id in self._starts:
+            outcome = self._starts.pop(event.id)
+        else:  # its start went to another replica, or before this process started
+            outcome = None if self.rules.admits(event) else "filtered"
+        if outcome is None and event.kind not in self.rules.kinds:
+            return "filtered"
+        return outcome
+
+    def _judge_start(self, event: Event, now: float) -> str | None:
+        if not self.rules.admits(event):
+            return "filtered"
+        if not self.rules.rate_per_min:
+            return None
+        recent = self._recent.setdefault((event.source, event.label), deque())
+        while recent and recent[0] <= now - 60:
+            recent.popleft()
+        if len(recent) >= self.rules.rate_per_min:
+            return "rate_limited"
+        recent.append(now)
+        return None
+
+
+class Board:
+    """A sink's status: counters, state and last error, written to streams.SINKS_HASH on every
+    change of state and at most once a second otherwise (best effort: Redis trouble is the bus
+    loop's to report)."""
+
+    def __init__(self, sink: str, client: redis.Redis):
+        self.client = client
+        self.status = SinkStatus(sink, "connecting", "", None, 0, 0, 0, time.time())
+        self._written = 0.0
+        self._dirty = False
+
+    def set(self, state: str, detail: str = "") -> None:
+        if (state, detail) != (self.status.state, self.status.detail):
+            if state == "failed":
+                log.warning("%s: %s", self.status.sink, detail)
+            elif state == "connected" and self.status.state == "failed":
+                log.info("%s: delivering again", self.status.sink)
+            self._update(state=state, detail=detail, force=True)
+        metrics.SINK_CONNECTED.labels(self.status.sink).set(state == "connected")
+
+    def count(self, outcome: str, latency: float | None = None) -> None:
+        sink = self.status.sink
+        metrics.DELIVERIES.labels(sink, outcome).inc()
+        if outcome == "delivered":
+            metrics.DELIVERY_LATENCY.labels(sink).observe(max(0.0, latency or 0.0))
+            self._update(state="connected", detail="", last_delivery=time.time(),
+                         delivered=self.status.delivered + 1)
+        elif outcome == "failed":
+            self._update(failed=self.status.failed + 1)
+        elif outcome == "dead_lettered":
+            self._update(dead_lettered=self.status.dead_lettered + 1)
+
+    def tick(self) -> None:
+        """Write what a throttled update left unwritten, and a heartbeat every HEARTBEAT_S
+        (the dashboard tells a live notifier from a dead one by `updated`)."""
+        age = time.monotonic() - self._written
+        if (self._dirty and age >= STATUS_INTERVAL_S) or age >= HEARTBEAT_S:
+            self._update(force=True)
+
+    def _update(self, force: bool = False, **changes: object) -> None:
+        self.status = replace(self.status, updated=time.time(), **changes)
+        self._dirty = True
+        if not force and time.monotonic() - self._written < STATUS_INTERVAL_S:
+            return
+        try:
+            self.client.hset(streams.SINKS_HASH, self.status.sink, self.status.encode())
+            self._written, self._dirty = time.monotonic(), False
+        except redis.RedisError as exc:
+            log.debug("sink status not written: %s", exc)
+
+
+def group(sink: str) -> str:
+    """The consumer group through which a sink reads the events stream."""
+    return f"{streams.NOTIFIER_GROUP}:{sink}"
+
+
+class Runner:
+    """One sink's delivery loop: a bus worker on the events stream in a thread of its own."""
+
+    TICK_INTERVAL_S = 0.5
+
+    def __init__(self, sink: Sink, rules: Filter, settings: Settings, stopper: bus.Stopper):
+        self.sink, self.gate, self.stopper = sink, Gate(rules), stopper
+        self.name, self.group = sink.name, group(sink.name)
+        self.max_attempts = int(env_number("SOUNDHIVE_NOTIFY_MAX_ATTEMPTS", 5, 1))
+        self._backoff = EqualJitterBackoff(
+            cap=env_number("SOUNDHIVE_NOTIFY_BACKOFF_MAX_S", 30.0, 0.1), base=0.2)
+        self.settings = replace(settings, service=f"notifier:{sink.name}")
+        self.client = bus.connect(settings.redis_url, settings.block_ms)
+        self.health = metrics.Health()
+        self.board = Board(sink.name, self.client)
+        self._failures = 0
+        self._next_try = self._next_tick = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def healthy(self) -> bool:
+        return self.health.status()[0]
+
+    def _run(self) -> None:
+        try:
+            self._create_group()
+            bus.Worker(self.settings, streams.EVENTS_STREAM, self.group, Event, self.handle,
+                       self.health, self.stopper, self.client, tick=self.tick).run()
+        finally:
+            self.sink.close()
+            self.board.set("disabled", "the notifier stopped")
+
+    def _create_group(self) -> None:
+        """At the stream's end: a new sink gets the events from now on, not the history."""
+        while not self.stopper.stopped:
+            try:
+                self.client.xgroup_create(streams.EVENTS_STREAM, self.group, id="$",
+                                          mkstream=True)
+                return
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" in str(exc):
+                    return
+                raise
+            except redis.RedisError as exc:
+                log.warning("%s: cannot create group %s yet: %s", self.name, self.group, exc)
+                self.stopper.wait(1.0)
+
+    def tick(self) -> None:
+        """Between reads: the sink's chores, and an eager (re)connection, so its status is
+        current before the next event comes."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + self.TICK_INTERVAL_S
+        self.sink.tick()
+        if not self.sink.configured():
+            self.board.set("disabled")
+        elif not self.sink.connected() and now >= self._next_try:
+            self._try(self.sink.connect)
+        self.board.tick()
+
+    def handle(self, batch: list[bus.Delivery[Event]]) -> list[bus.Output]:
+        """Send each event the gate lets through; the dead letters are written, and the batch
+        acknowledged, by the bus in one transaction."""
+        letters = []
+        for delivery in batch:
+            self.sink.tick()
+            outcome = ("disabled" if not self.sink.configured()
+                       else self.gate.decide(delivery.message, time.time()))
+            if outcome is not None:
+                self.board.count(outcome)
+                continue
+            reason = self._deliver(delivery)
+            if reason is not None:
+                letters.append(bus.Output(streams.DEADLETTER_STREAM, DeadLetter.now(
+                    streams.EVENTS_STREAM, self.group, delivery.entry_id, reason,
+                    delivery.deliveries, delivery.message.encode())))
+        return letters
+
+    def _deliver(self, delivery: bus.Delivery[Event]) -> str | None:
+        """Until the sink has it (None) or gives up on it (the reason)."""
+        attempts = 0
+        event = delivery.message
+        while True:
+            if self.stopper.stopped:
+                raise Stopping(f"{self.name}: stopping with event {event.id} undelivered")
+            self.sink.tick()
+            try:
+                if not self.sink.connected():
+                    self.sink.connect()
+                self.sink.send(event)
+            except SinkDown as exc:
+                self._down(str(exc))
+            except Rejected as exc:
+                attempts += 1
+                self.board.count("failed")
+                if exc.permanent or attempts >= self.max_attempts:
+                    return self._give_up(event, f"{exc} (attempt {attempts})")
+                log.warning("%s: %s %s %s refused (attempt %d): %s", self.name, event.source,
+                            event.label, event.kind, attempts, exc)
+                self._failures += 1
+            else:
+                self._failures = 0
+                self.board.set("connected")
+                self.board.count("delivered", time.time() - _written_at(delivery.entry_id))
+                return None
+            self.health.beat()  # waiting on the sink, not stuck
+            self.stopper.wait(self._backoff.compute(self._failures))
+
+    def _try(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except SinkDown as exc:
+            self._down(str(exc))
+            self._next_try = time.monotonic() + self._backoff.compute(self._failures)
+        else:
+            self._failures = 0
+            self.board.set("connected")
+
+    def _down(self, detail: str) -> None:
+        self._failures += 1
+        self.board.set("failed", detail)
+
+    def _give_up(self, event: Event, reason: str) -> str:
+        self.board.count("dead_lettered")
+        log.warning("%s: gave up on %s %s %s: %s", self.name, event.source, event.label,
+                    event.kind, reason)
+        return f"{self.name}: {reason}"
+
+
+def _written_at(entry_id: str) -> float:
+    """Unix time of an entry's XADD (the milliseconds part of its id)."""
+    return int(entry_id.partition("-")[0]) / 1000

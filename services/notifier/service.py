@@ -1,0 +1,65 @@
+"""Notifier service: detection events -> DeviceHive, MQTT (Home Assistant) and webhooks.
+
+Each sink is enabled by its environment (../shared/DESIGN.md): SOUNDHIVE_MQTT_URL,
+SOUNDHIVE_WEBHOOK_URLS, SOUNDHIVE_DEVICEHIVE_URL (or, without a restart, the DeviceHive form of
+the dashboard: the DeviceHive sink always runs, disabled while it has no URL). Each sink has its
+own delivery loop, consumer group, retries, filters and rate limit (delivery.py); its status
+(streams.SINKS_HASH) and metrics (soundhive_deliveries_total{sink,outcome},
+soundhive_delivery_latency_seconds{sink}, soundhive_sink_connected{sink}) say how it does.
+Metrics and health on SOUNDHIVE_METRICS_PORT (default 9104): /healthz fails when a sink's loop
+died or Redis is in trouble, not while a sink is down (restarting would not bring it back).
+
+    SOUNDHIVE_NOTIFY_MAX_ATTEMPTS   attempts at an event a sink refuses (5xx) before it is
+                                    dead-lettered (5)
+    SOUNDHIVE_NOTIFY_BACKOFF_MAX_S  longest wait between retries and reconnections (30)
+"""
+
+import logging
+
+from services.notifier.delivery import Filter, Runner, Sink
+from services.notifier.devicehive import Config, DeviceHiveSink
+from services.notifier.mqtt import MqttSink
+from services.notifier.webhook import WebhookSink
+from shared import bus, metrics
+from shared.config import Settings
+
+log = logging.getLogger("soundhive.notifier")
+
+STOP_WAIT_S = 15.0
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The sinks the environment enables; ConfigError (one line) for a bad setting."""
+    client = bus.connect(settings.redis_url, settings.block_ms)
+    sinks: list[Sink] = [DeviceHiveSink(Config.from_env(), client)]
+    mqtt = MqttSink.from_env(client)
+    webhook = WebhookSink.from_env()
+    sinks += [sink for sink in (mqtt, webhook) if sink is not None]
+    return sinks
+
+
+def main(settings: Settings) -> int:
+    """Until SIGTERM/SIGINT (0), or until a sink's loop dies of a bug (1: `up` reports it)."""
+    sinks = build_sinks(settings)
+    stopper = bus.Stopper()
+    runners = [Runner(sink, Filter.from_env(sink.name), settings, stopper) for sink in sinks]
+    health = metrics.Health()
+    for runner in runners:
+        health.watch(runner.alive, f"the {runner.name} delivery loop died")
+        health.watch(runner.healthy, f"the {runner.name} delivery loop has Redis trouble")
+    server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
+    log.info("notifier: sinks %s, metrics on :%d", ", ".join(r.name for r in runners),
+             server.server_port)
+    for runner in runners:
+        runner.start()
+    while not stopper.wait(1.0) and all(runner.alive() for runner in runners):
+        health.beat()
+    dead = [] if stopper.stopped else [r.name for r in runners if not r.alive()]
+    stopper.stop()
+    for runner in runners:
+        runner.join(STOP_WAIT_S)
+    if dead:
+        log.error("notifier: the %s delivery loop died; stopping", ", ".join(dead))
+        return 1
+    log.info("notifier: stopped")
+    return 0
