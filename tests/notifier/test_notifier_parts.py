@@ -1,0 +1,159 @@
+"""The notifier's parts without a service process: the gate, the webhook signature, the
+configuration errors, and the DeviceHive client against the stub (REST and WebSocket)."""
+
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+import pytest
+from devicehive_stub import MESSAGES, DeviceHiveStub
+from websockets.sync.client import connect as ws_connect
+
+from services.notifier import devicehive, webhook
+from services.notifier.delivery import Filter, Gate, SinkDown
+from shared.config import ConfigError
+from shared.messages import Event
+
+
+def event(kind: str = "start", label: str = "Dog", score: float = 0.8, source: str = "yard",
+          start_time: float = 1_700_000_000.0, ident: str = "yard/Dog/1") -> Event:
+    ended = kind == "end"
+    return Event(ident, source, label, kind, score, 1.0, 3.5 if ended else None, start_time,
+                 start_time + 2.5 if ended else None, "yamnet")
+
+
+def test_gate_filters_starts_and_their_ends_follow():
+    gate = Gate(Filter(labels=frozenset({"dog"}), min_score=0.5, rate_per_min=2))
+    assert gate.decide(event(label="Cat", ident="c"), 0) == "filtered"
+    assert gate.decide(event("end", label="Cat", ident="c"), 1) == "filtered"
+    assert gate.decide(event(score=0.4, ident="low"), 0) == "filtered"
+    assert gate.decide(event("end", score=0.9, ident="low"), 1) == "filtered"  # as its start
+    assert gate.decide(event(ident="a"), 0) is None
+    assert gate.decide(event(ident="b"), 1) is None
+    assert gate.decide(event(ident="c2"), 2) == "rate_limited"
+    assert gate.decide(event("end", ident="c2"), 3) == "rate_limited"
+    assert gate.decide(event("end", ident="a"), 4) is None  # a sink told of a start hears its end
+    assert gate.decide(event(ident="d"), 61) is None  # the minute has passed
+    assert gate.decide(event("end", score=0.9, ident="unseen"), 62) is None
+
+
+def test_gate_kinds():
+    gate = Gate(Filter(kinds=frozenset({"end"})))
+    assert gate.decide(event(ident="x"), 0) == "filtered"
+    assert gate.decide(event("end", ident="x"), 1) is None
+
+
+def test_webhook_body_is_signed_with_its_timestamp():
+    body = webhook.body_of(event("end"), 123.5)
+    fields = json.loads(body)
+    assert fields["event_id"] == "yard/Dog/1" and fields["sent_at"] == 123.5
+    assert fields["kind"] == "end" and fields["end"] == 3.5
+    expected = hmac.new(b"s", body, hashlib.sha256).hexdigest()
+    assert webhook.sign("s", body) == f"sha256={expected}"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SOUNDHIVE_DEVICEHIVE_URL": "http://h/api/rest", "SOUNDHIVE_DEVICEHIVE_DEVICE_ID": "a_b",
+      "SOUNDHIVE_DEVICEHIVE_REFRESH_TOKEN": "t"}, "may only hold letters, digits and dashes"),
+    ({"SOUNDHIVE_DEVICEHIVE_URL": "ftp://h/x", "SOUNDHIVE_DEVICEHIVE_REFRESH_TOKEN": "t"},
+     "URL must be http(s)://host/api/rest or ws(s)://host/api/websocket"),
+    ({"SOUNDHIVE_DEVICEHIVE_URL": "http://h/api/rest"}, "needs SOUNDHIVE_DEVICEHIVE_REFRESH"),
+])
+def test_devicehive_config_errors_are_one_line(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="SOUNDHIVE_DEVICEHIVE_") as error:
+        devicehive.Config.from_env()
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_webhook_needs_a_secret_and_secrets_come_from_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOUNDHIVE_WEBHOOK_URLS", "http://127.0.0.1:9/hook")
+    with pytest.raises(ConfigError, match="needs SOUNDHIVE_WEBHOOK_SECRET"):
+        webhook.WebhookSink.from_env()
+    (tmp_path / "secret").write_text("from-a-file\n")
+    monkeypatch.setenv("SOUNDHIVE_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
+    assert webhook.WebhookSink.from_env()._secret == "from-a-file"
+
+
+def test_secrets_stay_out_of_the_config_repr():
+    config = devicehive.Config("http://h/api/rest", "dev", "n", refresh_token="R-SECRET",
+                               access_token="A-SECRET", login="me", password="P-SECRET")
+    shown = repr(config) + str(config.public())
+    assert not any(secret in shown for secret in ("R-SECRET", "A-SECRET", "P-SECRET"))
+
+
+def test_notification_shape():
+    body = devicehive.notification(event("end", start_time=1_700_000_000.25), "sound_event")
+    assert body["notification"] == "sound_event"
+    assert body["timestamp"] == "2023-11-14T22:13:22.750"  # the end time, UTC, milliseconds
+    assert set(body["parameters"]) == {"event_id", "source", "label", "kind", "score", "start",
+                                       "end", "start_time", "end_time", "model"}
+
+
+def test_stub_refuses_like_the_real_server(stub: DeviceHiveStub):
+    rest = stub.rest_url
+    assert httpx.put(f"{rest}/device/dev-1", json={}).status_code == 401
+    token = httpx.post(f"{rest}/token/refresh",
+                       json={"refreshToken": stub.refresh_token}).json()["accessToken"]
+    auth = {"Authorization": f"Bearer {token}"}
+    bad = httpx.put(f"{rest}/device/bad_id", json={}, headers=auth)
+    assert (bad.status_code, bad.json()["message"]) == (400, MESSAGES["bad_id"])
+    assert httpx.put(f"{rest}/device/dev-1", json={}, headers=auth).status_code == 204
+    reserved = httpx.post(f"{rest}/device/dev-1/notification", headers=auth,
+                          json={"notification": "$device-add"})
+    assert reserved.status_code == 403
+    missing = httpx.post(f"{rest}/device/nobody/notification", headers=auth,
+                         json={"notification": "n"})
+    assert missing.status_code == 404
+    with ws_connect(stub.ws_url) as ws:
+        ws.send(json.dumps({"action": "device/save", "requestId": "1", "deviceId": "x"}))
+        answer = json.loads(ws.recv(5))
+        assert answer.items() >= {"status": "error", "code": 401, "requestId": "1"}.items()
+        ws.send(json.dumps({"action": "authenticate", "requestId": "2", "token": token}))
+        assert json.loads(ws.recv(5))["status"] == "success"
+        ws.send(json.dumps({"action": "device/save", "requestId": "3", "deviceId": "a b"}))
+        assert json.loads(ws.recv(5))["code"] == 400
+
+
+@pytest.mark.parametrize("transport", ["rest", "websocket"])
+def test_session_refreshes_expired_tokens_and_registers_again(stub: DeviceHiveStub,
+                                                               transport: str):
+    stub.access_ttl_s = 0.3
+    url = stub.rest_url if transport == "rest" else stub.ws_url
+    session = open_session(url, refresh=stub.refresh_token)
+    session.open()
+    assert "soundhive-test" in stub.devices
+    session.insert(event())
+    time.sleep(0.4)  # the access token expires: 401, refresh, retry
+    session.insert(event("end"))
+    del stub.devices["soundhive-test"]  # 404: registered again
+    session.insert(event(ident="again"))
+    session.close()
+    bodies = [n.body for n in stub.notifications]
+    assert [b["parameters"]["kind"] for b in bodies] == ["start", "end", "start"]
+    assert {n.transport for n in stub.notifications} == {transport}
+    assert stub.refreshes == 2
+
+
+def test_session_logs_in_with_a_password(stub: DeviceHiveStub):
+    session = open_session(stub.rest_url, login=stub.login, password=stub.password)
+    session.open()
+    session.insert(event())
+    assert len(stub.notifications) == 1
+
+
+def test_refused_credentials_and_reserved_names_hold_the_sink(stub: DeviceHiveStub):
+    with pytest.raises(SinkDown, match="refused the credentials"):
+        open_session(stub.rest_url, refresh="wrong").open()
+    with pytest.raises(SinkDown, match=r"refused device 'bad_id': 400 Device Id can only"):
+        open_session(stub.rest_url, refresh=stub.refresh_token, device_id="bad_id").open()
+
+
+def open_session(url: str, refresh: str = "", login: str = "", password: str = "",
+                 device_id: str = "soundhive-test") -> devicehive.Session:
+    return devicehive.Session(devicehive.Config(url, device_id, "sound_event",
+                                                refresh_token=refresh, login=login,
+                                                password=password))

@@ -1,0 +1,52 @@
+"""A real dog clip replayed through the real pipeline (capture --fast -> features ->
+classifier -> notifier) reaches DeviceHive (the stub), Mosquitto and a webhook receiver."""
+
+import re
+import urllib.request
+from pathlib import Path
+
+from devicehive_stub import DeviceHiveStub
+from notifier_helpers import Mosquitto, MqttCollector, WebhookReceiver, retained
+from pipeline_helpers import RedisServer, Services, wait_for
+from test_notifier_service import sink_env, start_notifier
+
+WAIT_S = 60  # the models load in each process
+
+
+def test_a_dog_clip_reaches_every_sink(services: Services, redis_server: RedisServer,
+                                       clips_dir: Path, mosquitto: Mosquitto,
+                                       mqtt_collector: MqttCollector, webhook: WebhookReceiver,
+                                       stub: DeviceHiveStub):
+    client = redis_server.client()
+    notifier = start_notifier(services, client, {"devicehive", "mqtt", "webhook"},
+                              **sink_env(mosquitto, webhook, stub.ws_url, stub.refresh_token,
+                                         SOUNDHIVE_WEBHOOK_LABELS="Dog;Bark"))
+    services.start("features")
+    services.start("classifier")
+    capture = services.start("capture", "--fast", "--source", f"file:{clips_dir / 'dog.mp3'}")
+
+    def dog(bodies: list[dict]) -> list[str]:
+        return [b["kind"] for b in bodies if (b["source"], b["label"]) == ("dog.mp3", "Dog")]
+
+    wait_for(lambda: dog([n.body["parameters"] for n in stub.notifications]) == ["start", "end"]
+             and dog([r.body for r in webhook.received]) == ["start", "end"]
+             and dog(mqtt_collector.events()) == ["start", "end"], WAIT_S,
+             "the Dog start and end at every sink")
+    assert capture.wait(WAIT_S) == 0
+    assert mqtt_collector.payloads("soundhive/dog_mp3/dog") == [b"ON", b"OFF"]
+    assert retained(mosquitto.port, "soundhive/dog_mp3/dog") == b"OFF"
+    assert retained(mosquitto.port, "homeassistant/binary_sensor/soundhive_dog_mp3/dog/config")
+    assert {r.body["label"] for r in webhook.received} <= {"Dog", "Bark"}  # the sink's filter
+    assert webhook.bad_signatures == 0
+
+    port = re.search(r"metrics on :(\d+)", services.log_text(notifier)).group(1)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    for sink in ("devicehive", "mqtt", "webhook"):
+        count = _sample(text, "soundhive_delivery_latency_seconds_count", sink)
+        total = _sample(text, "soundhive_delivery_latency_seconds_sum", sink)
+        assert count >= 2
+        print(f"{sink}: {count:.0f} deliveries, mean latency {1000 * total / count:.1f} ms")
+
+
+def _sample(text: str, name: str, sink: str) -> float:
+    return float(re.search(rf'^{name}{{sink="{sink}"}} (\S+)$', text, re.M).group(1))
