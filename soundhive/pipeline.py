@@ -179,7 +179,8 @@ def up(
         if events_config is not None:
             env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config.resolve())
         stderr.print(f"soundhive up: dashboard and API at http://127.0.0.1:{ports[-1]}, Redis "
-                     f"{url}" + (f", service logs in {logs}" if keep_logs else ""))
+                     f"{url}" + (f", service logs in {logs}" if keep_logs else ""),
+                     soft_wrap=True)
         processes = _start(plan, ports, env, logs)
         status = _watch(bus.connect(url), processes, exit_when_done)
     except KeyboardInterrupt:

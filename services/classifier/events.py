@@ -140,12 +140,16 @@ class EventTracker:
         return [self._end(source, label, ev) for label, ev in open_events.items()]
 
     def _start(self, source: str, label: str, ev: list[float]) -> Event:
-        return Event(_event_id(source, label, ev[1]), source, label, "start", ev[4], ev[0], None,
-                     ev[1], None, self.model)
+        start, start_time, _, _, peak = ev
+        return Event(_event_id(source, label, start_time), source, label, "start",
+                     round(peak, 4), round(start, 3), None, round(start_time, 3), None,
+                     self.model)
 
     def _end(self, source: str, label: str, ev: list[float]) -> Event:
-        return Event(_event_id(source, label, ev[1]), source, label, "end", ev[4], ev[0],
-                     ev[2] + params.PATCH_SECONDS, ev[1], ev[3] + params.PATCH_SECONDS,
+        start, start_time, last_up, last_up_time, peak = ev
+        return Event(_event_id(source, label, start_time), source, label, "end", round(peak, 4),
+                     round(start, 3), round(last_up + params.PATCH_SECONDS, 3),
+                     round(start_time, 3), round(last_up_time + params.PATCH_SECONDS, 3),
                      self.model)
 
 
