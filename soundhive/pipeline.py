@@ -1,12 +1,13 @@
 """`soundhive up`, `soundhive serve SERVICE` and `soundhive devices`: the streaming pipeline.
 
-`up` runs capture, features and classifier as one process each against --redis-url /
-REDIS_URL, or an embedded redis-server (redis_process.py: a unix socket, nothing kept on disk)
-when neither is set, and shows sources, levels, current top labels and recent events until
-Ctrl-C, SIGTERM or SIGHUP (or, with --exit-when-done, until file sources are processed); every
-service and the embedded Redis stop with it. Exit status: 0 done, 1 a source or service failed,
-2 a usage error, 128 + N after signal N. Metrics and health on 127.0.0.1: capture :9101,
-features :9102, classifier :9103 (--metrics-port-base; further replicas: free ports).
+`up` runs capture, features, classifier, notifier and api as one process each against
+--redis-url / REDIS_URL, or an embedded redis-server (redis_process.py: a unix socket, nothing
+kept on disk) when neither is set, and shows sources, levels, current top labels and recent
+events until Ctrl-C, SIGTERM or SIGHUP (or, with --exit-when-done, until file sources are
+processed); every service and the embedded Redis stop with it. Exit status: 0 done, 1 a source
+or service failed, 2 a usage error, 128 + N after signal N. Metrics and health on 127.0.0.1:
+capture :9101, features :9102, classifier :9103, notifier :9104 (--metrics-port-base; further
+replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-port).
 """
 
 import os
@@ -136,8 +137,8 @@ def up(
         "removed at exit unless a service failed)."),
     metrics_port_base: int = typer.Option(
         DEFAULT_METRICS_PORTS["capture"], "--metrics-port-base", min=0, max=65533,
-        help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2 "
-             "(further replicas: free ports, logged); 0: free ports for all."),
+        help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2, "
+             "notifier +3 (further replicas: free ports, logged); 0: free ports for all."),
     api_port: int = typer.Option(
         DEFAULT_API_PORT, "--api-port", min=0, max=65535,
         help="The events API and dashboard on 127.0.0.1 (0: a free port)."),
@@ -161,7 +162,8 @@ def up(
     plan = [("capture", [arg for s in source for arg in ("--source", s)]
              + (["--fast"] if fast else []) + (["--save-path", str(save_path)] if save_path
                                                  else []))]
-    plan += [("features", [])] * features + [("classifier", [])] * classifiers + [("api", [])]
+    plan += [("features", [])] * features + [("classifier", [])] * classifiers
+    plan += [("notifier", []), ("api", [])]
     ports = _ports(plan, metrics_port_base, api_port or _free_port())
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
