@@ -13,6 +13,8 @@ APT_PACKAGES=(
     redis-server       # the message bus (tests start their own)
     alsa-utils libasound2-plugins  # ALSA devices, including the file PCM used in tests
     espeak-ng sox      # speech and test signals for tests
+    chromium           # the dashboard's browser test (driven by playwright, no browser download)
+    mosquitto          # the notifier's MQTT tests (they start their own)
 )
 PYTHON="${PYTHON:-python3}"
 
