@@ -2,7 +2,9 @@
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -73,7 +75,10 @@ def _riff_data_cut_short(header: str) -> bool:
     return available < declared < _RIFF_PLACEHOLDER_SIZE
 
 
-def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+@contextmanager
+def _ffmpeg_audio(path: Path) -> Iterator[tuple[Any, Iterator[np.ndarray]]]:
+    """A file's first audio stream through FFmpeg (PyAV), and its decoded blocks as float32
+    [frames, channels]; any FFmpeg error, at opening or while decoding, is an AudioError."""
     import av
 
     try:
@@ -82,21 +87,22 @@ def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
                 raise AudioError(f"{path}: no audio stream")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="fltp")
-            blocks = [
-                out.to_ndarray()
-                for frame in container.decode(stream)
-                for out in resampler.resample(frame)
-            ]
-            sample_rate = stream.rate
-            declared_seconds = _declared_seconds(stream)
+            yield stream, (out.to_ndarray().T for frame in container.decode(stream)
+                           for out in resampler.resample(frame))
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or _first_line(exc)
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
-    if not blocks or not sample_rate:
+
+
+def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    with _ffmpeg_audio(path) as (stream, blocks):
+        decoded = list(blocks)
+        sample_rate, declared_seconds = stream.rate, _declared_seconds(stream)
+    if not decoded or not sample_rate:
         raise AudioError(f"{path}: contains no audio")
-    samples = np.concatenate(blocks, axis=1).T.astype(np.float32)
+    samples = np.concatenate(decoded).astype(np.float32)
     if declared_seconds and len(samples) / sample_rate < declared_seconds * COMPLETE_FRACTION:
         raise AudioError(f"{path}: truncated (the file ends before the audio its header declares)")
     return samples, sample_rate
@@ -110,7 +116,7 @@ def stream_audio(path: str | Path, block_seconds: float = 1.0) -> Iterator[np.nd
     try:
         sound_file = soundfile.SoundFile(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
-        yield from _stream_with_ffmpeg(path, block_seconds)
+        yield from _stream_with_ffmpeg(path)
         return
     with sound_file:
         if _riff_data_cut_short(sound_file.extra_info):
@@ -126,25 +132,12 @@ def stream_audio(path: str | Path, block_seconds: float = 1.0) -> Iterator[np.nd
         yield from to_16k.finish(sound_file.frames / sound_file.samplerate)
 
 
-def _stream_with_ffmpeg(path: Path, block_seconds: float) -> Iterator[np.ndarray]:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path}: no audio stream")
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="fltp")
-            to_16k = _MonoResampler(path, stream.rate)
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    yield from to_16k.push(out.to_ndarray().T)
-            declared = _declared_seconds(stream)
-    except AudioError:
-        raise
-    except (av.FFmpegError, ValueError, OSError) as exc:
-        reason = getattr(exc, "strerror", None) or _first_line(exc)
-        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+def _stream_with_ffmpeg(path: Path) -> Iterator[np.ndarray]:
+    with _ffmpeg_audio(path) as (stream, blocks):
+        to_16k = _MonoResampler(path, stream.rate)
+        for block in blocks:
+            yield from to_16k.push(block)
+        declared = _declared_seconds(stream)
     yield from to_16k.finish(declared)
 
 
