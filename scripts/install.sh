@@ -13,6 +13,7 @@ APT_PACKAGES=(
     redis-server       # the message bus (tests start their own)
     alsa-utils libasound2-plugins  # ALSA devices, including the file PCM used in tests
     espeak-ng sox      # speech and test signals for tests
+    docker-compose     # `docker-compose config` validates docker-compose.yml in tests
     chromium           # the dashboard's browser test (driven by playwright, no browser download)
     mosquitto          # the notifier's MQTT tests (they start their own)
 )
@@ -45,7 +46,7 @@ fi
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,tensorflow]"
 
 # Put `soundhive` on the PATH: system-wide for root, else in ~/.local/bin.
 if [ "$(id -u)" -eq 0 ]; then bin_dir=/usr/local/bin; else bin_dir="$HOME/.local/bin"; fi
