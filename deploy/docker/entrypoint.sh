@@ -1,0 +1,28 @@
+#!/bin/sh
+# Container entrypoint of every soundhive image: `entrypoint.sh soundhive serve SERVICE [ARGS]`.
+#  - features, classifier and api need a model: `soundhive models pull $SOUNDHIVE_MODEL` fills
+#    $SOUNDHIVE_MODELS (a volume) when its files are missing or fail their checksum, and does
+#    nothing when they are there (no network then). SOUNDHIVE_PULL_MODELS=0 skips it (a volume
+#    filled by an init container or by hand, or an air-gapped host).
+#  - capture: SOUNDHIVE_CAPTURE_SOURCES (space-separated source specs: mic:USB, url:rtsp://...,
+#    file:/recordings) become `--source` arguments, so one image serves any microphone group.
+set -eu
+
+if [ "${1:-}" = "soundhive" ] && [ "${2:-}" = "serve" ]; then
+    service="${3:-}"
+    case "$service" in
+        features|classifier|api)
+            if [ "${SOUNDHIVE_PULL_MODELS:-1}" != "0" ]; then
+                soundhive models pull "${SOUNDHIVE_MODEL:-yamnet}" >&2
+            fi
+            ;;
+        capture)
+            if [ -n "${SOUNDHIVE_CAPTURE_SOURCES:-}" ]; then
+                for spec in $SOUNDHIVE_CAPTURE_SOURCES; do
+                    set -- "$@" --source "$spec"
+                done
+            fi
+            ;;
+    esac
+fi
+exec "$@"
