@@ -164,7 +164,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.max_upload_bytes = settings.max_upload_bytes
     app.middleware("http")(_count_requests)
     write = Depends(_bearer(settings.token))
-    read = Depends(_bearer(settings.token if settings.read_auth else None))
+    read_check = _bearer(settings.token if settings.read_auth else None)
+    read = Depends(read_check)
 
     def client() -> redis.Redis:
         return state["redis"]
@@ -193,10 +194,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/events", tags=["events"], dependencies=[read], response_model=EventsPage,
-             responses=ERRORS)
+    @app.get("/events", tags=["events"], response_model=EventsPage, responses=ERRORS)
     def events(
         request: Request,
+        response: Response,
         source: str | None = None,
         label: str | None = None,
         since: Annotated[float | None, Query(description="start_time >= since (unix s)")] = None,
@@ -204,11 +205,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         cursor: str | None = None,
+        authorization: Annotated[str | None, Header()] = None,
     ) -> Any:
         """Detections newest first: a start and its end are one object (`end` null while the
         sound goes on). `next` is the cursor of the following page, null on the last."""
-        if _wants_html(request):
-            return FileResponse(STATIC / "events.html")
+        headers = {"Vary": "Accept", "Cache-Control": "no-store"}  # HTML and JSON share a URL
+        if _wants_html(request):  # the page holds no data: it asks for it with the token
+            return FileResponse(STATIC / "events.html", headers=headers)
+        read_check(authorization)
+        response.headers.update(headers)
         query = detections.Query(source, label, since, until, min_score, limit, cursor)
         try:
             found, next_cursor = detections.page(client(), query)
@@ -216,15 +221,23 @@ def create_app(settings: ApiSettings) -> FastAPI:
             raise HTTPException(400, str(exc)) from None
         return {"events": [_detection(e) for e in found], "next": next_cursor}
 
-    @app.get("/events/stream", tags=["events"], dependencies=[read], responses=ERRORS)
+    @app.get("/events/stream", tags=["events"], responses=ERRORS)
     async def event_stream(
         request: Request,
         source: str | None = None,
         label: str | None = None,
+        token: Annotated[str | None, Query(
+            description="the read token, for clients that cannot send headers (EventSource)"
+        )] = None,
+        authorization: Annotated[str | None, Header()] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> EventSourceResponse:
         """Every event start and end as it happens (`event:` start|end, `id:` its stream id,
         `data:` the event). Reconnecting with Last-Event-ID gets what was missed, once."""
+        if token is not None and settings.read_auth:
+            _check_token(settings.token, token)
+        else:
+            read_check(authorization)
         if last_event_id is not None and not STREAM_ID.match(last_event_id):
             raise HTTPException(400, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
                                      "stream sent")
@@ -312,15 +325,18 @@ def _bearer(token: str | None) -> Callable[..., None]:
     """A dependency that checks `Authorization: Bearer <token>` (nothing when token is None)."""
 
     def check(authorization: Annotated[str | None, Header()] = None) -> None:
-        if token is None:
-            return
         scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "a valid bearer token is needed (Authorization: Bearer "
-                                     "<SOUNDHIVE_API_TOKEN>)",
-                                headers={"WWW-Authenticate": "Bearer"})
+        _check_token(token, given if scheme.lower() == "bearer" else None)
 
     return check
+
+
+def _check_token(token: str | None, given: str | None) -> None:
+    if token is None:
+        return
+    if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "a valid bearer token is needed (Authorization: Bearer "
+                                 "<SOUNDHIVE_API_TOKEN>)", headers={"WWW-Authenticate": "Bearer"})
 
 
 async def _count_requests(request: Request, call_next: Callable) -> Response:

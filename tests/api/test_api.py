@@ -182,9 +182,15 @@ def test_uploads_auth_and_devicehive_settings(services: Services, clips_dir: Pat
     assert TOKEN not in logs and "rt-secret" not in logs
 
 
-def test_read_auth_protects_reads_but_not_health(services: Services):
+def test_read_auth_protects_reads_but_not_health_nor_pages(services: Services):
     url = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN, SOUNDHIVE_API_READ_AUTH="1")
     assert httpx.get(f"{url}/events").status_code == 401
-    assert httpx.get(f"{url}/events", headers={"Authorization": f"Bearer {TOKEN}"}
-                     ).status_code == 200
-    assert httpx.get(f"{url}/healthz").status_code == 200
+    answer = httpx.get(f"{url}/events", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200 and answer.headers["vary"] == "Accept"
+    assert answer.headers["cache-control"] == "no-store"
+    assert httpx.get(f"{url}/events", headers={"Accept": "text/html"}).status_code == 200
+    assert httpx.get(f"{url}/").status_code == 200 and httpx.get(f"{url}/healthz").is_success
+    assert httpx.get(f"{url}/events/stream").status_code == 401
+    assert httpx.get(f"{url}/events/stream", params={"token": "wrong"}).status_code == 401
+    with httpx.stream("GET", f"{url}/events/stream", params={"token": TOKEN}) as stream:
+        assert stream.status_code == 200

@@ -137,7 +137,11 @@ async function loadRecentEvents() {
 }
 
 function followStream() {
-  const stream = new EventSource("/events/stream");
+  // EventSource cannot send an Authorization header: with SOUNDHIVE_API_READ_AUTH=1 the stream
+  // takes the token as a query parameter (the api does not log URLs).
+  const token = soundhive.apiToken();
+  const stream = new EventSource(
+    "/events/stream" + (token ? `?token=${encodeURIComponent(token)}` : ""));
   const receive = (message) => upsertEvent(JSON.parse(message.data));
   stream.addEventListener("start", receive);
   stream.addEventListener("end", receive);
