@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import redis
+import soundfile
 from deploy_helpers import (
     IMAGE_PATHS,
     REPO,
@@ -43,6 +45,9 @@ class LocalService:
     log: Path
     process: subprocess.Popen | None = None
     health_seen: list[int] = field(default_factory=list)  # healthcheck exit statuses
+
+    def get(self, container_port: int, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.ports[container_port]}{path}", timeout=5)
 
     def healthy_now(self) -> bool:
         if not self.healthcheck:
@@ -111,7 +116,11 @@ def stack(tmp_path_factory, models_dir) -> Stack:
     compose file's own SOUNDHIVE_CAPTURE_SOURCES variable), against a redis-server started with
     the compose file's Redis command; running once every service's healthcheck has passed."""
     folder = tmp_path_factory.mktemp("compose")
-    compose = load_compose({"SOUNDHIVE_CAPTURE_SOURCES": f"file:{CLIP}"})
+    # A second, long and quiet source keeps capture running (and scraped) for the whole session.
+    hum = folder / "hum.wav"
+    rng = np.random.default_rng(0)
+    soundfile.write(hum, (rng.standard_normal(16000 * 120) * 0.001).astype(np.float32), 16000)
+    compose = load_compose({"SOUNDHIVE_CAPTURE_SOURCES": f"file:{CLIP} file:{hum}"})
     redis_port = free_port()
     redis_cmd = [*compose["services"]["redis"]["command"], "--port", str(redis_port),
                  "--bind", "127.0.0.1", "--dir", str(folder)]
