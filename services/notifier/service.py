@@ -40,6 +40,7 @@ def build_sinks(settings: Settings) -> list[Sink]:
 
 def main(settings: Settings) -> int:
     """Until SIGTERM/SIGINT (0), or until a sink's loop dies of a bug (1: `up` reports it)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs whole URLs: secrets too
     sinks = build_sinks(settings)
     stopper = bus.Stopper()
     runners = [Runner(sink, Filter.from_env(sink.name), settings, stopper) for sink in sinks]

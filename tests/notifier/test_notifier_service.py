@@ -20,8 +20,7 @@ WAIT_S = 20
 
 def sink_env(mqtt: Mosquitto | None = None, hook: WebhookReceiver | None = None,
              devicehive_url: str = "", refresh_token: str = "", **extra: str) -> dict[str, str]:
-    env = {"SOUNDHIVE_NOTIFY_BACKOFF_MAX_S": "0.5", "SOUNDHIVE_DEVICEHIVE_DEVICE_ID": "yard-mic",
-           **extra}
+    env = {"SOUNDHIVE_NOTIFY_BACKOFF_MAX_S": "0.5", "SOUNDHIVE_DEVICEHIVE_DEVICE_ID": "yard-mic"}
     if mqtt:
         env["SOUNDHIVE_MQTT_URL"] = mqtt.url
     if hook:
@@ -29,7 +28,7 @@ def sink_env(mqtt: Mosquitto | None = None, hook: WebhookReceiver | None = None,
     if devicehive_url:
         env |= {"SOUNDHIVE_DEVICEHIVE_URL": devicehive_url,
                 "SOUNDHIVE_DEVICEHIVE_REFRESH_TOKEN": refresh_token}
-    return env
+    return env | extra
 
 
 def start_notifier(services: Services, client: redis.Redis, sinks: set[str],
@@ -71,7 +70,8 @@ def test_events_reach_every_sink_and_the_last_will(
         mqtt_collector: MqttCollector, webhook: WebhookReceiver, stub: DeviceHiveStub):
     client = redis_server.client()
     notifier = start_notifier(services, client, {"devicehive", "mqtt", "webhook"},
-                              **sink_env(mosquitto, webhook, stub.rest_url, stub.refresh_token))
+                              **sink_env(mosquitto, webhook, stub.rest_url, stub.refresh_token,
+                                         SOUNDHIVE_WEBHOOK_URLS=f"{webhook.url}?key=url-secret"))
     sent = [publish(client, "yard.mic", "Dog", "start"), publish(client, "yard.mic", "Dog", "end"),
             publish(client, "yard.mic", "Inside, large room or hall", "start", 1)]
     wanted = [(e.id, e.kind) for e in sent]
@@ -107,7 +107,7 @@ def test_events_reach_every_sink_and_the_last_will(
                          for s in statuses(client).values()), WAIT_S, "statuses of 3 deliveries")
     assert set(statuses(client)) == {"devicehive", "mqtt", "webhook"}
     log = services.log_text(notifier)
-    assert stub.refresh_token not in log and WEBHOOK_SECRET not in log
+    assert not any(secret in log for secret in (stub.refresh_token, WEBHOOK_SECRET, "url-secret"))
 
     notifier.send_signal(signal.SIGKILL)  # the broker publishes the last will
     notifier.wait(10)
