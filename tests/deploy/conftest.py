@@ -76,7 +76,8 @@ def _local(word: str) -> str:
     return IMAGE_PATHS.get(word, word)
 
 
-def _plan(compose: dict, folder: Path, models_dir: Path, redis_port: int) -> dict[str, LocalService]:
+def _plan(compose: dict, folder: Path, models_dir: Path,
+          redis_port: int) -> dict[str, LocalService]:
     services = soundhive_services(compose)
     port_map = {(name, p): free_port() for name, s in services.items() for p in ports_in(s)}
     port_map[("redis", 6379)] = redis_port

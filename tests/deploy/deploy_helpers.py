@@ -6,7 +6,6 @@ into a local command and environment: service host names become 127.0.0.1 with t
 remapped to free ones, container paths (/models, the entrypoint, the healthcheck) become the
 repository's files."""
 
-import os
 import re
 import shlex
 import sys
@@ -37,7 +36,7 @@ def interpolate(text: str, variables: dict[str, str]) -> str:
     def one(match: re.Match) -> str:
         name, op, arg = match.group(1), match.group(2), match.group(3) or ""
         value = variables.get(name)
-        if op in (":-", ":?") and not value or op in ("-", "?") and value is None:
+        if (op in (":-", ":?") and not value) or (op in ("-", "?") and value is None):
             if op and op.endswith("?"):
                 raise ValueError(f"compose variable {name} is required: {arg}")
             return arg if op else ""

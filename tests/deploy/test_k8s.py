@@ -1,0 +1,220 @@
+"""deploy/k8s: every manifest passes `kubernetes-validate --strict` (KEDA resources: their CRD
+schemas, keda_schemas.py), kustomize builds every layout (`kubectl kustomize`, when kubectl is
+installed), references resolve, and every soundhive container's command, ports, env names and
+probe paths are what the services accept and serve (checked on the running compose stack)."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import Stack
+from deploy_helpers import K8S, REPO, resolve_target
+from keda_schemas import SCHEMAS
+
+from services.api.settings import DEFAULT_API_PORT, ApiSettings
+from shared import streams
+from shared.config import DEFAULT_METRICS_PORTS, Settings
+from soundhive.pipeline import SERVICES
+
+LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu"]
+K8S_VERSION = kubernetes_validate.latest_version()
+_ENV_NAME = re.compile(r"\b(?:SOUNDHIVE_[A-Z0-9_]*[A-Z0-9]|REDIS_URL)\b")
+
+
+def validate(doc: dict, where: str) -> None:
+    schema = SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+    if schema is not None:
+        jsonschema.validate(doc, schema)
+        return
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{where}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                    f"{'.'.join(map(str, exc.path))}")
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.rglob("*.yaml")
+                  if p.name not in ("kustomization.yaml", "gpu-patch.yaml"))
+
+
+def test_every_manifest_file_validates_strictly():
+    files = manifest_files()
+    assert len(files) >= 10
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                validate(doc, str(path.relative_to(REPO)))
+
+
+def render(layout: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (for `kubectl kustomize`) is not installed; files are validated "
+                    "one by one in test_every_manifest_file_validates_strictly")
+    result = subprocess.run([kubectl, "kustomize", str(K8S / layout)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def rendered(request) -> tuple[str, list[dict]]:
+    return request.param, render(request.param)
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_kustomize_output_validates_and_references_resolve(rendered):
+    layout, docs = rendered
+    for doc in docs:
+        validate(doc, layout)
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "soundhive", doc["metadata"]["name"]
+    configmaps, secrets = by_kind(docs, "ConfigMap"), by_kind(docs, "Secret")
+    data = {**{n: {**c.get("data", {})} for n, c in configmaps.items()},
+            **{n: {**s.get("stringData", {}), **s.get("data", {})} for n, s in secrets.items()}}
+    workloads = {**by_kind(docs, "Deployment"), **by_kind(docs, "StatefulSet")}
+    for name, workload in workloads.items():
+        spec = workload["spec"]["template"]["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef") or source.get("secretRef")
+                assert ref["name"] in data, f"{name}: {ref['name']} does not exist"
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {})
+                ref = ref.get("configMapKeyRef") or ref.get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    assert ref["key"] in data.get(ref["name"], {}), f"{name}: {ref}"
+            assert {"requests", "limits"} <= set(container["resources"]), name
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in data
+    # Every soundhive Deployment but the capture groups (one replica each) has a PDB.
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    for name, workload in by_kind(docs, "Deployment").items():
+        if not name.startswith("capture"):
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            assert any(set(p["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
+                       for p in pdbs.values()), f"{name} has no PodDisruptionBudget"
+    # Every Service selects pods that exist, on ports they declare.
+    for name, service in by_kind(docs, "Service").items():
+        selector = set(service["spec"]["selector"].items())
+        matches = [w for w in workloads.values()
+                   if selector <= set(w["spec"]["template"]["metadata"]["labels"].items())]
+        assert matches, f"Service {name} selects nothing"
+
+
+def test_keda_scales_features_and_classifier_on_their_consumer_group_lag(rendered):
+    _, docs = rendered
+    scaled = by_kind(docs, "ScaledObject")
+    auths = by_kind(docs, "TriggerAuthentication")
+    deployments = by_kind(docs, "Deployment")
+    redis_service = by_kind(docs, "Service")["redis"]
+    secrets = by_kind(docs, "Secret")
+    group_of = {stream: group for stream, group in streams.CONSUMER_GROUPS.items()}
+    assert set(scaled) == {"features", "classifier"}
+    for name, obj in scaled.items():
+        assert obj["spec"]["scaleTargetRef"]["name"] in deployments
+        (trigger,) = obj["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "redis-streams"
+        assert group_of[meta["stream"]] == meta["consumerGroup"] == name
+        assert int(meta["lagCount"]) > int(meta["activationLagCount"]) > 0
+        host, port = meta["address"].split(":")
+        assert host == "redis" and int(port) == redis_service["spec"]["ports"][0]["port"]
+        auth = auths[trigger["authenticationRef"]["name"]]
+        for ref in auth["spec"]["secretTargetRef"]:
+            assert ref["key"] in secrets[ref["name"]]["stringData"]
+
+
+def accepted_env(service: str) -> set[str]:
+    """Every setting name the code reads for a service (its modules and the shared ones) and
+    the image's entrypoint reads; a secret may also come as NAME_FILE where the code says so."""
+    files = [REPO / "shared/config.py", REPO / "services/runner.py",
+             REPO / "shared/models/catalog.py", REPO / "shared/params.py",
+             REPO / "deploy/docker/entrypoint.sh", REPO / "deploy/docker/healthcheck.py",
+             *sorted((REPO / "services" / service).glob("*.py"))]
+    names = {n for f in files for n in _ENV_NAME.findall(f.read_text())}
+    return names
+
+
+def containers(docs: list[dict]):
+    for workload in docs:
+        if workload["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        spec = workload["spec"]["template"]["spec"]
+        for kind in ("initContainers", "containers"):
+            for container in spec.get(kind, []):
+                if container["image"].startswith("soundhive-"):
+                    yield workload, kind, container
+
+
+def env_of(container: dict, docs: list[dict]) -> dict[str, str]:
+    data = {d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
+            for d in docs if d["kind"] in ("ConfigMap", "Secret")}
+    env = {}
+    for source in container.get("envFrom", []):
+        env.update(data[(source.get("configMapRef") or source.get("secretRef"))["name"]])
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {})
+        ref = ref.get("configMapKeyRef") or ref.get("secretKeyRef")
+        env[var["name"]] = data[ref["name"]].get(ref["key"], "") if ref else var["value"]
+    return env
+
+
+def test_containers_match_what_the_services_accept_and_serve(rendered, stack: Stack):
+    layout, docs = rendered
+    seen = set()
+    for workload, kind, container in containers(docs):
+        image = container["image"].split(":")[0].removeprefix("soundhive-")
+        target = resolve_target(image)
+        service = target.env["SOUNDHIVE_SERVICE"]
+        where = f"{layout} {workload['metadata']['name']}/{container['name']}"
+        env = env_of(container, docs)
+        if kind == "initContainers":
+            assert container["args"][:3] == ["soundhive", "models", "pull"], where
+            continue
+        assert container["args"] == ["soundhive", "serve", service], where
+        assert service in SERVICES
+        seen.add(service)
+        unknown = set(env) - accepted_env(service)
+        assert not unknown, f"{where}: env names no code reads: {sorted(unknown)}"
+        # The values are ones the service starts with.
+        with pytest.MonkeyPatch.context() as patch:
+            for key in [k for k in os.environ if k.startswith("SOUNDHIVE_")]:
+                patch.delenv(key)
+            for key, value in env.items():
+                patch.setenv(key, value.replace("/var/run/secrets/soundhive/api-token",
+                                                str(REPO / "README.md")))
+            if service == "api":
+                port = ApiSettings.from_env().port
+                assert port == DEFAULT_API_PORT
+            else:
+                port = Settings.from_env(service).metrics_port
+                assert port == DEFAULT_METRICS_PORTS[service]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert list(ports.values()) == [port], where
+        assert target.exposed == [port], where
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert int(annotations["prometheus.io/port"]) == port
+        paths = {annotations["prometheus.io/path"]}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if probe in container:
+                get = container[probe]["httpGet"]
+                assert ports.get(get["port"], get["port"]) == port, f"{where} {probe}"
+                paths.add(get["path"])
+        assert "livenessProbe" in container and "readinessProbe" in container, where
+        running = stack.services[service]
+        for path in sorted(paths):
+            answer = running.get(port, path)
+            assert answer.status_code == 200, f"{where}: {path} answers {answer.status_code}"
+    assert seen == set(SERVICES), seen
