@@ -33,7 +33,6 @@ once: an `ON` may come twice).
 
 import json
 import logging
-import math
 import os
 import re
 import socket
@@ -50,6 +49,7 @@ from services.notifier.webhook import body_of
 from shared import streams
 from shared.config import ConfigError
 from shared.messages import Event, MessageError, SourceStatus
+from shared.status import dbfs
 
 log = logging.getLogger("soundhive.notifier.mqtt")
 
@@ -58,16 +58,11 @@ CONNECT_WAIT_S = 5.0
 PUBACK_WAIT_S = 5.0
 LEVEL_INTERVAL_S = 5.0
 LEVEL_FRESH_S = 15.0
-SILENCE_DBFS = -100.0
 ONLINE, OFFLINE = "online", "offline"
 
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "unnamed"
-
-
-def dbfs(rms: float) -> float:
-    return round(max(SILENCE_DBFS, 20 * math.log10(rms)) if rms > 0 else SILENCE_DBFS, 1)
 
 
 class Topics:
