@@ -31,9 +31,11 @@ HEAD_INFO = f"{PREFIX}:head"
 # Consumer groups: replicas of one service share its group, so each entry goes to one of them.
 FEATURES_GROUP = "features"
 CLASSIFIER_GROUP = "classifier"
-NOTIFIER_GROUP = "notifier"  # reads EVENTS_STREAM (a history: never trimmed by its readers)
+# The notifier reads EVENTS_STREAM (a history: never trimmed by its readers) with one group per
+# sink, "notifier:<sink>", so a sink that is down falls behind alone and keeps its place.
+NOTIFIER_GROUP = "notifier"
 
-# The group that consumes each stream (its backlog bounds the stream's producer).
+# The group that consumes each pipeline stream (its backlog bounds the stream's producer).
 CONSUMER_GROUPS = {PCM_STREAM: FEATURES_GROUP, EMBEDDINGS_STREAM: CLASSIFIER_GROUP}
 
 # Hash: source id -> msgpack SourceStatus (capture keeps it current; `soundhive up` shows it).
@@ -68,3 +70,8 @@ def source_state_key(source: str) -> str:
 def reorder_key(source: str) -> str:
     """Hash: sequence number -> embeddings message of a source's chunks that arrived early."""
     return f"{PREFIX}:reorder:{source}"
+
+
+def notifier_group(sink: str) -> str:
+    """The consumer group of one notifier sink on EVENTS_STREAM."""
+    return f"{NOTIFIER_GROUP}:{sink}"

@@ -40,6 +40,8 @@ from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_pa
 
 SERVICES = ("capture", "features", "classifier", "notifier", "api")
 SOURCE_HELP = "mic[:DEVICE], file:PATH (file or folder) or url:URL; repeatable."
+SERVICE_START_S = 30.0
+NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
 
 
@@ -159,12 +161,14 @@ def up(
         fail(str(exc))
     if events_config is not None and not events_config.is_file():
         fail(f"{events_config}: no such events config file")
-    plan = [("capture", [arg for s in source for arg in ("--source", s)]
-             + (["--fast"] if fast else []) + (["--save-path", str(save_path)] if save_path
-                                                 else []))]
-    plan += [("features", [])] * features + [("classifier", [])] * classifiers
+    # Capture starts last, once the notifier's groups exist: the first events reach every sink.
+    plan = [("features", [])] * features + [("classifier", [])] * classifiers
     plan += [("notifier", []), ("api", [])]
+    plan += [("capture", [arg for s in source for arg in ("--source", s)]
+              + (["--fast"] if fast else []) + (["--save-path", str(save_path)] if save_path
+                                                  else []))]
     ports = _ports(plan, metrics_port_base, api_port or _free_port())
+    api_url = f"http://127.0.0.1:{ports[plan.index(('api', []))]}"
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -180,11 +184,13 @@ def up(
         env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_HOST": "127.0.0.1"}
         if events_config is not None:
             env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config.resolve())
-        stderr.print(f"soundhive up: dashboard and API at http://127.0.0.1:{ports[-1]}, Redis "
-                     f"{url}" + (f", service logs in {logs}" if keep_logs else ""),
-                     soft_wrap=True)
-        processes = _start(plan, ports, env, logs)
-        status = _watch(bus.connect(url), processes, exit_when_done)
+        stderr.print(f"soundhive up: dashboard and API at {api_url}, Redis {url}"
+                     + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
+        client = bus.connect(url)
+        processes = _start(plan[:-1], ports[:-1], env, logs)
+        _wait_for_notifier(client, processes)
+        processes += _start(plan[-1:], ports[-1:], env, logs)
+        status = _watch(client, processes, exit_when_done)
     except KeyboardInterrupt:
         status = 128 + signal.SIGINT
     except Interrupted as stop:
@@ -291,11 +297,27 @@ def _watch(client: redis.Redis, processes: list[Service], exit_when_done: bool) 
                 if isinstance(live, Live):
                     live.update(_view(client, processes))
                 if exit_when_done and capture_status is not None and _drained(client):
+                    _wait_for_deliveries(client)
                     follow.poll()
                     return _report_failed_sources(client) if capture_status else 0
             except bus.CONNECTION_ERRORS as exc:
                 fail(f"lost Redis: {exc}")
             time.sleep(0.25)
+
+
+def _wait_for_notifier(client: redis.Redis, processes: list[Service]) -> None:
+    deadline = time.monotonic() + SERVICE_START_S
+    while not _notifier_groups(client) and time.monotonic() < deadline:
+        _check_services(processes)
+        time.sleep(0.1)
+
+
+def _notifier_groups(client: redis.Redis) -> list[dict]:
+    try:
+        groups = client.xinfo_groups(streams.EVENTS_STREAM)
+    except redis.ResponseError:  # no stream yet
+        return []
+    return [g for g in groups if g["name"].decode().startswith(streams.NOTIFIER_GROUP + ":")]
 
 
 def _check_services(processes: list[Service]) -> int | None:
@@ -345,6 +367,22 @@ class EventFollower:
                 if self.print_lines and event.kind == "end":
                     typer.echo(f"{event.source}\t{event.label}\t{event.start:.2f}\t"
                                f"{event.end:.2f}\t{event.score:.2f}")
+
+
+def _wait_for_deliveries(client: redis.Redis) -> None:
+    """Give the notifier's sinks NOTIFY_DRAIN_S to deliver the last events; a sink that is down
+    keeps its undelivered events in Redis (lost with the embedded one), said in one line."""
+    deadline = time.monotonic() + NOTIFY_DRAIN_S
+    while True:
+        behind = {g["name"].decode(): (g.get("lag") or 0) + g["pending"]
+                  for g in _notifier_groups(client) if (g.get("lag") or 0) + g["pending"]}
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            warn("undelivered at exit: " + ", ".join(f"{name} {count}" for name, count in
+                                                     sorted(behind.items())))
+            return
+        time.sleep(0.25)
 
 
 def _drained(client: redis.Redis) -> bool:

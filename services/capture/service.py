@@ -94,6 +94,7 @@ class Publisher:
         self.redis = bus.connect(settings.redis_url)
         self._queue: deque[Queued] = deque()
         self._queued_live: dict[str, int] = {}
+        self._in_hand: list[Queued] = []  # taken from the queue, numbered, not yet written
         self._status: dict[str, SourceStatus] = {}
         self._next_seq: dict[tuple[str, str], int] = {}
         self._cond = threading.Condition()
@@ -142,39 +143,51 @@ class Publisher:
             self._cond.notify_all()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Publish what is queued, waiting up to timeout_s for Redis and the pipeline to take it;
-        what is still queued then is counted as dropped (reason `shutdown`)."""
+        """Publish what is queued: files' audio however long Redis and the pipeline take,
+        unless the service is being stopped (a signal); live audio, or anything once stopped,
+        for up to timeout_s. What is still unwritten then is counted as dropped (`shutdown`)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout_s)
+        deadline = None
+        while self._thread.is_alive():
+            self._thread.join(HOLD_POLL_S)
+            if self.stopper.stopped or not self._file_audio_left():
+                deadline = deadline or time.monotonic() + timeout_s
+                if time.monotonic() > deadline:
+                    break
         with self._cond:
-            for queued in self._queue:
+            for queued in [*self._in_hand, *self._queue]:
                 self._count_dropped(queued.chunk.source, "shutdown")
             self._queue.clear()
+            self._in_hand = []
         if self.dropped_seconds:
             log.warning("capture: dropped %.1f s of audio (%s)", sum(
                 self.dropped_seconds.values()), ", ".join(
                 f"{reason} {seconds:.1f} s" for reason, seconds in self.dropped_seconds.items()))
 
+    def _file_audio_left(self) -> bool:
+        with self._cond:
+            return any(not q.live for q in [*self._in_hand, *self._queue])
+
     def _run(self) -> None:
         weather = bus.Weather("capture", self.health)
-        in_hand: list[PcmChunk] = []  # taken from the queue, numbered, not yet written
         statuses: dict[str, SourceStatus] = {}
         while True:
             with self._cond:
-                if not (in_hand or self._queue or self._status):
+                if not (self._in_hand or self._queue or self._status):
                     if self._closing:
                         return
                     self._cond.wait(1.0)
             try:
-                room = self._room() - len(in_hand)
+                room = self._room() - len(self._in_hand)
                 with self._cond:
-                    in_hand += self._take(room)
+                    self._in_hand += self._take(room)
                     statuses.update(self._status)
                     self._status.clear()
-                self._write(in_hand, statuses)
-                in_hand, statuses = [], {}
+                self._write([q.chunk for q in self._in_hand], statuses)
+                with self._cond:
+                    self._in_hand, statuses = [], {}
                 weather.clear()
                 self._holding_for = "backlog"
                 self.health.beat()
@@ -191,7 +204,7 @@ class Publisher:
         unread = bus.backlog(self.redis, streams.PCM_STREAM, streams.FEATURES_GROUP)
         return min(PUBLISH_BATCH, self.settings.backlog_max - unread)
 
-    def _take(self, count: int) -> list[PcmChunk]:
+    def _take(self, count: int) -> list[Queued]:
         """Up to `count` queued chunks, numbered in their source's sequence."""
         taken = []
         while self._queue and len(taken) < count:
@@ -203,7 +216,7 @@ class Publisher:
             seq = self._next_seq.get(key, 0)
             self._next_seq[key] = seq + 1
             t = time.time() - CHUNK_SECONDS if queued.stamp_on_write else chunk.t
-            taken.append(replace(chunk, seq=seq, t=t))
+            taken.append(replace(queued, chunk=replace(chunk, seq=seq, t=t)))
         if taken:
             self._cond.notify_all()
         return taken

@@ -239,11 +239,6 @@ class Board:
             log.debug("sink status not written: %s", exc)
 
 
-def group(sink: str) -> str:
-    """The consumer group through which a sink reads the events stream."""
-    return f"{streams.NOTIFIER_GROUP}:{sink}"
-
-
 class Runner:
     """One sink's delivery loop: a bus worker on the events stream in a thread of its own."""
 
@@ -251,7 +246,7 @@ class Runner:
 
     def __init__(self, sink: Sink, rules: Filter, settings: Settings, stopper: bus.Stopper):
         self.sink, self.gate, self.stopper = sink, Gate(rules), stopper
-        self.name, self.group = sink.name, group(sink.name)
+        self.name, self.group = sink.name, streams.notifier_group(sink.name)
         self.max_attempts = int(env_number("SOUNDHIVE_NOTIFY_MAX_ATTEMPTS", 5, 1))
         self._backoff = EqualJitterBackoff(
             cap=env_number("SOUNDHIVE_NOTIFY_BACKOFF_MAX_S", 30.0, 0.1), base=0.2)

@@ -11,7 +11,6 @@ from devicehive_stub import MESSAGES, DeviceHiveStub
 from notifier_helpers import WEBHOOK_SECRET, Mosquitto, MqttCollector, WebhookReceiver, retained
 from pipeline_helpers import RedisServer, Services, wait_for
 
-from services.notifier.delivery import group
 from shared import bus, streams
 from shared.messages import Event, SinkStatus
 
@@ -41,7 +40,7 @@ def start_notifier(services: Services, client: redis.Redis, sinks: set[str],
             names = {g["name"].decode() for g in client.xinfo_groups(streams.EVENTS_STREAM)}
         except redis.ResponseError:
             return False
-        return {group(sink) for sink in sinks} <= names
+        return {streams.notifier_group(sink) for sink in sinks} <= names
 
     wait_for(groups, WAIT_S, f"the notifier's groups for {sorted(sinks)}")
     return process

@@ -184,18 +184,20 @@ def test_flush_and_maxmemory_are_survived(chaos_services: Services, aof_redis: R
     used = int(client.info("memory")["used_memory"])
     client.config_set("maxmemory-policy", "noeviction")
     client.config_set("maxmemory", str(used + 64 * 1024))
-    wait_for(lambda: all("redis out of memory" in chaos_services.log_text(p)
-                         for p in (*workers, capture)), WAIT_S,
-             "every service to meet the full Redis")
-    time.sleep(2)
+    # Capture writes audio all the time; the workers write only what it gave them, so they
+    # may or may not meet the full Redis (trimming frees a little memory now and then).
+    wait_for(lambda: "redis out of memory" in chaos_services.log_text(capture), WAIT_S,
+             "capture to meet the full Redis")
+    time.sleep(3)
     client.config_set("maxmemory", "0")
     assert capture.wait(WAIT_S) == 0
+    assert "dropped" not in chaos_services.log_text(capture)  # files wait, whatever Redis does
     assert all(p.poll() is None for p in workers)  # survived, and resume:
     wait_for(lambda: any(p.offset > SOURCE_SECONDS - 3 for p in read_all(
         client, streams.PREDICTIONS_STREAM, Prediction)), WAIT_S, "the files' last predictions")
     for process in (*workers, capture):
         log = chaos_services.log_text(process)
         # Logged when it starts and when it clears, not per retry (trimming can free a little
-        # memory, so an episode may come back once or twice).
-        assert 1 <= log.count("redis out of memory") <= 3, log
+        # memory, so an episode may come back a few times).
+        assert log.count("redis out of memory") <= 5, log
         assert "Traceback" not in log
