@@ -78,7 +78,8 @@ END_TO_END_LATENCY = Histogram(
     "From a chunk's last sample being captured to its prediction and events being written",
     buckets=_LATENCY_BUCKETS,
 )
-EVENTS = Counter("soundhive_events_total", "Detection events written", ["kind"])
+EVENTS = Counter("soundhive_events_total", "Detection events written (kind: start | end)",
+                 ["label", "kind"])
 DUPLICATES = Counter(
     "soundhive_duplicates_skipped_total",
     "Chunks that reached the classifier again after their outputs were written",

@@ -27,7 +27,7 @@ from shared.messages import (
     Event,
     Prediction,
 )
-from shared.models import Head, ModelError, load_model
+from shared.models import Head, ModelError, import_tensorflow_module, load_model
 from shared.params import SAMPLE_RATE
 
 log = logging.getLogger("soundhive.classifier")
@@ -90,7 +90,7 @@ def load_head(name: str, embedding_model: str) -> WindowHead:
     ($SOUNDHIVE_MODELS/heads/NAME) or folder."""
     if name == AUDIOSET_HEAD:
         return AudioSetHead(load_model(embedding_model).head, embedding_model)
-    from shared.models import trained  # TensorFlow: loaded only when a trained head is used
+    trained = import_tensorflow_module("shared.models.trained", "trained heads")
 
     head = trained.load_head(name)
     if head.embedding_model != embedding_model:
@@ -306,7 +306,7 @@ class Classifier:
                 metrics.END_TO_END_LATENCY.observe(
                     max(0.0, message.written_at - message.t - CHUNK_SAMPLES / SAMPLE_RATE))
             else:
-                metrics.EVENTS.labels(message.kind).inc()
+                metrics.EVENTS.labels(message.label, message.kind).inc()
                 log.info("%s %s %s at %.2f s", message.source, message.label, message.kind,
                          message.start if message.kind == "start" else message.end)
 

@@ -1,6 +1,8 @@
 """Load models by name from the model folder ($SOUNDHIVE_MODELS)."""
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 from shared.models.base import AudioModel, Embedder, Head, ModelError
 from shared.models.catalog import DEFAULT_MODEL, MODELS, missing_files, models_dir, spec
@@ -12,6 +14,7 @@ __all__ = [
     "Embedder",
     "Head",
     "ModelError",
+    "import_tensorflow_module",
     "load_embedder",
     "load_model",
 ]
@@ -34,9 +37,21 @@ def load_embedder(name: str = DEFAULT_MODEL, folder: Path | None = None) -> Embe
         from shared.models import yamnet
 
         return yamnet.YamnetTFLite(folder / "yamnet.tflite")
-    from shared.models import vggish
-
+    vggish = import_tensorflow_module("shared.models.vggish", "VGGish")
     return vggish.load_embedder(folder)
+
+
+def import_tensorflow_module(module: str, what: str) -> ModuleType:
+    """A module that needs TensorFlow (VGGish, trained heads), imported only when used; without
+    TensorFlow a one-line ModelError says how to get it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("tensorflow", "keras"):
+            raise
+        raise ModelError(f"{what} need TensorFlow, which this installation lacks: "
+                         "pip install 'soundhive[tensorflow]' (./scripts/install.sh installs "
+                         "it)") from None
 
 
 def load_model(name: str = DEFAULT_MODEL, folder: Path | None = None) -> AudioModel:

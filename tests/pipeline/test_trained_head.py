@@ -2,10 +2,14 @@
 in the classifier service and produces events, and a retrained head replacing it on disk is
 picked up without a restart."""
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
+from pipeline_helpers import REPO
 
 from services.classifier.events import EventTracker, Rules
 from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
@@ -106,3 +110,26 @@ def test_head_for_other_embeddings_is_refused(clip_embeddings, tmp_path, monkeyp
         load_head("farm", "vggish")
     with pytest.raises(ModelError, match="no trained head"):
         load_head("absent", "yamnet")
+
+
+def test_without_tensorflow_trained_heads_and_vggish_are_one_line_errors(tmp_path):
+    from shared.models.catalog import spec
+
+    for model_file in spec("vggish").files:  # present (empty): the import is what fails
+        (tmp_path / model_file.name).write_bytes(b"")
+    script = (
+        "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+        "from services.classifier.service import load_head\n"
+        "from shared.models import ModelError, load_embedder\n"
+        "for load in (lambda: load_head('farm', 'yamnet'), lambda: load_embedder('vggish')):\n"
+        "    try:\n"
+        "        load()\n"
+        "    except ModelError as exc:\n"
+        "        print(exc)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                           text=True, timeout=60,
+                           env={**os.environ, "SOUNDHIVE_MODELS": str(tmp_path)})
+    lines = found.stdout.splitlines()
+    assert found.returncode == 0, found.stderr
+    assert len(lines) == 2 and all("need TensorFlow" in line for line in lines), lines
