@@ -99,18 +99,20 @@ class Publisher:
         self._next_seq: dict[tuple[str, str], int] = {}
         self._cond = threading.Condition()
         self._closing = False
-        self._holding_for = "backlog"  # why chunks wait: the pipeline's backlog, or Redis
+        # Why chunks wait, while they do: "backlog" (the pipeline is behind) or "redis".
+        self._holding_for: str | None = None
         self.dropped_seconds: Counter[str] = Counter()  # by reason, as the metric
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         health.watch(self._thread.is_alive, "the publisher thread died")
         self._thread.start()
 
     def put(self, chunk: PcmChunk, live: bool, stamp_on_write: bool = False) -> None:
-        """Queue a chunk. A file's chunk waits for room; a live one makes room by dropping the
-        oldest queued live chunk."""
+        """Queue a chunk. A file's chunk waits for room; a live one, while the publisher holds
+        back, makes room by dropping its source's oldest queued chunk past MAX_QUEUED_LIVE (a
+        burst while all is well only queues)."""
         with self._cond:
             if live:
-                if self._queued_live.get(chunk.source, 0) >= MAX_QUEUED_LIVE:
+                if self._holding_for and self._queued_live.get(chunk.source, 0) >= MAX_QUEUED_LIVE:
                     self._drop_oldest_live(chunk.source)
                 while len(self._queue) >= MAX_QUEUED_CHUNKS and self._drop_oldest_live():
                     pass
@@ -129,7 +131,7 @@ class Publisher:
             return False
         self._queue.remove(oldest)
         self._queued_live[oldest.chunk.source] -= 1
-        self._count_dropped(oldest.chunk.source, self._holding_for)
+        self._count_dropped(oldest.chunk.source, self._holding_for or "backlog")
         return True
 
     def _count_dropped(self, source: str, reason: str) -> None:
@@ -189,7 +191,7 @@ class Publisher:
                 with self._cond:
                     self._in_hand, statuses = [], {}
                 weather.clear()
-                self._holding_for = "backlog"
+                self._holding_for = "backlog" if room <= 0 else None
                 self.health.beat()
                 if room <= 0:
                     self.stopper.wait(HOLD_POLL_S)

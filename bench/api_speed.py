@@ -1,0 +1,129 @@
+"""Events API speed: GET /events latency (p50/p95/p99) over a large detection history, and the
+events per second the SSE stream delivers to a client, against the real api process and a real
+Redis (both started here on free ports).
+
+    .venv/bin/python bench/api_speed.py [--history 100000] [--requests 300] [--stream 20000]
+
+Prints JSON. Events are written the way the classifier writes them (events stream + detections).
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from shared import bus, detections, streams
+from shared.messages import Event
+from soundhive.redis_process import RedisProcess, die_with_parent
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["Dog", "Speech", "Music", "Siren", "Glass", "Bark", "Cat", "Car"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def event(n: int, kind: str = "end") -> Event:
+    start_time = 1.7e9 + n
+    return Event(f"mic{n % 400}/{LABELS[n % 8]}/{n}", f"mic{n % 400}", LABELS[n % 8], kind,
+                 0.5 + (n % 50) / 100, float(n), None if kind == "start" else n + 2.0,
+                 start_time, None if kind == "start" else start_time + 2, "yamnet")
+
+
+def write(client, events: list[Event]) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        for e in events:
+            bus.publish(pipe, streams.EVENTS_STREAM, e, 1_000_000)
+            detections.write(pipe, e)
+        pipe.execute()
+
+
+def get_latency(url: str, requests: int) -> dict:
+    queries = [{}, {"source": "mic7"}, {"label": "Siren", "min_score": 0.9}, {"limit": 200},
+               {"since": 1.7e9 + 50_000, "until": 1.7e9 + 60_000}]
+    times = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in range(requests):
+            started = time.perf_counter()
+            answer = client.get("/events", params=queries[i % len(queries)])
+            times.append(time.perf_counter() - started)
+            answer.raise_for_status()
+    ms = np.array(times) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
+
+
+def sse_rate(url: str, client, count: int) -> dict:
+    received = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{url}/events/stream", timeout=None) as answer:
+            ready.set()
+            for line in answer.iter_lines():
+                if line.startswith("id:"):
+                    received.append(time.perf_counter())
+                    if len(received) == count:
+                        return
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    ready.wait(10)
+    time.sleep(0.5)
+    started = time.perf_counter()
+    for first in range(0, count, 1000):
+        write(client, [event(10_000_000 + n, "start") for n in range(first, first + 1000)])
+    thread.join(300)
+    seconds = received[-1] - started if received else float("nan")
+    return {"events": len(received), "seconds": round(seconds, 2),
+            "events_per_s": round(len(received) / seconds) if received else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--stream", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="soundhive-api-bench-") as tmp:
+        server = RedisProcess(Path(tmp), port=free_port())
+        server.start()
+        port = free_port()
+        api = subprocess.Popen(
+            [sys.executable, "-m", "services.api"], cwd=REPO, preexec_fn=die_with_parent,
+            env={**os.environ, "REDIS_URL": server.url, "SOUNDHIVE_API_PORT": str(port),
+                 "SOUNDHIVE_API_HOST": "127.0.0.1"}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            client = server.client()
+            for first in range(0, args.history, 5000):
+                write(client, [event(n) for n in range(first, min(first + 5000, args.history))])
+            url = f"http://127.0.0.1:{port}"
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz").is_success:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            result = {"history": args.history, "get_events": get_latency(url, args.requests),
+                      "sse": sse_rate(url, client, args.stream)}
+        finally:
+            api.terminate()
+            api.wait(20)
+            server.stop()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
