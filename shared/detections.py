@@ -1,4 +1,5 @@
-"""Detections: every event's latest state (its start, replaced by its end), indexed by start time,
+"""Detections: every event's latest state (its start, replaced by its end), indexed by start time
+(all of them, and per source and per label, so a filtered page reads only what it shows),
 for the events API and `soundhive up`'s view. The classifier writes them in the transaction that
 writes the events; any number of readers get the same answer from Redis.
 
@@ -42,7 +43,14 @@ class CursorError(ValueError):
 
 def write(pipe: redis.client.Pipeline, event: Event) -> None:
     pipe.hset(streams.DETECTIONS_HASH, event.id, event.encode())
-    pipe.zadd(streams.DETECTIONS_INDEX, {event.id: event.start_time})
+    for index in _indexes(event):
+        pipe.zadd(index, {event.id: event.start_time})
+
+
+def _indexes(event: Event) -> list[str]:
+    """Every index of a detection: all of them, its source's and its label's."""
+    return [streams.DETECTIONS_INDEX, streams.detections_by_source(event.source),
+            streams.detections_by_label(event.label)]
 
 
 def trim(client: redis.Redis, keep: int) -> int:
@@ -51,8 +59,12 @@ def trim(client: redis.Redis, keep: int) -> int:
     if excess <= 0:
         return 0
     ids = client.zrange(streams.DETECTIONS_INDEX, 0, excess - 1)
+    events = [_decode(raw) for raw in client.hmget(streams.DETECTIONS_HASH, ids)]
     with client.pipeline(transaction=True) as pipe:
         pipe.zrem(streams.DETECTIONS_INDEX, *ids)
+        for event in events:
+            for index in _indexes(event)[1:] if event else []:
+                pipe.zrem(index, event.id)
         pipe.hdel(streams.DETECTIONS_HASH, *ids)
         pipe.execute()
     return len(ids)
@@ -66,8 +78,11 @@ def page(client: redis.Redis, query: Query) -> tuple[list[Event], str | None]:
     lowest = query.since if query.since is not None else float("-inf")
     found: list[Event] = []
     offset = 0
+    index = (streams.detections_by_source(query.source) if query.source is not None
+             else streams.detections_by_label(query.label) if query.label is not None
+             else streams.DETECTIONS_INDEX)
     while len(found) < query.limit:
-        batch = client.zrevrangebyscore(streams.DETECTIONS_INDEX, highest, lowest, start=offset,
+        batch = client.zrevrangebyscore(index, highest, lowest, start=offset,
                                         num=SCAN_BATCH, withscores=True)
         if not batch:
             return found, None

@@ -22,6 +22,15 @@ DEADLETTER_STREAM = f"{PREFIX}:deadletter"
 DETECTIONS_HASH = f"{PREFIX}:detections"
 DETECTIONS_INDEX = f"{PREFIX}:detections:by-start"
 
+
+def detections_by_source(source: str) -> str:
+    return f"{DETECTIONS_INDEX}:source:{source}"
+
+
+def detections_by_label(label: str) -> str:
+    return f"{DETECTIONS_INDEX}:label:{label}"
+
+
 # Hash: source id -> its latest Prediction (current top labels for the api and `up`).
 LATEST_PREDICTIONS = f"{PREFIX}:latest"
 

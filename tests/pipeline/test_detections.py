@@ -3,7 +3,7 @@ filters, cursor pages that neither skip nor repeat (equal start times included),
 
 import pytest
 
-from shared import detections
+from shared import detections, streams
 from shared.messages import Event
 
 
@@ -53,6 +53,10 @@ def test_trim_keeps_the_newest_and_bad_cursors_are_refused(redis_server):
     client = redis_server.client()
     store(client, *[event(n) for n in range(10)])
     assert detections.trim(client, 4) == 6
-    assert [e.id for e in detections.recent(client, 100)] == [f"a/Dog/{n}" for n in (9, 8, 7, 6)]
+    newest = [f"a/Dog/{n}" for n in (9, 8, 7, 6)]
+    assert [e.id for e in detections.recent(client, 100)] == newest
+    for query in (detections.Query(source="a"), detections.Query(label="Dog")):
+        assert [e.id for e in detections.page(client, query)[0]] == newest
+    assert client.zcard(streams.detections_by_source("a")) == 4  # the indexes shrink too
     with pytest.raises(detections.CursorError):
         detections.page(client, detections.Query(cursor="nonsense"))
