@@ -55,7 +55,13 @@ PAIRS_REMEMBERED = 10000
 
 
 class SinkDown(Exception):
-    """The sink cannot take anything now; the text (one line, no secret) says why."""
+    """The sink cannot take anything now; the text (one line, no secret) says why. Shown as
+    `failed` (it refused the credentials, the device, ...): someone must act."""
+
+
+class SinkUnreachable(SinkDown):
+    """The sink cannot be reached now (network, server away): shown as `connecting` while
+    retried with backoff, the text as its last error."""
 
 
 class Rejected(Exception):
@@ -339,7 +345,7 @@ class Runner:
                     self.sink.connect()
                 self.sink.send(event)
             except SinkDown as exc:
-                self._down(str(exc))
+                self._down(exc)
             except Rejected as exc:
                 attempts += 1
                 self.board.count("failed")
@@ -360,15 +366,15 @@ class Runner:
         try:
             action()
         except SinkDown as exc:
-            self._down(str(exc))
+            self._down(exc)
             self._next_try = time.monotonic() + self._backoff.compute(self._failures)
         else:
             self._failures = 0
             self.board.set("connected")
 
-    def _down(self, detail: str) -> None:
+    def _down(self, exc: SinkDown) -> None:
         self._failures += 1
-        self.board.set("failed", detail)
+        self.board.set("connecting" if isinstance(exc, SinkUnreachable) else "failed", str(exc))
 
     def _give_up(self, event: Event, reason: str) -> str:
         self.board.count("dead_lettered")

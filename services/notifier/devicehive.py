@@ -52,7 +52,7 @@ import websockets
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from services.notifier.delivery import Rejected, SinkDown, env_secret
+from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable, env_secret
 from shared import streams
 from shared.config import ConfigError
 from shared.messages import Event
@@ -182,7 +182,7 @@ class Rest:
             response = self._http.request(method, f"{self.base}/{path}", headers=self._headers,
                                           json=body[wrap] if wrap else body)
         except httpx.HTTPError as exc:
-            raise SinkDown(f"cannot reach DeviceHive at {where(self.base)}: "
+            raise SinkUnreachable(f"cannot reach DeviceHive at {where(self.base)}: "
                            f"{type(exc).__name__}") from None
         if response.status_code >= 400:
             raise ApiError(response.status_code, _message(response))
@@ -208,7 +208,7 @@ class WebSocket:
         try:
             self._ws = ws_connect(self.url, open_timeout=TIMEOUT_S, close_timeout=1)
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            raise SinkDown(f"cannot reach DeviceHive at {where(self.url)}: "
+            raise SinkUnreachable(f"cannot reach DeviceHive at {where(self.url)}: "
                            f"{type(exc).__name__}") from None
 
     def authenticate(self, access_token: str) -> None:
@@ -217,7 +217,7 @@ class WebSocket:
     def request(self, action: str, method: str, path: str, body: dict[str, Any],
                 wrap: str | None = None) -> dict[str, Any]:
         if self._ws is None:
-            raise SinkDown("DeviceHive WebSocket not open")
+            raise SinkUnreachable("DeviceHive WebSocket not open")
         request_id = str(uuid.uuid4())
         try:
             self._ws.send(json.dumps({"action": action, "requestId": request_id, **body}))
@@ -227,7 +227,7 @@ class WebSocket:
                     break
         except (OSError, TimeoutError, websockets.WebSocketException, ValueError) as exc:
             self.close()
-            raise SinkDown(f"lost DeviceHive at {where(self.url)}: {type(exc).__name__}") \
+            raise SinkUnreachable(f"lost DeviceHive at {where(self.url)}: {type(exc).__name__}") \
                 from None
         if answer.get("status") != "success":
             raise ApiError(int(answer.get("code") or 500), str(answer.get("error") or "error"))

@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 import redis
 
-from services.notifier.delivery import SinkDown
+from services.notifier.delivery import SinkDown, SinkUnreachable
 from services.notifier.webhook import body_of
 from shared import streams
 from shared.config import ConfigError
@@ -171,7 +171,7 @@ class MqttSink:
             self._mqtt.connect_async(self.host, self.port, keepalive=30)
             self._mqtt.loop_start()
         if not self._up.wait(CONNECT_WAIT_S):
-            raise SinkDown(self._problem)
+            raise SinkUnreachable(self._problem)
 
     def send(self, event: Event) -> None:
         if event.kind == "start":
@@ -214,7 +214,7 @@ class MqttSink:
 
     def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         if not self.connected():
-            raise SinkDown(self._problem)
+            raise SinkUnreachable(self._problem)
         info = self._mqtt.publish(topic, payload, qos=1, retain=retain)
         try:
             info.wait_for_publish(PUBACK_WAIT_S)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from services.notifier.delivery import Rejected, SinkDown, env_secret
+from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable, env_secret
 from shared.config import ConfigError
 from shared.messages import Event
 
@@ -104,7 +104,7 @@ class WebhookSink:
         try:
             response = self._http.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise SinkDown(f"{where(url)}: {type(exc).__name__}") from None
+            raise SinkUnreachable(f"{where(url)}: {type(exc).__name__}") from None
         code = response.status_code
         if code < 300:
             return
