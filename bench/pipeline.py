@@ -1,0 +1,421 @@
+"""Pipeline capacity: how many live microphones one machine holds in real time, and how fast a
+chunk's prediction arrives; with the raw model ceiling measured in the same run.
+
+    .venv/bin/python bench/pipeline.py [--mics 25,50,100,200] [--seconds 60] [--api]
+                                       [--out bench/results/pipeline.json]
+
+For each N: a private redis-server, the services as separate processes as `soundhive up` runs
+them (features, classifier, and the api with --api), and N simulated live microphones: one
+publisher thread in this process writes each microphone's chunks (real clips from
+../shared/data/clips, a different clip and phase per microphone) in real time, every 0.96 s per
+microphone, pipelined into the audio stream with correct source/session/seq/t. Like capture, it
+drops live audio (counted) while the features group is SOUNDHIVE_BACKLOG_MAX chunks behind; a
+dropped chunk leaves no hole in the sequence. Per N it reports: predictions/s against the
+expected N / 0.96, both groups' lag sampled every second, chunk-to-prediction latency (the
+prediction's written_at minus the time of the chunk's last sample) p50/p95/p99, audio dropped,
+CPU and RSS per service, Redis used_memory. Real time = the lag does not grow over the second
+half of the run and nothing was dropped. The raw ceiling is patches/s of the bare embedder on
+batches of 64 patches; efficiency = (N_max * 2 patches / 0.96 s) / ceiling.
+
+Writes the JSON and a PNG plot next to it (same name, .png). Needs SOUNDHIVE_MODELS and
+redis-server. Every process it starts is stopped on every exit (and dies with it if killed).
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+import redis
+
+from shared import bus, streams
+from shared.audio import find_audio_files, load_audio
+from shared.messages import (
+    CHUNK_HOP_SAMPLES,
+    CHUNK_HOP_SECONDS,
+    CHUNK_SAMPLES,
+    PATCHES_PER_CHUNK,
+    PcmChunk,
+    Prediction,
+)
+from soundhive.redis_process import RedisProcess, die_with_parent
+
+CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
+REPO = Path(__file__).resolve().parents[1]
+CHUNK_SECONDS = CHUNK_SAMPLES / 16000
+WARMUP_S = 5.0  # chunks captured this early in a run are left out of latency and throughput
+SERVICE_START_S = 120.0
+TICK_S = 0.01
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def clip_chunks() -> list[list[tuple[bytes, float]]]:
+    """Per clip, its chunks' (pcm bytes, rms), as capture cuts a source (zero-padded last)."""
+    out = []
+    for path in find_audio_files(CLIPS):
+        audio = load_audio(path)
+        audio = np.pad(audio, (0, max(0, CHUNK_SAMPLES - len(audio))))
+        chunks = []
+        for start in range(0, len(audio) - CHUNK_SAMPLES + 1, CHUNK_HOP_SAMPLES):
+            chunk = PcmChunk.from_samples("x", "x", 0, 0.0, 0.0,
+                                          audio[start:start + CHUNK_SAMPLES], False)
+            chunks.append((chunk.pcm, chunk.rms))
+        out.append(chunks)
+    return out
+
+
+def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]]) -> dict:
+    """Patches/s of the bare embedder on batches of 64 patches (in this process)."""
+    from shared.models import load_embedder
+    embedder = load_embedder("yamnet")
+    patches = np.concatenate([
+        PcmChunk("x", "x", 0, 0.0, 0.0, rms, pcm).patches() for clip in clips for pcm, rms in clip])
+    while len(patches) < 64:
+        patches = np.concatenate([patches, patches])
+    batches = [patches[i:i + 64] for i in range(0, len(patches) - 63, 64)]
+    embedder.embed(batches[0])  # warm up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for batch in batches:
+            embedder.embed(batch)
+            done += len(batch)
+            if time.perf_counter() - started >= seconds:
+                break
+    elapsed = time.perf_counter() - started
+    return {"model": "yamnet", "batch_patches": 64, "patches": done,
+            "patches_per_s": done / elapsed, "chunks_per_s": done / elapsed / PATCHES_PER_CHUNK,
+            "mics_at_ceiling": done / elapsed / PATCHES_PER_CHUNK * CHUNK_HOP_SECONDS}
+
+
+class Mics(threading.Thread):
+    """N live microphones, each a chunk every 0.96 s, phases spread over the hop."""
+
+    def __init__(self, url: str, n: int, clips: list[list[tuple[bytes, float]]], start: float,
+                 until: float, backlog_max: int):
+        super().__init__(name="mics", daemon=True)
+        self.client = redis.Redis.from_url(url)
+        self.n, self.clips, self.start_at, self.until = n, clips, start, until
+        self.backlog_max = backlog_max
+        self.session = uuid.uuid4().hex[:12]
+        self.published = 0
+        self.dropped = 0
+        self.late_max_s = 0.0  # how far behind schedule the publisher got
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    def _run(self) -> None:
+        n = self.n
+        phase = [self.start_at + i * CHUNK_HOP_SECONDS / n for i in range(n)]
+        clip_of = [i % len(self.clips) for i in range(n)]
+        first = [(i * 7) % len(self.clips[clip_of[i]]) for i in range(n)]
+        seq = [0] * n  # written chunks per mic (a dropped chunk takes no number)
+        k = 0  # chunk index on every mic's timeline
+        mic = 0  # next mic due at chunk index k
+        next_backlog_check, holding = 0.0, False
+        while not self.stop_event.is_set():
+            now = time.time()
+            due = []
+            while True:
+                t0 = phase[mic] + k * CHUNK_HOP_SECONDS  # first sample of the chunk
+                if t0 + CHUNK_SECONDS > now or t0 >= self.until:
+                    break
+                due.append((mic, t0))
+                mic += 1
+                if mic == n:
+                    mic, k = 0, k + 1
+            if t0 >= self.until and not due:
+                return
+            if due:
+                self.late_max_s = max(self.late_max_s, now - (due[0][1] + CHUNK_SECONDS))
+                if now >= next_backlog_check:
+                    next_backlog_check = now + 0.2
+                    holding = lag(self.client, streams.PCM_STREAM,
+                                  streams.FEATURES_GROUP) >= self.backlog_max
+                if holding:
+                    self.dropped += len(due)
+                else:
+                    with self.client.pipeline(transaction=False) as pipe:
+                        for i, t0 in due:
+                            chunks = self.clips[clip_of[i]]
+                            index = first[i] + round((t0 - phase[i]) / CHUNK_HOP_SECONDS)
+                            pcm, rms = chunks[index % len(chunks)]
+                            chunk = PcmChunk(f"mic{i:04d}", self.session, seq[i], t0,
+                                             t0 - phase[i], rms, pcm, False)
+                            seq[i] += 1
+                            bus.publish(pipe, streams.PCM_STREAM, chunk)
+                        pipe.execute()
+                    self.published += len(due)
+            self.stop_event.wait(TICK_S)
+
+
+def lag(client: redis.Redis, stream: str, group: str) -> int:
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        return 0
+    info = next((g for g in groups if g["name"] in (group, group.encode())), None)
+    if info is None or info.get("lag") is None:
+        return int(client.xlen(stream))
+    return int(info["lag"])
+
+
+def start_services(url: str, api: bool, logs: Path) -> dict[str, subprocess.Popen]:
+    env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_PORT": "0",
+           "SOUNDHIVE_METRICS_HOST": "127.0.0.1", "SOUNDHIVE_STREAM_MAXLEN": "200000"}
+    names = ["features", "classifier"] + (["api"] if api else [])
+    processes = {}
+    for name in names:
+        extra = {"SOUNDHIVE_API_PORT": str(free_port()), "SOUNDHIVE_API_HOST": "127.0.0.1"} \
+            if name == "api" else {}
+        with (logs / f"{name}.log").open("wb") as out:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env={**env, **extra}, cwd=REPO,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent)
+    return processes
+
+
+def stop_services(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    for process in processes.values():
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_ready(client: redis.Redis, processes: dict[str, subprocess.Popen], logs: Path) -> None:
+    """Until both groups exist (each worker creates its own when its model is loaded)."""
+    deadline = time.monotonic() + SERVICE_START_S
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                tail = (logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited ({process.returncode}) at start:\n{tail}")
+        try:
+            if client.xinfo_groups(streams.PCM_STREAM) and \
+                    client.xinfo_groups(streams.EMBEDDINGS_STREAM):
+                return
+        except redis.ResponseError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"services not ready within {SERVICE_START_S:.0f} s")
+
+
+def growth_per_s(samples: list[tuple[float, int]]) -> float:
+    """Slope (entries/s) of a least-squares line through the second half of the samples."""
+    half = samples[len(samples) // 2:]
+    if len(half) < 3:
+        return 0.0
+    t = np.array([s[0] for s in half])
+    y = np.array([s[1] for s in half], float)
+    return float(np.polyfit(t - t[0], y, 1)[0])
+
+
+def run_n(n: int, seconds: float, clips: list, api: bool, backlog_max: int) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix=f"soundhive-bench-{n}-"))
+    server = RedisProcess(folder, port=free_port())
+    processes: dict[str, subprocess.Popen] = {}
+    mics = None
+    try:
+        server.start()
+        client = server.client()
+        processes = start_services(server.url, api, folder)
+        wait_ready(client, processes, folder)
+        procs = {name: psutil.Process(p.pid) for name, p in processes.items()}
+        procs["redis"] = psutil.Process(server.process.pid)  # type: ignore[union-attr]
+        for p in procs.values():
+            p.cpu_percent(None)
+        start = time.time() + 0.5
+        until = start + seconds
+        mics = Mics(server.url, n, clips, start, until, backlog_max)
+        mics.start()
+        lags: list[tuple[float, int, int]] = []
+        latencies: list[float] = []
+        predicted = 0
+        rss: dict[str, int] = {name: 0 for name in procs}
+        cpu: dict[str, list[float]] = {name: [] for name in procs}
+        redis_mem = 0
+        last_id = b"0-0"
+        next_sample = time.time()
+        while time.time() < until + CHUNK_SECONDS + 0.5:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited ({process.returncode}) during the run")
+            if mics.error is not None:
+                raise mics.error
+            reply = client.xread({streams.PREDICTIONS_STREAM: last_id}, count=5000, block=200)
+            for _, items in reply or []:
+                for entry_id, fields in items:
+                    last_id = entry_id
+                    p = Prediction.decode(fields[streams.MESSAGE_FIELD])
+                    if p.t >= start + WARMUP_S:
+                        predicted += 1
+                        latencies.append(p.written_at - (p.t + CHUNK_SECONDS))
+            now = time.time()
+            if now >= next_sample:
+                next_sample += 1.0
+                lags.append((now - start, lag(client, streams.PCM_STREAM, streams.FEATURES_GROUP),
+                             lag(client, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP)))
+                redis_mem = max(redis_mem, int(client.info("memory")["used_memory"]))
+                for name, p in procs.items():
+                    try:
+                        cpu[name].append(p.cpu_percent(None))
+                        rss[name] = max(rss[name], p.memory_info().rss)
+                    except psutil.Error:
+                        pass
+        mics.stop_event.set()
+        mics.join(5)
+        window = seconds - WARMUP_S
+        expected = n / CHUNK_HOP_SECONDS
+        pcm_growth = growth_per_s([(t, a) for t, a, _ in lags])
+        emb_growth = growth_per_s([(t, b) for t, _, b in lags])
+        # Bounded: the lag grows by less than 2 % of the arrival rate (or 0.5 chunk/s).
+        bound = max(0.5, 0.02 * expected)
+        lat = np.array(latencies) if latencies else np.array([np.nan])
+        result = {
+            "mics": n, "seconds": seconds,
+            "expected_predictions_per_s": expected,
+            "predictions_per_s": predicted / window,
+            "throughput_ratio": predicted / window / expected,
+            "published": mics.published, "dropped_chunks": mics.dropped,
+            "dropped_audio_s": mics.dropped * CHUNK_HOP_SECONDS,
+            "publisher_late_max_s": mics.late_max_s,
+            "latency_s": {"p50": float(np.percentile(lat, 50)),
+                          "p95": float(np.percentile(lat, 95)),
+                          "p99": float(np.percentile(lat, 99)), "max": float(np.max(lat)),
+                          "count": len(latencies)},
+            "lag": {"features_max": max((a for _, a, _ in lags), default=0),
+                    "classifier_max": max((b for _, _, b in lags), default=0),
+                    "features_growth_per_s": pcm_growth, "classifier_growth_per_s": emb_growth,
+                    "samples": [[round(t, 2), a, b] for t, a, b in lags]},
+            "cpu_percent": {name: float(np.mean(v[1:])) if len(v) > 1 else None
+                            for name, v in cpu.items()},
+            "rss_mb": {name: v / 2**20 for name, v in rss.items()},
+            "redis_used_memory_mb": redis_mem / 2**20,
+        }
+        result["real_time"] = bool(mics.dropped == 0 and pcm_growth < bound
+                                   and emb_growth < bound and result["throughput_ratio"] > 0.9)
+        return result
+    finally:
+        if mics is not None:
+            mics.stop_event.set()
+            mics.join(5)
+        stop_services(processes)
+        server.stop()
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = report["runs"]
+    ns = [r["mics"] for r in runs]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
+    left.plot(ns, [r["latency_s"]["p50"] * 1000 for r in runs], "o-", label="p50")
+    left.plot(ns, [r["latency_s"]["p95"] * 1000 for r in runs], "s-", label="p95")
+    left.set_yscale("log")
+    left.set_xlabel("live microphones")
+    left.set_ylabel("chunk's last sample -> prediction (ms)")
+    left.legend()
+    left.grid(True, which="both", alpha=0.3)
+    middle.plot(ns, [r["lag"]["features_max"] for r in runs], "o-", label="features (audio)")
+    middle.plot(ns, [r["lag"]["classifier_max"] for r in runs], "s-",
+                label="classifier (embeddings)")
+    middle.set_xlabel("live microphones")
+    middle.set_ylabel("max consumer-group lag (entries)")
+    middle.legend()
+    middle.grid(True, alpha=0.3)
+    for r in runs:
+        samples = r["lag"]["samples"]
+        right.plot([s[0] for s in samples], [s[1] + s[2] for s in samples],
+                   label=f"N={r['mics']}" + ("" if r["real_time"] else " (not real time)"))
+    right.set_xlabel("seconds into the run")
+    right.set_ylabel("unread entries (features + classifier lag)")
+    right.legend()
+    right.grid(True, alpha=0.3)
+    fig.suptitle(f"soundhive pipeline, {report['machine']['cpus']} CPUs: real time up to "
+                 f"{report['max_real_time_mics']} mics; raw YAMNet "
+                 f"{report['ceiling']['patches_per_s']:.0f} patches/s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mics", default="25,50,100,200")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--ceiling-seconds", type=float, default=15.0)
+    parser.add_argument("--api", action="store_true", help="run the api service too")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run larger N after one that is not real time")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only draw the PNG again from the JSON at --out")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/pipeline.json")
+    args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
+    if args.seconds <= 2 * WARMUP_S:
+        parser.error(f"--seconds must exceed {2 * WARMUP_S:g}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    backlog_max = int(os.environ.get("SOUNDHIVE_BACKLOG_MAX") or 2000)
+    clips = clip_chunks()
+    print(f"{len(clips)} clips, {sum(map(len, clips))} chunks", file=sys.stderr)
+    ceiling = raw_ceiling(args.ceiling_seconds, clips)
+    print(f"raw YAMNet: {ceiling['patches_per_s']:.1f} patches/s "
+          f"(= {ceiling['mics_at_ceiling']:.0f} mics)", file=sys.stderr)
+    runs = []
+    for n in sorted(int(x) for x in args.mics.split(",")):
+        result = run_n(n, args.seconds, clips, args.api, backlog_max)
+        runs.append(result)
+        lat = result["latency_s"]
+        print(f"N={n:4d}: {result['predictions_per_s']:7.1f}/"
+              f"{result['expected_predictions_per_s']:.1f} pred/s, latency p50 "
+              f"{lat['p50'] * 1000:.0f} p95 {lat['p95'] * 1000:.0f} "
+              f"p99 {lat['p99'] * 1000:.0f} ms, lag max {result['lag']['features_max']}+"
+              f"{result['lag']['classifier_max']}, dropped {result['dropped_chunks']}, "
+              f"cpu {result['cpu_percent']}, real time {result['real_time']}", file=sys.stderr)
+        if not result["real_time"] and not args.keep_going:
+            break
+    best = max((r["mics"] for r in runs if r["real_time"]), default=0)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "ceiling": ceiling, "max_real_time_mics": best,
+        "efficiency": best * PATCHES_PER_CHUNK / CHUNK_HOP_SECONDS / ceiling["patches_per_s"],
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    plot(report, args.out.with_suffix(".png"))
+    print(json.dumps({k: report[k] for k in ("max_real_time_mics", "efficiency")}))
+
+
+if __name__ == "__main__":
+    main()
