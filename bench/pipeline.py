@@ -81,9 +81,12 @@ def clip_chunks() -> list[list[tuple[bytes, float]]]:
 
 
 def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]]) -> dict:
-    """Patches/s of the bare embedder on batches of 64 patches (in this process)."""
+    """Patches/s of the bare embedder on batches of 64 patches (in this process), with the
+    threads a features worker uses (SOUNDHIVE_THREADS, else every core)."""
+    from shared.config import Settings
     from shared.models import load_embedder
-    embedder = load_embedder("yamnet")
+
+    embedder = load_embedder("yamnet", threads=Settings.from_env("features").threads)
     patches = np.concatenate([
         PcmChunk("x", "x", 0, 0.0, 0.0, rms, pcm).patches() for clip in clips for pcm, rms in clip])
     while len(patches) < 64:

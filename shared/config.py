@@ -22,6 +22,8 @@
     SOUNDHIVE_REORDER_TIMEOUT_S how long the classifier waits for a source's missing chunk before
                                 it skips it, counted as lost (15)
     SOUNDHIVE_MODEL             embedding model of the features service (yamnet)
+    SOUNDHIVE_THREADS           inference threads of each features worker (the machine's cores;
+                                with several replicas on one host, divide them among replicas)
     SOUNDHIVE_HEAD              scoring head of the classifier (audioset)
     SOUNDHIVE_EVENTS_CONFIG     JSON file of event rules (see services/classifier/events.py)
 """
@@ -77,6 +79,7 @@ class Settings:
     events_maxlen: int = 100000
     reorder_timeout_s: float = 15.0
     model: str = "yamnet"
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     head: str = "audioset"
     events_config: str | None = None
     consumer: str = field(default_factory=_consumer_name)
@@ -100,7 +103,10 @@ class Settings:
             events_maxlen=_env_int("SOUNDHIVE_EVENTS_MAXLEN", 100000),
             reorder_timeout_s=_env_float("SOUNDHIVE_REORDER_TIMEOUT_S", 15.0),
             model=os.environ.get("SOUNDHIVE_MODEL") or "yamnet",
+            threads=_env_int("SOUNDHIVE_THREADS", os.cpu_count() or 1),
             head=os.environ.get("SOUNDHIVE_HEAD") or "audioset",
             events_config=os.environ.get("SOUNDHIVE_EVENTS_CONFIG") or None,
         )
+        if settings.threads < 1:
+            raise ConfigError(f"SOUNDHIVE_THREADS must be at least 1, got {settings.threads}")
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -182,6 +182,8 @@ def up(
             embedded.start()
         url = redis_url or os.environ.get("REDIS_URL") or embedded.url  # type: ignore[union-attr]
         env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_HOST": "127.0.0.1"}
+        # Replicas share the cores rather than each taking them all.
+        env.setdefault("SOUNDHIVE_THREADS", str(max(1, (os.cpu_count() or 1) // features)))
         if events_config is not None:
             env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config.resolve())
         stderr.print(f"soundhive up: dashboard and API at {api_url}, Redis {url}"

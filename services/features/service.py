@@ -36,9 +36,10 @@ def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
 
 
 def main(settings: Settings) -> None:
-    embedder = load_embedder(settings.model)
+    embedder = load_embedder(settings.model, threads=settings.threads)
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
-    log.info("features: model %s, metrics on :%d", embedder.name, server.server_port)
+    log.info("features: model %s (%d threads), metrics on :%d", embedder.name,
+             settings.threads, server.server_port)
     bus.Worker(settings, streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk,
                make_handler(embedder), health, output=streams.EMBEDDINGS_STREAM).run()

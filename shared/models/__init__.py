@@ -31,12 +31,15 @@ def _checked_folder(name: str, folder: Path | None) -> Path:
     return folder
 
 
-def load_embedder(name: str = DEFAULT_MODEL, folder: Path | None = None) -> Embedder:
+def load_embedder(name: str = DEFAULT_MODEL, folder: Path | None = None,
+                  threads: int | None = None) -> Embedder:
+    """`threads`: the inference threads of the LiteRT interpreter (YAMNet; None: LiteRT's own
+    default, which on this kind of machine is one)."""
     folder = _checked_folder(name, folder)
     if name == "yamnet":
         from shared.models import yamnet
 
-        return yamnet.YamnetTFLite(folder / "yamnet.tflite")
+        return yamnet.YamnetTFLite(folder / "yamnet.tflite", num_threads=threads)
     vggish = import_tensorflow_module("shared.models.vggish", "VGGish")
     return vggish.load_embedder(folder)
 
