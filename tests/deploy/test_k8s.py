@@ -3,6 +3,7 @@ schemas, keda_schemas.py), kustomize builds every layout (`kubectl kustomize`, w
 installed), references resolve, and every soundhive container's command, ports, env names and
 probe paths are what the services accept and serve (checked on the running compose stack)."""
 
+import math
 import os
 import re
 import shutil
@@ -165,10 +166,21 @@ def env_of(container: dict, docs: list[dict]) -> dict[str, str]:
     for source in container.get("envFrom", []):
         env.update(data[(source.get("configMapRef") or source.get("secretRef"))["name"]])
     for var in container.get("env", []):
-        ref = var.get("valueFrom", {})
-        ref = ref.get("configMapKeyRef") or ref.get("secretKeyRef")
-        env[var["name"]] = data[ref["name"]].get(ref["key"], "") if ref else var["value"]
+        source = var.get("valueFrom", {})
+        ref = source.get("configMapKeyRef") or source.get("secretKeyRef")
+        if "resourceFieldRef" in source:
+            env[var["name"]] = resource_value(container, source["resourceFieldRef"])
+        else:
+            env[var["name"]] = data[ref["name"]].get(ref["key"], "") if ref else var["value"]
     return env
+
+
+def resource_value(container: dict, field: dict) -> str:
+    """What the downward API gives for limits.cpu with divisor 1: whole cores, rounded up."""
+    assert field == {"resource": "limits.cpu", "divisor": "1"}, field
+    cpu = str(container["resources"]["limits"]["cpu"])
+    cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return str(math.ceil(cores))
 
 
 def test_containers_match_what_the_services_accept_and_serve(rendered, stack: Stack):
