@@ -26,15 +26,18 @@ REDIS_STREAMS_METADATA = {
     },
 }
 
-SCALED_OBJECT = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": _METADATA,
-        "spec": {
+def _resource(kind: str, spec: dict) -> dict:
+    """A KEDA resource's schema: its apiVersion, kind, metadata and the given spec, no more."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {"apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": kind},
+                       "metadata": _METADATA, "spec": spec},
+    }
+
+
+SCALED_OBJECT = _resource("ScaledObject", {
             "type": "object", "required": ["scaleTargetRef", "triggers"],
             "additionalProperties": False,
             "properties": {
@@ -69,28 +72,17 @@ SCALED_OBJECT = {
                         "authenticationRef": _NAME_REF,
                     }}},
             },
-        },
-    },
-}
+        })
 
-TRIGGER_AUTHENTICATION = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "TriggerAuthentication"},
-        "metadata": _METADATA,
-        "spec": {"type": "object", "additionalProperties": False, "properties": {
+TRIGGER_AUTHENTICATION = _resource("TriggerAuthentication", {
+            "type": "object", "additionalProperties": False, "properties": {
             "secretTargetRef": {"type": "array", "items": {
                 "type": "object", "required": ["parameter", "name", "key"],
                 "additionalProperties": False, "properties": {
                     "parameter": {"enum": ["username", "password", "tls", "ca", "cert", "key"]},
                     "name": {"type": "string"}, "key": {"type": "string"}}}},
             "env": {"type": "array"},
-        }},
-    },
-}
+        }})
 
 SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
            ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION}
