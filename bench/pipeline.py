@@ -35,6 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import psutil
 import redis
@@ -57,6 +58,7 @@ CHUNK_SECONDS = CHUNK_SAMPLES / 16000
 WARMUP_S = 5.0  # chunks captured this early in a run are left out of latency and throughput
 SERVICE_START_S = 120.0
 TICK_S = 0.01
+SILENT_CHUNKS = 10  # 9.6 s of quiet between a microphone's clip loops (events hold 1 s)
 
 
 def free_port() -> int:
@@ -66,7 +68,8 @@ def free_port() -> int:
 
 
 def clip_chunks() -> list[list[tuple[bytes, float]]]:
-    """Per clip, its chunks' (pcm bytes, rms), as capture cuts a source (zero-padded last)."""
+    """Per clip, its chunks' (pcm bytes, rms), as capture cuts a source (zero-padded last),
+    then SILENT_CHUNKS of silence: a microphone loops over them, so its events start and end."""
     out = []
     for path in find_audio_files(CLIPS):
         audio = load_audio(path)
@@ -76,17 +79,17 @@ def clip_chunks() -> list[list[tuple[bytes, float]]]:
             chunk = PcmChunk.from_samples("x", "x", 0, 0.0, 0.0,
                                           audio[start:start + CHUNK_SAMPLES], False)
             chunks.append((chunk.pcm, chunk.rms))
-        out.append(chunks)
+        silence = PcmChunk.from_samples("x", "x", 0, 0.0, 0.0, np.zeros(CHUNK_SAMPLES), False)
+        out.append(chunks + [(silence.pcm, silence.rms)] * SILENT_CHUNKS)
     return out
 
 
-def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]]) -> dict:
-    """Patches/s of the bare embedder on batches of 64 patches (in this process), with the
-    threads a features worker uses (SOUNDHIVE_THREADS, else every core)."""
-    from shared.config import Settings
+def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]], threads: int) -> dict:
+    """Patches/s of the bare embedder on batches of 64 patches (in this process), with as many
+    inference threads as all the features workers have together."""
     from shared.models import load_embedder
 
-    embedder = load_embedder("yamnet", threads=Settings.from_env("features").threads)
+    embedder = load_embedder("yamnet", threads=threads)
     patches = np.concatenate([
         PcmChunk("x", "x", 0, 0.0, 0.0, rms, pcm).patches() for clip in clips for pcm, rms in clip])
     while len(patches) < 64:
@@ -101,9 +104,39 @@ def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]]) -> dict:
             if time.perf_counter() - started >= seconds:
                 break
     elapsed = time.perf_counter() - started
-    return {"model": "yamnet", "batch_patches": 64, "patches": done,
+    return {"model": "yamnet", "threads": threads, "batch_patches": 64, "patches": done,
             "patches_per_s": done / elapsed, "chunks_per_s": done / elapsed / PATCHES_PER_CHUNK,
             "mics_at_ceiling": done / elapsed / PATCHES_PER_CHUNK * CHUNK_HOP_SECONDS}
+
+
+def classify_folder_speed(repeats: int = 3) -> dict:
+    """`soundhive classify --json` over the clips folder as a user runs it (start-up and model
+    load included; best of `repeats`), and the same files classified in this process with the
+    model loaded once (the steady rate a long folder approaches)."""
+    from shared.inference import classify_file
+    from shared.models import load_model
+
+    files = find_audio_files(CLIPS)
+    audio_s = sum(len(load_audio(f)) for f in files) / 16000
+    command = [sys.executable, "-m", "soundhive", "classify", "--json", str(CLIPS)]
+    walls = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - started)
+    model = load_model("yamnet", threads=os.cpu_count() or 1)
+    classify_file(model, files[0])  # warm up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for path in files:
+            classify_file(model, path)
+    steady = (time.perf_counter() - started) / repeats
+    return {"clips": len(files), "audio_s": audio_s,
+            "cli_wall_s": min(walls), "cli_clips_per_s": len(files) / min(walls),
+            "cli_real_time_factor": audio_s / min(walls),
+            "loaded_wall_s": steady, "loaded_clips_per_s": len(files) / steady,
+            "loaded_real_time_factor": audio_s / steady}
 
 
 class Mics(threading.Thread):
@@ -121,6 +154,13 @@ class Mics(threading.Thread):
         self.late_max_s = 0.0  # how far behind schedule the publisher got
         self.error: BaseException | None = None
         self.stop_event = threading.Event()
+        # When each microphone's chunk 0 starts (unix time); chunk k starts k hops later.
+        self.phases = [start + i * CHUNK_HOP_SECONDS / n for i in range(n)]
+
+    def chunk_start(self, source: str, t: float) -> float:
+        """The start of `source`'s chunk that holds time t."""
+        phase = self.phases[int(source.removeprefix("mic"))]
+        return phase + np.floor((t - phase + 1e-3) / CHUNK_HOP_SECONDS) * CHUNK_HOP_SECONDS
 
     def run(self) -> None:
         try:
@@ -130,7 +170,7 @@ class Mics(threading.Thread):
 
     def _run(self) -> None:
         n = self.n
-        phase = [self.start_at + i * CHUNK_HOP_SECONDS / n for i in range(n)]
+        phase = self.phases
         clip_of = [i % len(self.clips) for i in range(n)]
         first = [(i * 7) % len(self.clips[clip_of[i]]) for i in range(n)]
         seq = [0] * n  # written chunks per mic (a dropped chunk takes no number)
@@ -184,17 +224,74 @@ def lag(client: redis.Redis, stream: str, group: str) -> int:
     return int(info["lag"])
 
 
-def start_services(url: str, api: bool, logs: Path) -> dict[str, subprocess.Popen]:
+class EventListener(threading.Thread):
+    """A client of the api's /events/stream (SSE), as the dashboard is: notes when each start
+    event arrives."""
+
+    def __init__(self, api_url: str):
+        super().__init__(name="events", daemon=True)
+        self.url = f"{api_url}/events/stream"
+        self.arrivals: list[tuple[float, dict]] = []  # (unix time received, event)
+        self.connected = threading.Event()
+        self.error: BaseException | None = None
+        self._response: httpx.Response | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, timeout=httpx.Timeout(5, read=None)) as response:
+                response.raise_for_status()
+                self._response = response
+                self.connected.set()
+                kind = ""
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        kind = line.removeprefix("event:").strip()
+                    elif line.startswith("data:") and kind == "start":
+                        self.arrivals.append((time.time(), json.loads(line[5:])))
+        except httpx.StreamClosed:
+            pass
+        except BaseException as exc:  # reported by the main thread
+            if not self.connected.is_set() or self._response is not None:
+                self.error = exc
+            self.connected.set()
+
+    def stop(self) -> None:
+        if self._response is not None:
+            response, self._response = self._response, None
+            response.close()
+        self.join(5)
+
+
+def wait_for_api(api_url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + SERVICE_START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the api exited ({process.returncode}) at start")
+        try:
+            if httpx.get(f"{api_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the api was not ready within {SERVICE_START_S:.0f} s")
+
+
+def start_services(url: str, api_port: int, logs: Path, features: int
+                   ) -> dict[str, subprocess.Popen]:
+    """As `soundhive up --features N` runs them: SOUNDHIVE_THREADS divided among the features
+    replicas unless it is set."""
     env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_PORT": "0",
            "SOUNDHIVE_METRICS_HOST": "127.0.0.1", "SOUNDHIVE_STREAM_MAXLEN": "200000"}
-    names = ["features", "classifier"] + (["api"] if api else [])
+    env.setdefault("SOUNDHIVE_THREADS", str(features_threads(features)))
+    names = [f"features{i}" if features > 1 else "features" for i in range(features)]
     processes = {}
-    for name in names:
-        extra = {"SOUNDHIVE_API_PORT": str(free_port()), "SOUNDHIVE_API_HOST": "127.0.0.1"} \
-            if name == "api" else {}
+    for name in [*names, "classifier", "api"]:
+        service = name.rstrip("0123456789")
+        extra = {"SOUNDHIVE_API_PORT": str(api_port), "SOUNDHIVE_API_HOST": "127.0.0.1"} \
+            if service == "api" else {}
         with (logs / f"{name}.log").open("wb") as out:
             processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env={**env, **extra}, cwd=REPO,
+                [sys.executable, "-m", f"services.{service}"], env={**env, **extra}, cwd=REPO,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=die_with_parent)
     return processes
@@ -240,18 +337,30 @@ def growth_per_s(samples: list[tuple[float, int]]) -> float:
     return float(np.polyfit(t - t[0], y, 1)[0])
 
 
-def run_n(n: int, seconds: float, clips: list, api: bool, backlog_max: int) -> dict:
+def features_threads(features: int) -> int:
+    return int(os.environ.get("SOUNDHIVE_THREADS") or max(1, (os.cpu_count() or 1) // features))
+
+
+def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"soundhive-bench-{n}-"))
     server = RedisProcess(folder, port=free_port())
     processes: dict[str, subprocess.Popen] = {}
-    mics = None
+    mics = listener = None
     try:
         server.start()
         client = server.client()
-        processes = start_services(server.url, api, folder)
+        api_url = f"http://127.0.0.1:{free_port()}"
+        processes = start_services(server.url, int(api_url.rsplit(":", 1)[1]), folder, features)
         wait_ready(client, processes, folder)
+        wait_for_api(api_url, processes["api"])
+        listener = EventListener(api_url)
+        listener.start()
+        listener.connected.wait(10)
+        if listener.error is not None:
+            raise listener.error
         procs = {name: psutil.Process(p.pid) for name, p in processes.items()}
         procs["redis"] = psutil.Process(server.process.pid)  # type: ignore[union-attr]
+        procs["mics"] = psutil.Process()  # this process: the microphones and the measuring
         for p in procs.values():
             p.cpu_percent(None)
         start = time.time() + 0.5
@@ -272,6 +381,8 @@ def run_n(n: int, seconds: float, clips: list, api: bool, backlog_max: int) -> d
                     raise RuntimeError(f"{name} exited ({process.returncode}) during the run")
             if mics.error is not None:
                 raise mics.error
+            if listener.error is not None:
+                raise listener.error
             reply = client.xread({streams.PREDICTIONS_STREAM: last_id}, count=5000, block=200)
             for _, items in reply or []:
                 for entry_id, fields in items:
@@ -294,6 +405,12 @@ def run_n(n: int, seconds: float, clips: list, api: bool, backlog_max: int) -> d
                         pass
         mics.stop_event.set()
         mics.join(5)
+        listener.stop()
+        event_latencies = [
+            received - (chunk_start + CHUNK_SECONDS)
+            for received, event in listener.arrivals
+            if (chunk_start := mics.chunk_start(event["source"], event["start_time"]))
+            >= start + WARMUP_S]
         window = seconds - WARMUP_S
         expected = n / CHUNK_HOP_SECONDS
         pcm_growth = growth_per_s([(t, a) for t, a, _ in lags])
@@ -301,6 +418,7 @@ def run_n(n: int, seconds: float, clips: list, api: bool, backlog_max: int) -> d
         # Bounded: the lag grows by less than 2 % of the arrival rate (or 0.5 chunk/s).
         bound = max(0.5, 0.02 * expected)
         lat = np.array(latencies) if latencies else np.array([np.nan])
+        event_lat = np.array(event_latencies) if event_latencies else np.array([np.nan])
         result = {
             "mics": n, "seconds": seconds,
             "expected_predictions_per_s": expected,
@@ -313,6 +431,10 @@ def run_n(n: int, seconds: float, clips: list, api: bool, backlog_max: int) -> d
                           "p95": float(np.percentile(lat, 95)),
                           "p99": float(np.percentile(lat, 99)), "max": float(np.max(lat)),
                           "count": len(latencies)},
+            "event_latency_s": {"p50": float(np.percentile(event_lat, 50)),
+                                "p95": float(np.percentile(event_lat, 95)),
+                                "p99": float(np.percentile(event_lat, 99)),
+                                "max": float(np.max(event_lat)), "count": len(event_latencies)},
             "lag": {"features_max": max((a for _, a, _ in lags), default=0),
                     "classifier_max": max((b for _, _, b in lags), default=0),
                     "features_growth_per_s": pcm_growth, "classifier_growth_per_s": emb_growth,
@@ -329,6 +451,8 @@ def run_n(n: int, seconds: float, clips: list, api: bool, backlog_max: int) -> d
         if mics is not None:
             mics.stop_event.set()
             mics.join(5)
+        if listener is not None:
+            listener.stop()
         stop_services(processes)
         server.stop()
 
@@ -374,7 +498,8 @@ def main() -> None:
     parser.add_argument("--mics", default="25,50,100,200")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--ceiling-seconds", type=float, default=15.0)
-    parser.add_argument("--api", action="store_true", help="run the api service too")
+    parser.add_argument("--features", type=int, default=1,
+                        help="features worker processes (SOUNDHIVE_THREADS divided among them)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run larger N after one that is not real time")
     parser.add_argument("--plot-only", action="store_true",
@@ -390,18 +515,27 @@ def main() -> None:
     backlog_max = int(os.environ.get("SOUNDHIVE_BACKLOG_MAX") or 2000)
     clips = clip_chunks()
     print(f"{len(clips)} clips, {sum(map(len, clips))} chunks", file=sys.stderr)
-    ceiling = raw_ceiling(args.ceiling_seconds, clips)
+    ceiling = raw_ceiling(args.ceiling_seconds, clips,
+                          args.features * features_threads(args.features))
     print(f"raw YAMNet: {ceiling['patches_per_s']:.1f} patches/s "
           f"(= {ceiling['mics_at_ceiling']:.0f} mics)", file=sys.stderr)
+    folder = classify_folder_speed()
+    print(f"classify {folder['clips']} clips ({folder['audio_s']:.0f} s of audio): "
+          f"{folder['cli_wall_s']:.2f} s by the CLI ({folder['cli_real_time_factor']:.0f}x real "
+          f"time, start-up included), {folder['loaded_clips_per_s']:.0f} clips/s "
+          f"({folder['loaded_real_time_factor']:.0f}x) with the model loaded", file=sys.stderr)
     runs = []
     for n in sorted(int(x) for x in args.mics.split(",")):
-        result = run_n(n, args.seconds, clips, args.api, backlog_max)
+        result = run_n(n, args.seconds, clips, backlog_max, args.features)
         runs.append(result)
         lat = result["latency_s"]
         print(f"N={n:4d}: {result['predictions_per_s']:7.1f}/"
               f"{result['expected_predictions_per_s']:.1f} pred/s, latency p50 "
               f"{lat['p50'] * 1000:.0f} p95 {lat['p95'] * 1000:.0f} "
-              f"p99 {lat['p99'] * 1000:.0f} ms, lag max {result['lag']['features_max']}+"
+              f"p99 {lat['p99'] * 1000:.0f} ms, event at api p50 "
+              f"{result['event_latency_s']['p50'] * 1000:.0f} p95 "
+              f"{result['event_latency_s']['p95'] * 1000:.0f} ms "
+              f"({result['event_latency_s']['count']}), lag max {result['lag']['features_max']}+"
               f"{result['lag']['classifier_max']}, dropped {result['dropped_chunks']}, "
               f"cpu {result['cpu_percent']}, real time {result['real_time']}", file=sys.stderr)
         if not result["real_time"] and not args.keep_going:
@@ -410,7 +544,7 @@ def main() -> None:
     report = {
         "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "platform": platform.platform()},
-        "ceiling": ceiling, "max_real_time_mics": best,
+        "ceiling": ceiling, "classify_folder": folder, "max_real_time_mics": best,
         "efficiency": best * PATCHES_PER_CHUNK / CHUNK_HOP_SECONDS / ceiling["patches_per_s"],
         "runs": runs,
     }

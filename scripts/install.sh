@@ -46,7 +46,7 @@ fi
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-.venv/bin/python -m pip install --quiet -e ".[dev,tensorflow]"
+.venv/bin/python -m pip install --quiet -e ".[dev,tensorflow,bench]"
 
 # Put `soundhive` on the PATH: system-wide for root, else in ~/.local/bin.
 if [ "$(id -u)" -eq 0 ]; then bin_dir=/usr/local/bin; else bin_dir="$HOME/.local/bin"; fi

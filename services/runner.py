@@ -6,6 +6,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from threadpoolctl import threadpool_limits
+
 from services.capture.sources import SourceError
 from services.classifier.events import RulesError
 from shared.audio import AudioError
@@ -27,6 +29,9 @@ def run_service(main: Callable[[], int | None]) -> None:
         level=os.environ.get("SOUNDHIVE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # numpy's BLAS would spin a thread per core for the classifier's small matrix products and
+    # double its CPU; a service's parallelism is its replicas (and SOUNDHIVE_THREADS for LiteRT).
+    threadpool_limits(1, user_api="blas")
     try:
         status = main()
     except USER_MISTAKES as exc:

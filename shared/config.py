@@ -22,8 +22,9 @@
     SOUNDHIVE_REORDER_TIMEOUT_S how long the classifier waits for a source's missing chunk before
                                 it skips it, counted as lost (15)
     SOUNDHIVE_MODEL             embedding model of the features service (yamnet)
-    SOUNDHIVE_THREADS           inference threads of each features worker (the machine's cores;
-                                with several replicas on one host, divide them among replicas)
+    SOUNDHIVE_THREADS           inference threads of each features worker, one LiteRT interpreter
+                                each (the machine's cores; with several replicas on one host,
+                                divide them among replicas)
     SOUNDHIVE_HEAD              scoring head of the classifier (audioset)
     SOUNDHIVE_EVENTS_CONFIG     JSON file of event rules (see services/classifier/events.py)
 """

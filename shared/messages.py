@@ -16,7 +16,7 @@ The last chunk of a finite source (file) is zero-padded and has `last` set.
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import msgpack
@@ -46,8 +46,9 @@ class Message:
     FIELDS: ClassVar[dict[str, tuple[type, ...]]]
 
     def encode(self) -> bytes:
-        body = asdict(self)  # type: ignore[call-overload]
-        return msgpack.packb({"type": self.TYPE, "v": self.VERSION, **body}, use_bin_type=True)
+        # Not dataclasses.asdict: its deep copy was a fifth of the classifier's time.
+        return msgpack.packb({"type": self.TYPE, "v": self.VERSION, **self.fields()},
+                             use_bin_type=True)
 
     @classmethod
     def decode(cls, raw: bytes) -> Self:

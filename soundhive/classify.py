@@ -2,6 +2,7 @@
 parse_file.py, grown up)."""
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 def _load(name: str) -> AudioModel:
     try:
-        return load_model(name)
+        return load_model(name, threads=os.cpu_count() or 1)
     except ModelError as exc:
         fail(str(exc))
 

@@ -26,6 +26,26 @@ def test_split_path_reproduces_whole_model_on_real_clips(models_dir, clips_dir, 
     assert np.abs(split - whole).max() <= ONE_OUTPUT_STEP
 
 
+def test_threads_share_the_patches_and_give_the_same_embeddings(models_dir, clips_dir, graph):
+    patches = np.concatenate([frame_patches(load_audio(c)) for c in find_audio_files(clips_dir)])
+    threaded = YamnetTFLite(models_dir / "yamnet.tflite", threads=3)
+    one = graph.embed(patches)
+    # Any count of patches, fewer than the interpreters included, keeps the order.
+    for count in (len(patches), 7, 2, 1):
+        assert np.array_equal(threaded.embed(patches[:count]), one[:count])
+
+
+def test_embed_is_safe_to_call_from_several_threads(models_dir, clips_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    patches = frame_patches(load_audio(find_audio_files(clips_dir)[0]))
+    embedder = YamnetTFLite(models_dir / "yamnet.tflite", threads=2)
+    alone = embedder.embed(patches)
+    with ThreadPoolExecutor(4) as callers:
+        results = list(callers.map(lambda _: embedder.embed(patches), range(8)))
+    assert all(np.array_equal(r, alone) for r in results)
+
+
 def test_embeddings_are_1024_floats(models_dir):
     embedder = load_embedder("yamnet", models_dir)
     embeddings = embedder.embed(np.zeros((3, params.PATCH_SAMPLES), np.float32))

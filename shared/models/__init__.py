@@ -32,14 +32,13 @@ def _checked_folder(name: str, folder: Path | None) -> Path:
 
 
 def load_embedder(name: str = DEFAULT_MODEL, folder: Path | None = None,
-                  threads: int | None = None) -> Embedder:
-    """`threads`: the inference threads of the LiteRT interpreter (YAMNet; None: LiteRT's own
-    default, which on this kind of machine is one)."""
+                  threads: int = 1) -> Embedder:
+    """`threads`: YAMNet's inference threads (one LiteRT interpreter each)."""
     folder = _checked_folder(name, folder)
     if name == "yamnet":
         from shared.models import yamnet
 
-        return yamnet.YamnetTFLite(folder / "yamnet.tflite", num_threads=threads)
+        return yamnet.YamnetTFLite(folder / "yamnet.tflite", threads)
     vggish = import_tensorflow_module("shared.models.vggish", "VGGish")
     return vggish.load_embedder(folder)
 
@@ -57,13 +56,14 @@ def import_tensorflow_module(module: str, what: str) -> ModuleType:
                          "it)") from None
 
 
-def load_model(name: str = DEFAULT_MODEL, folder: Path | None = None) -> AudioModel:
+def load_model(name: str = DEFAULT_MODEL, folder: Path | None = None,
+               threads: int = 1) -> AudioModel:
     """An embedder with its AudioSet head; VGGish has none until a head is trained."""
     folder = _checked_folder(name, folder)
     if name == "yamnet":
         from shared.models import yamnet
 
-        return yamnet.load(folder)[1]
+        return yamnet.load(folder, threads)[1]
     raise ModelError(
         f"model {name!r} has no AudioSet scoring head; train one with `soundhive train` "
         "or use --model yamnet"
