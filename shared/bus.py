@@ -184,11 +184,13 @@ def trim_acknowledged(client: redis.Redis, stream: str) -> None:
         return
     keep_from: tuple[int, int] | None = None
     for info in groups:
+        ms, seq = _id(info["last-delivered-id"])
+        first = (ms, seq + 1)
         if info["pending"]:
-            first = _id(client.xpending(stream, info["name"])["min"])
-        else:
-            ms, seq = _id(info["last-delivered-id"])
-            first = (ms, seq + 1)
+            # None: another replica acknowledged them since XINFO; last-delivered-id holds.
+            oldest = client.xpending(stream, info["name"])["min"]
+            if oldest is not None:
+                first = _id(oldest)
         keep_from = first if keep_from is None else min(keep_from, first)
     if keep_from is not None and keep_from > (0, 1):
         client.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=True)

@@ -118,6 +118,25 @@ def test_trimming_keeps_every_entry_a_group_has_not_acknowledged(redis_server: R
     assert bus.backlog(client, STREAM, "nobody") == len(remaining)
 
 
+def test_trimming_survives_another_replica_acknowledging_meanwhile(redis_server: RedisServer):
+    """XINFO saw entries pending; by the XPENDING that follows, another replica has acked them
+    all (this crashed a features replica in bench/pipeline.py --features 2)."""
+    client = redis_server.client()
+    ids = [client.xadd(STREAM, {"m": b"x"}) for _ in range(500)]
+    client.xgroup_create(STREAM, GROUP, id="0")
+    client.xreadgroup(GROUP, "other", {STREAM: ">"}, count=500)
+    xinfo_groups = client.xinfo_groups
+
+    def other_replica_acks_after_xinfo(stream: str) -> list:
+        groups = xinfo_groups(stream)
+        client.xack(STREAM, GROUP, *ids)
+        return groups
+
+    client.xinfo_groups = other_replica_acks_after_xinfo  # type: ignore[method-assign]
+    bus.trim_acknowledged(client, STREAM)
+    assert client.xlen(STREAM) < 500
+
+
 def test_a_read_only_replica_is_waited_out(redis_server: RedisServer, start_worker,
                                            tmp_path):
     client = redis_server.client()
