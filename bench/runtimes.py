@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import machine
 import numpy as np
 
 from shared import params
@@ -341,8 +341,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     patches = clip_patches(args.patches)[:args.patches]
     report = {
-        "machine": {"cpus": CORES, "cpu": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine.describe(),
         "yamnet": yamnet_runtimes(args.seconds, patches),
     }
     if not args.no_vggish:
