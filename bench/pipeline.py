@@ -57,6 +57,7 @@ from shared.messages import (
     PcmChunk,
     Prediction,
 )
+from shared.models import ModelError
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
@@ -504,9 +505,21 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def mic_counts(text: str) -> list[int]:
+    try:
+        counts = sorted(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text}"
+                                         ) from None
+    if counts[0] < 1:
+        raise argparse.ArgumentTypeError("each run needs at least one microphone")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mics", default="200,400,600,800,1000")
+    parser.add_argument("--mics", type=mic_counts, default="200,400,600,800,1000",
+                        help="comma-separated numbers of microphones, one run each")
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--ceiling-seconds", type=float, default=15.0)
     parser.add_argument("--features", type=int, default=1,
@@ -536,7 +549,7 @@ def main() -> None:
           f"time, start-up included), {folder['loaded_clips_per_s']:.0f} clips/s "
           f"({folder['loaded_real_time_factor']:.0f}x) with the model loaded", file=sys.stderr)
     runs = []
-    for n in sorted(int(x) for x in args.mics.split(",")):
+    for n in args.mics:
         result = run_n(n, args.seconds, clips, backlog_max, args.features)
         runs.append(result)
         lat = result["latency_s"]
@@ -569,4 +582,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ModelError as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -40,7 +40,7 @@ import numpy as np
 
 from shared import params
 from shared.audio import find_audio_files, frame_patches, load_audio
-from shared.models import load_model
+from shared.models import ModelError, load_model
 from shared.models.catalog import models_dir
 from shared.models.yamnet import EMBEDDING_TENSOR, INPUT_TENSOR, YamnetHead, YamnetTFLite
 from shared.native import quiet_native_stderr
@@ -356,4 +356,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ModelError as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)
