@@ -1,12 +1,13 @@
 """The machine a benchmark ran on, for its report (figures differ between machines)."""
 
-import os
 import platform
 from pathlib import Path
 
+from shared.config import usable_cpus
+
 
 def describe() -> dict:
-    return {"cpus": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version(),
+    return {"cpus": usable_cpus(), "cpu": _cpu_model(), "python": platform.python_version(),
             "platform": platform.platform()}
 
 

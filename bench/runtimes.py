@@ -25,7 +25,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import numpy as np
 
 from shared import params
 from shared.audio import find_audio_files, frame_patches, load_audio
+from shared.config import usable_cpus
 from shared.models import ModelError, load_model
 from shared.models.catalog import models_dir
 from shared.models.yamnet import EMBEDDING_TENSOR, INPUT_TENSOR, YamnetHead, YamnetTFLite
@@ -47,7 +47,7 @@ from shared.native import quiet_native_stderr
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 REPO = Path(__file__).resolve().parents[1]
-CORES = os.cpu_count() or 1
+CORES = usable_cpus()
 Embed = Callable[[np.ndarray], np.ndarray]  # patches [n, 15600] -> embeddings [n, 1024]
 
 
@@ -58,11 +58,11 @@ def clip_patches(minimum: int) -> np.ndarray:
 
 
 def rate(embed: Embed, patches: np.ndarray, seconds: float) -> tuple[float, np.ndarray]:
-    """Patches/s of `embed` over whole passes for about `seconds`, and its embeddings."""
-    embed(patches[:8])  # warm up
+    """Patches/s of `embed` over whole passes (at least one) for about `seconds`, and its
+    embeddings (from an untimed first pass, which also warms it up)."""
     out = embed(patches)
-    done, started = len(patches), time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    done, started = 0, time.perf_counter()
+    while done == 0 or time.perf_counter() - started < seconds:
         embed(patches)
         done += len(patches)
     return done / (time.perf_counter() - started), out
@@ -337,6 +337,8 @@ def main() -> None:
     parser.add_argument("--no-vggish", action="store_true", help="YAMNet only (no TensorFlow)")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/runtimes.json")
     args = parser.parse_args()
+    if args.patches < 1 or args.vggish_patches < 1 or args.seconds <= 0:
+        parser.error("--patches and --vggish-patches must be at least 1, --seconds positive")
     quiet_native_stderr()
     warnings.simplefilter("ignore")
     patches = clip_patches(args.patches)[:args.patches]
@@ -349,7 +351,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(markdown(report["yamnet"], {"max_score_diff": "max score diff",
-                                      "top1_agreement": "same top label"}))
+                                      "top1_agreement": "same top label (fraction)"}))
     if "vggish" in report:
         print(markdown(report["vggish"], {"max_relative_error": "max relative error",
                                           "min_cosine_similarity": "min cosine"}))

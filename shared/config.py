@@ -23,15 +23,17 @@
                                 it skips it, counted as lost (15)
     SOUNDHIVE_MODEL             embedding model of the features service (yamnet)
     SOUNDHIVE_THREADS           inference threads of each features worker, one LiteRT interpreter
-                                each (the machine's cores; with several replicas on one host,
-                                divide them among replicas)
+                                each (the cores this process may use; with several replicas on
+                                one host, divide them among replicas)
     SOUNDHIVE_HEAD              scoring head of the classifier (audioset)
     SOUNDHIVE_EVENTS_CONFIG     JSON file of event rules (see services/classifier/events.py)
 """
 
+import math
 import os
 import socket
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_METRICS_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104}
@@ -61,6 +63,19 @@ def _env_float(name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    container's --cpus or a pod's limit), not the host's count that os.cpu_count() gives."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus or 1, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus or 1
+
+
 def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -80,7 +95,7 @@ class Settings:
     events_maxlen: int = 100000
     reorder_timeout_s: float = 15.0
     model: str = "yamnet"
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=usable_cpus)
     head: str = "audioset"
     events_config: str | None = None
     consumer: str = field(default_factory=_consumer_name)
@@ -104,7 +119,7 @@ class Settings:
             events_maxlen=_env_int("SOUNDHIVE_EVENTS_MAXLEN", 100000),
             reorder_timeout_s=_env_float("SOUNDHIVE_REORDER_TIMEOUT_S", 15.0),
             model=os.environ.get("SOUNDHIVE_MODEL") or "yamnet",
-            threads=_env_int("SOUNDHIVE_THREADS", os.cpu_count() or 1),
+            threads=_env_int("SOUNDHIVE_THREADS", usable_cpus()),
             head=os.environ.get("SOUNDHIVE_HEAD") or "audioset",
             events_config=os.environ.get("SOUNDHIVE_EVENTS_CONFIG") or None,
         )

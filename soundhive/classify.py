@@ -2,7 +2,6 @@
 parse_file.py, grown up)."""
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import typer
 
 from shared import params
 from shared.audio import AudioError, find_audio_files
+from shared.config import usable_cpus
 from shared.inference import ClipResult, classify_file
 from shared.labels import Ontology, read_clip_labels
 from shared.models import DEFAULT_MODEL, AudioModel, ModelError, load_model
@@ -149,7 +149,7 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 def _load(name: str) -> AudioModel:
     try:
-        return load_model(name, threads=os.cpu_count() or 1)
+        return load_model(name, threads=usable_cpus())
     except ModelError as exc:
         fail(str(exc))
 

@@ -6,9 +6,9 @@ The file holds one graph (waveform -> 521 scores). The embedder runs that graph 
 that split scores equal the whole graph's scores exactly.
 
 Threads: the graph takes one patch per call, too little work for LiteRT's own threads to share
-(on 2 cores one interpreter with 2 threads ran 1,866 patches/s, against 1,668 with one). So
-`threads` single-threaded interpreters each take a share of the patches instead (2,916 patches/s
-with two): LiteRT releases the GIL while it runs. bench/runtimes.py measures the choices.
+(on 2 cores, two threads in one interpreter ran 11 % faster than one). So `threads`
+single-threaded interpreters each take a share of the patches instead (93 % faster with two):
+LiteRT releases the GIL while it runs. bench/runtimes.py measures the choices (docs/benchmarks.md).
 """
 
 import threading
