@@ -47,10 +47,11 @@ import machine
 import numpy as np
 import psutil
 import redis
+from runtimes import rate
 
 from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
-from shared.config import usable_cpus
+from shared.config import threads_per_replica, usable_cpus
 from shared.messages import (
     CHUNK_HOP_SAMPLES,
     CHUNK_HOP_SECONDS,
@@ -103,21 +104,16 @@ def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]], threads:
     embedder = load_embedder("yamnet", threads=threads)
     patches = np.concatenate([
         PcmChunk("x", "x", 0, 0.0, 0.0, rms, pcm).patches() for clip in clips for pcm, rms in clip])
-    while len(patches) < 64:
-        patches = np.concatenate([patches, patches])
-    batches = [patches[i:i + 64] for i in range(0, len(patches) - 63, 64)]
-    embedder.embed(batches[0])  # warm up
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for batch in batches:
-            embedder.embed(batch)
-            done += len(batch)
-            if time.perf_counter() - started >= seconds:
-                break
-    elapsed = time.perf_counter() - started
-    return {"model": "yamnet", "threads": threads, "batch_patches": 64, "patches": done,
-            "patches_per_s": done / elapsed, "chunks_per_s": done / elapsed / PATCHES_PER_CHUNK,
-            "mics_at_ceiling": done / elapsed / PATCHES_PER_CHUNK * CHUNK_HOP_SECONDS}
+    patches = np.concatenate([patches] * -(-64 // len(patches)))
+    patches = patches[:len(patches) // 64 * 64]
+
+    def in_batches(patches: np.ndarray) -> np.ndarray:
+        return np.concatenate([embedder.embed(b) for b in np.split(patches, len(patches) // 64)])
+
+    patches_per_s, _ = rate(in_batches, patches, seconds)
+    return {"model": "yamnet", "threads": threads, "batch_patches": 64,
+            "patches_per_s": patches_per_s, "chunks_per_s": patches_per_s / PATCHES_PER_CHUNK,
+            "mics_at_ceiling": patches_per_s / PATCHES_PER_CHUNK * CHUNK_HOP_SECONDS}
 
 
 def classify_folder_speed(repeats: int = 3) -> dict:
@@ -351,7 +347,7 @@ def growth_per_s(samples: list[tuple[float, int]]) -> float:
 
 
 def features_threads(features: int) -> int:
-    return int(os.environ.get("SOUNDHIVE_THREADS") or max(1, usable_cpus() // features))
+    return int(os.environ.get("SOUNDHIVE_THREADS") or threads_per_replica(features))
 
 
 def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) -> dict:

@@ -42,7 +42,7 @@ from shared.audio import find_audio_files, frame_patches, load_audio
 from shared.config import usable_cpus
 from shared.models import ModelError, load_model
 from shared.models.catalog import models_dir
-from shared.models.yamnet import EMBEDDING_TENSOR, INPUT_TENSOR, YamnetHead, YamnetTFLite
+from shared.models.yamnet import EMBEDDING_TENSOR, YamnetHead, YamnetTFLite
 from shared.native import quiet_native_stderr
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
@@ -75,29 +75,6 @@ def shared_out(embeds: list[Embed]) -> Embed:
     def embed(patches: np.ndarray) -> np.ndarray:
         shares = np.array_split(patches, len(embeds))
         return np.concatenate(list(pool.map(lambda f, s: f(s), embeds, shares)))
-
-    return embed
-
-
-# --- YAMNet: LiteRT -------------------------------------------------------------------------
-
-def litert_one_interpreter(path: Path, threads: int) -> Embed:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads,
-                              experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
-    tensors = {t["name"]: t for t in interpreter.get_tensor_details()}
-    source, target = tensors[INPUT_TENSOR]["index"], tensors[EMBEDDING_TENSOR]
-    scale, zero_point = target["quantization"]
-
-    def embed(patches: np.ndarray) -> np.ndarray:
-        rows = []
-        for patch in patches:
-            interpreter.set_tensor(source, patch)
-            interpreter.invoke()
-            rows.append(interpreter.get_tensor(target["index"]).reshape(-1).copy())
-        return (np.stack(rows).astype(np.float32) - zero_point) * np.float32(scale)
 
     return embed
 
@@ -198,8 +175,9 @@ def yamnet_runtimes(seconds: float, patches: np.ndarray) -> list[dict]:
     quantization = model.embedder.embedding_quantization
     cache = Path(tempfile.gettempdir()) / "soundhive-bench"
     candidates: list[tuple[str, Callable[[], Embed]]] = [
-        ("LiteRT, 1 interpreter x 1 thread", lambda: litert_one_interpreter(path, 1)),
-        (f"LiteRT, 1 interpreter x {CORES} threads", lambda: litert_one_interpreter(path, CORES)),
+        ("LiteRT, 1 interpreter x 1 thread", lambda: YamnetTFLite(path).embed),
+        (f"LiteRT, 1 interpreter x {CORES} threads",
+         lambda: YamnetTFLite(path, threads_each=CORES).embed),
         (f"LiteRT, {CORES} interpreters x 1 thread (features worker)",
          lambda: YamnetTFLite(path, CORES).embed),
         (f"OpenVINO, latency hint, {CORES} threads", lambda: openvino_latency(path, CORES)),

@@ -76,6 +76,11 @@ def usable_cpus() -> int:
     return cpus or 1
 
 
+def threads_per_replica(replicas: int) -> int:
+    """SOUNDHIVE_THREADS for each of `replicas` features workers sharing this machine."""
+    return max(1, usable_cpus() // replicas)
+
+
 def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 

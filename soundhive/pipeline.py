@@ -32,7 +32,7 @@ from services.api.settings import DEFAULT_API_PORT
 from services.capture.sources import SourceError, list_devices, parse_sources
 from services.runner import run_service
 from shared import bus, detections, streams
-from shared.config import DEFAULT_METRICS_PORTS, Settings, usable_cpus
+from shared.config import DEFAULT_METRICS_PORTS, Settings, threads_per_replica
 from shared.messages import Event, MessageError
 from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
@@ -183,7 +183,7 @@ def up(
         url = redis_url or os.environ.get("REDIS_URL") or embedded.url  # type: ignore[union-attr]
         env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_HOST": "127.0.0.1"}
         # Replicas share the cores rather than each taking them all.
-        env.setdefault("SOUNDHIVE_THREADS", str(max(1, usable_cpus() // features)))
+        env.setdefault("SOUNDHIVE_THREADS", str(threads_per_replica(features)))
         if events_config is not None:
             env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config.resolve())
         stderr.print(f"soundhive up: dashboard and API at {api_url}, Redis {url}"

@@ -60,10 +60,12 @@ class YamnetTFLite:
     embedding_size = params.YAMNET_EMBEDDING_SIZE
     patch_hop_seconds = params.DEFAULT_PATCH_HOP_SECONDS
 
-    def __init__(self, tflite_path: Path, threads: int = 1):
-        if threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
-        self._interpreters = [_interpreter(tflite_path) for _ in range(threads)]
+    def __init__(self, tflite_path: Path, threads: int = 1, threads_each: int = 1):
+        """`threads` interpreters share the patches; `threads_each` are LiteRT's own threads in
+        each (1 is fastest for this graph; bench/runtimes.py measures more)."""
+        if threads < 1 or threads_each < 1:
+            raise ValueError(f"threads must be at least 1, got {threads} and {threads_each}")
+        self._interpreters = [_interpreter(tflite_path, threads_each) for _ in range(threads)]
         self._interpreter = self._interpreters[0]  # constants, the head's weights, checks
         self._pool = ThreadPoolExecutor(threads, "yamnet") if threads > 1 else None
         self._busy = threading.Lock()  # one call at a time (the api serves requests in threads)
@@ -132,14 +134,14 @@ class YamnetTFLite:
         )
 
 
-def _interpreter(tflite_path: Path) -> "Interpreter":
+def _interpreter(tflite_path: Path, threads: int) -> "Interpreter":
     from ai_edge_litert.interpreter import Interpreter
 
     try:
         with warnings.catch_warnings():
             # Reading the embedding tensor needs intermediate tensors kept; YAMNet is small.
             warnings.simplefilter("ignore", UserWarning)
-            interpreter = Interpreter(model_path=str(tflite_path), num_threads=1,
+            interpreter = Interpreter(model_path=str(tflite_path), num_threads=threads,
                                       experimental_preserve_all_tensors=True)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
