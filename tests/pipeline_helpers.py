@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from services.classifier.events import EventTracker, Rules
+from shared.hierarchy import LabelTree
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +22,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def plain_tracker(class_names: list[str]) -> EventTracker:
+    """The shipped event rules over classes with no hierarchy."""
+    return EventTracker(Rules.load(), LabelTree(class_names, None))
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,

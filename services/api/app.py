@@ -90,6 +90,8 @@ class EventOut(BaseModel):
     start_time: float = Field(description="unix seconds")
     end_time: float | None
     model: str
+    categories: list[str] = Field(description="the label's AudioSet ancestors, nearest first; "
+                                  "a `label` filter matches these too")
 
 
 class EventsPage(BaseModel):
@@ -199,7 +201,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         request: Request,
         response: Response,
         source: str | None = None,
-        label: str | None = None,
+        label: Annotated[str | None, Query(description="a label or a category of it "
+                                           "(label=Animal finds Bark)")] = None,
         since: Annotated[float | None, Query(description="start_time >= since (unix s)")] = None,
         until: Annotated[float | None, Query(description="start_time <= until (unix s)")] = None,
         min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
@@ -389,7 +392,7 @@ async def _sse(request: Request, aclient: redis.asyncio.Redis, cursor: str,
             except (MessageError, KeyError):
                 continue
             if (source is None or event.source == source) and (label is None
-                                                               or event.label == label):
+                                                               or label in event.names()):
                 yield {"event": event.kind, "id": cursor, "data": json.dumps(event.fields())}
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -21,13 +21,15 @@ from services.classifier.events import EventTracker, Rules, RulesError
 from services.classifier.sequencer import Plan, SourceState, plan
 from shared import bus, detections, metrics, streams
 from shared.config import Settings
+from shared.hierarchy import LabelTree
+from shared.labels import Ontology
 from shared.messages import (
     CHUNK_SAMPLES,
     Embeddings,
     Event,
     Prediction,
 )
-from shared.models import Head, ModelError, import_tensorflow_module, load_model
+from shared.models import Head, ModelError, import_tensorflow_module, load_model, models_dir
 from shared.params import SAMPLE_RATE
 
 log = logging.getLogger("soundhive.classifier")
@@ -78,6 +80,13 @@ class AudioSetHead:
         return False
 
 
+def label_tree(class_names: list[str]) -> LabelTree:
+    """The head's classes related by the AudioSet ontology of the models folder (when its
+    classes are AudioSet's: a trained head's own classes relate to nothing)."""
+    path = models_dir() / "ontology.json"
+    return LabelTree(class_names, Ontology.from_json(path) if path.is_file() else None)
+
+
 def model_name(head: WindowHead) -> str:
     """What events say scored them: the embedding model, and the trained head's name."""
     if head.name == AUDIOSET_HEAD:
@@ -122,10 +131,8 @@ class Classifier:
 
     def head_info(self) -> dict:
         """The head in service, for the api's /labels and /config/events."""
-        rules = asdict(self.tracker.rules)
-        rules["allow"], rules["deny"] = sorted(rules["allow"]), sorted(rules["deny"])
         return {"head": self.head.name, "model": model_name(self.head),
-                "labels": self.head.class_names, "rules": rules}
+                "labels": self.head.class_names, "rules": self.tracker.rules.summary()}
 
     def handle(self, batch: list[bus.Delivery[Embeddings]]) -> int:
         """Admit a batch into its sources' sequences; returns the number of messages written."""
@@ -169,7 +176,8 @@ class Classifier:
             return
         try:
             head = load_head(self.head_spec, self.head.embedding_model)
-            tracker = EventTracker(self.tracker.rules, head.class_names, model_name(head))
+            tracker = EventTracker(self.tracker.rules, label_tree(head.class_names),
+                                   model_name(head))
         except (ModelError, RulesError) as exc:
             log.warning("head %s changed on disk but cannot be used yet: %s", self.head_spec, exc)
             return
@@ -246,8 +254,8 @@ class Classifier:
         for source, item in zip(sources, scored, strict=True):
             state = item.plan.state
             assert state is not None
-            for open_events in item.plan.ended_sessions:
-                written += self.tracker.close(open_events, source)
+            for track in item.plan.ended_sessions:
+                written += self.tracker.close(track, source)
             for chunk, scores in zip(item.chunks, item.scores, strict=True):
                 written += self._track(state, chunk, scores)
             self._write_state(pipe, source, item.plan)
@@ -262,10 +270,7 @@ class Classifier:
 
     def _track(self, state: SourceState, m: Embeddings, scores: np.ndarray
                ) -> list[Prediction | Event]:
-        starts = np.arange(m.rows) * m.patch_hop_seconds
-        offsets, times = m.offset + starts, m.t + starts
-        state.open_events, events = self.tracker.update(
-            state.open_events, m.source, offsets, times, scores, m.rms, m.last)
+        state.track, events = self.tracker.update(state.track, m, scores)
         peak = scores.max(axis=0)
         top = np.argsort(-peak, kind="stable")[:TOP_LABELS]
         prediction = Prediction(
@@ -313,8 +318,10 @@ class Classifier:
 
 def main(settings: Settings) -> None:
     head = load_head(settings.head, settings.model)
-    rules = Rules.from_file(settings.events_config) if settings.events_config else Rules()
-    tracker = EventTracker(rules, head.class_names, model_name(head))
+    rules = Rules.load(settings.events_config)
+    tree = label_tree(head.class_names)
+    rules.check_labels(tree, settings.events_config)
+    tracker = EventTracker(rules, tree, model_name(head))
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("classifier: head %s (%d classes), metrics on :%d", head.name,

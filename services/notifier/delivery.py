@@ -153,9 +153,10 @@ class Filter:
                    int(env_number(prefix + "RATE_PER_MIN", 30)))
 
     def admits(self, event: Event) -> bool:
-        label = event.label.lower()
-        return ((not self.labels or label in self.labels) and label not in self.exclude
-                and event.score >= self.min_score)
+        """A label filter matches the event's label or any of its categories."""
+        names = {name.lower() for name in event.names()}
+        return ((not self.labels or not names.isdisjoint(self.labels))
+                and names.isdisjoint(self.exclude) and event.score >= self.min_score)
 
 
 class Gate:

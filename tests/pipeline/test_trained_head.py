@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from pipeline_helpers import REPO
+from pipeline_helpers import REPO, plain_tracker
 
-from services.classifier.events import EventTracker, Rules
 from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
 from shared import bus, detections, streams
 from shared.audio import frame_patches, load_audio
@@ -82,7 +81,7 @@ def test_trained_head_serves_and_hot_reloads(
     head = load_head("farm", "yamnet")
     assert head.window == WINDOW and head.class_names == ["Dog", "Cow"]
     client = redis_server.client()
-    classifier = Classifier(client, head, EventTracker(Rules(), head.class_names),
+    classifier = Classifier(client, head, plain_tracker(head.class_names),
                             Settings("classifier"), "farm")
     replay(classifier, "barn-dog", clip_embeddings["dog"])
     replay(classifier, "barn-cow", clip_embeddings["cow"])
