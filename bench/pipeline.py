@@ -518,17 +518,6 @@ def cpu_text(percent: dict[str, float | None]) -> str:
     return " ".join(f"{name} {value:.0f}" for name, value in percent.items() if value is not None)
 
 
-def git_commit() -> str | None:
-    """The commit measured, with "-dirty" when the work tree differs from it."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
 def mic_counts(text: str) -> list[int]:
     try:
         counts = sorted(int(x) for x in text.split(","))
@@ -596,7 +585,7 @@ def main() -> None:
               file=sys.stderr)
     report = {
         "machine": machine.describe(),
-        "command": {"argv": sys.argv[1:], "commit": git_commit(),
+        "command": {"argv": sys.argv[1:], "commit": machine.git_commit(),
                     "features": args.features, "threads": features_threads(args.features),
                     "batch_size": int(os.environ.get("SOUNDHIVE_BATCH_SIZE") or 32),
                     "backlog_max": backlog_max},
