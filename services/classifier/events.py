@@ -14,6 +14,11 @@ default_rules.yaml; a user's YAML/JSON file (SOUNDHIVE_EVENTS_CONFIG) overrides 
   most specific label preferred to it (shared.hierarchy: Dog 0.8 -> Bark 0.5) and carries its
   ancestors as `categories`: one bark is one Bark event, not Animal + Dog + Bark + ...
   With `hierarchy: all` every label is its own event (the pre-0.2 behaviour).
+- **Dominance.** The label must also score at least `dominance` x every allowed label outside
+  its branch in that patch: the patch's main sound starts an event, a lesser guess beside it
+  (Purr over a pig's grunt) does not.
+- **Rename.** An open event named by an ancestor (Animal) whose descendant (Dog) later reaches
+  its threshold ends, and the descendant's event starts at the same onset.
 - **Keep up.** An open event stays up on any patch where its label, a descendant, or an ancestor
   up to the label that started it scores at least its threshold x `release_ratio`
   (hysteresis); it ends once none has for `hold_s` seconds.
@@ -64,6 +69,8 @@ class Rules(BaseModel):
     allow: frozenset[str] = Field(description="when not empty, only these labels and their "
                                   "descendants make events")
     deny: frozenset[str] = Field(description="these labels and their descendants make none")
+    dominance: float = Field(ge=0, le=1, description="a label starts an event only when it "
+                             "scores at least this x any label outside its branch")
     hierarchy: Literal["specific", "all"] = Field(description="one event per sound "
                                                   "(specific) or per label (all)")
 
@@ -159,6 +166,7 @@ class EventTracker:
         self._min_db = 20 * np.log10(max(rules.min_rms, 1e-6))
         self._specific = rules.hierarchy == "specific"
         self._keepers_of: dict[tuple[str, str], np.ndarray] = {}
+        self._related = [np.array(sorted(r), np.int64) for r in tree.related]
 
     def update(self, state: TrackState, chunk: Embeddings, scores: np.ndarray
                ) -> tuple[TrackState, list[Event]]:
@@ -196,26 +204,48 @@ class EventTracker:
         events = [self._event(source, state.open.pop(label), "end")
                   for label, event in list(state.open.items())
                   if patch.offset - event.last_up > self.rules.hold_s]
-        if patch.level >= self._min_db and patch.above_floor(self.rules.gate_db):
-            events += self._starts(state, source, patch, row)
+        gate_open = patch.level >= self._min_db and patch.above_floor(self.rules.gate_db)
+        events += self._starts(state, source, patch, row, up, gate_open)
         return events
 
-    def _starts(self, state: TrackState, source: str, patch: "_Patch", row: np.ndarray
-                ) -> list[Event]:
+    def _starts(self, state: TrackState, source: str, patch: "_Patch", row: np.ndarray,
+                up: np.ndarray, gate_open: bool) -> list[Event]:
+        """New events, and open ones renamed to a more specific label (not gated: their
+        sound is already heard)."""
         events = []
         candidates = np.flatnonzero(self._eligible & (row >= self._on))
-        for trigger in sorted(candidates, key=lambda i: -row[i]):
-            if self._overlaps_open(state, int(trigger)):
+        for trigger in (int(i) for i in sorted(candidates, key=lambda i: -row[i])):
+            if not self._dominates(row, trigger):
                 continue
-            label = self.tree.most_specific(row, int(trigger), self._eligible) \
-                if self._specific else int(trigger)
             start, start_time = patch.sound_start()
+            vaguer = self._open_ancestor(state, trigger)
+            if vaguer is not None:  # Animal, then Dog: the sound is renamed, not doubled
+                ended = state.open.pop(vaguer)
+                events.append(self._event(source, ended, "end"))
+                start, start_time = ended.start, ended.start_time
+            elif not gate_open or self._overlaps_open(state, trigger):
+                continue
+            label = self.tree.most_specific(row, trigger, up) if self._specific else trigger
             end, end_time = patch.sound_end()
             event = OpenEvent(self.tree.class_names[label], self.tree.class_names[trigger],
                               start, start_time, patch.offset, end, end_time, float(row[label]))
             state.open[event.label] = event
             events.append(self._event(source, event, "start"))
         return events
+
+    def _dominates(self, row: np.ndarray, i: int) -> bool:
+        """Whether class i scores at least `dominance` x every eligible class outside its
+        branch: the patch's main sound, not a lesser guess beside it."""
+        rivals = self._eligible.copy()
+        rivals[self._related[i]] = False
+        return not rivals.any() or row[i] >= self.rules.dominance * row[rivals].max()
+
+    def _open_ancestor(self, state: TrackState, i: int) -> str | None:
+        """The open event, if any, named by a strict ancestor of class i (specific mode)."""
+        if not self._specific:
+            return None
+        above = set(self.tree.ancestors[i].tolist())
+        return next((label for label in state.open if self._index[label] in above), None)
 
     def _overlaps_open(self, state: TrackState, i: int) -> bool:
         related = self.tree.related[i] if self._specific else {i}

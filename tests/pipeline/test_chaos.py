@@ -20,6 +20,7 @@ from shared import streams
 from shared.audio import find_audio_files, load_audio
 from shared.messages import (
     CHUNK_SAMPLES,
+    ENVELOPE_FRAMES,
     DeadLetter,
     Embeddings,
     Event,
@@ -96,8 +97,8 @@ def garbage(count: int, stream: str) -> list[bytes]:
     good_pcm = msgpack.unpackb(PcmChunk.from_samples(
         "ghost", "g", 0, 0.0, 0.0, np.zeros(CHUNK_SAMPLES, np.float32), False).encode())
     good_embeddings = msgpack.unpackb(Embeddings(
-        "ghost", "g", 0, 0.0, 0.0, 0.0, False, "yamnet", 4, np.zeros(8, "<f4").tobytes()
-    ).encode())
+        "ghost", "g", 0, 0.0, 0.0, 0.0, False, "yamnet", 4, np.zeros(8, "<f4").tobytes(),
+        bytes(ENVELOPE_FRAMES)).encode())
     body = good_pcm if stream == streams.PCM_STREAM else good_embeddings
     nan = np.full(8, np.nan, "<f4").tobytes()
     kinds = [

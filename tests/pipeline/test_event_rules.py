@@ -70,10 +70,24 @@ def test_hierarchy_all_makes_one_event_per_label(tree):
     assert sorted(e.label for e in events) == ["Animal", "Bark", "Dog"]
 
 
-def test_unrelated_sounds_make_their_own_events(tree):
-    tracker = EventTracker(Rules.shipped(), tree)
+def test_unrelated_sounds_make_their_own_events_when_each_dominates(tree):
+    tracker = EventTracker(Rules.shipped(dominance=0.8), tree)
     _, events = feed(tracker, [scores(Dog=0.8, Speech=0.7)] * 2)
     assert sorted(e.label for e in events) == ["Dog", "Speech"]
+    # the shipped rules: a lesser guess beside the patch's main sound starts nothing ...
+    state, events = feed(EventTracker(Rules.shipped(), tree), [scores(Dog=0.8, Cat=0.7)] * 2)
+    assert [e.label for e in events] == ["Dog"]
+    # ... until it is the main sound
+    _, events = feed(EventTracker(Rules.shipped(), tree), [scores(Dog=0.5, Cat=0.9)] * 2,
+                     levels_db=-10, state=state, first_seq=1)
+    assert [e.label for e in events] == ["Cat"]
+
+
+def test_a_vaguer_event_is_renamed_when_its_sound_becomes_clear(tree):
+    tracker = EventTracker(Rules.shipped(), tree)
+    _, events = feed(tracker, [scores(Animal=0.9, Dog=0.3), scores(Animal=0.9, Dog=0.7)])
+    assert [(e.label, e.kind, e.start) for e in events] == [
+        ("Animal", "start", 0.0), ("Animal", "end", 0.0), ("Dog", "start", 0.0)]
 
 
 def test_hysteresis_and_hold(tree):
