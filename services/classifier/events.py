@@ -29,12 +29,13 @@ import numpy as np
 import yaml
 
 from shared import params
+from shared.errors import UserError
 from shared.messages import Event
 
 OpenEvents = dict[str, list[float]]
 
 
-class RulesError(ValueError):
+class RulesError(UserError, ValueError):
     """An unusable rules file (one-line message)."""
 
 

@@ -12,8 +12,10 @@ from typing import Protocol
 
 import numpy as np
 
+from shared.errors import UserError
 
-class ModelError(Exception):
+
+class ModelError(UserError):
     """A model that is missing, unusable or asked for something it cannot do (one-line message)."""
 
 
