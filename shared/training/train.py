@@ -19,8 +19,8 @@ from tensorflow.core.framework import summary_pb2
 
 from shared import evaluation
 from shared.errors import UserError
+from shared.models.frame_models import FrameModel, HeadConfig, build_model
 from shared.training import datasets, export, losses
-from shared.training.frame_models import FrameModel, HeadConfig, build_model
 
 RUN_FILE = "run.json"
 RECALIBRATION_BATCHES = 100
