@@ -50,7 +50,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     app.middleware("http")(_count_requests)
     app.include_router(health.router)
-    app.get("/", include_in_schema=False)(_dashboard)
+    app.add_api_route("/", _dashboard, include_in_schema=False)
     for module in (events, stream, sources, config, classify):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,1 +1,2 @@
-"""The api's routes, one router per concern; services/api/app.py includes them in this order."""
+"""The api's routes, one router per concern (events, stream, sources, config, classify,
+health); services/api/app.py includes them."""
