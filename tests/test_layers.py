@@ -5,8 +5,7 @@ import ast
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from pipeline_helpers import REPO
 
 
 def imported_modules(path: Path) -> set[str]:
