@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from shared.messages import (
 )
 from shared.models import ModelError
 from shared.native import quiet_native_stderr
+from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
@@ -71,12 +71,6 @@ WARMUP_S = 5.0  # chunks captured this early in a run are left out of latency an
 SERVICE_START_S = 120.0
 TICK_S = 0.01
 SILENT_CHUNKS = 10  # 9.6 s of quiet between a microphone's clip loops (events hold 1 s)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def clip_chunks() -> list[list[tuple[bytes, float]]]:

@@ -8,21 +8,14 @@ from collections.abc import Callable
 
 from threadpoolctl import threadpool_limits
 
-from services.capture.sources import SourceError
-from services.classifier.events import RulesError
-from shared.audio import AudioError
-from shared.config import ConfigError
-from shared.metrics import PortInUse
-from shared.models import ModelError
+from shared.errors import UserError
 from shared.native import quiet_native_stderr
-
-USER_MISTAKES = (ConfigError, ModelError, RulesError, SourceError, AudioError, PortInUse)
 
 
 def run_service(main: Callable[[], int | None]) -> None:
-    """Run a service's main with one-line logging and exit with its status. A user mistake (bad
-    setting, missing model, bad source, bad rules file, port in use) is one line on stderr and
-    exit status 2."""
+    """Run a service's main with one-line logging and exit with its status. A user mistake (a
+    UserError: bad setting, missing model, bad source, bad rules file, port in use) is one line
+    on stderr and exit status 2."""
     if os.environ.get("SOUNDHIVE_VERBOSE") != "1":
         quiet_native_stderr()
     logging.basicConfig(
@@ -34,7 +27,7 @@ def run_service(main: Callable[[], int | None]) -> None:
     threadpool_limits(1, user_api="blas")
     try:
         status = main()
-    except USER_MISTAKES as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)

@@ -35,11 +35,13 @@ import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from shared.errors import UserError
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_METRICS_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A setting that cannot be used (one-line message)."""
 
 

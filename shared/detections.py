@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from shared import streams
+from shared.errors import UserError
 from shared.messages import Event, MessageError
 
 SCAN_BATCH = 500
@@ -38,7 +39,7 @@ class Query:
                 and (self.min_score is None or event.score >= self.min_score))
 
 
-class CursorError(ValueError):
+class CursorError(UserError, ValueError):
     """A cursor this module did not make (one-line message)."""
 
 

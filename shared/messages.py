@@ -25,6 +25,7 @@ import numpy as np
 
 from shared import params
 from shared.audio import hop_samples
+from shared.errors import UserError
 
 PATCHES_PER_CHUNK = 2
 PATCH_HOP_SAMPLES = hop_samples(params.DEFAULT_PATCH_HOP_SECONDS)  # 7680
@@ -43,7 +44,7 @@ _NUMBER = (int, float)
 _ROWS_PER_CHUNK = tuple(n for n in range(PATCHES_PER_CHUNK, 0, -1) if PATCHES_PER_CHUNK % n == 0)
 
 
-class MessageError(ValueError):
+class MessageError(UserError, ValueError):
     """A message that cannot be used; the text says why, on one line."""
 
 

@@ -36,6 +36,7 @@ from shared.config import DEFAULT_METRICS_PORTS, Settings, threads_per_replica
 from shared.messages import Event, MessageError
 from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
+from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
 SERVICES = ("capture", "features", "classifier", "notifier", "api")
@@ -167,7 +168,7 @@ def up(
     plan += [("capture", [arg for s in source for arg in ("--source", s)]
               + (["--fast"] if fast else []) + (["--save-path", str(save_path)] if save_path
                                                   else []))]
-    ports = _ports(plan, metrics_port_base, api_port or _free_port())
+    ports = _ports(plan, metrics_port_base, api_port or free_port())
     api_url = f"http://127.0.0.1:{ports[plan.index(('api', []))]}"
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
@@ -238,12 +239,6 @@ def _ports(plan: list[tuple[str, list[str]]], base: int, api_port: int) -> list[
                  "Choose other ports with --metrics-port-base")
         ports.append(port)
     return ports
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:

@@ -40,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import params
+from shared.errors import UserError
 from shared.hierarchy import LabelTree
 from shared.messages import ENVELOPE_FRAME_SECONDS, Embeddings, Event
 
@@ -49,7 +50,7 @@ PATCH_FRAMES = int(params.PATCH_SECONDS / ENVELOPE_FRAME_SECONDS)  # 32 whole fr
 MIN_ATTACK_DB = 3.0  # a patch less above its floor than this has no attack to place
 
 
-class RulesError(ValueError):
+class RulesError(UserError, ValueError):
     """An unusable rules file (one-line message)."""
 
 

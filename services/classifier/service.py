@@ -12,7 +12,6 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import redis
@@ -29,7 +28,7 @@ from shared.messages import (
     Event,
     Prediction,
 )
-from shared.models import Head, ModelError, import_tensorflow_module, load_model, models_dir
+from shared.models import AUDIOSET_HEAD, ModelError, WindowHead, load_head, models_dir
 from shared.params import SAMPLE_RATE
 
 log = logging.getLogger("soundhive.classifier")
@@ -37,47 +36,7 @@ log = logging.getLogger("soundhive.classifier")
 TOP_LABELS = 10
 CHORES_INTERVAL_S = 5.0
 STATE_TTL_S = 7 * 24 * 3600  # a source silent for a week starts afresh
-
-
-class WindowHead(Protocol):
-    """What the classifier scores with: a head over each patch's window of recent embeddings
-    (oldest first, `lengths[i]` valid rows, the newest at `lengths[i] - 1`). Trained heads
-    (shared.models.trained.TrainedHead) are window heads as they are."""
-
-    name: str
-    embedding_model: str  # the embedding model it expects
-    class_names: list[str]
-    window: int  # number of embeddings a window holds (1: the patch alone)
-
-    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """float32 [n, window, D], int [n] -> float32 scores [n, C] in [0, 1]."""
-        ...
-
-    def changed_on_disk(self) -> bool:
-        """Whether its files were replaced since it was loaded (for hot reload)."""
-        ...
-
-
-AUDIOSET_HEAD = "audioset"
 RELOAD_CHECK_S = 2.0
-
-
-class AudioSetHead:
-    """A per-embedding AudioSet head seen as a window head of window 1."""
-
-    name = AUDIOSET_HEAD
-    window = 1
-
-    def __init__(self, head: Head, embedding_model: str):
-        self.embedding_model = embedding_model
-        self.class_names = head.class_names
-        self._head = head
-
-    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._head.score(windows[np.arange(len(windows)), lengths - 1])
-
-    def changed_on_disk(self) -> bool:
-        return False
 
 
 def label_tree(class_names: list[str]) -> LabelTree:
@@ -92,22 +51,6 @@ def model_name(head: WindowHead) -> str:
     if head.name == AUDIOSET_HEAD:
         return head.embedding_model
     return f"{head.embedding_model}/{head.name}"
-
-
-def load_head(name: str, embedding_model: str) -> WindowHead:
-    """`audioset` (the model's own head), or a head trained with `soundhive train`, by name
-    ($SOUNDHIVE_MODELS/heads/NAME) or folder."""
-    if name == AUDIOSET_HEAD:
-        return AudioSetHead(load_model(embedding_model).head, embedding_model)
-    trained = import_tensorflow_module("shared.models.trained", "trained heads")
-
-    head = trained.load_head(name)
-    if head.embedding_model != embedding_model:
-        raise ModelError(
-            f"head {head.name!r} scores {head.embedding_model} embeddings, but the features "
-            f"service makes {embedding_model} ones (set SOUNDHIVE_MODEL={head.embedding_model})"
-        )
-    return head
 
 
 @dataclass

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from pipeline_helpers import REPO, plain_tracker
 
-from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
+from services.classifier.service import RELOAD_CHECK_S, Classifier
 from shared import bus, detections, streams
 from shared.audio import frame_patches, load_audio
 from shared.config import Settings
 from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk, Prediction
-from shared.models import ModelError, load_embedder
+from shared.models import ModelError, load_embedder, load_head
 
 WINDOW = 4
 
@@ -32,8 +32,8 @@ def clip_embeddings(models_dir, clips_dir) -> dict[str, np.ndarray]:
 
 def train_head(embeddings: dict[str, np.ndarray], class_names: list[str], out) -> str:
     """A logistic head on every WINDOW-long run of real YAMNet embeddings of each clip."""
+    from shared.models.frame_models import HeadConfig
     from shared.training import datasets
-    from shared.training.frame_models import HeadConfig
     from shared.training.train import TrainOptions, train
 
     clips = [
@@ -118,8 +118,7 @@ def test_without_tensorflow_trained_heads_and_vggish_are_one_line_errors(tmp_pat
         (tmp_path / model_file.name).write_bytes(b"")
     script = (
         "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
-        "from services.classifier.service import load_head\n"
-        "from shared.models import ModelError, load_embedder\n"
+        "from shared.models import ModelError, load_embedder, load_head\n"
         "for load in (lambda: load_head('farm', 'yamnet'), lambda: load_embedder('vggish')):\n"
         "    try:\n"
         "        load()\n"
