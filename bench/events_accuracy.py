@@ -1,7 +1,7 @@
 """Event accuracy: how well soundhive's events tell what sounded and when, on soundscapes with
 ground truth, next to the naive reference a user would write in ten lines.
 
-    .venv/bin/python bench/events_accuracy.py [--scenes 40] [--seed 0] [--events-config FILE]
+    .venv/bin/python bench/events_accuracy.py [--scenes 60] [--seed 0] [--events-config FILE]
         [--clips ../shared/data/clips] [--keep DIR] [--out bench/results/events_accuracy.json]
 
 Scenes (bench/scenes.py: recordings, backgrounds, placement): 60 s each, public recordings at
@@ -40,7 +40,9 @@ carry them, change nothing: a detection is judged by its label):
 
 Writes the JSON report (with the command and commit) and prints a compact table. --keep DIR keeps
 the scene WAVs, truth.jsonl and each system's detections there. Needs SOUNDHIVE_MODELS,
-redis-server and espeak-ng. Every process it starts stops with it (`up` stops its services).
+redis-server and the Debian packages of bench/scenes.py's recordings (espeak-ng openttd-opensfx
+asterisk-core-sounds-en-wav; ./scripts/install.sh installs them). Every process it starts stops
+with it (`up` stops its services).
 """
 
 import argparse
@@ -60,17 +62,18 @@ import soundfile
 from scenes import (
     SCENE_S,
     Background,
+    Library,
     Scene,
     ScenesError,
     TruthEvent,
     build_scenes,
-    load_recordings,
+    load_library,
 )
 
 from shared import params
 from shared.audio import frame_patches, load_audio
 from shared.config import usable_cpus
-from shared.labels import Ontology
+from shared.labels import ClassMap, Ontology
 from shared.models import ModelError, load_model
 from shared.models.catalog import models_dir
 
@@ -301,10 +304,22 @@ def write_detections(path: Path, detections: dict[str, list[Detection]]) -> None
                 out.write(f"{scene}\t{d.label}\t{d.start:.2f}\t{d.end:.2f}\n")
 
 
+def check_labels(library: Library, scenes: list[Scene], class_map: Path) -> None:
+    """Every accepted and background label is a class of the model (a misspelt one could never
+    be found)."""
+    used = {label for r in library.recordings for label in r.accept}
+    used |= {label for scene in scenes for label in scene.background.labels}
+    unknown = used - set(ClassMap.from_csv(class_map).names)
+    if unknown:
+        raise BenchError(f"labels that {class_map.name} lacks: {', '.join(sorted(unknown))}")
+
+
 def measure(args: argparse.Namespace, work: Path) -> dict:
     started = time.monotonic()
     judge = Judge(Ontology.from_json(models_dir() / "ontology.json"))
-    scenes = build_scenes(load_recordings(args.clips), args.scenes, args.seed)
+    library = load_library(args.clips)
+    scenes = build_scenes(library, args.scenes, args.seed)
+    check_labels(library, scenes, models_dir() / "yamnet_class_map.csv")
     files = write_scenes(scenes, work / "scenes")
     built = time.monotonic()
     naive = run_naive(files)
@@ -352,7 +367,7 @@ def print_table(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=40, help="number of 60 s scenes")
+    parser.add_argument("--scenes", type=int, default=60, help="number of 60 s scenes")
     parser.add_argument("--seed", type=int, default=0,
                         help="scene set (0 to tune on; another to check generalisation)")
     parser.add_argument("--events-config", type=Path,
