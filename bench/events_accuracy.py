@@ -160,6 +160,7 @@ class Tally:
             "false_pairs": false, "detections": self.detections, "neutral": self.neutral,
             "detections_per_min": round(self.detections / minutes, 1),
             "segments": dict(seg),
+            "truths_by_kind": dict(sorted(self.truths.items())),
             "recall_by_kind": {kind: round(self.found[kind] / n, 3)
                                for kind, n in sorted(self.truths.items())},
             "worst_false_labels": self.false_pairs.most_common(WORST),
@@ -355,11 +356,11 @@ def print_table(report: dict) -> None:
         onset = f"{m['onset_error_s']:.2f} s" if m["onset_error_s"] is not None else "-"
         print(f"{name:{width}}{m['precision']:9.2f}  {m['recall']:6.2f}  {m['f1']:8.2f}  "
               f"{onset:>9}  {m['segment_f1']:10.2f}  {m['detections_per_min']:10.1f}")
-    print("recall by kind:  " + "  ".join(systems))
+    print("recall by kind (sounds): " + " | ".join(systems))
     first = next(iter(systems.values()))
-    for kind in first["recall_by_kind"]:
-        print(f"  {kind:24}" + "  ".join(f"{m['recall_by_kind'][kind]:4.2f}"
-                                         for m in systems.values()))
+    for kind, count in first["truths_by_kind"].items():
+        print(f"  {kind:20} {count:3d}  " + "  ".join(f"{m['recall_by_kind'][kind]:4.2f}"
+                                                   for m in systems.values()))
     for name, m in systems.items():
         print(f"most false alarms, {name}: "
               + ", ".join(f"{label} {n}" for label, n in m["worst_false_labels"]))
