@@ -75,7 +75,7 @@ from shared.audio import frame_patches, load_audio
 from shared.config import usable_cpus
 from shared.labels import ClassMap, Ontology
 from shared.models import ModelError, load_model
-from shared.models.catalog import models_dir
+from shared.models.catalog import missing_files, models_dir, spec
 
 DEFAULT_CLIPS = machine.REPO.parent / "shared/data/clips"
 DEFAULT_OUT = machine.REPO / "bench/results/events_accuracy.json"
@@ -85,6 +85,9 @@ NAIVE_THRESHOLD = 0.5
 NOISE_BRANCHES = ("Noise", "Acoustic environment")
 NOISE_LABELS = ("Silence", "Hum", "Field recording", "Wind noise (microphone)")
 WORST = 10
+# Unset for `up`: its own embedded Redis, YAMNet with its AudioSet head (as the naive reference),
+# and no rules but --events-config's.
+UNSET_FOR_UP = ("REDIS_URL", "SOUNDHIVE_MODEL", "SOUNDHIVE_HEAD", "SOUNDHIVE_EVENTS_CONFIG")
 
 
 class BenchError(Exception):
@@ -107,7 +110,7 @@ class Judge:
             *({root} | ontology.more_specific_names(root) for root in NOISE_BRANCHES))
 
     def finds(self, detection: Detection, truth: TruthEvent) -> bool:
-        return detection.label in truth.accept and _near(detection, truth, TOLERANCE_S)
+        return detection.label in truth.accept and _near(detection, truth)
 
     def neutral(self, label: str, truths: list[TruthEvent], background: Background) -> bool:
         """Noise, the background, or an ancestor of what one of `truths` may be called."""
@@ -120,8 +123,10 @@ class Judge:
         return any(name == label or name in below for name in names)
 
 
-def _near(detection: Detection, truth: TruthEvent, tolerance: float) -> bool:
-    return detection.start < truth.offset + tolerance and detection.end > truth.onset - tolerance
+def _near(detection: Detection, truth: TruthEvent) -> bool:
+    """Overlaps the truth event widened by TOLERANCE_S either side."""
+    return (detection.start < truth.offset + TOLERANCE_S
+            and detection.end > truth.onset - TOLERANCE_S)
 
 
 def _overlap(detection: Detection, truth: TruthEvent) -> float:
@@ -185,7 +190,7 @@ def score_scene(scene: Scene, detections: list[Detection], judge: Judge, tally: 
             true_pairs |= {(i, d.label) for d in finders}
     for d in detections:
         tally.detections += 1
-        near = [t for t in truths if _near(d, t, TOLERANCE_S)]
+        near = [t for t in truths if _near(d, t)]
         if any(judge.finds(d, t) for t in near):
             continue
         if judge.neutral(d.label, near, scene.background):
@@ -250,7 +255,7 @@ def run_soundhive(folder: Path, events_config: Path | None, log: Path
                "--exit-when-done", "--api-port", "0", "--metrics-port-base", "0"]
     if events_config is not None:
         command += ["--events-config", str(events_config)]
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own embedded Redis
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_FOR_UP}
     with log.open("w") as errors:
         done = subprocess.run(command, cwd=machine.REPO, env=env, stdout=subprocess.PIPE,
                               stderr=errors, text=True)
@@ -317,6 +322,9 @@ def check_labels(library: Library, scenes: list[Scene], class_map: Path) -> None
 
 def measure(args: argparse.Namespace, work: Path) -> dict:
     started = time.monotonic()
+    missing = missing_files(spec("yamnet"))
+    if missing:
+        raise BenchError(f"{models_dir()} lacks {', '.join(missing)} (set SOUNDHIVE_MODELS)")
     judge = Judge(Ontology.from_json(models_dir() / "ontology.json"))
     library = load_library(args.clips)
     scenes = build_scenes(library, args.scenes, args.seed)
@@ -394,6 +402,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print_table(report)
+    print(f"report: {args.out}")
 
 
 if __name__ == "__main__":
