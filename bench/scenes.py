@@ -179,16 +179,20 @@ class ScenesError(Exception):
     """Recordings that cannot be had (one-line message)."""
 
 
-def load_library(clips_dir: Path) -> Library:
-    """Every event recording (trimmed) and background; ScenesError says what is missing."""
+def load_library(clips_dir: Path, clips_only: bool = False) -> Library:
+    """Every event recording (trimmed), or with `clips_only` only those of `clips_dir` (another
+    set, e.g. a hidden one, listed in its labels.jsonl), and every background; ScenesError says
+    what is missing."""
     missing = [str(p) for p in (OPENSFX_CAT, ASTERISK_PROMPTS) if not p.exists()]
     if missing or shutil.which("espeak-ng") is None:
         raise ScenesError(f"missing {', '.join(missing) or 'espeak-ng'}: apt-get install "
                           f"{DEBIAN_PACKAGES}")
     opensfx = _opensfx_sounds()
-    recordings = (_clips(clips_dir) + _synthetic_speech() + _prompts(SPEECH_PROMPTS)
-                  + [Recording(title, kind, trim(opensfx[title]), accept)
-                     for title, (kind, accept) in OPENSFX_EVENTS.items()])
+    recordings = _clips(clips_dir)
+    if not clips_only:
+        recordings += _synthetic_speech() + _prompts(SPEECH_PROMPTS) + [
+            Recording(title, kind, trim(opensfx[title]), accept)
+            for title, (kind, accept) in OPENSFX_EVENTS.items()]
     traffic = Ambience("road traffic", ("Traffic noise, roadway noise", *BUS, "Vehicle", "Car",
                                         "Outside, urban or manmade"),
                        tuple(opensfx[t] for t in TRAFFIC_SOURCES), layers=4)
