@@ -47,8 +47,8 @@ def test_events_of_the_real_classifier_filtered_and_paged(pipeline: Services, cl
     wait_for(lambda: {("dog.mp3", "Bark"), ("speech.wav", "Speech")} <= {
         (e["source"], e["label"]) for e in all_events(url) if e["end"] is not None},
         WAIT_S, "Bark and Speech events")
-    events = all_events(url, limit=2)
-    assert len(events) == len({e["id"] for e in events}) >= 4  # pages: no repeat
+    events = all_events(url, limit=1)  # one sound, one event: two events, two pages
+    assert len(events) == len({e["id"] for e in events}) >= 2  # pages: no repeat
     assert [e["start_time"] for e in events] == sorted((e["start_time"] for e in events),
                                                        reverse=True)
     dog = next(e for e in events if (e["source"], e["label"]) == ("dog.mp3", "Bark"))
