@@ -2,7 +2,12 @@
 parse_file.py, grown up)."""
 
 import json
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -19,7 +24,10 @@ from soundhive.console import fail, item_progress, warn
 
 HIT_AT = (1, 3, 5)
 
-FILES_HELP = "Audio files (WAV, FLAC, Ogg, MP3, or anything FFmpeg reads) or folders of them."
+FILES_HELP = ("Audio files (WAV, FLAC, Ogg, MP3, or anything FFmpeg reads), folders of them, or "
+              "- for audio piped to standard input.")
+STDIN = Path("-")
+Source = tuple[str, Path]  # the name shown, the file read
 MODEL_HELP = "Model to use (see `soundhive models list`)."
 HOP_HELP = "Seconds between patch starts (patches are 0.975 s long)."
 SPECIFIC_HELP = (
@@ -49,13 +57,26 @@ def classify(
 ) -> None:
     """Print what each file sounds like: `Label: score, ...`, highest first.
 
-    A clip's score for a class is the mean of its per-patch scores.
+    A clip's score for a class is the mean of its per-patch scores. A path that cannot be read
+    is reported in one line and the others are still classified (exit status 2 at the end).
     """
-    files = _expand(paths)
+    with ExitStack() as cleanup:
+        files, failed = _expand(paths, cleanup)
+        if not files:
+            raise typer.Exit(2)
+        failed = _classify_and_print(files, failed, top, threshold, as_json, timeline, plot,
+                                     model_name, hop, specific)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _classify_and_print(files: list[Source], failed: bool, top: int, threshold: float,
+                        as_json: bool, timeline: bool, plot: Path | None, model_name: str,
+                        hop: float, specific: bool) -> bool:
+    """Whether any file failed."""
     model = _load(model_name)
     ontology = _ontology() if specific else None
-    failed = False
-    for path, result in _classify_all(model, files, hop):
+    for name, result in _classify_all(model, files, hop):
         if result is None:
             failed = True
             continue
@@ -68,15 +89,14 @@ def classify(
         if as_json:
             typer.echo(json.dumps(result.json_row(rank, timeline)))
         else:
-            prefix = f"{path}: " if len(files) > 1 else ""
+            prefix = f"{name}: " if len(files) > 1 else ""
             typer.echo(prefix + _format(rank(result.clip_scores)))
             if timeline:
                 for start, scores in zip(result.patch_times, result.patch_scores, strict=True):
                     typer.echo(f"  {start:7.2f}s  {_format(rank(scores))}")
         if plot is not None:
-            _plot(result, _plot_path(plot, path, len(files)), top)
-    if failed:
-        raise typer.Exit(2)
+            _plot(result, _plot_path(plot, Path(name), len(files)), top)
+    return failed
 
 
 def eval_clips(
@@ -108,7 +128,7 @@ def eval_clips(
         views["specific"] = _ontology()
     ranks: dict[str, list[int | None]] = {view: [] for view in views}
     k = max(HIT_AT)
-    results = _classify_all(model, [folder / clip.file for clip in clips], hop)
+    results = _classify_all(model, [_named(folder / clip.file) for clip in clips], hop)
     for clip, (_, result) in zip(clips, results, strict=True):
         if result is None:
             raise typer.Exit(2)
@@ -132,19 +152,41 @@ def eval_clips(
         typer.echo(f"{view:8} {figures}  ({len(found)} clips, {model.name})")
 
 
-def _expand(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
+def _named(path: Path) -> Source:
+    return str(path), path
+
+
+def _expand(paths: list[Path], cleanup: ExitStack) -> tuple[list[Source], bool]:
+    """The files to classify, and whether a path was reported as unusable."""
+    files: list[Source] = []
+    failed = False
     for path in paths:
-        if path.is_dir():
+        if path == STDIN:
+            files.append((str(STDIN), _stdin_to_file(cleanup)))
+        elif path.is_dir():
             found = find_audio_files(path)
             if not found:
-                fail(f"{path}: no audio files in this folder")
-            files.extend(found)
+                warn(f"{path}: no audio files in this folder")
+                failed = True
+            files.extend(map(_named, found))
         elif path.exists():
-            files.append(path)
+            files.append(_named(path))
         else:
-            fail(f"{path}: no such file or folder")
-    return files
+            warn(f"{path}: no such file or folder")
+            failed = True
+    return files, failed
+
+
+def _stdin_to_file(cleanup: ExitStack) -> Path:
+    """Standard input kept in a temporary file (decoders need to seek), removed at the end."""
+    if sys.stdin.isatty():
+        fail("- reads audio from standard input: pipe a file in (e.g. `ffmpeg ... -f wav - | "
+             "soundhive classify -`)")
+    folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="soundhive-stdin-")))
+    target = folder / "stdin"
+    with target.open("wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return target
 
 
 def _load(name: str) -> AudioModel:
@@ -162,17 +204,17 @@ def _ontology() -> Ontology:
 
 
 def _classify_all(
-    model: AudioModel, files: list[Path], hop: float
-) -> Iterator[tuple[Path, ClipResult | None]]:
-    """Each file with its result, or None after reporting why it could not be read."""
+    model: AudioModel, files: list[Source], hop: float
+) -> Iterator[tuple[str, ClipResult | None]]:
+    """Each file's name with its result, or None after reporting why it could not be read."""
     with item_progress(disable=len(files) < 2) as progress:
         task = progress.add_task("classifying", total=len(files))
-        for path in files:
+        for name, path in files:
             try:
-                yield path, classify_file(model, path, hop)
+                yield name, replace(classify_file(model, path, hop), source=name)
             except AudioError as exc:
-                warn(str(exc))
-                yield path, None
+                warn(str(exc).replace(str(path), name))
+                yield name, None
             progress.advance(task)
 
 

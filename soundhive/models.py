@@ -1,5 +1,6 @@
 """`soundhive models list|pull`: which models are here, and fetching them from their sources."""
 
+import json
 from pathlib import Path
 
 import typer
@@ -28,7 +29,10 @@ def file_status(file: ModelFile, folder: Path) -> str:
 
 
 @models_app.command("list")
-def list_models() -> None:
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per model per line: "
+                                 "name, ready, problems (file -> what is wrong), description."),
+) -> None:
     """Show each model and whether its files are present and verified."""
     folder = models_dir()
     table = Table(title=f"models in {folder}  (set SOUNDHIVE_MODELS to change)")
@@ -38,13 +42,19 @@ def list_models() -> None:
         problems = {
             f.name: status for f in model.files if (status := file_status(f, folder)) != "ok"
         }
+        if as_json:
+            typer.echo(json.dumps({"name": model.name, "ready": not problems,
+                                   "problems": problems, "description": model.description,
+                                   "folder": str(folder)}))
+            continue
         status = (
             "[green]ready[/]"
             if not problems
             else "[red]" + ", ".join(f"{name} {what}" for name, what in problems.items()) + "[/]"
         )
         table.add_row(model.name, status, model.description)
-    Console().print(table)
+    if not as_json:
+        Console().print(table)
 
 
 @models_app.command("pull")

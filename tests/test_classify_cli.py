@@ -98,6 +98,29 @@ def test_good_files_are_still_classified_beside_a_bad_one(clips_dir, tmp_path):
     assert "Speech" in run.stdout and "empty file" in run.stderr
 
 
+def test_a_missing_path_is_one_line_and_the_others_are_classified(clips_dir, tmp_path):
+    run = soundhive("classify", str(clips_dir / "dog.mp3"), str(tmp_path / "absent.wav"),
+                    str(clips_dir / "speech.wav"))
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: {tmp_path / 'absent.wav'}: no such file or folder"
+    assert [line.split(": ")[0] for line in run.stdout.splitlines()] == [
+        str(clips_dir / "dog.mp3"), str(clips_dir / "speech.wav")]
+
+
+def test_audio_piped_to_standard_input(clips_dir):
+    def piped(*args: str, audio: bytes) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "soundhive", "classify", *args],
+                              input=audio, capture_output=True, timeout=300)
+
+    run = piped("--json", "-", audio=(clips_dir / "dog.mp3").read_bytes())  # MP3: any format
+    assert run.returncode == 0, run.stderr
+    row = json.loads(run.stdout)
+    assert row["file"] == "-" and "Dog" in [label["label"] for label in row["labels"]]
+    run = piped("-", audio=b"not audio at all")
+    assert run.returncode == 2
+    assert run.stderr.decode().startswith("error: -: not a readable audio file")
+
+
 def test_missing_path_and_unknown_model(clips_dir, tmp_path):
     run = soundhive("classify", str(tmp_path / "absent.ogg"))
     assert run.returncode == 2 and "no such file" in run.stderr

@@ -1,6 +1,7 @@
 """`soundhive models list|pull`, downloading from a real HTTP server on loopback."""
 
 import hashlib
+import json
 from dataclasses import replace
 
 from pipeline_helpers import free_port
@@ -75,6 +76,10 @@ def test_list_shows_ready_and_missing(models_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SOUNDHIVE_MODELS", str(tmp_path))
     result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "200"})
     assert "yamnet.tflite missing" in result.output
+    rows = [json.loads(line) for line in runner.invoke(app, ["models", "list", "--json"]).output
+            .splitlines()]
+    yamnet = next(row for row in rows if row["name"] == "yamnet")
+    assert not yamnet["ready"] and yamnet["problems"]["yamnet.tflite"] == "missing"
 
 
 def test_official_sources_have_pinned_checksums_where_published():
