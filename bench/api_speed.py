@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from services.registry import SERVICES
 from shared import bus, detections, streams
 from shared.messages import Event
 from soundhive.redis_process import RedisProcess, die_with_parent
@@ -100,10 +100,9 @@ def main() -> None:
         server = RedisProcess(Path(tmp), port=free_port())
         server.start()
         port = free_port()
-        api = subprocess.Popen(
-            [sys.executable, "-m", "services.api"], cwd=REPO, preexec_fn=die_with_parent,
-            env={**os.environ, "REDIS_URL": server.url, "SOUNDHIVE_API_PORT": str(port),
-                 "SOUNDHIVE_API_HOST": "127.0.0.1"}, stdout=subprocess.DEVNULL,
+        api = SERVICES["api"].launch(
+            dict(os.environ), {"redis_url": server.url, "port": port, "host": "127.0.0.1"},
+            cwd=REPO, preexec_fn=die_with_parent, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         try:
             client = server.client()

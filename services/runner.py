@@ -1,8 +1,7 @@
-"""The one way a service process starts: `run_service(main)`, used by `python -m services.X`
-and `soundhive serve X`."""
+"""The one way a service process starts: `serve(name)`, used by `python -m services.X` and
+`soundhive serve X`."""
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 
@@ -10,8 +9,9 @@ from threadpoolctl import threadpool_limits
 
 from services.capture.sources import SourceError
 from services.classifier.events import RulesError
+from services.registry import SERVICES
 from shared.audio import AudioError
-from shared.config import ConfigError
+from shared.config import ConfigError, ProcessSettings
 from shared.metrics import PortInUse
 from shared.models import ModelError
 from shared.native import quiet_native_stderr
@@ -19,14 +19,26 @@ from shared.native import quiet_native_stderr
 USER_MISTAKES = (ConfigError, ModelError, RulesError, SourceError, AudioError, PortInUse)
 
 
+def serve(name: str, **overrides: object) -> None:
+    """Run service `name` in this process, its settings from the environment with the
+    overrides that are not None (CLI options), and exit with its status."""
+    service = SERVICES[name]
+    run_service(lambda: service.main()(service.settings.load(**overrides)))
+
+
 def run_service(main: Callable[[], int | None]) -> None:
     """Run a service's main with one-line logging and exit with its status. A user mistake (bad
     setting, missing model, bad source, bad rules file, port in use) is one line on stderr and
     exit status 2."""
-    if os.environ.get("SOUNDHIVE_VERBOSE") != "1":
+    try:
+        process = ProcessSettings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if not process.verbose:
         quiet_native_stderr()
     logging.basicConfig(
-        level=os.environ.get("SOUNDHIVE_LOG_LEVEL", "INFO").upper(),
+        level=process.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # numpy's BLAS would spin a thread per core for the classifier's small matrix products and

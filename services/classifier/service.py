@@ -19,8 +19,8 @@ import redis
 
 from services.classifier.events import EventTracker, Rules, RulesError
 from services.classifier.sequencer import Plan, SourceState, plan
+from services.classifier.settings import ClassifierSettings
 from shared import bus, detections, metrics, streams
-from shared.config import Settings
 from shared.messages import (
     CHUNK_SAMPLES,
     Embeddings,
@@ -112,7 +112,7 @@ class Scored:
 
 class Classifier:
     def __init__(self, client: redis.Redis, head: WindowHead, tracker: EventTracker,
-                 settings: Settings, head_spec: str | None = None):
+                 settings: ClassifierSettings, head_spec: str | None = None):
         self.redis, self.head, self.tracker = client, head, tracker
         self.maxlen, self.timeout_s = settings.stream_maxlen, settings.reorder_timeout_s
         self.events_maxlen = settings.events_maxlen
@@ -311,7 +311,7 @@ class Classifier:
                          message.start if message.kind == "start" else message.end)
 
 
-def main(settings: Settings) -> None:
+def main(settings: ClassifierSettings) -> None:
     head = load_head(settings.head, settings.model)
     rules = Rules.from_file(settings.events_config) if settings.events_config else Rules()
     tracker = EventTracker(rules, head.class_names, model_name(head))

@@ -18,10 +18,8 @@ from conftest import Stack
 from deploy_helpers import K8S, REPO, resolve_target
 from keda_schemas import SCHEMAS
 
-from services.api.settings import DEFAULT_API_PORT, ApiSettings
+from services.registry import SERVICES
 from shared import streams
-from shared.config import DEFAULT_METRICS_PORTS, Settings
-from soundhive.pipeline import SERVICES
 
 LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu"]
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -207,12 +205,9 @@ def test_containers_match_what_the_services_accept_and_serve(rendered, stack: St
             for key, value in env.items():
                 patch.setenv(key, value.replace("/var/run/secrets/soundhive/api-token",
                                                 str(REPO / "README.md")))
-            if service == "api":
-                port = ApiSettings.from_env().port
-                assert port == DEFAULT_API_PORT
-            else:
-                port = Settings.from_env(service).metrics_port
-                assert port == DEFAULT_METRICS_PORTS[service]
+            spec = SERVICES[service]
+            port = getattr(spec.settings(), spec.port_field)
+            assert port == spec.port
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert list(ports.values()) == [port], where
         assert target.exposed == [port], where
