@@ -20,6 +20,8 @@ from keda_schemas import SCHEMAS
 
 from services.registry import SERVICES
 from shared import streams
+from shared.config import ProcessSettings, describe
+from soundhive.settings_docs import DEPLOY_VARIABLES
 
 LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu"]
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -136,14 +138,27 @@ def test_keda_scales_features_and_classifier_on_their_consumer_group_lag(rendere
 
 
 def accepted_env(service: str) -> set[str]:
-    """Every setting name the code reads for a service (its modules and the shared ones) and
-    the image's entrypoint reads; a secret may also come as NAME_FILE where the code says so."""
-    files = [REPO / "shared/config.py", REPO / "services/runner.py",
-             REPO / "shared/models/catalog.py", REPO / "shared/params.py",
-             REPO / "deploy/docker/entrypoint.sh", REPO / "deploy/docker/healthcheck.py",
-             *sorted((REPO / "services" / service).glob("*.py"))]
-    names = {n for f in files for n in _ENV_NAME.findall(f.read_text())}
-    return names
+    """Every setting name the service's model (and every process's) reads, NAME_FILE for its
+    secrets, and what the image's entrypoint and healthcheck read."""
+    items = describe(SERVICES[service].settings) + describe(ProcessSettings)
+    return ({item.env for item in items} | {f"{item.env}_FILE" for item in items if item.secret}
+            | {item.env for item in DEPLOY_VARIABLES} | {"SOUNDHIVE_SERVICE"})
+
+
+def test_configmap_and_secret_hold_settings_and_every_sink_secret(rendered):
+    _, docs = rendered
+    known = set().union(*(accepted_env(name) for name in SERVICES))
+    config = by_kind(docs, "ConfigMap")["soundhive-config"]["data"]
+    assert set(config) <= known, sorted(set(config) - known)
+    secret = by_kind(docs, "Secret")["soundhive-secrets"]["stringData"]
+    settings_in_secret = {key for key in secret if _ENV_NAME.fullmatch(key)}
+    assert settings_in_secret <= known, sorted(settings_in_secret - known)
+    notifier_secrets = {item.env for item in describe(SERVICES["notifier"].settings)
+                        if item.secret and item.env != "REDIS_URL"}
+    assert notifier_secrets <= set(secret), sorted(notifier_secrets - set(secret))
+    notifier = by_kind(docs, "Deployment")["notifier"]["spec"]["template"]["spec"]
+    passed = {var["name"] for var in notifier["containers"][0]["env"]}
+    assert notifier_secrets <= passed, sorted(notifier_secrets - passed)
 
 
 def containers(docs: list[dict]):
