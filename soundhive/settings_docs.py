@@ -82,7 +82,8 @@ def compose_env() -> str:
         lines += ["", f"# --- {title}"]
         for item in items:
             value = "" if item.default in ("unset", "computed") else item.default
-            lines += [f"# {item.description}{' (secret)' if item.secret else ''}",
+            secret = f" (secret; or {item.env}_FILE: a file holding it)" if item.secret else ""
+            lines += [f"# {item.description}{secret}",
                       f"# {item.env}={value}"]
     return "\n".join(lines) + "\n"
 

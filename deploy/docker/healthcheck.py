@@ -1,23 +1,21 @@
-"""Container healthcheck: GET the service's own health endpoint on 127.0.0.1; exit 0 when it
-answers 200. The service comes from SOUNDHIVE_SERVICE (set per image target) and its port from
-the same environment the service reads (SOUNDHIVE_METRICS_PORT, SOUNDHIVE_API_PORT), so a port
-moved by configuration is still the port checked."""
+"""Container healthcheck: GET the service's own liveness probe on 127.0.0.1; exit 0 when it
+answers 200. The service comes from SOUNDHIVE_SERVICE (set per image target), its port and probe
+path from the service registry (services/registry.py), the port moved by the same variable the
+service reads (SOUNDHIVE_METRICS_PORT, SOUNDHIVE_API_PORT)."""
 
 import os
 import sys
 import urllib.request
 
-DEFAULT_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104}
+from services.registry import HEALTH_PATH, SERVICES
 
 
 def url() -> str:
-    service = os.environ.get("SOUNDHIVE_SERVICE", "")
-    if service == "api":
-        return f"http://127.0.0.1:{os.environ.get('SOUNDHIVE_API_PORT') or 8000}/healthz"
-    if service not in DEFAULT_PORTS:
-        sys.exit(f"healthcheck: SOUNDHIVE_SERVICE must be one of api, {', '.join(DEFAULT_PORTS)}")
-    port = os.environ.get("SOUNDHIVE_METRICS_PORT") or DEFAULT_PORTS[service]
-    return f"http://127.0.0.1:{port}/healthz"
+    service = SERVICES.get(os.environ.get("SOUNDHIVE_SERVICE", ""))
+    if service is None:
+        sys.exit(f"healthcheck: SOUNDHIVE_SERVICE must be one of {', '.join(SERVICES)}")
+    port = os.environ.get(service.port_env) or service.port
+    return f"http://127.0.0.1:{port}{HEALTH_PATH}"
 
 
 def main() -> None:
