@@ -163,9 +163,9 @@ class SettingsModel(BaseSettings):
         name = str(error["loc"][0]) if error["loc"] else ""
         field = next((f for f, info in cls.model_fields.items()
                       if name in (f, info.validation_alias)), None)
-        if field is None:
-            return f"{cls.__name__}: {error['msg']}"
         message = error["msg"].removeprefix("Value error, ")
+        if field is None:  # a check of several fields: its message names them
+            return message
         if is_secret(cls.model_fields[field]):
             return f"{cls.env_name(field)}: {message}"
         return f"{cls.env_name(field)}: {message} (got {error['input']!r})"

@@ -17,7 +17,7 @@ class CaptureSettings(Settings):
     service: str = internal_field(default="capture")
     metrics_port: int = metrics_port_field(9101)
     sources: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), validation_alias="SOUNDHIVE_CAPTURE_SOURCES", min_length=1,
+        (), validation_alias="SOUNDHIVE_CAPTURE_SOURCES",
         description=f"The sources, space-separated (or a JSON list): {SOURCE_FORMS}",
         json_schema_extra={"flag": "--source"})
     fast: bool = Field(False, validation_alias="SOUNDHIVE_CAPTURE_FAST",
@@ -31,4 +31,11 @@ class CaptureSettings(Settings):
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
             return json.loads(value) if value.lstrip().startswith("[") else value.split()
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("capture needs at least one source (--source)")
         return value
