@@ -2,8 +2,10 @@
 setting its service's model reads (and NAME_FILE for its secrets), from .env through the
 x-settings block, set by compose itself, or by its image; nothing it passes is unknown."""
 
+import importlib.util
+
 import yaml
-from deploy_helpers import COMPOSE_FILE, compose_env, load_compose, resolve_target
+from deploy_helpers import COMPOSE_FILE, HEALTHCHECK, compose_env, load_compose, resolve_target
 
 from services.registry import SERVICES
 from shared.config import ProcessSettings, describe
@@ -36,3 +38,11 @@ def test_every_container_gets_every_setting_of_its_service():
 def test_x_settings_passes_values_through_unchanged():
     block = yaml.safe_load(COMPOSE_FILE.read_text())["x-settings"]
     assert all(value == f"${{{key}:-}}" for key, value in block.items())
+
+
+def test_the_container_healthcheck_knows_the_registrys_ports():
+    spec = importlib.util.spec_from_file_location("healthcheck", HEALTHCHECK)
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    ports = {**healthcheck.DEFAULT_PORTS, "api": healthcheck.DEFAULT_API_PORT}
+    assert ports == {name: service.port for name, service in SERVICES.items()}
