@@ -10,7 +10,6 @@ Prints JSON. Events are written the way the classifier writes them (events strea
 import argparse
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import threading
@@ -23,16 +22,11 @@ import numpy as np
 from services.registry import SERVICES
 from shared import bus, detections, streams
 from shared.messages import Event
+from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["Dog", "Speech", "Music", "Siren", "Glass", "Bark", "Cat", "Car"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def event(n: int, kind: str = "end") -> Event:

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from services.registry import SERVICES
 from shared import streams
 from shared.audio import find_audio_files, load_audio
 from shared.messages import CHUNK_SAMPLES, Event, Prediction, SourceStatus
+from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
@@ -39,12 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 CHUNK_SECONDS = CHUNK_SAMPLES / 16000
 RECOVERY_WINDOW_S = 10.0
 GARBAGE = [b"\xc1 not msgpack", b"\x93\x01\x02\x03", b"\x81\xa4type\xa3pcm"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_sources(folder: Path, count: int, seconds: float) -> list[Path]:

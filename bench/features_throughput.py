@@ -8,7 +8,6 @@ Needs SOUNDHIVE_MODELS and a redis-server on PATH (or /usr/bin); starts its own 
 
 import argparse
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
 from shared.messages import PcmChunk
 from shared.models import load_embedder
+from soundhive.ports import free_port
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 
@@ -54,9 +54,7 @@ def main() -> None:
         embedder.embed(patches[i:i + 2 * args.batch])
     raw_s = time.perf_counter() - started
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     with tempfile.TemporaryDirectory() as folder:
         redis_process = subprocess.Popen(

@@ -1,9 +1,13 @@
-"""The machine a benchmark ran on, for its report (figures differ between machines)."""
+"""The machine and the commit a benchmark ran on, for its report (figures differ between
+machines and commits)."""
 
 import platform
+import subprocess
 from pathlib import Path
 
 from shared.config import usable_cpus
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def describe() -> dict:
@@ -21,3 +25,14 @@ def _cpu_model() -> str:
     flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
     vnni = " with AVX512-VNNI" if "avx512_vnni" in flags else ""
     return (names[0] if names else platform.machine()) + vnni
+
+
+def git_commit() -> str | None:
+    """The commit measured, with "-dirty" when the work tree differs from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from shared.messages import (
 )
 from shared.models import ModelError
 from shared.native import quiet_native_stderr
+from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
@@ -73,12 +73,6 @@ WARMUP_S = 5.0  # chunks captured this early in a run are left out of latency an
 SERVICE_START_S = 120.0
 TICK_S = 0.01
 SILENT_CHUNKS = 10  # 9.6 s of quiet between a microphone's clip loops (events hold 1 s)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def clip_chunks() -> list[list[tuple[bytes, float]]]:
@@ -523,17 +517,6 @@ def cpu_text(percent: dict[str, float | None]) -> str:
     return " ".join(f"{name} {value:.0f}" for name, value in percent.items() if value is not None)
 
 
-def git_commit() -> str | None:
-    """The commit measured, with "-dirty" when the work tree differs from it."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
 def mic_counts(text: str) -> list[int]:
     try:
         counts = sorted(int(x) for x in text.split(","))
@@ -601,7 +584,7 @@ def main() -> None:
               file=sys.stderr)
     report = {
         "machine": machine.describe(),
-        "command": {"argv": sys.argv[1:], "commit": git_commit(),
+        "command": {"argv": sys.argv[1:], "commit": machine.git_commit(),
                     "features": args.features, "threads": features_threads(args.features),
                     "batch_size": Settings().batch_size,
                     "backlog_max": backlog_max},

@@ -7,16 +7,10 @@ from collections.abc import Callable
 
 from threadpoolctl import threadpool_limits
 
-from services.capture.sources import SourceError
-from services.classifier.events import RulesError
 from services.registry import SERVICES
-from shared.audio import AudioError
-from shared.config import ConfigError, ProcessSettings
-from shared.metrics import PortInUse
-from shared.models import ModelError
+from shared.config import ProcessSettings
+from shared.errors import UserError
 from shared.native import quiet_native_stderr
-
-USER_MISTAKES = (ConfigError, ModelError, RulesError, SourceError, AudioError, PortInUse)
 
 
 def serve(name: str, **overrides: object) -> None:
@@ -27,26 +21,23 @@ def serve(name: str, **overrides: object) -> None:
 
 
 def run_service(main: Callable[[], int | None]) -> None:
-    """Run a service's main with one-line logging and exit with its status. A user mistake (bad
-    setting, missing model, bad source, bad rules file, port in use) is one line on stderr and
-    exit status 2."""
+    """Run a service's main with one-line logging and exit with its status. A user mistake (a
+    UserError: bad setting, missing model, bad source, bad rules file, port in use) is one line
+    on stderr and exit status 2."""
     try:
         process = ProcessSettings()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if not process.verbose:
-        quiet_native_stderr()
-    logging.basicConfig(
-        level=process.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # numpy's BLAS would spin a thread per core for the classifier's small matrix products and
-    # double its CPU; a service's parallelism is its replicas (and SOUNDHIVE_THREADS for LiteRT).
-    threadpool_limits(1, user_api="blas")
-    try:
+        if not process.verbose:
+            quiet_native_stderr()
+        logging.basicConfig(
+            level=process.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        # numpy's BLAS would spin a thread per core for the classifier's small matrix products
+        # and double its CPU; a service's parallelism is its replicas (and SOUNDHIVE_THREADS for
+        # LiteRT).
+        threadpool_limits(1, user_api="blas")
         status = main()
-    except USER_MISTAKES as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)

@@ -11,6 +11,7 @@ import soundfile
 import soxr
 
 from shared import params
+from shared.errors import UserError, one_line
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif"}
@@ -23,7 +24,7 @@ COMPLETE_FRACTION = 0.9
 _RIFF_PLACEHOLDER_SIZE = 0x7FFF0000
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """A file that is not usable audio; the message is one line fit for a user."""
 
 
@@ -92,7 +93,7 @@ def _ffmpeg_audio(path: Path) -> Iterator[tuple[Any, Iterator[np.ndarray]]]:
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
-        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        reason = getattr(exc, "strerror", None) or one_line(exc)
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
 
 
@@ -128,7 +129,7 @@ def stream_audio(path: str | Path, block_seconds: float = 1.0) -> Iterator[np.nd
             for block in sound_file.blocks(size, dtype="float32", always_2d=True):
                 yield from to_16k.push(block)
         except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"{path}: not a readable audio file ({_first_line(exc)})") from None
+            raise AudioError(f"{path}: not a readable audio file ({one_line(exc)})") from None
         yield from to_16k.finish(sound_file.frames / sound_file.samplerate)
 
 
@@ -178,10 +179,6 @@ def _declared_seconds(stream) -> float | None:
     if stream.duration is None or stream.time_base is None:
         return None
     return float(stream.duration * stream.time_base)
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:

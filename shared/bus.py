@@ -40,6 +40,7 @@ from redis.backoff import EqualJitterBackoff
 
 from shared import metrics, streams
 from shared.config import Settings
+from shared.errors import one_line
 from shared.messages import DeadLetter, Message, MessageError
 
 log = logging.getLogger("soundhive.bus")
@@ -126,7 +127,7 @@ class Weather:
         metrics.REDIS_ERRORS.labels(self.service, kind).inc()
         if kind != self._kind:
             log.warning("%s: redis %s (%s); retrying with backoff until it clears",
-                        self.service, kind, _one_line(exc))
+                        self.service, kind, _reason(exc))
             self._since = self._since or time.monotonic()
             self._kind = kind
         self.health.fail(f"redis {kind}")
@@ -395,7 +396,7 @@ class Worker(Generic[M]):
             self._failed(batch[0], failure)
             return
         log.warning("%s: batch of %d failed (%s); retrying one by one", self._service,
-                    len(batch), _one_line(failure))
+                    len(batch), _reason(failure))
         for delivery in batch:
             self._handle_or_split([delivery])
 
@@ -418,7 +419,7 @@ class Worker(Generic[M]):
 
     def _failed(self, delivery: Delivery[M], exc: Exception) -> None:
         metrics.MESSAGES_FAILED.labels(self._service).inc()
-        reason = _one_line(exc)
+        reason = _reason(exc)
         if isinstance(exc, PermanentError | MessageError):
             self._dead_letter(delivery.entry_id, delivery.message.encode(), delivery.deliveries,
                               "unusable", reason)
@@ -457,8 +458,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _one_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
+def _reason(exc: BaseException) -> str:
+    """A failure in one line, with its class name."""
     # redis-py names the failing pipeline command with its arguments (45 KB of audio): drop it.
-    text = text.rpartition(" of pipeline caused error: ")[2]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = one_line(exc).rpartition(" of pipeline caused error: ")[2]
+    name = type(exc).__name__
+    return name if text == name else f"{name}: {text}"

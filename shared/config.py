@@ -31,10 +31,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shared.errors import UserError
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A setting that cannot be used (one-line message)."""
 
 

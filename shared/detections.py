@@ -1,5 +1,6 @@
 """Detections: every event's latest state (its start, replaced by its end), indexed by start time
-(all of them, and per source and per label, so a filtered page reads only what it shows),
+(all of them, and per source and per label or category, so a filtered page reads only what it
+shows),
 for the events API and `soundhive up`'s view. The classifier writes them in the transaction that
 writes the events; any number of readers get the same answer from Redis.
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from shared import streams
+from shared.errors import UserError
 from shared.messages import Event, MessageError
 
 SCAN_BATCH = 500
@@ -33,11 +35,11 @@ class Query:
 
     def matches(self, event: Event) -> bool:
         return ((self.source is None or event.source == self.source)
-                and (self.label is None or event.label == self.label)
+                and (self.label is None or self.label in event.names())
                 and (self.min_score is None or event.score >= self.min_score))
 
 
-class CursorError(ValueError):
+class CursorError(UserError, ValueError):
     """A cursor this module did not make (one-line message)."""
 
 
@@ -48,9 +50,9 @@ def write(pipe: redis.client.Pipeline, event: Event) -> None:
 
 
 def _indexes(event: Event) -> list[str]:
-    """Every index of a detection: all of them, its source's and its label's."""
+    """Every index of a detection: all of them, its source's, its label's and categories'."""
     return [streams.DETECTIONS_INDEX, streams.detections_by_source(event.source),
-            streams.detections_by_label(event.label)]
+            *map(streams.detections_by_label, event.names())]
 
 
 def trim(client: redis.Redis, keep: int) -> int:

@@ -7,6 +7,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from shared.errors import UserError
+
 CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 30
 
@@ -14,7 +16,7 @@ TIMEOUT_SECONDS = 30
 ProgressCallback = Callable[[int, int | None], None]
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """A download that failed; the message is one line fit for a user."""
 
 

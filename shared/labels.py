@@ -29,6 +29,29 @@ class Ontology:
         self._children = {node["id"]: list(node.get("child_ids", [])) for node in nodes}
         self._mid_of = {node["name"]: node["id"] for node in nodes}
         self._name_of = {node["id"]: node["name"] for node in nodes}
+        self._parents: dict[str, list[str]] = {}
+        for node in nodes:
+            for child in node.get("child_ids", []):
+                self._parents.setdefault(child, []).append(node["id"])
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._mid_of)
+
+    def ancestors(self, name: str) -> tuple[str, ...]:
+        """Display names of every class above `name`, nearest first (Bark -> Dog, Domestic
+        animals, pets, Animal); several parents are walked breadth first; () for unknown names."""
+        found: list[str] = []
+        level = [self._mid_of[name]] if name in self._mid_of else []
+        while level:
+            upper = []
+            for mid in level:
+                for parent in self._parents.get(mid, []):
+                    if parent not in found:
+                        found.append(parent)
+                        upper.append(parent)
+            level = upper
+        return tuple(self._name_of[mid] for mid in found)
 
     @classmethod
     def from_json(cls, path: Path) -> "Ontology":

@@ -16,7 +16,8 @@ The last chunk of a finite source (file) is zero-padded and has `last` set.
 """
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import msgpack
@@ -24,6 +25,7 @@ import numpy as np
 
 from shared import params
 from shared.audio import hop_samples
+from shared.errors import UserError
 
 PATCHES_PER_CHUNK = 2
 PATCH_HOP_SAMPLES = hop_samples(params.DEFAULT_PATCH_HOP_SECONDS)  # 7680
@@ -32,11 +34,17 @@ CHUNK_SAMPLES = (PATCHES_PER_CHUNK - 1) * PATCH_HOP_SAMPLES + params.PATCH_SAMPL
 CHUNK_HOP_SECONDS = CHUNK_HOP_SAMPLES / params.SAMPLE_RATE
 PATCH_HOP_SECONDS = PATCH_HOP_SAMPLES / params.SAMPLE_RATE
 
+# The level envelope: 30 ms frames; a patch hop (0.48 s) is 16 of them, a patch 32 (plus 15 ms).
+ENVELOPE_FRAME_SAMPLES = 480
+ENVELOPE_FRAMES = CHUNK_SAMPLES // ENVELOPE_FRAME_SAMPLES  # 48
+ENVELOPE_FRAME_SECONDS = ENVELOPE_FRAME_SAMPLES / params.SAMPLE_RATE
+ENVELOPE_FLOOR_DB = -120
+
 _NUMBER = (int, float)
 _ROWS_PER_CHUNK = tuple(n for n in range(PATCHES_PER_CHUNK, 0, -1) if PATCHES_PER_CHUNK % n == 0)
 
 
-class MessageError(ValueError):
+class MessageError(UserError, ValueError):
     """A message that cannot be used; the text says why, on one line."""
 
 
@@ -44,6 +52,9 @@ class Message:
     TYPE: ClassVar[str]
     VERSION: ClassVar[int]
     FIELDS: ClassVar[dict[str, tuple[type, ...]]]
+    # Older schema versions still read: version -> a function turning such a map into the
+    # current one (messages written before an upgrade are still in the streams and in Redis).
+    UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {}
 
     def encode(self) -> bytes:
         # Not dataclasses.asdict: its deep copy was a fifth of the classifier's time.
@@ -60,7 +71,9 @@ class Message:
             raise MessageError(f"not a msgpack map but {type(obj).__name__}")
         if obj.get("type") != cls.TYPE:
             raise MessageError(f"expected a {cls.TYPE!r} message, got type {obj.get('type')!r}")
-        if obj.get("v") != cls.VERSION:
+        if obj.get("v") in cls.UPGRADES:
+            obj = cls.UPGRADES[obj["v"]](obj)
+        elif obj.get("v") != cls.VERSION:
             raise MessageError(
                 f"{cls.TYPE} schema version {obj.get('v')!r} is not supported "
                 f"(this worker reads version {cls.VERSION})"
@@ -141,16 +154,36 @@ class PcmChunk(Message):
         return windows[: CHUNK_HOP_SAMPLES : hop].copy()
 
 
+def level_envelope(samples: np.ndarray) -> bytes:
+    """Loudness of consecutive ENVELOPE_FRAME_SAMPLES frames (30 ms) of a chunk, in whole dBFS
+    (int8, floored at ENVELOPE_FLOOR_DB): where in a patch a sound is, for the event rules."""
+    frames = samples[: ENVELOPE_FRAMES * ENVELOPE_FRAME_SAMPLES].reshape(ENVELOPE_FRAMES, -1)
+    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    db = 10 * np.log10(np.maximum(power, 10 ** (ENVELOPE_FLOOR_DB / 10)))
+    return np.clip(np.round(db), ENVELOPE_FLOOR_DB, 0).astype(np.int8).tobytes()
+
+
+def _flat_envelope(rms: float) -> bytes:
+    """A chunk's envelope known only by its RMS (embeddings written before version 2)."""
+    db = 20 * np.log10(max(rms, 10 ** (ENVELOPE_FLOOR_DB / 20)))
+    return np.full(ENVELOPE_FRAMES, max(round(db), ENVELOPE_FLOOR_DB), np.int8).tobytes()
+
+
 @dataclass(frozen=True)
 class Embeddings(Message):
     """The embeddings of one chunk's patches (float32, row-major [rows, dim]): PATCHES_PER_CHUNK
-    rows every 0.48 s, or one for a model framed as the AudioSet release (every 0.96 s)."""
+    rows every 0.48 s, or one for a model framed as the AudioSet release (every 0.96 s); and the
+    chunk's level envelope (level_envelope)."""
 
     TYPE: ClassVar[str] = "embeddings"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
         "source": (str,), "session": (str,), "seq": (int,), "t": _NUMBER, "offset": _NUMBER,
         "rms": _NUMBER, "last": (bool,), "model": (str,), "dim": (int,), "data": (bytes,),
+        "envelope": (bytes,),
+    }
+    UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {
+        1: lambda obj: {**obj, "envelope": _flat_envelope(obj.get("rms", 0.0))},
     }
 
     source: str
@@ -163,12 +196,14 @@ class Embeddings(Message):
     model: str
     dim: int
     data: bytes
+    envelope: bytes  # int8 dBFS per 30 ms frame of the chunk
 
     @classmethod
     def of(cls, chunk: PcmChunk, model: str, vectors: np.ndarray) -> "Embeddings":
         vectors = np.ascontiguousarray(vectors, "<f4")
         return cls(chunk.source, chunk.session, chunk.seq, chunk.t, chunk.offset, chunk.rms,
-                   chunk.last, model, int(vectors.shape[1]), vectors.tobytes())
+                   chunk.last, model, int(vectors.shape[1]), vectors.tobytes(),
+                   level_envelope(chunk.samples()))
 
     def check(self) -> None:
         row_bytes = 4 * self.dim
@@ -180,6 +215,9 @@ class Embeddings(Message):
             )
         if not np.all(np.isfinite(self.vectors())):
             raise MessageError("embeddings hold NaN or infinite values")
+        if len(self.envelope) != ENVELOPE_FRAMES:
+            raise MessageError(f"embeddings envelope has {len(self.envelope)} frames, "
+                               f"expected {ENVELOPE_FRAMES}")
 
     @property
     def rows(self) -> int:
@@ -191,6 +229,10 @@ class Embeddings(Message):
 
     def vectors(self) -> np.ndarray:
         return np.frombuffer(self.data, "<f4").reshape(self.rows, self.dim)
+
+    def levels(self) -> np.ndarray:
+        """float [ENVELOPE_FRAMES] dBFS."""
+        return np.frombuffer(self.envelope, np.int8).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -229,11 +271,14 @@ class Event(Message):
     the events API's and the notifications' (see ../shared/DESIGN.md)."""
 
     TYPE: ClassVar[str] = "event"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
         "id": (str,), "source": (str,), "label": (str,), "kind": (str,), "score": _NUMBER,
         "start": _NUMBER, "end": (*_NUMBER, type(None)), "start_time": _NUMBER,
-        "end_time": (*_NUMBER, type(None)), "model": (str,),
+        "end_time": (*_NUMBER, type(None)), "model": (str,), "categories": (list,),
+    }
+    UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {
+        2: lambda obj: {**obj, "categories": []},
     }
 
     id: str  # source/label/start time in ms: the same for an event's start and end
@@ -246,8 +291,16 @@ class Event(Message):
     start_time: float
     end_time: float | None
     model: str  # what scored it: "yamnet", or "yamnet/HEAD" for a trained head
+    categories: list[str] = field(default_factory=list)  # the label's AudioSet ancestors,
+    # nearest first (Bark: Dog, Domestic animals, pets, Animal); [] for a trained head's own
+
+    def names(self) -> list[str]:
+        """What a filter naming a label matches: the label and its categories."""
+        return [self.label, *self.categories]
 
     def check(self) -> None:
+        if not all(isinstance(name, str) for name in self.categories):
+            raise MessageError("event categories must be label names")
         if self.kind not in ("start", "end"):
             raise MessageError(f"event kind must be 'start' or 'end', got {self.kind!r}")
         if (self.end is None) != (self.kind == "start") or (self.end_time is None) != (

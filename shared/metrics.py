@@ -15,8 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from shared.errors import UserError
 
-class PortInUse(OSError):
+
+class PortInUse(UserError, OSError):
     """A metrics port another process holds (one-line message)."""
 
 

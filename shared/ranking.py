@@ -2,15 +2,10 @@
 
 import numpy as np
 
+from shared.hierarchy import SPECIFIC_MIN_SCORE, prefers_specific
 from shared.labels import Ontology
 
 Label = tuple[str, float]
-
-# A more specific class (Dog) goes before its ancestor (Animal) when it is confident on its own
-# (this score) and next to its ancestor (this fraction of the ancestor's score): Bark at 0.6
-# goes before Dog at 0.9, Yip at 0.15 does not.
-DEFAULT_SPECIFIC_MIN_SCORE = 0.1
-DEFAULT_SPECIFIC_MIN_RATIO = 0.5
 
 
 def top_labels(
@@ -26,14 +21,13 @@ def specific_labels(
     ontology: Ontology,
     k: int,
     threshold: float = 0.0,
-    min_score: float = DEFAULT_SPECIFIC_MIN_SCORE,
-    min_ratio: float = DEFAULT_SPECIFIC_MIN_RATIO,
 ) -> list[Label]:
-    """Top-k where each class comes after its confident descendants (Bark before Dog before
-    Animal, Guitar before Music); other classes keep their score order."""
+    """Top-k where each class comes after the descendants preferred to it (shared.hierarchy:
+    Bark before Dog before Animal, Guitar before Music); other classes keep their score order.
+    The events' labels follow the same rule."""
     order = [int(i) for i in np.argsort(-scores, kind="stable")]
     rank = {class_names[i]: position for position, i in enumerate(order)}
-    confident = {class_names[i] for i in order if scores[i] >= min_score}
+    confident = {class_names[i] for i in order if scores[i] >= SPECIFIC_MIN_SCORE}
     index_of = {name: i for i, name in enumerate(class_names)}
     ranked: list[int] = []
     placed: set[int] = set()
@@ -44,7 +38,7 @@ def specific_labels(
         placed.add(i)
         below = confident & ontology.more_specific_names(class_names[i])
         for name in sorted(below, key=rank.__getitem__):
-            if scores[index_of[name]] >= scores[i] * min_ratio:
+            if prefers_specific(scores[index_of[name]], scores[i]):
                 place(index_of[name])
         ranked.append(i)
 

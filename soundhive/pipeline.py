@@ -42,6 +42,7 @@ from shared.config import SettingsModel, describe, is_secret, threads_per_replic
 from shared.messages import Event, MessageError
 from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
+from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
 SOURCE_HELP = SOURCE_FORMS + " Repeatable."
@@ -166,7 +167,7 @@ def up(
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("api", {})]
     plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
-    ports = _ports(plan, metrics_port_base, api_port or _free_port())
+    ports = _ports(plan, metrics_port_base, api_port or free_port())
     api_url = f"http://127.0.0.1:{ports[plan.index(('api', {}))]}"
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
@@ -240,12 +241,6 @@ def _ports(plan: list[tuple[str, dict[str, Any]]], base: int, api_port: int) -> 
                  "Choose other ports with --metrics-port-base")
         ports.append(port)
     return ports
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import redis
 
+from shared.errors import UserError
+
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT_S = 20.0
 
 
-class RedisProcessError(RuntimeError):
+class RedisProcessError(UserError, RuntimeError):
     """redis-server is missing or did not start (one-line message)."""
 
 

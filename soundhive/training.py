@@ -222,9 +222,9 @@ def train(
 ) -> None:
     """Train a YouTube-8M frame-level head on AudioSet-format TFRecords and export it."""
     _quiet_tensorflow()
+    from shared.models.frame_models import DBOF_ACTIVATIONS, MODEL_NAMES, HeadConfig
     from shared.training import datasets, export, losses
     from shared.training import train as training
-    from shared.training.frame_models import DBOF_ACTIVATIONS, MODEL_NAMES, HeadConfig
 
     if model not in MODEL_NAMES:
         fail(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model!r}")
@@ -356,11 +356,11 @@ def evaluate(
     _quiet_tensorflow()
     from shared import evaluation
     from shared.models import ModelError
-    from shared.models.trained import load_head
+    from shared.models.trained import TrainedHead
     from shared.training import datasets
 
     try:
-        loaded = load_head(head)
+        loaded = TrainedHead(head)
         names = _class_names(class_names, data, len(loaded.class_names))
         arrays = datasets.load_arrays(
             data, loaded.embedding_model, len(names), loaded.config.max_frames

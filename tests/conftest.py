@@ -9,10 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import RedisServer, Services
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from pipeline_helpers import SHARED, RedisServer, Services
 
 
 @pytest.fixture(scope="session")

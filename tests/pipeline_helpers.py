@@ -1,25 +1,31 @@
-"""Helpers of the pipeline tests: a restartable real redis-server, service processes, polling."""
+"""The tests' shared helpers: the repository and the shared folder beside it, free ports, a
+restartable real redis-server, service processes, polling, reading the streams back."""
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
+from services.classifier.events import EventTracker, Rules
 from services.registry import SERVICES
+from shared import streams
+from shared.hierarchy import LabelTree
+from shared.messages import SourceStatus
+from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"  # real models and clips, never copied into the repository
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def plain_tracker(class_names: list[str]) -> EventTracker:
+    """The shipped event rules over classes with no hierarchy."""
+    return EventTracker(Rules.load(), LabelTree(class_names, None))
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
@@ -99,3 +105,16 @@ def start_api(services: Services, **env: str) -> str:
 
     wait_for(ready, 60, "the api to be ready")
     return url
+
+
+def read_all(client: redis.Redis, stream: str, schema: type) -> list:
+    """Every message still in `stream`, decoded as `schema`."""
+    return [schema.decode(fields[streams.MESSAGE_FIELD]) for _, fields in client.xrange(stream)]
+
+
+def captured_chunks(client: redis.Redis) -> set[tuple[str, int]]:
+    """(source, seq) of every chunk capture wrote, from the sources it reports as finished (the
+    audio stream itself is trimmed as soon as the features workers acknowledge its entries)."""
+    statuses = [SourceStatus.decode(raw) for raw in client.hvals(streams.SOURCES_HASH)]
+    assert statuses and all(status.state == "finished" for status in statuses), statuses
+    return {(status.source, seq) for status in statuses for seq in range(status.seq + 1)}

@@ -1,9 +1,9 @@
 """`soundhive models list|pull`, downloading from a real HTTP server on loopback."""
 
 import hashlib
-import socket
 from dataclasses import replace
 
+from pipeline_helpers import free_port
 from typer.testing import CliRunner
 
 from shared.models import catalog
@@ -55,9 +55,7 @@ def test_pull_rejects_a_bad_checksum_and_keeps_nothing(http_folder, tmp_path, mo
 
 
 def test_pull_offline_fails_clearly(tmp_path, monkeypatch):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"  # a port nothing listens on
     serve_model(monkeypatch, closed, {"weights.bin": b""}, {})
     monkeypatch.setenv("SOUNDHIVE_MODELS", str(tmp_path))
     result = runner.invoke(app, ["models", "pull", "tiny"])

@@ -39,6 +39,7 @@ from redis.backoff import EqualJitterBackoff
 from services.capture.settings import CaptureSettings
 from services.capture.sources import SourceGone, SourceSpec, parse_sources
 from shared import bus, metrics, params, streams
+from shared.errors import one_line
 from shared.messages import (
     CHUNK_HOP_SAMPLES,
     CHUNK_HOP_SECONDS,
@@ -275,14 +276,14 @@ class SourceRunner:
     def _fail(self, exc: Exception) -> None:
         self.failed = True
         metrics.SOURCE_ERRORS.labels(self.spec.id, "permanent").inc()
-        self.publisher.status(self.spec.id, "failed", _one_line(exc), seq=self.chunks - 1)
-        log.error("capture: source %s failed: %s", self.spec.id, _one_line(exc))
+        self.publisher.status(self.spec.id, "failed", one_line(exc), seq=self.chunks - 1)
+        log.error("capture: source %s failed: %s", self.spec.id, one_line(exc))
 
     def _retry(self, exc: Exception, delay: float) -> None:
         metrics.SOURCE_ERRORS.labels(self.spec.id, "transient").inc()
-        self.publisher.status(self.spec.id, "retrying", _one_line(exc), seq=self.chunks - 1)
+        self.publisher.status(self.spec.id, "retrying", one_line(exc), seq=self.chunks - 1)
         log.warning("capture: source %s failed: %s; retrying in %.0f s", self.spec.id,
-                    _one_line(exc), delay)
+                    one_line(exc), delay)
         self.stopper.wait(delay)
 
     def _capture(self, offset0: float) -> None:
@@ -328,10 +329,6 @@ class SourceRunner:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = self.save_path / f"{name}-{stamp}-{self.session}.wav"
         return soundfile.SoundFile(path, "w", params.SAMPLE_RATE, 1, "PCM_16")
-
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def main(settings: CaptureSettings) -> int:

@@ -21,6 +21,7 @@ import soxr
 
 from shared import params
 from shared.audio import AudioError, find_audio_files, stream_audio
+from shared.errors import UserError
 
 BLOCK_SAMPLES = params.SAMPLE_RATE // 10  # 0.1 s
 URL_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "rtp://", "udp://",
@@ -29,7 +30,7 @@ NETWORK_TIMEOUT_S = 10.0
 SOURCE_FORMS = "mic[:DEVICE], file:PATH (a file or folder) or url:URL (anything FFmpeg opens)."
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A source that cannot run now; the message is one line."""
 
 

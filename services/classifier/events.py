@@ -1,157 +1,304 @@
-"""Per-chunk scores -> detection events with a start and an end.
+"""Per-patch scores -> detection events with a start and an end: one event per sound.
 
-Rules (defaults below; a YAML or JSON file overrides any of them, e.g.
+The rules (Rules, every key documented in the README's "Event rules") start from the shipped
+default_rules.yaml; a user's YAML/JSON file (SOUNDHIVE_EVENTS_CONFIG) overrides any key, and its
+`thresholds` are merged into the shipped table. For each 0.975 s patch (every 0.48 s):
 
-    default_threshold: 0.3
-    thresholds: {Dog: 0.2, Speech: 0.5}
-    release_ratio: 0.7
-    hold_s: 1.0
-    min_rms: 0.003
-    allow: []            # when not empty, only these labels make events
-    deny: [Silence]
+- **Gate.** The patch's level (from the chunk's 30 ms envelope) must reach `min_rms` (absolute)
+  and stand `gate_db` above the source's own noise floor, a running minimum of patch levels that
+  rises by at most FLOOR_RISE_DB_PER_S; a quiet room's hiss starts nothing.
+- **Start.** A label starts an event when its score reaches its threshold (`thresholds`, else
+  `default_threshold`), it is allowed (`allow`/`deny` match a label or any of its categories),
+  the gate is open, and no open event of the source is of its branch (the label itself, an
+  ancestor or a descendant). With `hierarchy: specific` (the default) the event is named by the
+  most specific label preferred to it (shared.hierarchy: Dog 0.8 -> Bark 0.5) and carries its
+  ancestors as `categories`: one bark is one Bark event, not Animal + Dog + Bark + ...
+  With `hierarchy: all` every label is its own event (the pre-0.2 behaviour).
+- **Dominance.** The label must also score at least `dominance` x every allowed label outside
+  its branch in that patch: the patch's main sound starts an event, a lesser guess beside it
+  (Purr over a pig's grunt) does not.
+- **Rename.** An open event named by an ancestor (Animal) whose descendant (Dog) later reaches
+  its threshold ends, and the descendant's event starts at the same onset.
+- **Keep up.** An open event stays up on any patch where its label, a descendant, or an ancestor
+  up to the label that started it scores at least its threshold x `release_ratio`
+  (hysteresis); it ends once none has for `hold_s` seconds.
+- **Timing.** Start and end are placed inside the patch where the sound is: the first (last)
+  30 ms frame louder than halfway, in dB, between the noise floor and the patch's loudest frame.
+- The last chunk of a source, or a new session of it, ends every open event.
 
-):
-- a label *starts* when a patch scores at least its threshold (`thresholds`, else
-  `default_threshold`) and the chunk is louder than `min_rms` (RMS gate for silence);
-- while active it stays up on any patch scoring at least threshold x `release_ratio`
-  (hysteresis), and *ends* once no patch has done so for `hold_s` seconds, so a barking dog is
-  one event, not one per second; the end time is the end of the last patch that kept it up;
-- the last chunk of a source, or a new session of it, ends every open event.
-
-The tracker is a pure function of a source's open events and its next chunk; the classifier
-keeps the open events in Redis and feeds chunks in sequence order (sequencer.py).
+The tracker is a pure function of a source's TrackState and its next chunk; the classifier keeps
+the state in Redis (sequencer.py) and feeds chunks in sequence order.
 """
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import params
-from shared.messages import Event
+from shared.errors import UserError
+from shared.hierarchy import LabelTree
+from shared.messages import ENVELOPE_FRAME_SECONDS, Embeddings, Event
 
-OpenEvents = dict[str, list[float]]
+DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
+FLOOR_RISE_DB_PER_S = 0.5  # how fast the noise floor follows a louder background
+PATCH_FRAMES = int(params.PATCH_SECONDS / ENVELOPE_FRAME_SECONDS)  # 32 whole frames
+MIN_ATTACK_DB = 3.0  # a patch less above its floor than this has no attack to place
 
 
-class RulesError(ValueError):
+class RulesError(UserError, ValueError):
     """An unusable rules file (one-line message)."""
 
 
-# Names AudioSet classes; a trained head with classes of its own need not have them.
-DEFAULT_DENY = frozenset({"Silence"})
+class Rules(BaseModel):
+    """The event rules; defaults and their reasons in default_rules.yaml."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-@dataclass(frozen=True)
-class Rules:
-    default_threshold: float = 0.3
-    thresholds: dict[str, float] = field(default_factory=dict)
-    release_ratio: float = 0.7
-    hold_s: float = 1.0
-    min_rms: float = 0.003
-    allow: frozenset[str] = frozenset()
-    deny: frozenset[str] = DEFAULT_DENY
+    default_threshold: float = Field(gt=0, le=1, description="start threshold of a label "
+                                     "with none of its own in `thresholds`")
+    thresholds: dict[str, float] = Field(description="start threshold per label")
+    release_ratio: float = Field(gt=0, le=1, description="an event stays up while a score "
+                                 "reaches its threshold x this")
+    hold_s: float = Field(ge=0, description="seconds below the release level before an end")
+    min_rms: float = Field(ge=0, description="absolute gate: patch RMS (full scale 1.0)")
+    gate_db: float = Field(ge=0, description="relative gate: dB above the noise floor")
+    allow: frozenset[str] = Field(description="when not empty, only these labels and their "
+                                  "descendants make events")
+    deny: frozenset[str] = Field(description="these labels and their descendants make none")
+    dominance: float = Field(ge=0, le=1, description="a label starts an event only when it "
+                             "scores at least this x any label outside its branch")
+    hierarchy: Literal["specific", "all"] = Field(description="one event per sound "
+                                                  "(specific) or per label (all)")
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Rules":
-        path = Path(path)
+    def shipped(cls, **changes: Any) -> "Rules":
+        """The shipped defaults with some keys changed (checked like a file's)."""
+        return cls(**{**_read(DEFAULT_RULES_FILE), **changes})
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Rules":
+        """The shipped defaults, overridden by the file at `path` when given."""
+        rules = _read(DEFAULT_RULES_FILE)
+        if path is not None:
+            override = _read(Path(path))
+            thresholds = {**rules["thresholds"], **(override.pop("thresholds", None) or {})}
+            rules = {**rules, **override, "thresholds": thresholds}
+            source = Path(path)
+        else:
+            source = DEFAULT_RULES_FILE
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RulesError(f"{path}: cannot read event rules ({type(exc).__name__})") from None
-        if not isinstance(data, dict):
-            raise RulesError(f"{path}: event rules must be a mapping")
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise RulesError(f"{path}: unknown event rule(s) {', '.join(sorted(unknown))}")
-        try:
-            rules = cls(
-                default_threshold=float(data.get("default_threshold", cls.default_threshold)),
-                thresholds={str(k): float(v) for k, v in (data.get("thresholds") or {}).items()},
-                release_ratio=float(data.get("release_ratio", cls.release_ratio)),
-                hold_s=float(data.get("hold_s", cls.hold_s)),
-                min_rms=float(data.get("min_rms", cls.min_rms)),
-                allow=frozenset(map(str, data.get("allow") or [])),
-                deny=frozenset(map(str, data.get("deny", sorted(cls.deny)) or [])),
-            )
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise RulesError(f"{path}: bad event rule value ({exc})") from None
-        if not 0 < rules.release_ratio <= 1:
-            raise RulesError(f"{path}: release_ratio must be in (0, 1]")
-        return rules
+            return cls(**rules)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = ".".join(map(str, error["loc"]))
+            raise RulesError(f"{source}: {key}: {error['msg']}") from None
+
+    def check_labels(self, tree: LabelTree, path: str | Path | None) -> None:
+        """Every label the user's file names must be known to the head (or, for allow/deny,
+        the ontology); shipped defaults a head lacks are ignored."""
+        user = _read(Path(path)) if path is not None else {}
+        for key in ("thresholds", "allow", "deny"):
+            named = user.get(key) or []
+            known = tree.known_names if key != "thresholds" else frozenset(tree.class_names)
+            for name in named:
+                if name not in known:
+                    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+                    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+                    raise RulesError(f"{path}: {key}: unknown label {name!r}{hint}")
+
+    def summary(self) -> dict[str, Any]:
+        """The rules as the api shows them (thresholds only where they differ)."""
+        shown = self.model_dump()
+        shown["allow"], shown["deny"] = sorted(self.allow), sorted(self.deny)
+        shown["thresholds"] = {k: v for k, v in sorted(self.thresholds.items())
+                               if v != self.default_threshold}
+        return shown
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RulesError(f"{path}: cannot read event rules ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise RulesError(f"{path}: event rules must be a mapping of keys to values")
+    return data
+
+
+@dataclass
+class OpenEvent:
+    """A sound still going on, as kept in the source's state (by field name)."""
+
+    label: str
+    trigger: str  # the label whose score started it (label or an ancestor of it)
+    start: float  # seconds from the source's start
+    start_time: float  # unix seconds
+    last_up: float  # start of the last patch that kept it up
+    end: float  # where its sound was last heard
+    end_time: float
+    peak: float
+
+
+@dataclass
+class TrackState:
+    """A source's open events (by label) and its noise floor (dBFS, None before any patch)."""
+
+    open: dict[str, OpenEvent] = field(default_factory=dict)
+    floor_db: float | None = None
 
 
 class EventTracker:
     """Applies Rules to the patches of one chunk, given and returning the source's state."""
 
-    def __init__(self, rules: Rules, class_names: list[str], model: str = ""):
-        self.rules = rules
-        self.class_names = class_names
-        self.model = model  # named in every event
-        named = set(rules.thresholds) | rules.allow | (rules.deny - DEFAULT_DENY)
-        unknown = named - set(class_names)
-        if unknown:
-            raise RulesError(f"event rules name unknown label(s): {', '.join(sorted(unknown))}")
-        self._on = np.array(
-            [rules.thresholds.get(n, rules.default_threshold) for n in class_names], np.float32
-        )
+    def __init__(self, rules: Rules, tree: LabelTree, model: str = ""):
+        self.rules, self.tree, self.model = rules, tree, model
+        names = tree.class_names
+        self._index = {name: i for i, name in enumerate(names)}
+        self._on = np.array([rules.thresholds.get(n, rules.default_threshold) for n in names],
+                            np.float32)
         self._off = self._on * rules.release_ratio
-        self._allowed = np.array(
-            [(not rules.allow or n in rules.allow) and n not in rules.deny for n in class_names]
-        )
+        allowed = tree.matching(rules.allow) if rules.allow else np.ones(len(names), bool)
+        self._eligible = allowed & ~tree.matching(rules.deny)
+        self._min_db = 20 * np.log10(max(rules.min_rms, 1e-6))
+        self._specific = rules.hierarchy == "specific"
+        self._keepers_of: dict[tuple[str, str], np.ndarray] = {}
+        self._related = [np.array(sorted(r), np.int64) for r in tree.related]
 
-    def update(
-        self,
-        open_events: OpenEvents,
-        source: str,
-        offsets: np.ndarray,
-        times: np.ndarray,
-        scores: np.ndarray,
-        rms: float,
-        last: bool,
-    ) -> tuple[OpenEvents, list[Event]]:
-        """One chunk: patch start offsets and unix times [P], scores [P, C]. Open events map
-        label -> [start, start_t, last_up, last_up_t, peak]; the new ones are returned."""
+    def update(self, state: TrackState, chunk: Embeddings, scores: np.ndarray
+               ) -> tuple[TrackState, list[Event]]:
+        """One chunk's patches (scores [P, C]) in order; returns the new state and events."""
+        state = TrackState({k: OpenEvent(**vars(e)) for k, e in state.open.items()},
+                           state.floor_db)
         events: list[Event] = []
-        open_ = {label: list(ev) for label, ev in open_events.items()}
-        gate = rms >= self.rules.min_rms
-        for offset, when, row in zip(offsets, times, scores, strict=True):
-            up = np.flatnonzero(self._allowed & (row >= self._off))
-            for i in up:
-                label = self.class_names[i]
-                if label in open_:
-                    ev = open_[label]
-                    if offset >= ev[2]:
-                        ev[2], ev[3] = float(offset), float(when)
-                    ev[4] = max(ev[4], float(row[i]))
-                elif gate and row[i] >= self._on[i]:
-                    open_[label] = [float(offset), float(when), float(offset), float(when),
-                                    float(row[i])]
-                    events.append(self._start(source, label, open_[label]))
-            for label in [k for k, ev in open_.items() if offset - ev[2] > self.rules.hold_s]:
-                events.append(self._end(source, label, open_.pop(label)))
-        if last:
-            events += self.close(open_, source)
-            open_ = {}
-        return open_, events
+        levels = chunk.levels()
+        hop = chunk.patch_hop_seconds
+        for row, patch_scores in enumerate(scores):
+            first = row * round(hop / ENVELOPE_FRAME_SECONDS)
+            patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop,
+                           levels[first:first + PATCH_FRAMES], state.floor_db)
+            events += self._patch(state, chunk.source, patch, patch_scores)
+            state.floor_db = patch.level if state.floor_db is None else \
+                min(patch.level, state.floor_db + FLOOR_RISE_DB_PER_S * hop)
+        if chunk.last:
+            events += self.close(state, chunk.source)
+            state.open = {}
+        return state, events
 
-    def close(self, open_events: OpenEvents, source: str) -> list[Event]:
+    def close(self, state: TrackState, source: str) -> list[Event]:
         """End every open event (the source ended, or a new session of it began)."""
-        return [self._end(source, label, ev) for label, ev in open_events.items()]
+        return [self._event(source, event, "end") for event in state.open.values()]
 
-    def _start(self, source: str, label: str, ev: list[float]) -> Event:
-        start, start_time, _, _, peak = ev
-        return Event(_event_id(source, label, start_time), source, label, "start",
-                     round(peak, 4), round(start, 3), None, round(start_time, 3), None,
-                     self.model)
+    def _patch(self, state: TrackState, source: str, patch: "_Patch", row: np.ndarray
+               ) -> list[Event]:
+        up = self._eligible & (row >= self._off)
+        for event in state.open.values():
+            if up[self._keepers(event.label, event.trigger)].any():
+                event.peak = max(event.peak, float(row[self._index[event.label]]))
+                if patch.offset >= event.last_up:
+                    event.last_up = patch.offset
+                    event.end, event.end_time = patch.sound_end()
+        events = [self._event(source, state.open.pop(label), "end")
+                  for label, event in list(state.open.items())
+                  if patch.offset - event.last_up > self.rules.hold_s]
+        gate_open = patch.level >= self._min_db and patch.above_floor(self.rules.gate_db)
+        events += self._starts(state, source, patch, row, up, gate_open)
+        return events
 
-    def _end(self, source: str, label: str, ev: list[float]) -> Event:
-        start, start_time, last_up, last_up_time, peak = ev
-        return Event(_event_id(source, label, start_time), source, label, "end", round(peak, 4),
-                     round(start, 3), round(last_up + params.PATCH_SECONDS, 3),
-                     round(start_time, 3), round(last_up_time + params.PATCH_SECONDS, 3),
-                     self.model)
+    def _starts(self, state: TrackState, source: str, patch: "_Patch", row: np.ndarray,
+                up: np.ndarray, gate_open: bool) -> list[Event]:
+        """New events, and open ones renamed to a more specific label (not gated: their
+        sound is already heard)."""
+        events = []
+        candidates = np.flatnonzero(self._eligible & (row >= self._on))
+        for trigger in (int(i) for i in sorted(candidates, key=lambda i: -row[i])):
+            if not self._dominates(row, trigger):
+                continue
+            start, start_time = patch.sound_start()
+            vaguer = self._open_ancestor(state, trigger)
+            if vaguer is not None:  # Animal, then Dog: the sound is renamed, not doubled
+                ended = state.open.pop(vaguer)
+                events.append(self._event(source, ended, "end"))
+                start, start_time = ended.start, ended.start_time
+            elif not gate_open or self._overlaps_open(state, trigger):
+                continue
+            label = self.tree.most_specific(row, trigger, up) if self._specific else trigger
+            end, end_time = patch.sound_end()
+            event = OpenEvent(self.tree.class_names[label], self.tree.class_names[trigger],
+                              start, start_time, patch.offset, end, end_time, float(row[label]))
+            state.open[event.label] = event
+            events.append(self._event(source, event, "start"))
+        return events
+
+    def _dominates(self, row: np.ndarray, i: int) -> bool:
+        """Whether class i scores at least `dominance` x every eligible class outside its
+        branch: the patch's main sound, not a lesser guess beside it."""
+        rivals = self._eligible.copy()
+        rivals[self._related[i]] = False
+        return not rivals.any() or row[i] >= self.rules.dominance * row[rivals].max()
+
+    def _open_ancestor(self, state: TrackState, i: int) -> str | None:
+        """The open event, if any, named by a strict ancestor of class i (specific mode)."""
+        if not self._specific:
+            return None
+        above = set(self.tree.ancestors[i].tolist())
+        return next((label for label in state.open if self._index[label] in above), None)
+
+    def _overlaps_open(self, state: TrackState, i: int) -> bool:
+        related = self.tree.related[i] if self._specific else {i}
+        return any(self._index.get(label, -1) in related for label in state.open)
+
+    def _keepers(self, label: str, trigger: str) -> np.ndarray:
+        """Classes whose score keeps an event up: its label, the label's descendants, and the
+        ancestors of the label up to its trigger."""
+        key = (label, trigger)
+        if key not in self._keepers_of:
+            i, top = self._index[label], self._index[trigger]
+            if self._specific:
+                below_top = {top, *self.tree.descendants[top].tolist()}
+                chain = [a for a in self.tree.ancestors[i].tolist() if a in below_top]
+                self._keepers_of[key] = np.array([i, *self.tree.descendants[i].tolist(), *chain])
+            else:
+                self._keepers_of[key] = np.array([i])
+        return self._keepers_of[key]
+
+    def _event(self, source: str, event: OpenEvent, kind: str) -> Event:
+        ends = kind == "end"
+        return Event(
+            id=f"{source}/{event.label}/{round(event.start_time * 1000)}", source=source,
+            label=event.label, kind=kind, score=round(event.peak, 4),
+            start=round(event.start, 3), end=round(event.end, 3) if ends else None,
+            start_time=round(event.start_time, 3),
+            end_time=round(event.end_time, 3) if ends else None, model=self.model,
+            categories=list(self.tree.categories[self._index[event.label]]))
 
 
-def _event_id(source: str, label: str, start_t: float) -> str:
-    return f"{source}/{label}/{round(start_t * 1000)}"
+class _Patch:
+    """One patch: where it starts, its level envelope and the floor it is heard over."""
+
+    def __init__(self, offset: float, when: float, levels: np.ndarray, floor_db: float | None):
+        self.offset, self.when, self.levels = offset, when, levels
+        self.level = float(10 * np.log10(np.mean(np.power(10.0, levels / 10.0))))
+        self.floor_db = floor_db
+        self.loudest = float(levels.max())
+
+    def above_floor(self, gate_db: float) -> bool:
+        return self.floor_db is None or self.level >= self.floor_db + gate_db
+
+    def _loud_frames(self) -> np.ndarray:
+        floor = self.floor_db if self.floor_db is not None else float(self.levels.min())
+        if self.loudest - floor < MIN_ATTACK_DB:
+            return np.arange(len(self.levels))
+        return np.flatnonzero(self.levels >= (self.loudest + floor) / 2)
+
+    def sound_start(self) -> tuple[float, float]:
+        into = float(self._loud_frames()[0] * ENVELOPE_FRAME_SECONDS)
+        return self.offset + into, self.when + into
+
+    def sound_end(self) -> tuple[float, float]:
+        into = float((self._loud_frames()[-1] + 1) * ENVELOPE_FRAME_SECONDS)
+        return self.offset + into, self.when + into

@@ -35,31 +35,58 @@ from typing import Any
 
 import msgpack
 
+from services.classifier.events import OpenEvent, TrackState
+from shared import params
+from shared.bus import PermanentError
 from shared.messages import Embeddings
 
 MAX_EARLY = 512  # chunks of one source waiting for a missing one (about 8 min of audio)
 KEPT_OLD_SESSIONS = 8
+STATE_VERSION = 2  # 1: open events as [start, start_t, last_up, last_up_t, peak] lists
 
 
 @dataclass
 class SourceState:
+    """Kept in Redis as a msgpack map of these fields by name, with `version`."""
+
     session: str
     next_seq: int = 0
     old_sessions: list[str] = field(default_factory=list)
-    open_events: dict[str, list[float]] = field(default_factory=dict)
+    track: TrackState = field(default_factory=TrackState)  # the event tracker's
     window: list[bytes] = field(default_factory=list)  # recent embeddings, oldest first
     early: list[int] = field(default_factory=list)  # seqs waiting in the reorder hash
     gap_since: float | None = None  # unix time the source started waiting for next_seq
 
     def dumps(self) -> bytes:
-        return msgpack.packb(self.__dict__, use_bin_type=True)
+        track = {"open": {label: vars(event) for label, event in self.track.open.items()},
+                 "floor_db": self.track.floor_db}
+        return msgpack.packb({**vars(self), "track": track, "version": STATE_VERSION},
+                             use_bin_type=True)
 
     @classmethod
     def loads(cls, raw: bytes | None) -> "SourceState | None":
+        """The state, upgraded from any earlier version; a later version (written by a newer
+        soundhive) is a PermanentError naming it."""
         if raw is None:
             return None
         data: dict[str, Any] = msgpack.unpackb(raw, raw=False)
-        return cls(**data)
+        version = data.pop("version", 1)
+        if version == 1:
+            data["track"] = {"open": {label: _open_event_v1(label, fields) for label, fields
+                                      in data.pop("open_events").items()}}
+        elif version != STATE_VERSION:
+            raise PermanentError(f"source state version {version} is newer than this "
+                                 f"classifier's ({STATE_VERSION}): upgrade the classifier")
+        track = data.pop("track")
+        open_events = {label: OpenEvent(**fields) for label, fields in track["open"].items()}
+        return cls(**data, track=TrackState(open_events, track.get("floor_db")))
+
+
+def _open_event_v1(label: str, fields: list[float]) -> dict[str, Any]:
+    start, start_time, last_up, last_up_time, peak = fields
+    return {"label": label, "trigger": label, "start": start, "start_time": start_time,
+            "last_up": last_up, "end": last_up + params.PATCH_SECONDS,
+            "end_time": last_up_time + params.PATCH_SECONDS, "peak": peak}
 
 
 @dataclass
@@ -70,7 +97,7 @@ class Plan:
     ready: list[int] = field(default_factory=list)  # seqs to process now, in order
     arrived: dict[int, Embeddings] = field(default_factory=dict)  # this batch's usable chunks
     to_buffer: list[Embeddings] = field(default_factory=list)
-    ended_sessions: list[dict[str, list[float]]] = field(default_factory=list)  # open events
+    ended_sessions: list[TrackState] = field(default_factory=list)  # their open events end
     dropped_buffers: bool = False  # the reorder hash belongs to an ended session
     duplicates: int = 0
     stale: int = 0
@@ -106,7 +133,7 @@ def _admit(result: Plan, message: Embeddings) -> None:
         if message.session in state.old_sessions:
             result.stale += 1
             return
-        result.ended_sessions.append(state.open_events)
+        result.ended_sessions.append(state.track)
         result.dropped_buffers = result.dropped_buffers or bool(state.early)
         # The old session's chunks still waiting, or arrived in this batch, are not processed:
         # a new session means its capture restarted, so they would end nothing it still has.

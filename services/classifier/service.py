@@ -11,8 +11,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field
 
 import numpy as np
 import redis
@@ -21,13 +20,15 @@ from services.classifier.events import EventTracker, Rules, RulesError
 from services.classifier.sequencer import Plan, SourceState, plan
 from services.classifier.settings import ClassifierSettings
 from shared import bus, detections, metrics, streams
+from shared.hierarchy import LabelTree
+from shared.labels import Ontology
 from shared.messages import (
     CHUNK_SAMPLES,
     Embeddings,
     Event,
     Prediction,
 )
-from shared.models import Head, ModelError, import_tensorflow_module, load_model
+from shared.models import AUDIOSET_HEAD, ModelError, WindowHead, load_head, models_dir
 from shared.params import SAMPLE_RATE
 
 log = logging.getLogger("soundhive.classifier")
@@ -35,47 +36,14 @@ log = logging.getLogger("soundhive.classifier")
 TOP_LABELS = 10
 CHORES_INTERVAL_S = 5.0
 STATE_TTL_S = 7 * 24 * 3600  # a source silent for a week starts afresh
-
-
-class WindowHead(Protocol):
-    """What the classifier scores with: a head over each patch's window of recent embeddings
-    (oldest first, `lengths[i]` valid rows, the newest at `lengths[i] - 1`). Trained heads
-    (shared.models.trained.TrainedHead) are window heads as they are."""
-
-    name: str
-    embedding_model: str  # the embedding model it expects
-    class_names: list[str]
-    window: int  # number of embeddings a window holds (1: the patch alone)
-
-    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """float32 [n, window, D], int [n] -> float32 scores [n, C] in [0, 1]."""
-        ...
-
-    def changed_on_disk(self) -> bool:
-        """Whether its files were replaced since it was loaded (for hot reload)."""
-        ...
-
-
-AUDIOSET_HEAD = "audioset"
 RELOAD_CHECK_S = 2.0
 
 
-class AudioSetHead:
-    """A per-embedding AudioSet head seen as a window head of window 1."""
-
-    name = AUDIOSET_HEAD
-    window = 1
-
-    def __init__(self, head: Head, embedding_model: str):
-        self.embedding_model = embedding_model
-        self.class_names = head.class_names
-        self._head = head
-
-    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._head.score(windows[np.arange(len(windows)), lengths - 1])
-
-    def changed_on_disk(self) -> bool:
-        return False
+def label_tree(class_names: list[str]) -> LabelTree:
+    """The head's classes related by the AudioSet ontology of the models folder (when its
+    classes are AudioSet's: a trained head's own classes relate to nothing)."""
+    path = models_dir() / "ontology.json"
+    return LabelTree(class_names, Ontology.from_json(path) if path.is_file() else None)
 
 
 def model_name(head: WindowHead) -> str:
@@ -83,22 +51,6 @@ def model_name(head: WindowHead) -> str:
     if head.name == AUDIOSET_HEAD:
         return head.embedding_model
     return f"{head.embedding_model}/{head.name}"
-
-
-def load_head(name: str, embedding_model: str) -> WindowHead:
-    """`audioset` (the model's own head), or a head trained with `soundhive train`, by name
-    ($SOUNDHIVE_MODELS/heads/NAME) or folder."""
-    if name == AUDIOSET_HEAD:
-        return AudioSetHead(load_model(embedding_model).head, embedding_model)
-    trained = import_tensorflow_module("shared.models.trained", "trained heads")
-
-    head = trained.load_head(name)
-    if head.embedding_model != embedding_model:
-        raise ModelError(
-            f"head {head.name!r} scores {head.embedding_model} embeddings, but the features "
-            f"service makes {embedding_model} ones (set SOUNDHIVE_MODEL={head.embedding_model})"
-        )
-    return head
 
 
 @dataclass
@@ -122,10 +74,8 @@ class Classifier:
 
     def head_info(self) -> dict:
         """The head in service, for the api's /labels and /config/events."""
-        rules = asdict(self.tracker.rules)
-        rules["allow"], rules["deny"] = sorted(rules["allow"]), sorted(rules["deny"])
         return {"head": self.head.name, "model": model_name(self.head),
-                "labels": self.head.class_names, "rules": rules}
+                "labels": self.head.class_names, "rules": self.tracker.rules.summary()}
 
     def handle(self, batch: list[bus.Delivery[Embeddings]]) -> int:
         """Admit a batch into its sources' sequences; returns the number of messages written."""
@@ -169,7 +119,8 @@ class Classifier:
             return
         try:
             head = load_head(self.head_spec, self.head.embedding_model)
-            tracker = EventTracker(self.tracker.rules, head.class_names, model_name(head))
+            tracker = EventTracker(self.tracker.rules, label_tree(head.class_names),
+                                   model_name(head))
         except (ModelError, RulesError) as exc:
             log.warning("head %s changed on disk but cannot be used yet: %s", self.head_spec, exc)
             return
@@ -246,8 +197,8 @@ class Classifier:
         for source, item in zip(sources, scored, strict=True):
             state = item.plan.state
             assert state is not None
-            for open_events in item.plan.ended_sessions:
-                written += self.tracker.close(open_events, source)
+            for track in item.plan.ended_sessions:
+                written += self.tracker.close(track, source)
             for chunk, scores in zip(item.chunks, item.scores, strict=True):
                 written += self._track(state, chunk, scores)
             self._write_state(pipe, source, item.plan)
@@ -262,10 +213,7 @@ class Classifier:
 
     def _track(self, state: SourceState, m: Embeddings, scores: np.ndarray
                ) -> list[Prediction | Event]:
-        starts = np.arange(m.rows) * m.patch_hop_seconds
-        offsets, times = m.offset + starts, m.t + starts
-        state.open_events, events = self.tracker.update(
-            state.open_events, m.source, offsets, times, scores, m.rms, m.last)
+        state.track, events = self.tracker.update(state.track, m, scores)
         peak = scores.max(axis=0)
         top = np.argsort(-peak, kind="stable")[:TOP_LABELS]
         prediction = Prediction(
@@ -313,8 +261,10 @@ class Classifier:
 
 def main(settings: ClassifierSettings) -> None:
     head = load_head(settings.head, settings.model)
-    rules = Rules.from_file(settings.events_config) if settings.events_config else Rules()
-    tracker = EventTracker(rules, head.class_names, model_name(head))
+    rules = Rules.load(settings.events_config)
+    tree = label_tree(head.class_names)
+    rules.check_labels(tree, settings.events_config)
+    tracker = EventTracker(rules, tree, model_name(head))
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("classifier: head %s (%d classes), metrics on :%d", head.name,

@@ -43,10 +43,11 @@ class Filter(SettingsModel):
     """What a sink is sent. The filters judge an event's start; its end follows that judgement
     (delivery.Gate)."""
 
-    labels: Labels = Field(frozenset(), description="Only these labels (';'-separated: "
-                           "AudioSet names hold commas; any case); empty: every label.")
-    exclude_labels: Labels = Field(frozenset(), description="Never these labels "
-                                   "(';'-separated).")
+    labels: Labels = Field(frozenset(), description="Only these labels or their categories "
+                           "(';'-separated: AudioSet names hold commas; any case); empty: every "
+                           "label.")
+    exclude_labels: Labels = Field(frozenset(), description="Never these labels or their "
+                                   "categories (';'-separated).")
     min_score: float = Field(0.0, ge=0, description="Only events scoring at least this.")
     kinds: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(KINDS), description="start, end or both (comma-separated).")
@@ -70,9 +71,10 @@ class Filter(SettingsModel):
         return value
 
     def admits(self, event: Event) -> bool:
-        label = event.label.lower()
-        return ((not self.labels or label in self.labels) and label not in self.exclude_labels
-                and event.score >= self.min_score)
+        """A label filter matches the event's label or any of its categories."""
+        names = {name.lower() for name in event.names()}
+        return ((not self.labels or not names.isdisjoint(self.labels))
+                and names.isdisjoint(self.exclude_labels) and event.score >= self.min_score)
 
 
 class DeviceHiveSettings(Filter):

@@ -4,18 +4,29 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from shared.models.base import AudioModel, Embedder, Head, ModelError
+from shared.models.base import (
+    AUDIOSET_HEAD,
+    AudioModel,
+    AudioSetHead,
+    Embedder,
+    Head,
+    ModelError,
+    WindowHead,
+)
 from shared.models.catalog import DEFAULT_MODEL, MODELS, missing_files, models_dir, spec
 
 __all__ = [
+    "AUDIOSET_HEAD",
     "DEFAULT_MODEL",
     "MODELS",
     "AudioModel",
     "Embedder",
     "Head",
     "ModelError",
+    "WindowHead",
     "import_tensorflow_module",
     "load_embedder",
+    "load_head",
     "load_model",
 ]
 
@@ -68,3 +79,20 @@ def load_model(name: str = DEFAULT_MODEL, folder: Path | None = None,
         f"model {name!r} has no AudioSet scoring head; train one with `soundhive train` "
         "or use --model yamnet"
     )
+
+
+def load_head(name: str, embedding_model: str | None = None) -> WindowHead:
+    """`audioset` (the AudioSet head of `embedding_model`, DEFAULT_MODEL when None), or a head
+    trained with `soundhive train`, by name ($SOUNDHIVE_MODELS/heads/NAME) or folder, which
+    must score `embedding_model` embeddings when one is given."""
+    if name == AUDIOSET_HEAD:
+        model = embedding_model or DEFAULT_MODEL
+        return AudioSetHead(load_model(model).head, model)
+    trained = import_tensorflow_module("shared.models.trained", "trained heads")
+    head = trained.TrainedHead(name)
+    if embedding_model is not None and head.embedding_model != embedding_model:
+        raise ModelError(
+            f"head {head.name!r} scores {head.embedding_model} embeddings, but the features "
+            f"service makes {embedding_model} ones (set SOUNDHIVE_MODEL={head.embedding_model})"
+        )
+    return head

@@ -5,6 +5,9 @@ service can score them later, on another machine:
 
     waveform patches [n, PATCH_SAMPLES] --Embedder.embed--> embeddings [n, D]
     embeddings [n, D]                   --Head.score-----> per-class scores [n, C] in [0, 1]
+
+The classifier scores with a WindowHead: a head over each patch's window of recent embeddings
+(a trained head), or a per-embedding Head seen as one of window 1 (AudioSetHead).
 """
 
 from dataclasses import dataclass
@@ -12,8 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
+from shared.errors import UserError
 
-class ModelError(Exception):
+
+class ModelError(UserError):
     """A model that is missing, unusable or asked for something it cannot do (one-line message)."""
 
 
@@ -32,6 +37,46 @@ class Head(Protocol):
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         """float32 embeddings [n, D] -> float32 per-class scores [n, C] in [0, 1]."""
         ...
+
+
+class WindowHead(Protocol):
+    """A head over each patch's window of recent embeddings (oldest first, `lengths[i]` valid
+    rows, the newest at `lengths[i] - 1`). Trained heads (shared.models.trained.TrainedHead)
+    are window heads as they are."""
+
+    name: str
+    embedding_model: str  # the embedding model it expects
+    class_names: list[str]
+    window: int  # number of embeddings a window holds (1: the patch alone)
+
+    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """float32 [n, window, D], int [n] -> float32 scores [n, C] in [0, 1]."""
+        ...
+
+    def changed_on_disk(self) -> bool:
+        """Whether its files were replaced since it was loaded (for hot reload)."""
+        ...
+
+
+AUDIOSET_HEAD = "audioset"
+
+
+class AudioSetHead:
+    """A per-embedding AudioSet head seen as a window head of window 1."""
+
+    name = AUDIOSET_HEAD
+    window = 1
+
+    def __init__(self, head: Head, embedding_model: str):
+        self.embedding_model = embedding_model
+        self.class_names = head.class_names
+        self._head = head
+
+    def score_windows(self, windows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._head.score(windows[np.arange(len(windows)), lengths - 1])
+
+    def changed_on_disk(self) -> bool:
+        return False
 
 
 @dataclass

@@ -1,47 +1,70 @@
 """Serving a head trained with `soundhive train` (Logistic, DBoF or LSTM over recent embeddings).
 
-    head = load_head("farm")                 # $SOUNDHIVE_MODELS/heads/farm/, or a folder path
+    head = TrainedHead("farm")               # $SOUNDHIVE_MODELS/heads/farm/, or a folder path
+                                             # (shared.models.load_head loads any head)
     head.embedding_model                     # "yamnet" or "vggish": what its inputs must be
     head.window                              # how many recent embeddings it looks at
     head.score_windows(windows, lengths)     # [n, T, D], [n] -> [n, C]
     head.score_clips(frames, lengths)        # whole clips (up to max_frames), as evaluation does
     head.score(embeddings)                   # [n, D] -> [n, C], row i on embeddings[i-window+1:i+1]
-    if head.changed_on_disk(): head = load_head(head.folder)   # hot reload
+    if head.changed_on_disk(): head = TrainedHead(head.folder)   # hot reload
 
 Serving runs one tf.function with a fixed input signature [None, window, D] in inference mode
 (no frame sampling, batch normalisation on its moving statistics); `score_clips` runs the same
 model on whole clips of any length up to the head's max_frames.
+
+A head's folder (written by shared/training/export.py; installed heads in
+`$SOUNDHIVE_MODELS/heads/<name>/`):
+
+    <folder>/head.json          format, name, embedding model, window, model config, metrics
+                                (window: how many recent embeddings serving gives the head, the
+                                longest clip it was trained on, at most its max_frames)
+    <folder>/class_names.txt    one class name per line, line i = output i
+    <folder>/model.weights.h5   the Keras weights
 """
 
 import json
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from shared.models.base import ModelError
-from shared.training import export
+from shared.models.catalog import models_dir
+from shared.models.frame_models import HeadConfig, build_model
 
+# /2: MoE gates without bias and a choice of DBoF activation (/1 heads cannot be loaded).
+FORMAT = "soundhive-head/2"
+HEAD_FILE = "head.json"
+CLASS_NAMES_FILE = "class_names.txt"
+WEIGHTS_FILE = "model.weights.h5"
+HEAD_FILES = (HEAD_FILE, CLASS_NAMES_FILE, WEIGHTS_FILE)
+HEADS_SUBDIR = "heads"
 _SERVING_BATCH = 1024
+
+
+def heads_dir() -> Path:
+    return models_dir() / HEADS_SUBDIR
 
 
 def resolve(name_or_path: str | Path) -> Path:
     """A head folder: an existing folder with head.json, else `$SOUNDHIVE_MODELS/heads/<name>`."""
     path = Path(name_or_path).expanduser()
-    if (path / export.HEAD_FILE).is_file():
+    if (path / HEAD_FILE).is_file():
         return path
-    installed = export.heads_dir() / str(name_or_path)
-    if (installed / export.HEAD_FILE).is_file():
+    installed = heads_dir() / str(name_or_path)
+    if (installed / HEAD_FILE).is_file():
         return installed
     raise ModelError(
-        f"no trained head {str(name_or_path)!r} (looked for {path}/{export.HEAD_FILE} and "
-        f"{installed}/{export.HEAD_FILE}; train one with `soundhive train`)"
+        f"no trained head {str(name_or_path)!r} (looked for {path}/{HEAD_FILE} and "
+        f"{installed}/{HEAD_FILE}; train one with `soundhive train`)"
     )
 
 
 def disk_stamp(folder: Path) -> tuple:
     """What changes when any of the head's files is rewritten or replaced."""
     stamp = []
-    for name in export.HEAD_FILES:
+    for name in HEAD_FILES:
         try:
             stat = (folder / name).stat()
         except OSError:
@@ -52,12 +75,9 @@ def disk_stamp(folder: Path) -> tuple:
 
 
 class TrainedHead:
-    def __init__(self, folder: Path):
-        import tensorflow as tf
-
-        from shared.training.frame_models import HeadConfig, build_model
-
-        self.folder = Path(folder)
+    def __init__(self, name_or_path: str | Path):
+        """The head named `name_or_path` (see resolve)."""
+        self.folder = resolve(name_or_path)
         self.version = disk_stamp(self.folder)
         description = _read_description(self.folder)
         self.name: str = description["name"]
@@ -69,7 +89,7 @@ class TrainedHead:
         self.embedding_size = self.config.feature_size
         model = build_model(self.config)
         try:
-            model.load_weights(self.folder / export.WEIGHTS_FILE)
+            model.load_weights(self.folder / WEIGHTS_FILE)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{self.folder}: unusable weights ({exc})") from None
 
@@ -156,21 +176,21 @@ class TrainedHead:
 
 def _read_description(folder: Path) -> dict:
     try:
-        description = json.loads((folder / export.HEAD_FILE).read_text(encoding="utf-8"))
+        description = json.loads((folder / HEAD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{folder}: unreadable {export.HEAD_FILE} ({exc})") from None
+        raise ModelError(f"{folder}: unreadable {HEAD_FILE} ({exc})") from None
     found = description.get("format")
-    if found != export.FORMAT:
+    if found != FORMAT:
         older = isinstance(found, str) and found.startswith("soundhive-head/")
         raise ModelError(
             f"{folder}: a {found} head from an older soundhive: train it again"
-            if older else f"{folder}: not a {export.FORMAT} head"
+            if older else f"{folder}: not a {FORMAT} head"
         )
     return description
 
 
 def _read_class_names(folder: Path, num_classes: int) -> list[str]:
-    path = folder / export.CLASS_NAMES_FILE
+    path = folder / CLASS_NAMES_FILE
     try:
         names = [n for n in path.read_text(encoding="utf-8").splitlines() if n]
     except OSError as exc:
@@ -179,6 +199,3 @@ def _read_class_names(folder: Path, num_classes: int) -> list[str]:
         raise ModelError(f"{path}: {len(names)} names for {num_classes} classes")
     return names
 
-
-def load_head(name_or_path: str | Path) -> TrainedHead:
-    return TrainedHead(resolve(name_or_path))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from shared import frontend, params
+from shared.errors import one_line
 from shared.models.base import ModelError
 
 # Quiet TensorFlow's C++ start-up notices; this must precede its import and leaves a value the
@@ -115,8 +116,8 @@ def load_checkpoint(model: keras.Model, checkpoint_path: Path) -> None:
     try:
         reader = tf.train.load_checkpoint(str(checkpoint_path))
     except (tf.errors.OpError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise ModelError(f"cannot read VGGish checkpoint {checkpoint_path}: {reason}") from None
+        raise ModelError(f"cannot read VGGish checkpoint {checkpoint_path}: {one_line(exc)}"
+                         ) from None
     stored_shapes = reader.get_variable_to_shape_map()
     targets = checkpoint_variables(model)
     missing = [name for name in targets if name not in stored_shapes]

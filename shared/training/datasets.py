@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared import params
+from shared.errors import UserError
 
 # The VGGish embedder's AudioSet-format (de)quantisation, re-exported for those who write data.
 from shared.models.vggish import dequantize_embeddings as dequantize  # noqa: F401
@@ -42,7 +43,7 @@ _DEQUANTIZE_BIAS = (params.QUANTIZE_MAX_VALUE - params.QUANTIZE_MIN_VALUE) / (
 ) + params.QUANTIZE_MIN_VALUE
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """Unusable training data (one-line message)."""
 
 

@@ -1,13 +1,7 @@
-"""A trained head on disk: the folder the classifier service loads by name.
-
-    <folder>/head.json          format, name, embedding model, window, model config, metrics
-                                (window: how many recent embeddings serving gives the head, the
-                                longest clip it was trained on, at most its max_frames)
-    <folder>/class_names.txt    one class name per line, line i = output i
-    <folder>/model.weights.h5   the Keras weights
-
-Installed heads live in `$SOUNDHIVE_MODELS/heads/<name>/`. A head is written into a temporary
-sibling folder and swapped in with renames, so a reader sees the old head or the new one.
+"""Writing a trained head: the folder shared/models/trained.py reads (its docstring gives the
+layout), exported or installed as `$SOUNDHIVE_MODELS/heads/<name>/`. A head is written into a
+temporary sibling folder and swapped in with renames, so a reader sees the old head or the new
+one.
 """
 
 import json
@@ -17,21 +11,10 @@ import shutil
 import time
 from pathlib import Path
 
-from shared.models.catalog import models_dir
-from shared.training.frame_models import FrameModel
+from shared.models.frame_models import FrameModel
+from shared.models.trained import CLASS_NAMES_FILE, FORMAT, HEAD_FILE, WEIGHTS_FILE, heads_dir
 
-# /2: MoE gates without bias and a choice of DBoF activation (/1 heads cannot be loaded).
-FORMAT = "soundhive-head/2"
-HEAD_FILE = "head.json"
-CLASS_NAMES_FILE = "class_names.txt"
-WEIGHTS_FILE = "model.weights.h5"
-HEAD_FILES = (HEAD_FILE, CLASS_NAMES_FILE, WEIGHTS_FILE)
-HEADS_SUBDIR = "heads"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def heads_dir() -> Path:
-    return models_dir() / HEADS_SUBDIR
 
 
 def export_head(

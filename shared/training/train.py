@@ -18,8 +18,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from shared import evaluation
+from shared.errors import UserError
+from shared.models.frame_models import FrameModel, HeadConfig, build_model
 from shared.training import datasets, export, losses
-from shared.training.frame_models import FrameModel, HeadConfig, build_model
 
 RUN_FILE = "run.json"
 RECALIBRATION_BATCHES = 100
@@ -29,7 +30,7 @@ _SCALAR = summary_pb2.SummaryMetadata(
 )
 
 
-class TrainingError(Exception):
+class TrainingError(UserError):
     """A run that cannot start or go on (one-line message)."""
 
 

@@ -18,7 +18,6 @@ import redis
 import soundfile
 from deploy_helpers import (
     IMAGE_PATHS,
-    REPO,
     compose_env,
     default_services,
     host_path,
@@ -27,11 +26,10 @@ from deploy_helpers import (
     resolve_target,
     soundhive_services,
 )
-from pipeline_helpers import free_port, wait_for
+from pipeline_helpers import SHARED, free_port, wait_for
 
 from soundhive.redis_process import die_with_parent
 
-SHARED = REPO.parent / "shared"
 CLIP = SHARED / "data" / "clips" / "dog.mp3"
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pipeline_helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 ENTRYPOINT = REPO / "deploy/docker/entrypoint.sh"

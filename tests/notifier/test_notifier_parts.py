@@ -97,7 +97,7 @@ def test_notification_shape():
     assert body["notification"] == "sound_event"
     assert body["timestamp"] == "2023-11-14T22:13:22.750"  # the end time, UTC, milliseconds
     assert set(body["parameters"]) == {"event_id", "source", "label", "kind", "score", "start",
-                                       "end", "start_time", "end_time", "model"}
+                                       "end", "start_time", "end_time", "model", "categories"}
 
 
 def test_stub_refuses_like_the_real_server(stub: DeviceHiveStub):

@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import redis
 import soundfile
-from pipeline_helpers import RedisServer, Services, wait_for
+from pipeline_helpers import RedisServer, Services, captured_chunks, read_all, wait_for
 
 from shared import streams
 from shared.audio import find_audio_files, load_audio
 from shared.messages import (
     CHUNK_SAMPLES,
+    ENVELOPE_FRAMES,
     DeadLetter,
     Embeddings,
     Event,
     PcmChunk,
     Prediction,
-    SourceStatus,
 )
 
 SOURCE_SECONDS = 24.0
@@ -64,19 +64,9 @@ def source_args(paths: list[Path]) -> list[str]:
     return [arg for path in paths for arg in ("--source", f"file:{path}")]
 
 
-def read_all(client: redis.Redis, stream: str, schema: type) -> list:
-    return [schema.decode(fields[streams.MESSAGE_FIELD]) for _, fields in client.xrange(stream)]
-
-
 def ended_events(client: redis.Redis) -> list[tuple[str, str, float, float]]:
     return sorted((e.source, e.label, round(e.start, 2), round(e.end, 2))
                   for e in read_all(client, streams.EVENTS_STREAM, Event) if e.kind == "end")
-
-
-def captured(client: redis.Redis) -> set[tuple[str, int]]:
-    statuses = [SourceStatus.decode(raw) for raw in client.hvals(streams.SOURCES_HASH)]
-    assert statuses and all(s.state == "finished" for s in statuses), statuses
-    return {(s.source, seq) for s in statuses for seq in range(s.seq + 1)}
 
 
 def predicted(client: redis.Redis) -> list[tuple[str, int]]:
@@ -85,7 +75,7 @@ def predicted(client: redis.Redis) -> list[tuple[str, int]]:
 
 def wait_until_done(client: redis.Redis, capture) -> set[tuple[str, int]]:
     assert capture.wait(WAIT_S) == 0
-    chunks = captured(client)
+    chunks = captured_chunks(client)
     wait_for(lambda: set(predicted(client)) >= chunks, WAIT_S, "a prediction for every chunk")
     time.sleep(1)  # a duplicate, if any, would have time to appear
     return chunks
@@ -96,8 +86,8 @@ def garbage(count: int, stream: str) -> list[bytes]:
     good_pcm = msgpack.unpackb(PcmChunk.from_samples(
         "ghost", "g", 0, 0.0, 0.0, np.zeros(CHUNK_SAMPLES, np.float32), False).encode())
     good_embeddings = msgpack.unpackb(Embeddings(
-        "ghost", "g", 0, 0.0, 0.0, 0.0, False, "yamnet", 4, np.zeros(8, "<f4").tobytes()
-    ).encode())
+        "ghost", "g", 0, 0.0, 0.0, 0.0, False, "yamnet", 4, np.zeros(8, "<f4").tobytes(),
+        bytes(ENVELOPE_FRAMES)).encode())
     body = good_pcm if stream == streams.PCM_STREAM else good_embeddings
     nan = np.full(8, np.nan, "<f4").tobytes()
     kinds = [

@@ -1,4 +1,4 @@
-"""Event rules (thresholds, hysteresis, hold, RMS gate, allow/deny), window heads, `up`."""
+"""Window heads across replicas, release-framed models, `soundhive up`."""
 
 import os
 import signal
@@ -10,59 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_helpers import REPO, wait_for
-
-from services.classifier.events import EventTracker, Rules, RulesError
-
-NAMES = ["Dog", "Speech", "Silence"]
-
-
-def run(tracker: EventTracker, rows: list[list[float]], rms: float = 0.1, state=None,
-        last: bool = False, first: int = 0):
-    offsets = (first + np.arange(len(rows))) * 0.48
-    return tracker.update(state or {}, "src", offsets, 1000 + offsets,
-                          np.array(rows, np.float32), rms, last)
-
-
-def test_hysteresis_and_hold_make_one_event():
-    tracker = EventTracker(Rules(default_threshold=0.5, release_ratio=0.6, hold_s=1.0), NAMES)
-    state, events = run(tracker, [[0.9, 0, 0], [0.35, 0, 0], [0.1, 0, 0], [0.7, 0, 0]])
-    assert [(e.label, e.kind) for e in events] == [("Dog", "start")]
-    # 0.35 >= 0.5 * 0.6 keeps it up; a dip shorter than hold_s does not end it
-    state, events = run(tracker, [[0.1, 0, 0]] * 4, state=state, first=4)
-    assert [(e.label, e.kind, e.start, round(e.end, 3)) for e in events] == [
-        ("Dog", "end", 0.0, round(3 * 0.48 + 0.975, 3))]
-    assert events[0].id == f"src/Dog/{1000 * 1000}"
-
-
-def test_rms_gate_deny_allow_and_last_chunk():
-    tracker = EventTracker(Rules(min_rms=0.01), NAMES)
-    assert run(tracker, [[0.9, 0.9, 0.9]], rms=0.001)[1] == []  # too quiet to start anything
-    _, events = run(tracker, [[0.9, 0.9, 0.9]], last=True)
-    assert sorted((e.label, e.kind) for e in events) == [
-        ("Dog", "end"), ("Dog", "start"), ("Speech", "end"), ("Speech", "start")]  # no Silence
-    only_dogs = EventTracker(Rules(allow=frozenset({"Dog"}), thresholds={"Dog": 0.95}), NAMES)
-    assert run(only_dogs, [[0.9, 0.9, 0]])[1] == []
-
-
-def test_close_ends_open_events():
-    tracker = EventTracker(Rules(), NAMES)
-    state, _ = run(tracker, [[0.9, 0, 0]])
-    events = tracker.close(state, "src")
-    assert [(e.label, e.kind, e.start, e.end) for e in events] == [("Dog", "end", 0.0, 0.975)]
-
-
-def test_rules_file(tmp_path: Path):
-    path = tmp_path / "rules.yaml"
-    path.write_text("default_threshold: 0.4\nthresholds: {Dog: 0.2}\nhold_s: 2\ndeny: []\n")
-    rules = Rules.from_file(path)
-    assert (rules.default_threshold, rules.thresholds, rules.hold_s, rules.deny) == (
-        0.4, {"Dog": 0.2}, 2.0, frozenset())
-    path.write_text("treshold: 0.4\n")
-    with pytest.raises(RulesError, match="unknown event rule"):
-        Rules.from_file(path)
-    with pytest.raises(RulesError, match="unknown label"):
-        EventTracker(Rules(thresholds={"Dgo": 0.2}), NAMES)
+from pipeline_helpers import REPO, plain_tracker, wait_for
 
 
 def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
@@ -145,7 +93,7 @@ def test_window_head_sees_the_source_history_across_replicas(redis_server):
     from shared.messages import Embeddings, PcmChunk, Prediction
 
     head = MeanWindowHead()
-    replicas = [Classifier(redis_server.client(), head, EventTracker(Rules(), head.class_names),
+    replicas = [Classifier(redis_server.client(), head, plain_tracker(head.class_names),
                            ClassifierSettings()) for _ in range(2)]
     rng = np.random.default_rng(0)
     for seq in range(3):
@@ -208,7 +156,7 @@ def test_release_framed_models_get_one_patch_per_chunk_end_to_end(redis_server):
         assert message.rows == 1 and message.patch_hop_seconds == 0.96
         np.testing.assert_array_equal(message.vectors()[0], chunk.samples()[:128])
     head = LastOfWindowHead()
-    classifier = Classifier(redis_server.client(), head, EventTracker(Rules(), ["Dog"]),
+    classifier = Classifier(redis_server.client(), head, plain_tracker(["Dog"]),
                             ClassifierSettings())
     classifier.handle([bus.Delivery(f"{m.seq}-0", m, 1) for m in embeddings])
     assert head.lengths == [1, 2, 3, 3]  # one frame per 0.96 s, in order

@@ -8,7 +8,7 @@ import msgpack
 import numpy as np
 import redis
 import soundfile
-from pipeline_helpers import RedisServer, Services, wait_for
+from pipeline_helpers import RedisServer, Services, captured_chunks, read_all, wait_for
 
 from shared import bus, detections, streams
 from shared.audio import load_audio
@@ -20,27 +20,13 @@ from shared.messages import (
     Event,
     PcmChunk,
     Prediction,
-    SourceStatus,
 )
 
 WAIT_S = 120  # generous: the machine may be loaded
 
 
-def read_all(client: redis.Redis, stream: str, schema: type) -> list:
-    return [schema.decode(fields[streams.MESSAGE_FIELD])
-            for _, fields in client.xrange(stream)]
-
-
 def keys(messages: list) -> list[tuple[str, str, int]]:
     return [(m.source, m.session, m.seq) for m in messages]
-
-
-def captured_chunks(client: redis.Redis) -> set[tuple[str, int]]:
-    """(source, seq) of every chunk capture wrote, from the sources it reports as finished (the
-    audio stream itself is trimmed as soon as the features workers acknowledge its entries)."""
-    statuses = [SourceStatus.decode(raw) for raw in client.hvals(streams.SOURCES_HASH)]
-    assert all(status.state == "finished" for status in statuses), statuses
-    return {(status.source, seq) for status in statuses for seq in range(status.seq + 1)}
 
 
 def write_noise(path: Path, seconds: float, level: float = 0.2) -> Path:

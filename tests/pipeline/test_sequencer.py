@@ -2,15 +2,16 @@
 
 import numpy as np
 
+from services.classifier.events import OpenEvent, TrackState
 from services.classifier.sequencer import MAX_EARLY, SourceState, plan
-from shared.messages import Embeddings
+from shared.messages import ENVELOPE_FRAMES, Embeddings
 
 TIMEOUT_S = 10.0
 
 
 def chunk(seq: int, session: str = "a") -> Embeddings:
     return Embeddings("src", session, seq, 0.0, seq * 0.96, 0.1, False, "yamnet", 2,
-                      np.zeros(4, "<f4").tobytes())
+                      np.zeros(4, "<f4").tobytes(), bytes(ENVELOPE_FRAMES))
 
 
 def step(state, seqs: list[int], now: float = 0.0, session: str = "a"):
@@ -57,12 +58,13 @@ def test_too_many_waiting_chunks_skip_the_gap_at_once():
 
 def test_a_new_session_restarts_the_count_and_old_sessions_are_stale():
     state, _ = step(None, [0, 1, 3])
-    state.open_events = {"Dog": [0.0, 0.0, 0.5, 0.5, 0.9]}
+    state.track = TrackState({"Dog": OpenEvent("Dog", "Dog", 0.0, 0.0, 0.5, 1.5, 1.5, 0.9)})
+    ended = state.track
     state, result = step(state, [0], session="b")
-    assert result.ended_sessions == [{"Dog": [0.0, 0.0, 0.5, 0.5, 0.9]}]
+    assert result.ended_sessions == [ended]
     assert result.dropped_buffers and result.lost == 1  # seq 3 of session a never completed
     assert state.session == "b" and state.old_sessions == ["a"] and result.ready == [0]
-    assert state.open_events == {}
+    assert state.track == TrackState()
     _, result = step(state, [2], session="a")
     assert result.stale == 1 and result.ready == []
 

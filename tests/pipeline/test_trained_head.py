@@ -9,15 +9,14 @@ import time
 
 import numpy as np
 import pytest
-from pipeline_helpers import REPO
+from pipeline_helpers import REPO, plain_tracker
 
-from services.classifier.events import EventTracker, Rules
-from services.classifier.service import RELOAD_CHECK_S, Classifier, load_head
+from services.classifier.service import RELOAD_CHECK_S, Classifier
 from services.classifier.settings import ClassifierSettings
 from shared import bus, detections, streams
 from shared.audio import frame_patches, load_audio
 from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk, Prediction
-from shared.models import ModelError, load_embedder
+from shared.models import ModelError, load_embedder, load_head
 
 WINDOW = 4
 
@@ -33,8 +32,8 @@ def clip_embeddings(models_dir, clips_dir) -> dict[str, np.ndarray]:
 
 def train_head(embeddings: dict[str, np.ndarray], class_names: list[str], out) -> str:
     """A logistic head on every WINDOW-long run of real YAMNet embeddings of each clip."""
+    from shared.models.frame_models import HeadConfig
     from shared.training import datasets
-    from shared.training.frame_models import HeadConfig
     from shared.training.train import TrainOptions, train
 
     clips = [
@@ -82,7 +81,7 @@ def test_trained_head_serves_and_hot_reloads(
     head = load_head("farm", "yamnet")
     assert head.window == WINDOW and head.class_names == ["Dog", "Cow"]
     client = redis_server.client()
-    classifier = Classifier(client, head, EventTracker(Rules(), head.class_names),
+    classifier = Classifier(client, head, plain_tracker(head.class_names),
                             ClassifierSettings(), "farm")
     replay(classifier, "barn-dog", clip_embeddings["dog"])
     replay(classifier, "barn-cow", clip_embeddings["cow"])
@@ -119,8 +118,7 @@ def test_without_tensorflow_trained_heads_and_vggish_are_one_line_errors(tmp_pat
         (tmp_path / model_file.name).write_bytes(b"")
     script = (
         "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
-        "from services.classifier.service import load_head\n"
-        "from shared.models import ModelError, load_embedder\n"
+        "from shared.models import ModelError, load_embedder, load_head\n"
         "for load in (lambda: load_head('farm', 'yamnet'), lambda: load_embedder('vggish')):\n"
         "    try:\n"
         "        load()\n"

@@ -3,9 +3,9 @@ real HTTP server on loopback."""
 
 import hashlib
 import io
-import socket
 import tarfile
 
+from pipeline_helpers import free_port
 from typer.testing import CliRunner
 
 from soundhive.cli import app
@@ -23,14 +23,8 @@ def tiny_archive() -> bytes:
     return buffer.getvalue()
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_offline_is_a_one_line_error(tmp_path):
-    url = f"http://127.0.0.1:{closed_port()}/features.tar.gz"
+    url = f"http://127.0.0.1:{free_port()}/features.tar.gz"
     result = runner.invoke(app, ["datasets", "pull", "audioset", "--out", str(tmp_path),
                                  "--url", url])
     assert result.exit_code == 2

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from shared.models.frame_models import HeadConfig, build_model, sample_random_frames
 from shared.training import losses
-from shared.training.frame_models import HeadConfig, build_model, sample_random_frames
 
 SMALL = {"cluster_size": 32, "hidden_size": 16, "lstm_size": 8, "sample_frames": 5,
          "lstm_layers": 2}

@@ -9,10 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from shared import evaluation
-from shared.models import ModelError
-from shared.models.trained import load_head
+from shared.models import ModelError, load_head
+from shared.models.frame_models import HeadConfig
 from shared.training import datasets, export
-from shared.training.frame_models import HeadConfig
 from shared.training.train import TrainingError, TrainOptions, train
 from soundhive.cli import app
 

@@ -1,0 +1,33 @@
+"""GET /healthz, /readyz and /metrics: open to everyone, whatever the token settings."""
+
+import redis
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.api.deps import RedisClient
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request, response: Response, client: RedisClient) -> dict:
+    problems = []
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        problems.append(f"redis: {type(exc).__name__}")
+    if request.app.state.model is None:
+        problems.append(request.app.state.model_error)
+    response.status_code = 503 if problems else 200
+    return {"status": "not ready" if problems else "ready", "problems": problems}
+
+
+@router.get("/metrics")
+def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

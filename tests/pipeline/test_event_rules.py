@@ -1,0 +1,187 @@
+"""Event rules: one event per sound (hierarchy), thresholds and hysteresis, the relative gate,
+onset placement, allow/deny by category, rules files, and state written by older versions."""
+
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from services.classifier.events import EventTracker, Rules, RulesError, TrackState
+from services.classifier.sequencer import SourceState
+from shared.hierarchy import LabelTree
+from shared.labels import Ontology
+from shared.messages import ENVELOPE_FRAMES, Embeddings, Event
+
+NAMES = ["Animal", "Domestic animals, pets", "Dog", "Bark", "Cat", "Speech", "Music", "Guitar",
+         "Silence", "Pink noise"]
+LOUD, QUIET = -20, -50  # dBFS
+
+
+@pytest.fixture(scope="module")
+def tree(models_dir: Path) -> LabelTree:
+    return LabelTree(NAMES, Ontology.from_json(models_dir / "ontology.json"))
+
+
+def scores(**by_name: float) -> list[float]:
+    return [by_name.get(name.split(",")[0].replace(" ", "_"), 0.0) for name in NAMES]
+
+
+def chunk(seq: int, levels_db: float | list[float] = LOUD, last: bool = False) -> Embeddings:
+    levels = np.broadcast_to(np.asarray(levels_db, np.int8), (ENVELOPE_FRAMES,))
+    return Embeddings("src", "s", seq, 1000 + seq * 0.96, seq * 0.96, 0.1, last, "yamnet", 1,
+                      np.zeros((2, 1), "<f4").tobytes(), levels.astype(np.int8).tobytes())
+
+
+def feed(tracker: EventTracker, rows: list[list[float]], levels_db=LOUD,
+         state: TrackState | None = None, first_seq: int = 0, last: bool = False
+         ) -> tuple[TrackState, list[Event]]:
+    """Rows of scores, two patches per chunk."""
+    state, events = state or TrackState(), []
+    for n in range(0, len(rows), 2):
+        seq = first_seq + n // 2
+        state, new = tracker.update(state, chunk(seq, levels_db, last and n + 2 >= len(rows)),
+                                    np.array(rows[n:n + 2], np.float32))
+        events += new
+    return state, events
+
+
+def test_a_bark_is_one_bark_event_with_its_ancestors_as_categories(tree):
+    tracker = EventTracker(Rules.shipped(), tree, "yamnet")
+    bark = scores(Animal=0.95, Domestic_animals=0.9, Dog=0.85, Bark=0.6)
+    dog_only = scores(Animal=0.9, Domestic_animals=0.8, Dog=0.7, Bark=0.05)
+    _, events = feed(tracker, [bark, dog_only, bark, scores(), scores(), scores(),
+                               scores(), scores()])
+    assert [(e.label, e.kind) for e in events] == [("Bark", "start"), ("Bark", "end")]
+    assert events[0].categories == ["Dog", "Domestic animals, pets", "Animal"]
+    assert events[0].score == pytest.approx(0.6)
+
+
+def test_a_branch_confident_only_at_its_parent_names_the_parent(tree):
+    tracker = EventTracker(Rules.shipped(), tree)
+    _, events = feed(tracker, [scores(Music=0.8, Guitar=0.2)] * 2, last=True)
+    assert [(e.label, e.kind, e.categories) for e in events] == [
+        ("Music", "start", []), ("Music", "end", [])]
+
+
+def test_hierarchy_all_makes_one_event_per_label(tree):
+    tracker = EventTracker(Rules.shipped(hierarchy="all"), tree)
+    _, events = feed(tracker, [scores(Animal=0.9, Dog=0.8, Bark=0.7)] * 2)
+    assert sorted(e.label for e in events) == ["Animal", "Bark", "Dog"]
+
+
+def test_unrelated_sounds_make_their_own_events_when_each_dominates(tree):
+    tracker = EventTracker(Rules.shipped(dominance=0.8), tree)
+    _, events = feed(tracker, [scores(Dog=0.8, Speech=0.7)] * 2)
+    assert sorted(e.label for e in events) == ["Dog", "Speech"]
+    # the shipped rules: a lesser guess beside the patch's main sound starts nothing ...
+    state, events = feed(EventTracker(Rules.shipped(), tree), [scores(Dog=0.8, Cat=0.7)] * 2)
+    assert [e.label for e in events] == ["Dog"]
+    # ... until it is the main sound
+    _, events = feed(EventTracker(Rules.shipped(), tree), [scores(Dog=0.5, Cat=0.9)] * 2,
+                     levels_db=-10, state=state, first_seq=1)
+    assert [e.label for e in events] == ["Cat"]
+
+
+def test_a_vaguer_event_is_renamed_when_its_sound_becomes_clear(tree):
+    tracker = EventTracker(Rules.shipped(), tree)
+    _, events = feed(tracker, [scores(Animal=0.9, Dog=0.3), scores(Animal=0.9, Dog=0.7)])
+    assert [(e.label, e.kind, e.start) for e in events] == [
+        ("Animal", "start", 0.0), ("Animal", "end", 0.0), ("Dog", "start", 0.0)]
+
+
+def test_hysteresis_and_hold(tree):
+    tracker = EventTracker(Rules.shipped(default_threshold=0.5, release_ratio=0.6, hold_s=1.0),
+                           tree)
+    state, events = feed(tracker, [scores(Speech=0.9), scores(Speech=0.35),
+                                   scores(Speech=0.1), scores(Speech=0.7)])
+    assert [(e.label, e.kind) for e in events] == [("Speech", "start")]
+    _, events = feed(tracker, [scores()] * 4, state=state, first_seq=2)
+    assert [(e.kind, e.start, e.end) for e in events] == [("end", 0.0, round(3 * 0.48 + 0.96, 3))]
+    assert events[0].id == f"src/Speech/{1000 * 1000}"
+
+
+def test_noise_classes_are_denied_and_allow_matches_categories(tree):
+    tracker = EventTracker(Rules.shipped(), tree)
+    assert feed(tracker, [scores(Silence=0.9, Pink_noise=0.9)] * 2)[1] == []
+    only_animals = EventTracker(Rules.shipped(allow=["Animal"]), tree)
+    _, events = feed(only_animals, [scores(Dog=0.9, Speech=0.9)] * 2)
+    assert [e.label for e in events] == ["Dog"]
+    no_pets = EventTracker(Rules.shipped(deny=["Domestic animals, pets"]), tree)
+    assert feed(no_pets, [scores(Dog=0.9)] * 2)[1] == []
+
+
+def test_the_gate_follows_the_sources_own_noise_floor(tree):
+    tracker = EventTracker(Rules.shipped(), tree)
+    speech = scores(Speech=0.9)
+    # A steady background at -30 dBFS (loud, far above the absolute gate) starts nothing once
+    # the floor has settled on it, even where the model hears speech in it ...
+    state, events = feed(tracker, [scores()] * 4, levels_db=-30)
+    state, events = feed(tracker, [speech] * 2, levels_db=-30, state=state, first_seq=2)
+    assert events == []
+    # ... while a sound 10 dB above that floor does.
+    _, events = feed(tracker, [speech] * 2, levels_db=-20, state=state, first_seq=3)
+    assert [e.label for e in events] == ["Speech"]
+    # A quiet source's floor lets its quiet sounds through; nothing passes below min_rms.
+    state, _ = feed(tracker, [scores()] * 4, levels_db=-70)
+    _, events = feed(tracker, [speech] * 2, levels_db=-50, state=state, first_seq=2)
+    assert [e.label for e in events] == ["Speech"]
+    state, _ = feed(tracker, [scores()] * 4, levels_db=-90)
+    assert feed(tracker, [speech] * 2, levels_db=-70, state=state, first_seq=2)[1] == []
+
+
+def test_onset_and_end_are_placed_where_the_sound_is(tree):
+    tracker = EventTracker(Rules.shipped(), tree)
+    state, _ = feed(tracker, [scores()] * 2, levels_db=QUIET)
+    levels = [QUIET] * 20 + [LOUD] * 10 + [QUIET] * 18  # loud from 0.6 s to 0.9 s of the chunk
+    speech = scores(Speech=0.9)
+    state, events = tracker.update(state, chunk(1, levels), np.array([speech, scores()]))
+    assert events[0].start == pytest.approx(0.96 + 0.6)
+    _, events = feed(tracker, [scores()] * 6, QUIET, state=state, first_seq=2)
+    assert events[0].end == pytest.approx(0.96 + 0.9)
+
+
+def test_rules_files_and_their_errors(tmp_path: Path, tree):
+    path = tmp_path / "rules.yaml"
+    path.write_text("default_threshold: 0.4\nthresholds: {Dog: 0.2}\nhold_s: 2\ndeny: []\n")
+    rules = Rules.load(path)
+    assert (rules.default_threshold, rules.thresholds["Dog"], rules.hold_s, rules.deny) == (
+        0.4, 0.2, 2.0, frozenset())
+    assert rules.thresholds.keys() >= Rules.load().thresholds.keys()  # merged into the table
+    for text, message in [
+        ("treshold: 0.4\n", "treshold: Extra inputs are not permitted"),
+        ("hold_s: soon\n", "hold_s: Input should be a valid number"),
+        ("release_ratio: 2\n", "release_ratio: Input should be less than or equal to 1"),
+        ("hierarchy: some\n", "hierarchy: Input should be 'specific' or 'all'"),
+        ("- a list\n", "must be a mapping"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(RulesError, match=f"^{path}: .*{message}"):
+            Rules.load(path)
+    path.write_text("thresholds: {Dgo: 0.2}\n")
+    with pytest.raises(RulesError, match=r"thresholds: unknown label 'Dgo' \(did you mean 'Dog'"):
+        Rules.load(path).check_labels(tree, path)
+    path.write_text("deny: [Acoustic environment]\n")  # an ontology name, not a class: fine
+    Rules.load(path).check_labels(tree, path)
+    with pytest.raises(RulesError, match="cannot read"):
+        Rules.load(tmp_path / "missing.yaml")
+
+
+def test_state_and_messages_of_the_previous_version_are_upgraded():
+    old_state = msgpack.packb({"session": "s", "next_seq": 3, "old_sessions": [],
+                               "open_events": {"Dog": [0.0, 1000.0, 0.48, 1000.48, 0.9]},
+                               "window": [], "early": [], "gap_since": None})
+    state = SourceState.loads(old_state)
+    assert state is not None and state.next_seq == 3
+    dog = state.track.open["Dog"]
+    assert (dog.label, dog.trigger, dog.end, dog.peak) == ("Dog", "Dog", 0.48 + 0.975, 0.9)
+    assert SourceState.loads(state.dumps()) == state
+    old_event = msgpack.packb({"type": "event", "v": 2, "id": "a", "source": "a", "label": "Dog",
+                               "kind": "start", "score": 0.9, "start": 0.0, "end": None,
+                               "start_time": 1.0, "end_time": None, "model": "yamnet"})
+    assert Event.decode(old_event).categories == []
+    old_embeddings = msgpack.packb({"type": "embeddings", "v": 1, "source": "a", "session": "s",
+                                    "seq": 0, "t": 0.0, "offset": 0.0, "rms": 0.01,
+                                    "last": False, "model": "yamnet", "dim": 1,
+                                    "data": np.zeros(2, "<f4").tobytes()})
+    assert set(Embeddings.decode(old_embeddings).levels()) == {-40.0}
