@@ -17,8 +17,9 @@ default_rules.yaml; a user's YAML/JSON file (SOUNDHIVE_EVENTS_CONFIG) overrides 
 - **Dominance.** The label must also score at least `dominance` x every allowed label outside
   its branch in that patch: the patch's main sound starts an event, a lesser guess beside it
   (Purr over a pig's grunt) does not.
-- **Rename.** An open event named by an ancestor (Animal) whose descendant (Dog) later reaches
-  its threshold ends, and the descendant's event starts at the same onset.
+- **Rename.** An event named by an ancestor (Animal) whose descendant (Dog) reaches its
+  threshold within RENAME_WITHIN_S of the onset ends, and the descendant's event starts at the
+  same onset; later, a sound keeps its name (Frog stays Frog when Croak follows).
 - **Keep up.** An open event stays up on any patch where its label, a descendant, or an ancestor
   up to the label that started it scores at least its threshold x `release_ratio`
   (hysteresis); it ends once none has for `hold_s` seconds.
@@ -42,11 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared import params
 from shared.errors import UserError
 from shared.hierarchy import LabelTree
-from shared.messages import ENVELOPE_FRAME_SECONDS, Embeddings, Event
+from shared.messages import CHUNK_HOP_SECONDS, ENVELOPE_FRAME_SECONDS, Embeddings, Event
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
 FLOOR_RISE_DB_PER_S = 0.5  # how fast the noise floor follows a louder background
 PATCH_FRAMES = int(params.PATCH_SECONDS / ENVELOPE_FRAME_SECONDS)  # 32 whole frames
+HOP_FRAMES = round(CHUNK_HOP_SECONDS / ENVELOPE_FRAME_SECONDS)  # 32: a chunk hop, 0.96 s
+ONSET_ABOVE_FLOOR_DB = 6.0  # an onset is moved back over frames this far above the floor
+LOOKBACK_FRAMES = HOP_FRAMES  # ... at most this far before its patch (0.96 s)
+RENAME_WITHIN_S = 1.0  # how long after its onset an event may still take a more specific name
 MIN_ATTACK_DB = 3.0  # a patch less above its floor than this has no attack to place
 
 
@@ -150,6 +155,7 @@ class TrackState:
 
     open: dict[str, OpenEvent] = field(default_factory=dict)
     floor_db: float | None = None
+    before: list[int] = field(default_factory=list)  # the envelope of the previous chunk hop
 
 
 class EventTracker:
@@ -172,15 +178,18 @@ class EventTracker:
     def update(self, state: TrackState, chunk: Embeddings, scores: np.ndarray
                ) -> tuple[TrackState, list[Event]]:
         """One chunk's patches (scores [P, C]) in order; returns the new state and events."""
-        state = TrackState({k: OpenEvent(**vars(e)) for k, e in state.open.items()},
-                           state.floor_db)
         events: list[Event] = []
         levels = chunk.levels()
+        history = np.concatenate([np.array(state.before, np.float32), levels])
+        kept = history[:len(history) - len(levels) + HOP_FRAMES][-LOOKBACK_FRAMES:]
+        state = TrackState({k: OpenEvent(**vars(e)) for k, e in state.open.items()},
+                           state.floor_db, [int(x) for x in kept])
         hop = chunk.patch_hop_seconds
         for row, patch_scores in enumerate(scores):
-            first = row * round(hop / ENVELOPE_FRAME_SECONDS)
+            first = len(history) - len(levels) + row * round(hop / ENVELOPE_FRAME_SECONDS)
             patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop,
-                           levels[first:first + PATCH_FRAMES], state.floor_db)
+                           history[max(0, first - LOOKBACK_FRAMES):first + PATCH_FRAMES],
+                           min(first, LOOKBACK_FRAMES), state.floor_db)
             events += self._patch(state, chunk.source, patch, patch_scores)
             state.floor_db = patch.level if state.floor_db is None else \
                 min(patch.level, state.floor_db + FLOOR_RISE_DB_PER_S * hop)
@@ -219,7 +228,7 @@ class EventTracker:
             if not self._dominates(row, trigger):
                 continue
             start, start_time = patch.sound_start()
-            vaguer = self._open_ancestor(state, trigger)
+            vaguer = self._open_ancestor(state, trigger, patch.offset)
             if vaguer is not None:  # Animal, then Dog: the sound is renamed, not doubled
                 ended = state.open.pop(vaguer)
                 events.append(self._event(source, ended, "end"))
@@ -241,12 +250,16 @@ class EventTracker:
         rivals[self._related[i]] = False
         return not rivals.any() or row[i] >= self.rules.dominance * row[rivals].max()
 
-    def _open_ancestor(self, state: TrackState, i: int) -> str | None:
-        """The open event, if any, named by a strict ancestor of class i (specific mode)."""
+    def _open_ancestor(self, state: TrackState, i: int, offset: float) -> str | None:
+        """The open event, if any, named by a strict ancestor of class i and started at most
+        RENAME_WITHIN_S ago (specific mode): while a sound begins, the model's label settles;
+        later, a sound keeps its name."""
         if not self._specific:
             return None
         above = set(self.tree.ancestors[i].tolist())
-        return next((label for label in state.open if self._index[label] in above), None)
+        return next((label for label, event in state.open.items()
+                     if self._index[label] in above
+                     and offset - event.start <= RENAME_WITHIN_S), None)
 
     def _overlaps_open(self, state: TrackState, i: int) -> bool:
         related = self.tree.related[i] if self._specific else {i}
@@ -278,13 +291,16 @@ class EventTracker:
 
 
 class _Patch:
-    """One patch: where it starts, its level envelope and the floor it is heard over."""
+    """One patch: where it starts, its level envelope (and up to a chunk hop of the envelope
+    before it, where an onset may be) and the floor it is heard over."""
 
-    def __init__(self, offset: float, when: float, levels: np.ndarray, floor_db: float | None):
-        self.offset, self.when, self.levels = offset, when, levels
-        self.level = float(10 * np.log10(np.mean(np.power(10.0, levels / 10.0))))
+    def __init__(self, offset: float, when: float, envelope: np.ndarray, lead: int,
+                 floor_db: float | None):
+        self.offset, self.when = offset, when
+        self.earlier, self.levels = envelope[:lead], envelope[lead:]
+        self.level = float(10 * np.log10(np.mean(np.power(10.0, self.levels / 10.0))))
         self.floor_db = floor_db
-        self.loudest = float(levels.max())
+        self.loudest = float(self.levels.max())
 
     def above_floor(self, gate_db: float) -> bool:
         return self.floor_db is None or self.level >= self.floor_db + gate_db
@@ -296,9 +312,19 @@ class _Patch:
         return np.flatnonzero(self.levels >= (self.loudest + floor) / 2)
 
     def sound_start(self) -> tuple[float, float]:
-        into = float(self._loud_frames()[0] * ENVELOPE_FRAME_SECONDS)
+        """The first loud frame, moved back while the frames before it (in this patch, then
+        before it) stay ONSET_ABOVE_FLOOR_DB over the floor: the model often needs the second
+        patch of a sound to be sure of it."""
+        first = int(self._loud_frames()[0])
+        if self.floor_db is not None:
+            envelope = np.concatenate([self.earlier, self.levels[:first]])
+            quiet = np.flatnonzero(envelope < self.floor_db + ONSET_ABOVE_FLOOR_DB)
+            first -= len(envelope) - (quiet[-1] + 1 if len(quiet) else 0)
+        into = first * ENVELOPE_FRAME_SECONDS
         return self.offset + into, self.when + into
 
     def sound_end(self) -> tuple[float, float]:
-        into = float((self._loud_frames()[-1] + 1) * ENVELOPE_FRAME_SECONDS)
+        last = self._loud_frames()[-1]
+        into = params.PATCH_SECONDS if last == len(self.levels) - 1 else \
+            float((last + 1) * ENVELOPE_FRAME_SECONDS)
         return self.offset + into, self.when + into

@@ -44,20 +44,22 @@ def all_events(url: str, **params: object) -> list[dict]:
 def test_events_of_the_real_classifier_filtered_and_paged(pipeline: Services, clips_dir: Path):
     url = start_api(pipeline)
     replay(pipeline, clips_dir / "dog.mp3", clips_dir / "speech.wav")
-    wait_for(lambda: {("dog.mp3", "Dog"), ("speech.wav", "Speech")} <= {
+    wait_for(lambda: {("dog.mp3", "Bark"), ("speech.wav", "Speech")} <= {
         (e["source"], e["label"]) for e in all_events(url) if e["end"] is not None},
-        WAIT_S, "Dog and Speech events")
+        WAIT_S, "Bark and Speech events")
     events = all_events(url, limit=2)
     assert len(events) == len({e["id"] for e in events}) >= 4  # pages: no repeat
     assert [e["start_time"] for e in events] == sorted((e["start_time"] for e in events),
                                                        reverse=True)
-    dog = next(e for e in events if (e["source"], e["label"]) == ("dog.mp3", "Dog"))
+    dog = next(e for e in events if (e["source"], e["label"]) == ("dog.mp3", "Bark"))
     assert set(dog) == {"id", "source", "label", "score", "start", "end", "start_time",
-                        "end_time", "model"}
+                        "end_time", "model", "categories"}
+    assert dog["categories"] == ["Dog", "Domestic animals, pets", "Animal"]
     assert dog["model"] == "yamnet" and 0 <= dog["start"] < dog["end"] <= 7.5
     assert dog["start_time"] < dog["end_time"]
-    only = all_events(url, source="dog.mp3", label="Dog", min_score=0.5)
+    only = all_events(url, source="dog.mp3", label="Dog", min_score=0.5)  # a category
     assert [e["id"] for e in only] == [dog["id"]]
+    assert [e["id"] for e in all_events(url, label="Animal")] == [dog["id"]]
     assert all_events(url, since=dog["start_time"] + 3600) == []
     for bad in ({"limit": 0}, {"limit": 501}, {"min_score": 2}, {"cursor": "xyz"}):
         answer = httpx.get(f"{url}/events", params=bad)
@@ -68,7 +70,9 @@ def test_events_of_the_real_classifier_filtered_and_paged(pipeline: Services, cl
     labels = httpx.get(f"{url}/labels").json()
     assert labels["model"] == "yamnet" and len(labels["labels"]) == 521 and "Dog" in labels[
         "labels"]
-    assert httpx.get(f"{url}/config/events").json()["rules"]["default_threshold"] == 0.3
+    rules = httpx.get(f"{url}/config/events").json()["rules"]
+    assert rules["hierarchy"] == "specific" and "Pink noise" not in rules["deny"]  # by category
+    assert "Noise" in rules["deny"] and 0 < rules["default_threshold"] < 1
     assert "soundhive_api_requests_total" in httpx.get(f"{url}/metrics").text
     assert httpx.get(f"{url}/events", headers={"Accept": "text/html"}).text.lstrip().lower() \
         .startswith("<!doctype html")

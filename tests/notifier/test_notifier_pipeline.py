@@ -20,23 +20,28 @@ def test_a_dog_clip_reaches_every_sink(services: Services, redis_server: RedisSe
     client = redis_server.client()
     notifier = start_notifier(services, client, {"devicehive", "mqtt", "webhook"},
                               **sink_env(mosquitto, webhook, stub.ws_url, stub.refresh_token,
-                                         SOUNDHIVE_WEBHOOK_LABELS="Dog;Bark"))
+                                         SOUNDHIVE_WEBHOOK_LABELS="dog"))
     services.start("features")
     services.start("classifier")
     capture = services.start("capture", "--fast", "--source", f"file:{clips_dir / 'dog.mp3'}")
 
     def dog(bodies: list[dict]) -> list[str]:
-        return [b["kind"] for b in bodies if (b["source"], b["label"]) == ("dog.mp3", "Dog")]
+        return [b["kind"] for b in bodies if (b["source"], b["label"]) == ("dog.mp3", "Bark")]
 
     wait_for(lambda: dog([n.body["parameters"] for n in stub.notifications]) == ["start", "end"]
              and dog([r.body for r in webhook.received]) == ["start", "end"]
              and dog(mqtt_collector.events()) == ["start", "end"], WAIT_S,
-             "the Dog start and end at every sink")
+             "the Bark start and end at every sink")
     assert capture.wait(WAIT_S) == 0
-    assert mqtt_collector.payloads("soundhive/dog_mp3/dog") == [b"ON", b"OFF"]
-    assert retained(mosquitto.port, "soundhive/dog_mp3/dog") == b"OFF"
-    assert retained(mosquitto.port, "homeassistant/binary_sensor/soundhive_dog_mp3/dog/config")
-    assert {r.body["label"] for r in webhook.received} <= {"Dog", "Bark"}  # the sink's filter
+    assert mqtt_collector.payloads("soundhive/dog_mp3/bark") == [b"ON", b"OFF"]
+    assert retained(mosquitto.port, "soundhive/dog_mp3/bark") == b"OFF"
+    assert retained(mosquitto.port, "homeassistant/binary_sensor/soundhive_dog_mp3/bark/config")
+    assert mqtt_collector.payloads("soundhive/dog_mp3/dog") == []  # no entity per ancestor
+    # the sink's filter names a category ("dog", any case): the bark passes, nothing else
+    assert {(r.body["label"], "Dog" in r.body["categories"]) for r in webhook.received} == {
+        ("Bark", True)}
+    parameters = stub.notifications[0].body["parameters"]
+    assert parameters["categories"] == ["Dog", "Domestic animals, pets", "Animal"]
     assert webhook.bad_signatures == 0
 
     port = re.search(r"metrics on :(\d+)", services.log_text(notifier)).group(1)

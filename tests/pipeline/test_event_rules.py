@@ -97,7 +97,7 @@ def test_hysteresis_and_hold(tree):
                                    scores(Speech=0.1), scores(Speech=0.7)])
     assert [(e.label, e.kind) for e in events] == [("Speech", "start")]
     _, events = feed(tracker, [scores()] * 4, state=state, first_seq=2)
-    assert [(e.kind, e.start, e.end) for e in events] == [("end", 0.0, round(3 * 0.48 + 0.96, 3))]
+    assert [(e.kind, e.start, e.end) for e in events] == [("end", 0.0, round(3 * 0.48 + 0.975, 3))]
     assert events[0].id == f"src/Speech/{1000 * 1000}"
 
 
