@@ -38,7 +38,14 @@ from services.features.settings import FeaturesSettings
 from services.registry import SERVICES, Service
 from services.runner import serve as serve_service
 from shared import bus, detections, streams
-from shared.config import SettingsModel, describe, is_secret, threads_per_replica
+from shared.config import (
+    ConfigError,
+    Settings,
+    SettingsModel,
+    describe,
+    is_secret,
+    threads_per_replica,
+)
 from shared.messages import Event, MessageError
 from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
@@ -167,6 +174,7 @@ def up(
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("api", {})]
     plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
+    given_redis = _given_redis(redis_url)
     ports = _ports(plan, metrics_port_base, api_port or free_port())
     api_url = f"http://127.0.0.1:{ports[plan.index(('api', {}))]}"
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
@@ -174,13 +182,13 @@ def up(
     logs.mkdir(parents=True, exist_ok=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
-    embedded = None if (redis_url or os.environ.get("REDIS_URL")) else RedisProcess(run_dir)
+    embedded = None if given_redis else RedisProcess(run_dir)
     processes: list[ServiceProcess] = []
     status, keep_logs = 0, log_dir is not None
     try:
         if embedded is not None:
             embedded.start()
-        url = redis_url or os.environ.get("REDIS_URL") or embedded.url  # type: ignore[union-attr]
+        url = given_redis or embedded.url  # type: ignore[union-attr]
         shared_settings = {
             "redis_url": url,
             # Replicas share the cores rather than each taking them all.
@@ -213,6 +221,18 @@ def up(
             stderr.print(f"service logs kept in {logs}")
         shutil.rmtree(run_dir, ignore_errors=True)
     raise typer.Exit(status)
+
+
+def _given_redis(option: str | None) -> str | None:
+    """--redis-url, else the Redis the environment names (REDIS_URL or REDIS_URL_FILE); None:
+    `up` starts an embedded one."""
+    variable = Settings.env_name("redis_url")
+    if option or os.environ.get(variable) or os.environ.get(f"{variable}_FILE"):
+        try:
+            return option or Settings().redis_url
+        except ConfigError as exc:
+            fail(str(exc))
+    return None
 
 
 @dataclass

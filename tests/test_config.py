@@ -98,3 +98,15 @@ def test_serve_options_reach_the_service_settings():
                              "--threads", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: SOUNDHIVE_THREADS:")
+
+
+def test_up_uses_the_redis_the_environment_names_even_from_a_file(monkeypatch, tmp_path):
+    from soundhive.pipeline import _given_redis
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL_FILE", raising=False)
+    assert _given_redis(None) is None  # an embedded one
+    (tmp_path / "url").write_text("redis://:pw@redis.example:6379/0\n")
+    monkeypatch.setenv("REDIS_URL_FILE", str(tmp_path / "url"))
+    assert _given_redis(None) == "redis://:pw@redis.example:6379/0"
+    assert _given_redis("redis://other:1/0") == "redis://other:1/0"
