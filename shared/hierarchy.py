@@ -28,7 +28,7 @@ class LabelTree:
     """Class indices of a head related by the ontology (None: no relations at all)."""
 
     def __init__(self, class_names: list[str], ontology: Ontology | None):
-        self.class_names = class_names
+        self.class_names, self.ontology = class_names, ontology
         index = {name: i for i, name in enumerate(class_names)}
         self.categories: list[tuple[str, ...]] = [
             ontology.ancestors(name) if ontology else () for name in class_names]

@@ -59,7 +59,8 @@ class SourceState:
 
     def dumps(self) -> bytes:
         track = {"open": {label: vars(event) for label, event in self.track.open.items()},
-                 "floor_db": self.track.floor_db, "before": self.track.before}
+                 "floor_db": self.track.floor_db, "before": self.track.before,
+                 "runs": self.track.runs}
         return msgpack.packb({**vars(self), "track": track, "version": STATE_VERSION},
                              use_bin_type=True)
 
@@ -80,7 +81,7 @@ class SourceState:
         track = data.pop("track")
         open_events = {label: OpenEvent(**fields) for label, fields in track["open"].items()}
         return cls(**data, track=TrackState(open_events, track.get("floor_db"),
-                                            track.get("before", [])))
+                                            track.get("before", []), track.get("runs", {})))
 
 
 def _open_event_v1(label: str, fields: list[float]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from shared.messages import (
 )
 from shared.models import AUDIOSET_HEAD, ModelError, WindowHead, load_head, models_dir
 from shared.params import SAMPLE_RATE
+from shared.ranking import specific_labels, top_labels
 
 log = logging.getLogger("soundhive.classifier")
 
@@ -215,10 +216,12 @@ class Classifier:
                ) -> list[Prediction | Event]:
         state.track, events = self.tracker.update(state.track, m, scores)
         peak = scores.max(axis=0)
-        top = np.argsort(-peak, kind="stable")[:TOP_LABELS]
+        names, ontology = self.head.class_names, self.tracker.tree.ontology
+        top = specific_labels(peak, names, ontology, TOP_LABELS) if ontology is not None \
+            else top_labels(peak, names, TOP_LABELS)  # the dashboard's order: Bark before Dog
         prediction = Prediction(
             m.source, m.session, m.seq, m.t, m.offset, m.rms, self.head.name,
-            [[self.head.class_names[i], round(float(peak[i]), 4)] for i in top], time.time(),
+            [[name, round(score, 4)] for name, score in top], time.time(),
         )
         return [prediction, *events]
 

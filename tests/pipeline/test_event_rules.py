@@ -65,13 +65,13 @@ def test_a_branch_confident_only_at_its_parent_names_the_parent(tree):
 
 
 def test_hierarchy_all_makes_one_event_per_label(tree):
-    tracker = EventTracker(Rules.shipped(hierarchy="all"), tree)
+    tracker = EventTracker(Rules.shipped(hierarchy="all", confirm_patches=1), tree)
     _, events = feed(tracker, [scores(Animal=0.9, Dog=0.8, Bark=0.7)] * 2)
     assert sorted(e.label for e in events) == ["Animal", "Bark", "Dog"]
 
 
 def test_unrelated_sounds_make_their_own_events_when_each_dominates(tree):
-    tracker = EventTracker(Rules.shipped(dominance=0.8), tree)
+    tracker = EventTracker(Rules.shipped(dominance=0.8, confirm_patches=1), tree)
     _, events = feed(tracker, [scores(Dog=0.8, Speech=0.7)] * 2)
     assert sorted(e.label for e in events) == ["Dog", "Speech"]
     # the shipped rules: a lesser guess beside the patch's main sound starts nothing ...
@@ -88,6 +88,19 @@ def test_a_vaguer_event_is_renamed_when_its_sound_becomes_clear(tree):
     _, events = feed(tracker, [scores(Animal=0.9, Dog=0.3), scores(Animal=0.9, Dog=0.7)])
     assert [(e.label, e.kind, e.start) for e in events] == [
         ("Animal", "start", 0.0), ("Animal", "end", 0.0), ("Dog", "start", 0.0)]
+
+
+def test_a_lone_confident_patch_starts_nothing_unless_it_is_sure(tree):
+    tracker = EventTracker(Rules.shipped(confirm_patches=2, sure_score=0.8), tree)
+    quiet, loud, louder = QUIET, -30, -20
+    state, events = feed(tracker, [scores(), scores()], levels_db=quiet)
+    state, events = feed(tracker, [scores(Dog=0.7), scores()], loud, state, first_seq=1)
+    assert events == []  # one patch at 0.7: not yet
+    state, events = feed(tracker, [scores(Dog=0.7), scores(Bark=0.7)], louder, state, first_seq=2)
+    assert [e.label for e in events] == ["Bark"]  # two patches in a row of the branch
+    state, events = feed(tracker, [scores()] * 6, quiet, state, first_seq=3)
+    state, events = feed(tracker, [scores(Speech=0.85), scores()], loud, state, first_seq=6)
+    assert [e.label for e in events] == ["Speech"]  # sure at once
 
 
 def test_hysteresis_and_hold(tree):

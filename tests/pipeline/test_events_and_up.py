@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 from pipeline_helpers import REPO, plain_tracker, wait_for
+
+from shared.audio import load_audio
 
 
 def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
@@ -25,6 +28,37 @@ def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
     found = {(row[0], row[1]) for row in rows}
     assert {("dog.mp3", "Bark"), ("speech.wav", "Speech"), ("cow.mp3", "Moo")} <= found
     assert all(float(row[2]) < float(row[3]) for row in rows)
+
+
+def pink_noise(seconds: float, dbfs: float, rng: np.random.Generator) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(int(seconds * 16000)))
+    spectrum /= np.sqrt(np.maximum(np.fft.rfftfreq(int(seconds * 16000)), 1e-3))
+    noise = np.fft.irfft(spectrum, int(seconds * 16000))
+    return (noise / np.sqrt(np.mean(noise**2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def test_up_hears_a_dog_over_noise_and_nothing_in_noise_alone(clips_dir: Path, tmp_path: Path):
+    """The relative gate and the denied noise classes through the real pipeline: steady noise,
+    quiet or loud, makes no event; a dog 10 dB over noise makes Dog events, only where it is."""
+    rng = np.random.default_rng(0)
+    for name, dbfs in (("quiet-noise", -55), ("loud-noise", -30)):
+        soundfile.write(tmp_path / f"{name}.wav", pink_noise(20, dbfs, rng), 16000)
+    dog = load_audio(clips_dir / "dog.mp3")
+    scene = pink_noise(20, -45, rng)
+    dog_at_snr = dog / np.sqrt(np.mean(dog**2)) * 10 ** ((-45 + 10) / 20)
+    scene[5 * 16000:5 * 16000 + len(dog)] += dog_at_snr[:15 * 16000]
+    soundfile.write(tmp_path / "dog-in-noise.wav", scene, 16000)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "soundhive", "up", "--source", f"file:{tmp_path}", "--fast",
+         "--exit-when-done", "--metrics-port-base", "0", "--api-port", "0"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert not [row for row in rows if row[0] != "dog-in-noise.wav"], rows
+    assert {"Dog", "Bark"} & {row[1] for row in rows}, rows
+    dog_end = 5 + len(dog) / 16000
+    assert all(4.0 <= float(row[2]) < float(row[3]) <= dog_end + 1.5 for row in rows), rows
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
