@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from services.registry import SERVICES
 from shared import bus, detections, streams
 from shared.messages import Event
 from soundhive.ports import free_port
@@ -94,10 +94,9 @@ def main() -> None:
         server = RedisProcess(Path(tmp), port=free_port())
         server.start()
         port = free_port()
-        api = subprocess.Popen(
-            [sys.executable, "-m", "services.api"], cwd=REPO, preexec_fn=die_with_parent,
-            env={**os.environ, "REDIS_URL": server.url, "SOUNDHIVE_API_PORT": str(port),
-                 "SOUNDHIVE_API_HOST": "127.0.0.1"}, stdout=subprocess.DEVNULL,
+        api = SERVICES["api"].launch(
+            dict(os.environ), {"redis_url": server.url, "port": port, "host": "127.0.0.1"},
+            cwd=REPO, preexec_fn=die_with_parent, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         try:
             client = server.client()

@@ -19,7 +19,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import redis
 import soundfile
 
+from services.registry import SERVICES
 from shared import streams
 from shared.audio import find_audio_files, load_audio
 from shared.messages import CHUNK_SAMPLES, Event, Prediction, SourceStatus
@@ -61,11 +61,12 @@ class Pipeline:
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = self.folder / f"{name}-{len(self.processes)}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}", *args], cwd=REPO,
-                env={**os.environ, "REDIS_URL": self.redis_url, "SOUNDHIVE_METRICS_PORT": "0",
-                     "SOUNDHIVE_METRICS_HOST": "127.0.0.1", **env},
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            service = SERVICES[name]
+            process = service.launch(
+                {**os.environ, **env}, {"redis_url": self.redis_url, service.port_field: 0,
+                                        service.host_field: "127.0.0.1"},
+                options=args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent)
         self.processes.append((name, process))
         return process
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from services.capture.service import Chunker
 from services.features.service import make_handler
+from services.features.settings import FeaturesSettings
 from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
-from shared.config import Settings
 from shared.messages import PcmChunk
 from shared.models import load_embedder
 from soundhive.ports import free_port
@@ -61,9 +61,9 @@ def main() -> None:
             [server, "--port", str(port), "--save", "", "--dir", folder],
             stdout=subprocess.DEVNULL)
         try:
-            settings = Settings(service="features", redis_url=f"redis://127.0.0.1:{port}/0",
-                                batch_size=args.batch, block_ms=100,
-                                stream_maxlen=args.chunks * 2)
+            settings = FeaturesSettings(redis_url=f"redis://127.0.0.1:{port}/0",
+                                        batch_size=args.batch, block_ms=100,
+                                        stream_maxlen=args.chunks * 2)
             client = bus.connect(settings.redis_url)
             deadline = time.monotonic() + 20
             while True:

@@ -48,9 +48,11 @@ import psutil
 import redis
 from runtimes import rate
 
+from services.features.settings import FeaturesSettings
+from services.registry import SERVICES
 from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
-from shared.config import threads_per_replica, usable_cpus
+from shared.config import Settings, threads_per_replica, usable_cpus
 from shared.messages import (
     CHUNK_HOP_SAMPLES,
     CHUNK_HOP_SECONDS,
@@ -283,20 +285,20 @@ def start_services(url: str, api_port: int, logs: Path, features: int
                    ) -> dict[str, subprocess.Popen]:
     """As `soundhive up --features N` runs them: SOUNDHIVE_THREADS divided among the features
     replicas unless it is set."""
-    env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_PORT": "0",
-           "SOUNDHIVE_METRICS_HOST": "127.0.0.1", "SOUNDHIVE_STREAM_MAXLEN": "200000"}
-    env.setdefault("SOUNDHIVE_THREADS", str(features_threads(features)))
+    shared_settings = {"redis_url": url, "stream_maxlen": 200000,
+                       "threads": features_threads(features)}
     names = [f"features{i}" if features > 1 else "features" for i in range(features)]
     processes = {}
     for name in [*names, "classifier", "api"]:
-        service = name.rstrip("0123456789")
-        extra = {"SOUNDHIVE_API_PORT": str(api_port), "SOUNDHIVE_API_HOST": "127.0.0.1"} \
-            if service == "api" else {}
+        service = SERVICES[name.rstrip("0123456789")]
+        fields = service.settings.model_fields
+        settings = {key: value for key, value in shared_settings.items() if key in fields}
+        settings |= {service.port_field: api_port if service.name == "api" else 0,
+                     service.host_field: "127.0.0.1"}
         with (logs / f"{name}.log").open("wb") as out:
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"], env={**env, **extra}, cwd=REPO,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=die_with_parent)
+            processes[name] = service.launch(
+                dict(os.environ), settings, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=die_with_parent)
     return processes
 
 
@@ -341,7 +343,10 @@ def growth_per_s(samples: list[tuple[float, int]]) -> float:
 
 
 def features_threads(features: int) -> int:
-    return int(os.environ.get("SOUNDHIVE_THREADS") or threads_per_replica(features))
+    """SOUNDHIVE_THREADS when set, else as `up` divides the cores among the replicas."""
+    if FeaturesSettings.env_name("threads") in os.environ:
+        return FeaturesSettings().threads
+    return threads_per_replica(features)
 
 
 def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) -> dict:
@@ -545,7 +550,7 @@ def main() -> None:
         parser.error("--ceiling-seconds must be positive and --features at least 1")
     quiet_native_stderr()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    backlog_max = int(os.environ.get("SOUNDHIVE_BACKLOG_MAX") or 2000)
+    backlog_max = Settings().backlog_max
     clips = clip_chunks()
     print(f"{len(clips)} clips, {sum(map(len, clips))} chunks", file=sys.stderr)
     ceiling = raw_ceiling(args.ceiling_seconds, clips,
@@ -581,7 +586,7 @@ def main() -> None:
         "machine": machine.describe(),
         "command": {"argv": sys.argv[1:], "commit": machine.git_commit(),
                     "features": args.features, "threads": features_threads(args.features),
-                    "batch_size": int(os.environ.get("SOUNDHIVE_BATCH_SIZE") or 32),
+                    "batch_size": Settings().batch_size,
                     "backlog_max": backlog_max},
         "limit_found": limit_found,
         "ceiling": ceiling, "classify_folder": folder, "max_real_time_mics": best,

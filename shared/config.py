@@ -1,68 +1,43 @@
-"""Settings of the pipeline services, from the environment (CLI options override them).
+"""Settings: one typed model per service (pydantic-settings), the single place where each setting's
+environment name, type, default and description are declared.
 
-    REDIS_URL                   redis://host:port/db (services default to redis://localhost:6379/0;
-                                `soundhive up` starts an embedded Redis when it is unset)
-    SOUNDHIVE_METRICS_PORT      /metrics + /healthz port (defaults: capture 9101, features 9102,
-                                classifier 9103, notifier 9104; 0 picks a free port)
-    SOUNDHIVE_METRICS_HOST      address it binds (0.0.0.0; `soundhive up` sets 127.0.0.1)
-    SOUNDHIVE_BATCH_SIZE        entries read per XREADGROUP (32)
-    SOUNDHIVE_BLOCK_MS          XREADGROUP BLOCK time (1000)
-    SOUNDHIVE_CLAIM_IDLE_S      an entry pending this long without its consumer renewing it (a
-                                dead consumer's, or a failed one) is claimed by another (5)
-    SOUNDHIVE_MAX_DELIVERIES    deliveries before an entry is dead-lettered (5)
-    SOUNDHIVE_BACKLOG_MAX       entries of the audio or embeddings stream not yet read by their
-                                consumers before the producer holds back: files wait, live
-                                audio is dropped oldest first and counted (2000 chunks: about
-                                90 MB of audio; 30 min of one microphone, 20 s of a hundred)
-    SOUNDHIVE_STREAM_MAXLEN     approximate length of the history streams (predictions, dead
-                                letters: 10000); the pipeline's own streams (audio, embeddings)
-                                are trimmed only of what their consumer group acknowledged
-    SOUNDHIVE_EVENTS_MAXLEN     approximate length of the events stream, the events API's history
-                                and the notifier's input (100000 events)
-    SOUNDHIVE_REORDER_TIMEOUT_S how long the classifier waits for a source's missing chunk before
-                                it skips it, counted as lost (15)
-    SOUNDHIVE_MODEL             embedding model of the features service (yamnet)
-    SOUNDHIVE_THREADS           inference threads of each features worker, one LiteRT interpreter
-                                each (the cores this process may use; with several replicas on
-                                one host, divide them among replicas)
-    SOUNDHIVE_HEAD              scoring head of the classifier (audioset)
-    SOUNDHIVE_EVENTS_CONFIG     JSON file of event rules (see services/classifier/events.py)
+`SettingsModel` is the base of every model. A field is read from the environment as
+`env_prefix + NAME` (SOUNDHIVE_ by default) or its validation alias (REDIS_URL); an empty value
+counts as unset; booleans take true/false, yes/no, on/off, 1/0. A secret field
+(`secret_field`) may also come from the file its NAME_FILE names (Kubernetes/Docker secrets);
+NAME wins when both are set, and a secret is never shown (repr, errors, docs). Keyword arguments
+(CLI options) override the environment. A value that does not validate is a ConfigError whose
+one-line message names the variable. docs/configuration.md and `soundhive serve X --help` are
+generated from these models (soundhive/settings_docs.py).
+
+`Settings` holds what every pipeline service (capture, features, classifier, notifier) reads;
+each service's own model extends it (services/*/settings.py).
 """
 
+import json
 import math
 import os
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared.errors import UserError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DEFAULT_METRICS_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104}
 
 
 class ConfigError(UserError, ValueError):
     """A setting that cannot be used (one-line message)."""
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
 def usable_cpus() -> int:
@@ -83,53 +58,213 @@ def threads_per_replica(replicas: int) -> int:
     return max(1, usable_cpus() // replicas)
 
 
+def secret_field(default: Any, description: str, flag: str | None = None,
+                 **kwargs: Any) -> Any:
+    """A secret setting: never shown, and also read from the file NAME_FILE names; a CLI
+    option only where `flag` names one (a command line is visible to every local user)."""
+    return Field(default, description=description, repr=False,
+                 json_schema_extra={"secret": True, "flag": flag}, **kwargs)
+
+
+def internal_field(**kwargs: Any) -> Any:
+    """A value the code sets (never read from the environment, not documented)."""
+    return Field(json_schema_extra={"internal": True}, **kwargs)
+
+
+def is_secret(info: FieldInfo) -> bool:
+    return isinstance(info.json_schema_extra, dict) and bool(info.json_schema_extra.get("secret"))
+
+
+def is_internal(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("internal"))
+
+
+class _Environment(EnvSettingsSource):
+    """The environment, less the internal fields."""
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {key: value for key, value in super().__call__().items()
+                if key not in fields or not is_internal(fields[key])}
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """NAME_FILE for every secret field NAME: the file's content, stripped."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, info in self.settings_cls.model_fields.items():
+            variable = f"{self.settings_cls.env_name(name)}_FILE"
+            if is_secret(info) and (path := os.environ.get(variable)):
+                values[name] = _read_secret(variable, path)
+        return values
+
+
+def _read_secret(variable: str, path: str) -> str:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path} ({exc.strerror or exc})") from None
+    if not value:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return value
+
+
+class SettingsModel(BaseSettings):
+    """Base of every settings model (see the module's docstring)."""
+
+    model_config = SettingsConfigDict(env_prefix="SOUNDHIVE_", env_ignore_empty=True,
+                                      populate_by_name=True, frozen=True, extra="ignore")
+
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(self._one_line(exc)) from None
+
+    @classmethod
+    def load(cls, **overrides: Any) -> "SettingsModel":
+        """The environment's settings with the overrides that are not None (CLI options)."""
+        return cls(**{key: value for key, value in overrides.items() if value is not None})
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _Environment(settings_cls), _SecretFiles(settings_cls)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable a field is read from."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, str):
+            return alias
+        return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+    @classmethod
+    def environment(cls, **values: Any) -> dict[str, str]:
+        """The environment variables that set these field values (None: left out), as the
+        model reads them back: lists as JSON, booleans as true/false."""
+        return {cls.env_name(name): _env_text(value) for name, value in values.items()
+                if value is not None}
+
+    @classmethod
+    def settings_fields(cls) -> dict[str, FieldInfo]:
+        """The fields read from the environment, by name."""
+        return {name: info for name, info in cls.model_fields.items() if not is_internal(info)}
+
+    @classmethod
+    def _one_line(cls, exc: ValidationError) -> str:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = next((f for f, info in cls.model_fields.items()
+                      if name in (f, info.validation_alias)), None)
+        message = error["msg"].removeprefix("Value error, ")
+        if field is None:  # a check of several fields: its message names them
+            return message
+        if is_secret(cls.model_fields[field]):
+            return f"{cls.env_name(field)}: {message}"
+        return f"{cls.env_name(field)}: {message} (got {error['input']!r})"
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple | set | frozenset):
+        return json.dumps([str(item) for item in value])
+    return str(value)
+
+
+class ProcessSettings(SettingsModel):
+    """What every soundhive process reads (services, and the CLI's models folder)."""
+
+    models: Path = Field(Path("~/.cache/soundhive/models"), description="Folder of the models "
+                         "(`soundhive models pull` fills it).")
+    log_level: str = Field("INFO", description="Service log level: DEBUG, INFO, WARNING, "
+                           "ERROR.")
+    verbose: bool = Field(False, description="Also show what the native libraries "
+                          "(TensorFlow, LiteRT, ALSA, FFmpeg) print.")
+
+
+def metrics_port_field(default: int) -> Any:
+    return Field(default, ge=0, le=65535,
+                 description="Port of /metrics, /healthz and /readyz (0: any free port).")
+
+
 def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    service: str
-    redis_url: str = DEFAULT_REDIS_URL
-    metrics_port: int = 0
-    metrics_host: str = "0.0.0.0"
-    batch_size: int = 32
-    block_ms: int = 1000
-    claim_idle_s: float = 5.0
-    max_deliveries: int = 5
-    backlog_max: int = 2000
-    stream_maxlen: int = 10000
-    events_maxlen: int = 100000
-    reorder_timeout_s: float = 15.0
-    model: str = "yamnet"
-    threads: int = field(default_factory=usable_cpus)
-    head: str = "audioset"
-    events_config: str | None = None
-    consumer: str = field(default_factory=_consumer_name)
+class Settings(SettingsModel):
+    """What every pipeline service reads: Redis, its metrics port, and the bus's reading,
+    claiming, dead-lettering and trimming."""
 
-    @classmethod
-    def from_env(cls, service: str, **overrides: object) -> "Settings":
-        """The environment's settings for a service; overrides that are None are ignored."""
-        settings = cls(
-            service=service,
-            redis_url=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
-            metrics_port=_env_int(
-                "SOUNDHIVE_METRICS_PORT", DEFAULT_METRICS_PORTS.get(service, 0)
-            ),
-            metrics_host=os.environ.get("SOUNDHIVE_METRICS_HOST") or "0.0.0.0",
-            batch_size=_env_int("SOUNDHIVE_BATCH_SIZE", 32),
-            block_ms=_env_int("SOUNDHIVE_BLOCK_MS", 1000),
-            claim_idle_s=_env_float("SOUNDHIVE_CLAIM_IDLE_S", 5.0),
-            max_deliveries=_env_int("SOUNDHIVE_MAX_DELIVERIES", 5),
-            backlog_max=_env_int("SOUNDHIVE_BACKLOG_MAX", 2000),
-            stream_maxlen=_env_int("SOUNDHIVE_STREAM_MAXLEN", 10000),
-            events_maxlen=_env_int("SOUNDHIVE_EVENTS_MAXLEN", 100000),
-            reorder_timeout_s=_env_float("SOUNDHIVE_REORDER_TIMEOUT_S", 15.0),
-            model=os.environ.get("SOUNDHIVE_MODEL") or "yamnet",
-            threads=_env_int("SOUNDHIVE_THREADS", usable_cpus()),
-            head=os.environ.get("SOUNDHIVE_HEAD") or "audioset",
-            events_config=os.environ.get("SOUNDHIVE_EVENTS_CONFIG") or None,
-        )
-        if settings.threads < 1:
-            raise ConfigError(f"SOUNDHIVE_THREADS must be at least 1, got {settings.threads}")
-        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    service: str = internal_field(default="")
+    consumer: str = internal_field(default_factory=_consumer_name)
+    redis_url: str = secret_field(
+        DEFAULT_REDIS_URL, "Redis to use, redis://[:password@]host:port/db (`soundhive up` "
+        "starts an embedded one when it is unset).", flag="--redis-url",
+        validation_alias="REDIS_URL")
+    metrics_port: int = metrics_port_field(0)
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics port binds "
+                              "(`soundhive up` uses 127.0.0.1).")
+    batch_size: int = Field(32, ge=1, description="Entries read per XREADGROUP.")
+    block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK time in milliseconds.")
+    claim_idle_s: float = Field(
+        5.0, gt=0, description="An entry pending this long without its consumer renewing it "
+        "(a dead consumer's, or a failed one) is claimed by another.")
+    max_deliveries: int = Field(5, ge=1,
+                                description="Deliveries before an entry is dead-lettered.")
+    backlog_max: int = Field(
+        2000, ge=1, description="Entries of the audio or embeddings stream not yet read by "
+        "their consumers before the producer holds back: files wait, live audio is dropped "
+        "oldest first and counted (2000 chunks: about 90 MB of audio).")
+    stream_maxlen: int = Field(
+        10000, ge=1, description="Approximate length of the history streams (predictions, "
+        "dead letters); the pipeline's own streams are trimmed of what their group "
+        "acknowledged.")
+    events_maxlen: int = Field(
+        100000, ge=1, description="Approximate length of the events stream: the events API's "
+        "history and the notifier's input.")
+
+
+def model_field() -> Any:
+    return Field("yamnet", validation_alias="SOUNDHIVE_MODEL",
+                 description="Embedding model: yamnet (LiteRT) or vggish (TensorFlow).")
+
+
+@dataclass(frozen=True)
+class Described:
+    """One setting as docs and --help show it."""
+
+    env: str
+    default: str
+    description: str
+    secret: bool
+
+
+def describe(model: type[SettingsModel]) -> list[Described]:
+    """Every setting a model reads, its nested models' (a notifier's sinks) after its own."""
+    own = [Described(model.env_name(name), _default_text(info), info.description or "",
+                     is_secret(info)) for name, info in model.settings_fields().items()]
+    nested = [item for info in model.model_fields.values() if is_internal(info)
+              and isinstance(info.annotation, type) and issubclass(info.annotation, SettingsModel)
+              for item in describe(info.annotation)]
+    return own + nested
+
+
+def _default_text(info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        return "computed"
+    value = info.default
+    if value is None or value == "" or (isinstance(value, tuple | frozenset) and not value):
+        return "unset"
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value))
+    return _env_text(value)

@@ -1,9 +1,10 @@
 """Every Prometheus metric, defined once, and the small HTTP server every service runs.
 
-Each service process serves `GET /metrics` (Prometheus text format) and `GET /healthz`
-(200 `ok` while its main loop is alive and Redis answers, 503 with the reason otherwise) on one
-port; defaults are in shared/config.py (capture 9101, features 9102, classifier 9103, notifier
-9104), bound to SOUNDHIVE_METRICS_HOST (0.0.0.0 in containers; `soundhive up` uses 127.0.0.1).
+Each service process serves `GET /metrics` (Prometheus text format), `GET /healthz` (liveness:
+200 `ok` while its main loop turns) and `GET /readyz` (readiness: 200 `ok` while it can do its
+job, Redis answering; 503 with the reason otherwise) on one port, SOUNDHIVE_METRICS_PORT
+(defaults per service in services/registry.py), bound to SOUNDHIVE_METRICS_HOST (0.0.0.0 in
+containers; `soundhive up` uses 127.0.0.1).
 """
 
 import errno
@@ -120,43 +121,65 @@ API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a reque
 
 
 class Health:
-    """Liveness for /healthz: the main loop calls beat(); Redis trouble calls fail(reason);
-    watch(check) adds a check that must stay true (e.g. a helper thread is alive)."""
+    """Liveness and readiness of a service process.
+
+    Live (/healthz): every watched part works (watch) and the main loop turns: it calls beat()
+    after a good turn, or fail(reason) after a turn that met trouble it waits out (Redis
+    unreachable), at least every stale_after_s. Ready (/readyz): live, the last turn was good,
+    and every required condition holds (require). Redis trouble makes a service unready, never
+    un-live: restarting it would not bring Redis back."""
 
     def __init__(self, stale_after_s: float = 60.0):
         self.stale_after_s = stale_after_s
-        self._last_beat = time.monotonic()
+        self._last_turn = time.monotonic()
         self._problem: str | None = None
-        self._checks: list[tuple[str, Callable[[], bool]]] = []
+        self._live_checks: list[tuple[str, Callable[[], bool]]] = []
+        self._ready_checks: list[tuple[str, Callable[[], bool]]] = []
 
     def watch(self, check: Callable[[], bool], what: str = "a worker thread died") -> None:
-        self._checks.append((what, check))
+        """A condition the process needs to work at all (e.g. a helper thread is alive)."""
+        self._live_checks.append((what, check))
+
+    def require(self, check: Callable[[], bool], what: str) -> None:
+        """A condition the process needs to do its job now."""
+        self._ready_checks.append((what, check))
 
     def beat(self) -> None:
-        self._last_beat = time.monotonic()
+        self._last_turn = time.monotonic()
         self._problem = None
 
     def fail(self, reason: str) -> None:
+        self._last_turn = time.monotonic()
         self._problem = reason
 
-    def status(self) -> tuple[bool, str]:
-        for what, check in self._checks:
+    def liveness(self) -> tuple[bool, str]:
+        for what, check in self._live_checks:
             if not check():
                 return False, what
-        if self._problem:
-            return False, self._problem
-        age = time.monotonic() - self._last_beat
+        age = time.monotonic() - self._last_turn
         if age > self.stale_after_s:
             return False, f"main loop silent for {age:.0f} s"
         return True, "ok"
 
+    def readiness(self) -> tuple[bool, str]:
+        live, reason = self.liveness()
+        if not live:
+            return live, reason
+        if self._problem:
+            return False, self._problem
+        for what, check in self._ready_checks:
+            if not check():
+                return False, what
+        return True, "ok"
+
 
 def serve(port: int, health: Health, host: str) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz on a daemon thread; port 0 picks a free one. A port in use
-    is a PortInUse error naming it."""
+    """Serve /metrics, /healthz (liveness) and /readyz (readiness) on a daemon thread; port 0
+    picks a free one. A port in use is a PortInUse error naming it."""
     routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
         "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest()),
-        "/healthz": lambda: _health_response(health),
+        "/healthz": lambda: _health_response(health.liveness()),
+        "/readyz": lambda: _health_response(health.readiness()),
     }
 
     class Handler(BaseHTTPRequestHandler):
@@ -184,6 +207,6 @@ def serve(port: int, health: Health, host: str) -> ThreadingHTTPServer:
     return server
 
 
-def _health_response(health: Health) -> tuple[int, str, bytes]:
-    ok, reason = health.status()
+def _health_response(answer: tuple[bool, str]) -> tuple[int, str, bytes]:
+    ok, reason = answer
     return (200 if ok else 503), "text/plain", (reason + "\n").encode()

@@ -1,12 +1,12 @@
 """`soundhive`: one entry point; each group of subcommands lives in its own module."""
 
 import logging
-import os
 import sys
 from importlib.metadata import version
 
 import typer
 
+from shared.config import ConfigError, ProcessSettings
 from shared.native import quiet_native_stderr
 from soundhive import classify, models, pipeline, training
 
@@ -50,11 +50,16 @@ pipeline.register(app)
 
 
 def verbose_requested(argv: list[str]) -> bool:
-    return os.environ.get("SOUNDHIVE_VERBOSE") == "1" or any(a in VERBOSE_FLAGS for a in argv)
+    return ProcessSettings().verbose or any(a in VERBOSE_FLAGS for a in argv)
 
 
 def main() -> None:
     # Before any native library loads: their chatter must not reach the terminal (native.py).
-    if not verbose_requested(sys.argv[1:]):
+    try:
+        verbose = verbose_requested(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if not verbose:
         quiet_native_stderr()
     app()

@@ -10,6 +10,7 @@ capture :9101, features :9102, classifier :9103, notifier :9104 (--metrics-port-
 replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-port).
 """
 
+import inspect
 import os
 import shutil
 import signal
@@ -18,29 +19,40 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import redis
 import typer
+from pydantic.fields import FieldInfo
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from services.api.settings import DEFAULT_API_PORT
-from services.capture.sources import SourceError, list_devices, parse_sources
-from services.runner import run_service
+from services.capture.sources import SOURCE_FORMS, SourceError, list_devices, parse_sources
+from services.features.settings import FeaturesSettings
+from services.registry import SERVICES, Service
+from services.runner import serve as serve_service
 from shared import bus, detections, streams
-from shared.config import DEFAULT_METRICS_PORTS, Settings, threads_per_replica
+from shared.config import (
+    ConfigError,
+    Settings,
+    SettingsModel,
+    describe,
+    is_secret,
+    threads_per_replica,
+)
 from shared.messages import Event, MessageError
 from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
 from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
-SERVICES = ("capture", "features", "classifier", "notifier", "api")
-SOURCE_HELP = "mic[:DEVICE], file:PATH (file or folder) or url:URL; repeatable."
+SOURCE_HELP = SOURCE_FORMS + " Repeatable."
 SERVICE_START_S = 30.0
 NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
@@ -48,7 +60,7 @@ REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one whe
 
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
-    app.command("serve")(serve)
+    app.add_typer(serve_app, name="serve")
     app.command("devices")(devices)
 
 
@@ -63,55 +75,51 @@ def devices() -> None:
     Console().print(table)
 
 
-def serve(
-    service: str = typer.Argument(..., help="capture, features, classifier or notifier."),
-    source: list[str] = typer.Option([], "--source", "-s", help=SOURCE_HELP),
-    fast: bool = typer.Option(False, "--fast", help="Replay files as fast as possible."),
-    save_path: Path | None = typer.Option(None, "--save-path", help="Keep captured audio (WAV)."),
-    redis_url: str | None = typer.Option(None, "--redis-url", help=REDIS_HELP),
-    metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Metrics/health port (default per service, 9101-9104; "
-        "0: any free port); bound to SOUNDHIVE_METRICS_HOST, 0.0.0.0 by default."),
-    model: str | None = typer.Option(None, "--model", help="Embedding model (features)."),
-    head: str | None = typer.Option(None, "--head", help="Scoring head (classifier)."),
-    events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
-    api_port: int | None = typer.Option(
-        None, "--api-port", help="The api's port (default $SOUNDHIVE_API_PORT or 8000)."),
-) -> None:
-    """Run one service in this process (for containers); settings also from the environment.
-    Ports listen on 0.0.0.0 here (SOUNDHIVE_METRICS_HOST, SOUNDHIVE_API_HOST)."""
-    if service not in SERVICES:
-        fail(f"unknown service {service!r} (choose from {', '.join(SERVICES)})")
-    if service == "capture" and not source:
-        fail("capture needs at least one --source")
+def _cli_type(info: FieldInfo) -> Any:
+    """The type a CLI option of this field takes (lists: a repeatable option)."""
+    annotation = info.annotation
+    if get_origin(annotation) is tuple:
+        return list[str]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if get_origin(annotation) in (Union, UnionType) else annotation
 
-    def main() -> int | None:
-        settings = Settings.from_env(
-            service, redis_url=redis_url, metrics_port=metrics_port, model=model, head=head,
-            events_config=str(events_config) if events_config else None,
-        )
-        if service == "capture":
-            from services.capture.service import main as capture
 
-            return capture(settings, parse_sources(source), fast, save_path)
-        if service == "features":
-            from services.features.service import main as features
+def _options(settings: type[SettingsModel]) -> list[inspect.Parameter]:
+    """One option per setting, --field-name or the field's own flag, defaulting to the
+    environment's value; secrets only where their field names a flag."""
+    options = []
+    for name, info in settings.settings_fields().items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if is_secret(info) and not extra.get("flag"):
+            continue
+        flag = str(extra.get("flag") or "--" + name.replace("_", "-"))
+        help_text = f"{info.description} [env {settings.env_name(name)}]"
+        option = typer.Option(None, flag, help=help_text, show_default=False)
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                         annotation=_cli_type(info) | None))
+    return options
 
-            return features(settings)
-        if service == "api":
-            from services.api.service import main as api
-            from services.api.settings import ApiSettings
 
-            return api(ApiSettings.from_env(port=api_port))
-        if service == "notifier":
-            from services.notifier.service import main as notifier
+def _serve_command(service: Service) -> Callable[..., None]:
+    def command(**options: Any) -> None:
+        serve_service(service.name, **options)
 
-            return notifier(settings)
-        from services.classifier.service import main as classifier
+    parameters = _options(service.settings)
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    environment = "\n\n".join(
+        f"{item.env}{' (or ' + item.env + '_FILE)' if item.secret else ''}: "
+        f"{item.description} Default: {item.default}." for item in describe(service.settings))
+    command.__doc__ = (f"{service.summary}\n\nSettings come from the environment (below; "
+                       "docs/configuration.md); options override them. Ports listen on "
+                       f"0.0.0.0 here.\n\nEnvironment:\n\n{environment}")
+    return command
 
-        return classifier(settings)
 
-    run_service(main)
+serve_app = typer.Typer(help="Run one service in this process (for containers).",
+                        no_args_is_help=True)
+for _service in SERVICES.values():
+    serve_app.command(_service.name)(_serve_command(_service))
 
 
 class Interrupted(Exception):
@@ -139,11 +147,11 @@ def up(
         None, "--log-dir", help="Keep the service logs here (default: a temporary folder, "
         "removed at exit unless a service failed)."),
     metrics_port_base: int = typer.Option(
-        DEFAULT_METRICS_PORTS["capture"], "--metrics-port-base", min=0, max=65533,
+        SERVICES["capture"].port, "--metrics-port-base", min=0, max=65533,
         help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2, "
              "notifier +3 (further replicas: free ports, logged); 0: free ports for all."),
     api_port: int = typer.Option(
-        DEFAULT_API_PORT, "--api-port", min=0, max=65535,
+        SERVICES["api"].port, "--api-port", min=0, max=65535,
         help="The events API and dashboard on 127.0.0.1 (0: a free port)."),
     exit_when_done: bool = typer.Option(
         False, "--exit-when-done",
@@ -163,36 +171,37 @@ def up(
     if events_config is not None and not events_config.is_file():
         fail(f"{events_config}: no such events config file")
     # Capture starts last, once the notifier's groups exist: the first events reach every sink.
-    plan = [("features", [])] * features + [("classifier", [])] * classifiers
-    plan += [("notifier", []), ("api", [])]
-    plan += [("capture", [arg for s in source for arg in ("--source", s)]
-              + (["--fast"] if fast else []) + (["--save-path", str(save_path)] if save_path
-                                                  else []))]
+    plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
+    plan += [("classifier", {})] * classifiers + [("notifier", {}), ("api", {})]
+    plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
+    given_redis = _given_redis(redis_url)
     ports = _ports(plan, metrics_port_base, api_port or free_port())
-    api_url = f"http://127.0.0.1:{ports[plan.index(('api', []))]}"
+    api_url = f"http://127.0.0.1:{ports[plan.index(('api', {}))]}"
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupted)
-    embedded = None if (redis_url or os.environ.get("REDIS_URL")) else RedisProcess(run_dir)
-    processes: list[Service] = []
+    embedded = None if given_redis else RedisProcess(run_dir)
+    processes: list[ServiceProcess] = []
     status, keep_logs = 0, log_dir is not None
     try:
         if embedded is not None:
             embedded.start()
-        url = redis_url or os.environ.get("REDIS_URL") or embedded.url  # type: ignore[union-attr]
-        env = {**os.environ, "REDIS_URL": url, "SOUNDHIVE_METRICS_HOST": "127.0.0.1"}
-        # Replicas share the cores rather than each taking them all.
-        env.setdefault("SOUNDHIVE_THREADS", str(threads_per_replica(features)))
-        if events_config is not None:
-            env["SOUNDHIVE_EVENTS_CONFIG"] = str(events_config.resolve())
+        url = given_redis or embedded.url  # type: ignore[union-attr]
+        shared_settings = {
+            "redis_url": url,
+            # Replicas share the cores rather than each taking them all.
+            "threads": None if FeaturesSettings.env_name("threads") in os.environ
+            else threads_per_replica(features),
+            "events_config": events_config.resolve() if events_config else None,
+        }
         stderr.print(f"soundhive up: dashboard and API at {api_url}, Redis {url}"
                      + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
         client = bus.connect(url)
-        processes = _start(plan[:-1], ports[:-1], env, logs)
+        processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
         _wait_for_notifier(client, processes)
-        processes += _start(plan[-1:], ports[-1:], env, logs)
+        processes += _start(plan[-1:], ports[-1:], shared_settings, logs)
         status = _watch(client, processes, exit_when_done)
     except KeyboardInterrupt:
         status = 128 + signal.SIGINT
@@ -214,14 +223,26 @@ def up(
     raise typer.Exit(status)
 
 
+def _given_redis(option: str | None) -> str | None:
+    """--redis-url, else the Redis the environment names (REDIS_URL or REDIS_URL_FILE); None:
+    `up` starts an embedded one."""
+    variable = Settings.env_name("redis_url")
+    if option or os.environ.get(variable) or os.environ.get(f"{variable}_FILE"):
+        try:
+            return option or Settings().redis_url
+        except ConfigError as exc:
+            fail(str(exc))
+    return None
+
+
 @dataclass
-class Service:
+class ServiceProcess:
     name: str
     process: subprocess.Popen
     log: Path
 
 
-def _ports(plan: list[tuple[str, list[str]]], base: int, api_port: int) -> list[int]:
+def _ports(plan: list[tuple[str, dict[str, Any]]], base: int, api_port: int) -> list[int]:
     """Each process's port: the api's, else its metrics port (the first of each service at
     base + its offset, the rest free ones); a taken port is a one-line error naming it."""
     ports, seen = [], set()
@@ -232,7 +253,8 @@ def _ports(plan: list[tuple[str, list[str]]], base: int, api_port: int) -> list[
                      "Choose another with --api-port")
             ports.append(api_port)
             continue
-        port = base + SERVICES.index(name) if base and name not in seen else 0
+        offset = SERVICES[name].port - SERVICES["capture"].port
+        port = base + offset if base and name not in seen else 0
         seen.add(name)
         if port and not _port_free(port):
             fail(f"metrics port 127.0.0.1:{port} ({name}) is in use: another `soundhive up`? "
@@ -250,25 +272,27 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _start(plan: list[tuple[str, list[str]]], ports: list[int], env: dict[str, str],
-           logs: Path) -> list[Service]:
-    """One process per service, in a session of its own (the terminal's Ctrl-C reaches `up`,
-    which stops them in order) that dies with `up` even if `up` is killed."""
+def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],
+           shared_settings: dict[str, Any], logs: Path) -> list[ServiceProcess]:
+    """One process per service, on 127.0.0.1, in a session of its own (the terminal's Ctrl-C
+    reaches `up`, which stops them in order) that dies with `up` even if `up` is killed. Each
+    gets the settings its model has of `shared_settings`, and its own."""
     processes = []
-    for (name, args), port in zip(plan, ports, strict=True):
+    for (name, own), port in zip(plan, ports, strict=True):
+        service = SERVICES[name]
+        fields = service.settings.model_fields
+        settings = {key: value for key, value in shared_settings.items() if key in fields}
+        settings |= {**own, service.port_field: port, service.host_field: "127.0.0.1"}
         log = logs / f"{name}-{len(processes)}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}", *args],
-                env={**env, "SOUNDHIVE_METRICS_PORT": str(port), "SOUNDHIVE_API_PORT": str(port),
-                     "SOUNDHIVE_API_HOST": "127.0.0.1"}, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
-            )
-        processes.append(Service(name, process, log))
+            process = service.launch(dict(os.environ), settings, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=die_with_parent)
+        processes.append(ServiceProcess(name, process, log))
     return processes
 
 
-def _stop(processes: list[Service]) -> None:
+def _stop(processes: list[ServiceProcess]) -> None:
     for service in processes:
         if service.process.poll() is None:
             service.process.terminate()
@@ -280,7 +304,7 @@ def _stop(processes: list[Service]) -> None:
             service.process.wait()
 
 
-def _watch(client: redis.Redis, processes: list[Service], exit_when_done: bool) -> int:
+def _watch(client: redis.Redis, processes: list[ServiceProcess], exit_when_done: bool) -> int:
     """Show the live view (stderr) and follow events (stdout) until done: 0, or 1 when a
     source failed. A service that dies ends `up` with its last log line."""
     follow = EventFollower(client, print_lines=not sys.stdout.isatty())
@@ -302,7 +326,7 @@ def _watch(client: redis.Redis, processes: list[Service], exit_when_done: bool) 
             time.sleep(0.25)
 
 
-def _wait_for_notifier(client: redis.Redis, processes: list[Service]) -> None:
+def _wait_for_notifier(client: redis.Redis, processes: list[ServiceProcess]) -> None:
     deadline = time.monotonic() + SERVICE_START_S
     while not _notifier_groups(client) and time.monotonic() < deadline:
         _check_services(processes)
@@ -317,7 +341,7 @@ def _notifier_groups(client: redis.Redis) -> list[dict]:
     return [g for g in groups if g["name"].decode().startswith(streams.NOTIFIER_GROUP + ":")]
 
 
-def _check_services(processes: list[Service]) -> int | None:
+def _check_services(processes: list[ServiceProcess]) -> int | None:
     """Capture's exit status once it has ended by itself (0, or 1: a source failed); any other
     ending of a service is fatal."""
     capture_status = None
@@ -395,7 +419,7 @@ def _drained(client: redis.Redis) -> bool:
     return client.zcard(streams.REORDER_GAPS) == 0
 
 
-def _view(client: redis.Redis, processes: list[Service]) -> Group:
+def _view(client: redis.Redis, processes: list[ServiceProcess]) -> Group:
     sources = Table("source", "state", "level", "chunks", "top labels", title="sources",
                     expand=True)
     for view in read_sources(client):

@@ -4,7 +4,6 @@ restartable real redis-server, service processes, polling, reading the streams b
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import redis
 
 from services.classifier.events import EventTracker, Rules
+from services.registry import SERVICES
 from shared import streams
 from shared.hierarchy import LabelTree
 from shared.messages import SourceStatus
@@ -49,7 +49,7 @@ class RedisServer(RedisProcess):
 
 
 class Services:
-    """Starts service processes (`python -m services.NAME`) against the test Redis."""
+    """Starts service processes (services/registry.py) against the test Redis."""
 
     def __init__(self, server: RedisServer, logs: Path, models_dir: Path):
         self.server, self.logs, self.models_dir = server, logs, models_dir
@@ -68,10 +68,9 @@ class Services:
 
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
         log = self.logs / f"{name}-{len(self.processes)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", *args], cwd=REPO, env=self.env(**env),
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-        )
+        process = SERVICES[name].launch(self.env(**env), options=args, cwd=REPO,
+                                        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                        preexec_fn=die_with_parent)
         self.processes.append((process, log))
         return process
 

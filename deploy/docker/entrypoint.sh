@@ -4,8 +4,6 @@
 #    $SOUNDHIVE_MODELS (a volume) when its files are missing or fail their checksum, and does
 #    nothing when they are there (no network then). SOUNDHIVE_PULL_MODELS=0 skips it (a volume
 #    filled by an init container or by hand, or an air-gapped host).
-#  - capture: SOUNDHIVE_CAPTURE_SOURCES (space-separated source specs: mic:USB, url:rtsp://...,
-#    file:/recordings) become `--source` arguments, so one image serves any microphone group.
 set -eu
 
 if [ "${1:-}" = "soundhive" ] && [ "${2:-}" = "serve" ]; then
@@ -14,13 +12,6 @@ if [ "${1:-}" = "soundhive" ] && [ "${2:-}" = "serve" ]; then
         features|classifier|api)
             if [ "${SOUNDHIVE_PULL_MODELS:-1}" != "0" ]; then
                 soundhive models pull "${SOUNDHIVE_MODEL:-yamnet}" >&2
-            fi
-            ;;
-        capture)
-            if [ -n "${SOUNDHIVE_CAPTURE_SOURCES:-}" ]; then
-                for spec in $SOUNDHIVE_CAPTURE_SOURCES; do
-                    set -- "$@" --source "$spec"
-                done
             fi
             ;;
     esac

@@ -1,7 +1,6 @@
-"""`python -m services.api`: the api service, configured by the environment."""
+"""`python -m services.api`: the api service, configured by the environment
+(services/api/settings.py)."""
 
-from services.api.service import main
-from services.api.settings import ApiSettings
-from services.runner import run_service
+from services.runner import serve
 
-run_service(lambda: main(ApiSettings.from_env()))
+serve("api")

@@ -36,9 +36,9 @@ import redis
 import soundfile
 from redis.backoff import EqualJitterBackoff
 
-from services.capture.sources import SourceGone, SourceSpec
+from services.capture.settings import CaptureSettings
+from services.capture.sources import SourceGone, SourceSpec, parse_sources
 from shared import bus, metrics, params, streams
-from shared.config import Settings
 from shared.errors import one_line
 from shared.messages import (
     CHUNK_HOP_SAMPLES,
@@ -90,7 +90,7 @@ class Publisher:
     """The bounded queue between sources and Redis, and the thread that drains it into the audio
     stream no faster than the features group reads it."""
 
-    def __init__(self, settings: Settings, health: metrics.Health, stopper: bus.Stopper):
+    def __init__(self, settings: CaptureSettings, health: metrics.Health, stopper: bus.Stopper):
         self.settings, self.health, self.stopper = settings, health, stopper
         self.redis = bus.connect(settings.redis_url)
         self._queue: deque[Queued] = deque()
@@ -331,9 +331,10 @@ class SourceRunner:
         return soundfile.SoundFile(path, "w", params.SAMPLE_RATE, 1, "PCM_16")
 
 
-def main(settings: Settings, specs: list[SourceSpec], fast: bool = False,
-         save_path: Path | None = None) -> int:
+def main(settings: CaptureSettings) -> int:
     """Run every source until it ends or the service is stopped; 1 when a source failed."""
+    specs = parse_sources(list(settings.sources))
+    fast, save_path = settings.fast, settings.save_path
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     stopper = bus.Stopper()

@@ -27,6 +27,7 @@ BLOCK_SAMPLES = params.SAMPLE_RATE // 10  # 0.1 s
 URL_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "rtp://", "udp://",
                "tcp://", "srt://")
 NETWORK_TIMEOUT_S = 10.0
+SOURCE_FORMS = "mic[:DEVICE], file:PATH (a file or folder) or url:URL (anything FFmpeg opens)."
 
 
 class SourceError(UserError):

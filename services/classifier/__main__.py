@@ -1,7 +1,6 @@
-"""`python -m services.classifier`: one classifier worker, configured by the environment."""
+"""`python -m services.classifier`: the classifier service, configured by the environment
+(services/classifier/settings.py)."""
 
-from services.classifier.service import main
-from services.runner import run_service
-from shared.config import Settings
+from services.runner import serve
 
-run_service(lambda: main(Settings.from_env("classifier")))
+serve("classifier")

@@ -18,8 +18,8 @@ import redis
 
 from services.classifier.events import EventTracker, Rules, RulesError
 from services.classifier.sequencer import Plan, SourceState, plan
+from services.classifier.settings import ClassifierSettings
 from shared import bus, detections, metrics, streams
-from shared.config import Settings
 from shared.hierarchy import LabelTree
 from shared.labels import Ontology
 from shared.messages import (
@@ -65,7 +65,7 @@ class Scored:
 
 class Classifier:
     def __init__(self, client: redis.Redis, head: WindowHead, tracker: EventTracker,
-                 settings: Settings, head_spec: str | None = None):
+                 settings: ClassifierSettings, head_spec: str | None = None):
         self.redis, self.head, self.tracker = client, head, tracker
         self.maxlen, self.timeout_s = settings.stream_maxlen, settings.reorder_timeout_s
         self.events_maxlen = settings.events_maxlen
@@ -262,7 +262,7 @@ class Classifier:
                          message.start if message.kind == "start" else message.end)
 
 
-def main(settings: Settings) -> None:
+def main(settings: ClassifierSettings) -> None:
     head = load_head(settings.head, settings.model)
     rules = Rules.load(settings.events_config)
     tree = label_tree(head.class_names)

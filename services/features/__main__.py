@@ -1,7 +1,6 @@
-"""`python -m services.features`: one features worker, configured by the environment."""
+"""`python -m services.features`: the features service, configured by the environment
+(services/features/settings.py)."""
 
-from services.features.service import main
-from services.runner import run_service
-from shared.config import Settings
+from services.runner import serve
 
-run_service(lambda: main(Settings.from_env("features")))
+serve("features")

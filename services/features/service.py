@@ -14,8 +14,8 @@ import logging
 
 import numpy as np
 
+from services.features.settings import FeaturesSettings
 from shared import bus, metrics, streams
-from shared.config import Settings
 from shared.messages import Embeddings, PcmChunk
 from shared.models import Embedder, load_embedder
 
@@ -35,7 +35,7 @@ def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
     return handle
 
 
-def main(settings: Settings) -> None:
+def main(settings: FeaturesSettings) -> None:
     embedder = load_embedder(settings.model, threads=settings.threads)
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)

@@ -1,7 +1,6 @@
-"""`python -m services.notifier`: the notifier, configured by the environment."""
+"""`python -m services.notifier`: the notifier service, configured by the environment
+(services/notifier/settings.py)."""
 
-from services.notifier.service import main
-from services.runner import run_service
-from shared.config import Settings
+from services.runner import serve
 
-run_service(lambda: main(Settings.from_env("notifier")))
+serve("notifier")

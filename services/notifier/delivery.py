@@ -19,36 +19,30 @@ Failures come in two kinds:
     dead-lettered at once with the reason; a transient one (a 5xx) is retried with backoff and
     dead-lettered after SOUNDHIVE_NOTIFY_MAX_ATTEMPTS attempts.
 
-Filters and rate limit (per sink, `SOUNDHIVE_<SINK>_*`, SINK one of DEVICEHIVE, MQTT, WEBHOOK):
-    _LABELS          only these labels (';'-separated: AudioSet names hold commas; any case)
-    _EXCLUDE_LABELS  never these labels
-    _MIN_SCORE       only events scoring at least this (0)
-    _KINDS           start, end or both (start,end)
-    _RATE_PER_MIN    starts per minute per source and label; more are dropped and counted (30;
-                     0: no limit)
-They judge an event's start; its end follows that judgement (a sink told a sound started is
-always told it ended, one never told is never told), so a binary sensor is never left ON.
+Filters and rate limit (per sink, `SOUNDHIVE_<SINK>_*`, SINK one of DEVICEHIVE, MQTT, WEBHOOK:
+settings.Filter): labels, excluded labels, minimum score, kinds, starts per minute. They judge
+an event's start; its end follows that judgement (a sink told a sound started is always told it
+ended, one never told is never told), so a binary sensor is never left ON.
 """
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 import redis
 from redis.backoff import EqualJitterBackoff
 
+from services.notifier.settings import Filter, NotifierSettings
 from shared import bus, metrics, streams
-from shared.config import ConfigError, Settings
+from shared.config import Settings
 from shared.messages import DeadLetter, Event, SinkStatus
 
 log = logging.getLogger("soundhive.notifier")
 
-KINDS = ("start", "end")
 STATUS_INTERVAL_S = 1.0
 HEARTBEAT_S = 10.0
 PAIRS_REMEMBERED = 10000
@@ -100,63 +94,6 @@ class Sink(Protocol):
 
     def close(self) -> None:
         ...
-
-
-def env_secret(name: str) -> str:
-    """A secret from NAME, or from the file NAME_FILE names (Kubernetes/Docker secrets)."""
-    value = os.environ.get(name, "")
-    path = os.environ.get(f"{name}_FILE", "")
-    if value or not path:
-        return value
-    try:
-        with open(path, encoding="utf-8") as file:
-            return file.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
-
-
-def env_number(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value
-
-
-def _labels(name: str) -> frozenset[str]:
-    return frozenset(p.strip().lower() for p in os.environ.get(name, "").split(";") if p.strip())
-
-
-@dataclass(frozen=True)
-class Filter:
-    labels: frozenset[str] = frozenset()  # lowercase; empty: every label
-    exclude: frozenset[str] = frozenset()
-    min_score: float = 0.0
-    kinds: frozenset[str] = frozenset(KINDS)
-    rate_per_min: int = 30
-
-    @classmethod
-    def from_env(cls, sink: str) -> "Filter":
-        prefix = f"SOUNDHIVE_{sink.upper()}_"
-        kinds = frozenset(k.strip() for k in os.environ.get(prefix + "KINDS", "").split(",")
-                          if k.strip()) or frozenset(KINDS)
-        if not kinds <= set(KINDS):
-            raise ConfigError(f"{prefix}KINDS must list start and/or end, got "
-                              f"{os.environ[prefix + 'KINDS']!r}")
-        return cls(_labels(prefix + "LABELS"), _labels(prefix + "EXCLUDE_LABELS"),
-                   env_number(prefix + "MIN_SCORE", 0.0), kinds,
-                   int(env_number(prefix + "RATE_PER_MIN", 30)))
-
-    def admits(self, event: Event) -> bool:
-        """A label filter matches the event's label or any of its categories."""
-        names = {name.lower() for name in event.names()}
-        return ((not self.labels or not names.isdisjoint(self.labels))
-                and names.isdisjoint(self.exclude) and event.score >= self.min_score)
 
 
 class Gate:
@@ -251,13 +188,14 @@ class Runner:
 
     TICK_INTERVAL_S = 0.5
 
-    def __init__(self, sink: Sink, rules: Filter, settings: Settings, stopper: bus.Stopper):
+    def __init__(self, sink: Sink, rules: Filter, settings: NotifierSettings,
+                 stopper: bus.Stopper):
         self.sink, self.gate, self.stopper = sink, Gate(rules), stopper
         self.name, self.group = sink.name, streams.notifier_group(sink.name)
-        self.max_attempts = int(env_number("SOUNDHIVE_NOTIFY_MAX_ATTEMPTS", 5, 1))
-        self._backoff = EqualJitterBackoff(
-            cap=env_number("SOUNDHIVE_NOTIFY_BACKOFF_MAX_S", 30.0, 0.1), base=0.2)
-        self.settings = replace(settings, service=f"notifier:{sink.name}")
+        self.max_attempts = settings.notify_max_attempts
+        self._backoff = EqualJitterBackoff(cap=settings.notify_backoff_max_s, base=0.2)
+        self.settings: Settings = settings.model_copy(
+            update={"service": f"notifier:{sink.name}"})
         self.client = bus.connect(settings.redis_url, settings.block_ms)
         self.health = metrics.Health()
         self.board = Board(sink.name, self.client)
@@ -274,8 +212,8 @@ class Runner:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def healthy(self) -> bool:
-        return self.health.status()[0]
+    def ready(self) -> bool:
+        return self.health.readiness()[0]
 
     def _run(self) -> None:
         try:

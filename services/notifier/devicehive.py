@@ -25,10 +25,11 @@ will not register (400: bad id) and a refused notification name (403: `$device-a
 `$device-update` are the server's) hold the events, the sink `failed` with the server's reason,
 until the configuration is fixed; another 4xx refuses the event for good, a 5xx is retried.
 
-Configuration: the SOUNDHIVE_DEVICEHIVE_* environment (URL, REFRESH_TOKEN | ACCESS_TOKEN |
-LOGIN + PASSWORD, DEVICE_ID, NOTIFICATION; each secret may also come from a file, NAME_FILE),
-overridden field by field by what the dashboard stores (streams.DEVICEHIVE_CONFIG: url,
-device_id, notification, refresh_token, access_token). The store is read every
+Configuration: the SOUNDHIVE_DEVICEHIVE_* environment (settings.DeviceHiveSettings: URL,
+REFRESH_TOKEN | ACCESS_TOKEN | LOGIN + PASSWORD, DEVICE_ID, NOTIFICATION; each secret may also
+come from a file, NAME_FILE), overridden field by field by what the dashboard stores
+(streams.DEVICEHIVE_CONFIG: url, device_id, notification, refresh_token, access_token). The
+store is read every
 CONFIG_POLL_S: a change closes the session and the next event opens one with the new settings,
 no restart. Without a URL the sink is disabled (events pass it by). A bad environment is a
 one-line error at start; a bad stored configuration is the sink's `failed` status.
@@ -36,12 +37,8 @@ one-line error at start; a bad stored configuration is the sink's `failed` statu
 
 import json
 import logging
-import os
-import re
-import socket
 import time
 import uuid
-from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -52,22 +49,16 @@ import websockets
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable, env_secret
+from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable
+from services.notifier.settings import DeviceHiveSettings, where
 from shared import streams
 from shared.config import ConfigError
 from shared.messages import Event
 
 log = logging.getLogger("soundhive.notifier.devicehive")
 
-DEVICE_ID = re.compile(r"[a-zA-Z0-9-]+")
 TIMEOUT_S = 10.0
 CONFIG_POLL_S = 2.0
-STORED_FIELDS = ("url", "device_id", "notification", "refresh_token", "access_token")
-
-
-def default_device_id() -> str:
-    return "soundhive-" + (re.sub(r"[^a-zA-Z0-9-]+", "-", socket.gethostname()).strip("-")
-                           or "host")
 
 
 def timestamp(unix: float) -> str:
@@ -81,64 +72,6 @@ def notification(event: Event, name: str) -> dict[str, Any]:
     when = event.start_time if event.kind == "start" else event.end_time
     return {"notification": name, "timestamp": timestamp(when or event.start_time),
             "parameters": parameters}
-
-
-@dataclass(frozen=True)
-class Config:
-    url: str = ""
-    device_id: str = field(default_factory=default_device_id)
-    notification: str = "sound_event"
-    refresh_token: str = field(default="", repr=False)
-    access_token: str = field(default="", repr=False)
-    login: str = ""
-    password: str = field(default="", repr=False)
-
-    @classmethod
-    def from_env(cls) -> "Config":
-        env = os.environ.get
-        config = cls(
-            url=env("SOUNDHIVE_DEVICEHIVE_URL", ""),
-            device_id=env("SOUNDHIVE_DEVICEHIVE_DEVICE_ID") or default_device_id(),
-            notification=env("SOUNDHIVE_DEVICEHIVE_NOTIFICATION") or "sound_event",
-            refresh_token=env_secret("SOUNDHIVE_DEVICEHIVE_REFRESH_TOKEN"),
-            access_token=env_secret("SOUNDHIVE_DEVICEHIVE_ACCESS_TOKEN"),
-            login=env("SOUNDHIVE_DEVICEHIVE_LOGIN", ""),
-            password=env_secret("SOUNDHIVE_DEVICEHIVE_PASSWORD"),
-        )
-        if config.url:
-            config.check("SOUNDHIVE_DEVICEHIVE_")
-        return config
-
-    def merged(self, stored: dict[bytes, bytes]) -> "Config":
-        """The dashboard's non-empty fields over these."""
-        changes = {name: stored[name.encode()].decode().strip() for name in STORED_FIELDS
-                   if stored.get(name.encode(), b"").strip()}
-        return replace(self, **changes)
-
-    def check(self, prefix: str = "") -> None:
-        """Raise ConfigError (one line, naming the setting) for what can never work."""
-        scheme = urlsplit(self.url).scheme
-        if scheme not in ("http", "https", "ws", "wss") or not urlsplit(self.url).hostname:
-            raise ConfigError(f"{prefix}URL must be http(s)://host/api/rest or "
-                              f"ws(s)://host/api/websocket, got {where(self.url)!r}")
-        if not DEVICE_ID.fullmatch(self.device_id):
-            raise ConfigError(f"{prefix}DEVICE_ID {self.device_id!r} may only hold letters, "
-                              "digits and dashes")
-        if not self.notification:
-            raise ConfigError(f"{prefix}NOTIFICATION must not be empty")
-        if not (self.refresh_token or self.access_token or (self.login and self.password)):
-            raise ConfigError(f"{prefix}URL needs {prefix}REFRESH_TOKEN, {prefix}ACCESS_TOKEN "
-                              f"or {prefix}LOGIN and {prefix}PASSWORD")
-
-    def public(self) -> dict[str, str]:
-        """What may be logged: no token, no password."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
-
-
-def where(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}" \
-           f"{parts.path}"
 
 
 class ApiError(Exception):
@@ -242,7 +175,7 @@ class WebSocket:
 class Session:
     """A logged-in connection with the device registered."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: DeviceHiveSettings):
         self.config = config
         scheme = urlsplit(config.url).scheme
         self.transport: Transport = WebSocket(config.url) if scheme.startswith("ws") \
@@ -313,7 +246,7 @@ class Session:
 class DeviceHiveSink:
     name = "devicehive"
 
-    def __init__(self, env: Config, client: redis.Redis):
+    def __init__(self, env: DeviceHiveSettings, client: redis.Redis):
         self.env, self.redis = env, client
         self.config = env
         self._problem: str | None = None

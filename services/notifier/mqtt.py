@@ -45,6 +45,7 @@ import paho.mqtt.client as paho
 import redis
 
 from services.notifier.delivery import SinkDown, SinkUnreachable
+from services.notifier.settings import MqttSettings
 from services.notifier.webhook import body_of
 from shared import streams
 from shared.config import ConfigError
@@ -123,12 +124,11 @@ class MqttSink:
         self._mqtt = self._client(parts.scheme == "mqtts", parts.username, parts.password)
 
     @classmethod
-    def from_env(cls, client: redis.Redis) -> "MqttSink | None":
-        url = os.environ.get("SOUNDHIVE_MQTT_URL", "")
-        if not url:
+    def from_settings(cls, settings: MqttSettings, client: redis.Redis) -> "MqttSink | None":
+        """The sink, or None while SOUNDHIVE_MQTT_URL is unset."""
+        if not settings.url:
             return None
-        return cls(url, os.environ.get("SOUNDHIVE_MQTT_PREFIX") or "soundhive",
-                   os.environ.get("SOUNDHIVE_MQTT_DISCOVERY", "1") != "0", client)
+        return cls(settings.url, settings.prefix, settings.discovery, client)
 
     def _client(self, tls: bool, user: str | None, password: str | None) -> paho.Client:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2,

@@ -7,47 +7,45 @@ own delivery loop, consumer group, retries, filters and rate limit (delivery.py)
 (streams.SINKS_HASH) and metrics (soundhive_deliveries_total{sink,outcome},
 soundhive_delivery_latency_seconds{sink}, soundhive_sink_connected{sink}) say how it does.
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9104): /healthz fails when a sink's loop
-died or Redis is in trouble, not while a sink is down (restarting would not bring it back).
-
-    SOUNDHIVE_NOTIFY_MAX_ATTEMPTS   attempts at an event a sink refuses (5xx) before it is
-                                    dead-lettered (5)
-    SOUNDHIVE_NOTIFY_BACKOFF_MAX_S  longest wait between retries and reconnections (30)
+died, /readyz also while a sink's loop has Redis trouble; neither while a sink is down
+(restarting would not bring it back). Settings: settings.NotifierSettings.
 """
 
 import logging
 
-from services.notifier.delivery import Filter, Runner, Sink
-from services.notifier.devicehive import Config, DeviceHiveSink
+from services.notifier.delivery import Runner, Sink
+from services.notifier.devicehive import DeviceHiveSink
 from services.notifier.mqtt import MqttSink
+from services.notifier.settings import Filter, NotifierSettings
 from services.notifier.webhook import WebhookSink
 from shared import bus, metrics
-from shared.config import Settings
 
 log = logging.getLogger("soundhive.notifier")
 
 STOP_WAIT_S = 15.0
 
 
-def build_sinks(settings: Settings) -> list[Sink]:
-    """The sinks the environment enables; ConfigError (one line) for a bad setting."""
+def build_sinks(settings: NotifierSettings) -> list[tuple[Sink, Filter]]:
+    """The sinks the settings enable, each with its filter; ConfigError (one line) for a bad
+    setting."""
     client = bus.connect(settings.redis_url, settings.block_ms)
-    sinks: list[Sink] = [DeviceHiveSink(Config.from_env(), client)]
-    mqtt = MqttSink.from_env(client)
-    webhook = WebhookSink.from_env()
-    sinks += [sink for sink in (mqtt, webhook) if sink is not None]
-    return sinks
+    sinks: list[tuple[Sink | None, Filter]] = [
+        (DeviceHiveSink(settings.devicehive, client), settings.devicehive),
+        (MqttSink.from_settings(settings.mqtt, client), settings.mqtt),
+        (WebhookSink.from_settings(settings.webhook), settings.webhook),
+    ]
+    return [(sink, rules) for sink, rules in sinks if sink is not None]
 
 
-def main(settings: Settings) -> int:
+def main(settings: NotifierSettings) -> int:
     """Until SIGTERM/SIGINT (0), or until a sink's loop dies of a bug (1: `up` reports it)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs whole URLs: secrets too
-    sinks = build_sinks(settings)
     stopper = bus.Stopper()
-    runners = [Runner(sink, Filter.from_env(sink.name), settings, stopper) for sink in sinks]
+    runners = [Runner(sink, rules, settings, stopper) for sink, rules in build_sinks(settings)]
     health = metrics.Health()
     for runner in runners:
         health.watch(runner.alive, f"the {runner.name} delivery loop died")
-        health.watch(runner.healthy, f"the {runner.name} delivery loop has Redis trouble")
+        health.require(runner.ready, f"the {runner.name} delivery loop has Redis trouble")
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("notifier: sinks %s, metrics on :%d", ", ".join(r.name for r in runners),
              server.server_port)

@@ -17,13 +17,13 @@ the URLs that do not have it yet.
 import hashlib
 import hmac
 import json
-import os
 import time
 from urllib.parse import urlsplit
 
 import httpx
 
-from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable, env_secret
+from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable
+from services.notifier.settings import WebhookSettings
 from shared.config import ConfigError
 from shared.messages import Event
 
@@ -56,20 +56,18 @@ class WebhookSink:
         self._done: tuple[str, set[str]] = ("", set())  # event key -> URLs that have it
 
     @classmethod
-    def from_env(cls) -> "WebhookSink | None":
-        urls = [u.strip() for u in os.environ.get("SOUNDHIVE_WEBHOOK_URLS", "").split(",")
-                if u.strip()]
-        if not urls:
+    def from_settings(cls, settings: WebhookSettings) -> "WebhookSink | None":
+        """The sink, or None while SOUNDHIVE_WEBHOOK_URLS is unset."""
+        if not settings.urls:
             return None
-        for url in urls:
+        for url in settings.urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(f"SOUNDHIVE_WEBHOOK_URLS: {where(url)!r} is not an http(s) URL")
-        secret = env_secret("SOUNDHIVE_WEBHOOK_SECRET")
-        if not secret:
+        if not settings.secret:
             raise ConfigError("SOUNDHIVE_WEBHOOK_URLS needs SOUNDHIVE_WEBHOOK_SECRET (or "
                               "SOUNDHIVE_WEBHOOK_SECRET_FILE) to sign the deliveries")
-        return cls(urls, secret)
+        return cls(list(settings.urls), settings.secret)
 
     def configured(self) -> bool:
         return True

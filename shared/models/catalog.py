@@ -1,10 +1,9 @@
 """Which models soundhive knows, the files each needs, and where those files officially live."""
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import params
+from shared.config import ProcessSettings
 from shared.models.base import ModelError
 
 
@@ -84,7 +83,7 @@ DEFAULT_MODEL = "yamnet"
 
 def models_dir() -> Path:
     """The model folder: $SOUNDHIVE_MODELS, else the per-user cache."""
-    return Path(os.environ.get(params.MODELS_ENV) or params.DEFAULT_MODELS_DIR).expanduser()
+    return ProcessSettings().models.expanduser()
 
 
 def spec(name: str) -> ModelSpec:

@@ -18,10 +18,10 @@ from conftest import Stack
 from deploy_helpers import K8S, REPO, resolve_target
 from keda_schemas import SCHEMAS
 
-from services.api.settings import DEFAULT_API_PORT, ApiSettings
+from services.registry import SERVICES
 from shared import streams
-from shared.config import DEFAULT_METRICS_PORTS, Settings
-from soundhive.pipeline import SERVICES
+from shared.config import ProcessSettings, describe
+from soundhive.settings_docs import DEPLOY_VARIABLES
 
 LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu"]
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -138,14 +138,30 @@ def test_keda_scales_features_and_classifier_on_their_consumer_group_lag(rendere
 
 
 def accepted_env(service: str) -> set[str]:
-    """Every setting name the code reads for a service (its modules and the shared ones) and
-    the image's entrypoint reads; a secret may also come as NAME_FILE where the code says so."""
-    files = [REPO / "shared/config.py", REPO / "services/runner.py",
-             REPO / "shared/models/catalog.py", REPO / "shared/params.py",
-             REPO / "deploy/docker/entrypoint.sh", REPO / "deploy/docker/healthcheck.py",
-             *sorted((REPO / "services" / service).glob("*.py"))]
-    names = {n for f in files for n in _ENV_NAME.findall(f.read_text())}
-    return names
+    """Every setting name the service's model (and every process's) reads, NAME_FILE for its
+    secrets, and what the image's entrypoint and healthcheck read."""
+    items = describe(SERVICES[service].settings) + describe(ProcessSettings)
+    return ({item.env for item in items} | {f"{item.env}_FILE" for item in items if item.secret}
+            | {item.env for item in DEPLOY_VARIABLES} | {"SOUNDHIVE_SERVICE"})
+
+
+ALL_ACCEPTED = set().union(*(accepted_env(name) for name in SERVICES))
+
+
+def test_configmap_and_secret_hold_settings_and_every_sink_secret(rendered):
+    _, docs = rendered
+    known = ALL_ACCEPTED
+    config = by_kind(docs, "ConfigMap")["soundhive-config"]["data"]
+    assert set(config) <= known, sorted(set(config) - known)
+    secret = by_kind(docs, "Secret")["soundhive-secrets"]["stringData"]
+    settings_in_secret = {key for key in secret if _ENV_NAME.fullmatch(key)}
+    assert settings_in_secret <= known, sorted(settings_in_secret - known)
+    notifier_secrets = {item.env for item in describe(SERVICES["notifier"].settings)
+                        if item.secret and item.env != "REDIS_URL"}
+    assert notifier_secrets <= set(secret), sorted(notifier_secrets - set(secret))
+    notifier = by_kind(docs, "Deployment")["notifier"]["spec"]["template"]["spec"]
+    passed = {var["name"] for var in notifier["containers"][0]["env"]}
+    assert notifier_secrets <= passed, sorted(notifier_secrets - passed)
 
 
 def containers(docs: list[dict]):
@@ -198,7 +214,9 @@ def test_containers_match_what_the_services_accept_and_serve(rendered, stack: St
         assert container["args"] == ["soundhive", "serve", service], where
         assert service in SERVICES
         seen.add(service)
-        unknown = set(env) - accepted_env(service)
+        # The shared ConfigMap holds every service's settings; a container's own env only its.
+        own = {var["name"] for var in container.get("env", [])}
+        unknown = (own - accepted_env(service)) | (set(env) - ALL_ACCEPTED)
         assert not unknown, f"{where}: env names no code reads: {sorted(unknown)}"
         # The values are ones the service starts with.
         with pytest.MonkeyPatch.context() as patch:
@@ -207,12 +225,9 @@ def test_containers_match_what_the_services_accept_and_serve(rendered, stack: St
             for key, value in env.items():
                 patch.setenv(key, value.replace("/var/run/secrets/soundhive/api-token",
                                                 str(REPO / "README.md")))
-            if service == "api":
-                port = ApiSettings.from_env().port
-                assert port == DEFAULT_API_PORT
-            else:
-                port = Settings.from_env(service).metrics_port
-                assert port == DEFAULT_METRICS_PORTS[service]
+            spec = SERVICES[service]
+            port = getattr(spec.settings(), spec.port_field)
+            assert port == spec.port
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert list(ports.values()) == [port], where
         assert target.exposed == [port], where

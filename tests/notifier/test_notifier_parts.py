@@ -12,7 +12,13 @@ from devicehive_stub import MESSAGES, DeviceHiveStub
 from websockets.sync.client import connect as ws_connect
 
 from services.notifier import devicehive, webhook
-from services.notifier.delivery import Filter, Gate, SinkDown
+from services.notifier.delivery import Gate, SinkDown
+from services.notifier.settings import (
+    DeviceHiveSettings,
+    Filter,
+    NotifierSettings,
+    WebhookSettings,
+)
 from shared.config import ConfigError
 from shared.messages import Event
 
@@ -65,22 +71,23 @@ def test_devicehive_config_errors_are_one_line(monkeypatch, env, message):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match="SOUNDHIVE_DEVICEHIVE_") as error:
-        devicehive.Config.from_env()
+        NotifierSettings()
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_webhook_needs_a_secret_and_secrets_come_from_files(monkeypatch, tmp_path):
     monkeypatch.setenv("SOUNDHIVE_WEBHOOK_URLS", "http://127.0.0.1:9/hook")
     with pytest.raises(ConfigError, match="needs SOUNDHIVE_WEBHOOK_SECRET"):
-        webhook.WebhookSink.from_env()
+        webhook.WebhookSink.from_settings(WebhookSettings())
     (tmp_path / "secret").write_text("from-a-file\n")
     monkeypatch.setenv("SOUNDHIVE_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
-    assert webhook.WebhookSink.from_env()._secret == "from-a-file"
+    assert webhook.WebhookSink.from_settings(WebhookSettings())._secret == "from-a-file"
 
 
 def test_secrets_stay_out_of_the_config_repr():
-    config = devicehive.Config("http://h/api/rest", "dev", "n", refresh_token="R-SECRET",
-                               access_token="A-SECRET", login="me", password="P-SECRET")
+    config = DeviceHiveSettings(url="http://h/api/rest", device_id="dev", notification="n",
+                                refresh_token="R-SECRET", access_token="A-SECRET", login="me",
+                                password="P-SECRET")
     shown = repr(config) + str(config.public())
     assert not any(secret in shown for secret in ("R-SECRET", "A-SECRET", "P-SECRET"))
 
@@ -154,6 +161,6 @@ def test_refused_credentials_and_reserved_names_hold_the_sink(stub: DeviceHiveSt
 
 def open_session(url: str, refresh: str = "", login: str = "", password: str = "",
                  device_id: str = "soundhive-test") -> devicehive.Session:
-    return devicehive.Session(devicehive.Config(url, device_id, "sound_event",
-                                                refresh_token=refresh, login=login,
-                                                password=password))
+    # model_construct: unchecked, so that the server is the one to refuse a bad device id
+    return devicehive.Session(DeviceHiveSettings.model_construct(
+        url=url, device_id=device_id, refresh_token=refresh, login=login, password=password))

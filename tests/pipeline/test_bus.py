@@ -40,7 +40,7 @@ def start_worker(redis_server: RedisServer):
     stoppers: list[tuple[bus.Stopper, threading.Thread]] = []
 
     def start(handler: Recorder, name: str, **settings: object) -> bus.Worker:
-        config = Settings("test", redis_url=redis_server.url, consumer=name, block_ms=100,
+        config = Settings(service="test", redis_url=redis_server.url, consumer=name, block_ms=100,
                           batch_size=1, **{"claim_idle_s": 1.0, **settings})
         stopper = bus.Stopper(signals=False)
         worker = bus.Worker(config, STREAM, GROUP, Event, handler, stopper=stopper)
@@ -63,7 +63,7 @@ def test_a_slow_consumer_keeps_its_entry_and_a_dead_ones_is_taken_over(
     slow = Recorder(delay_s=6.0)  # three times the claim idle time
     worker = start_worker(slow, "slow", claim_idle_s=2.0)
     assert slow.busy.wait(10)
-    assert worker.health.status() == (True, "ok")
+    assert worker.health.readiness() == (True, "ok")
     fast = Recorder()
     start_worker(fast, "fast", claim_idle_s=2.0)
     wait_for(lambda: slow.handled, 15, "the slow consumer to finish")
@@ -149,8 +149,9 @@ def test_a_read_only_replica_is_waited_out(redis_server: RedisServer, start_work
     primary.start()
     try:
         client.replicaof("127.0.0.1", primary.port)  # a fail-over left us on a replica
-        wait_for(lambda: worker.health.status() == (False, "redis read-only replica"), 10,
+        wait_for(lambda: worker.health.readiness() == (False, "redis read-only replica"), 10,
                  "the worker to notice")
+        assert worker.health.liveness() == (True, "ok")  # unready, never un-live
         client.replicaof("NO", "ONE")
     finally:
         primary.stop()

@@ -122,13 +122,13 @@ class MeanWindowHead:
 
 def test_window_head_sees_the_source_history_across_replicas(redis_server):
     from services.classifier.service import Classifier
+    from services.classifier.settings import ClassifierSettings
     from shared import bus, streams
-    from shared.config import Settings
     from shared.messages import Embeddings, PcmChunk, Prediction
 
     head = MeanWindowHead()
     replicas = [Classifier(redis_server.client(), head, plain_tracker(head.class_names),
-                           Settings("classifier")) for _ in range(2)]
+                           ClassifierSettings()) for _ in range(2)]
     rng = np.random.default_rng(0)
     for seq in range(3):
         chunk = PcmChunk.from_samples("src", "s", seq, 0.0, seq * 0.96,
@@ -174,9 +174,9 @@ class LastOfWindowHead:
 
 def test_release_framed_models_get_one_patch_per_chunk_end_to_end(redis_server):
     from services.classifier.service import Classifier
+    from services.classifier.settings import ClassifierSettings
     from services.features.service import make_handler
     from shared import bus, streams
-    from shared.config import Settings
     from shared.messages import CHUNK_HOP_SAMPLES, CHUNK_SAMPLES, Event, PcmChunk, Prediction
 
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, CHUNK_HOP_SAMPLES * 4 + CHUNK_SAMPLES)
@@ -191,7 +191,7 @@ def test_release_framed_models_get_one_patch_per_chunk_end_to_end(redis_server):
         np.testing.assert_array_equal(message.vectors()[0], chunk.samples()[:128])
     head = LastOfWindowHead()
     classifier = Classifier(redis_server.client(), head, plain_tracker(["Dog"]),
-                            Settings("classifier"))
+                            ClassifierSettings())
     classifier.handle([bus.Delivery(f"{m.seq}-0", m, 1) for m in embeddings])
     assert head.lengths == [1, 2, 3, 3]  # one frame per 0.96 s, in order
     client = redis_server.client()

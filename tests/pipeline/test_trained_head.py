@@ -12,9 +12,9 @@ import pytest
 from pipeline_helpers import REPO, plain_tracker
 
 from services.classifier.service import RELOAD_CHECK_S, Classifier
+from services.classifier.settings import ClassifierSettings
 from shared import bus, detections, streams
 from shared.audio import frame_patches, load_audio
-from shared.config import Settings
 from shared.messages import PATCHES_PER_CHUNK, Embeddings, PcmChunk, Prediction
 from shared.models import ModelError, load_embedder, load_head
 
@@ -82,7 +82,7 @@ def test_trained_head_serves_and_hot_reloads(
     assert head.window == WINDOW and head.class_names == ["Dog", "Cow"]
     client = redis_server.client()
     classifier = Classifier(client, head, plain_tracker(head.class_names),
-                            Settings("classifier"), "farm")
+                            ClassifierSettings(), "farm")
     replay(classifier, "barn-dog", clip_embeddings["dog"])
     replay(classifier, "barn-cow", clip_embeddings["cow"])
     assert latest_prediction(client, "barn-dog").labels[0][0] == "Dog"

@@ -1,0 +1,41 @@
+"""The capture service's settings."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from services.capture.sources import SOURCE_FORMS
+from shared.config import Settings, internal_field, metrics_port_field
+
+
+class CaptureSettings(Settings):
+    """Capture: which sources, how fast files are replayed, and where captured audio is kept."""
+
+    service: str = internal_field(default="capture")
+    metrics_port: int = metrics_port_field(9101)
+    sources: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="SOUNDHIVE_CAPTURE_SOURCES",
+        description=f"The sources, space-separated (or a JSON list): {SOURCE_FORMS}",
+        json_schema_extra={"flag": "--source"})
+    fast: bool = Field(False, validation_alias="SOUNDHIVE_CAPTURE_FAST",
+                       description="Replay files as fast as the pipeline takes them "
+                       "(default: in real time).")
+    save_path: Path | None = Field(None, validation_alias="SOUNDHIVE_CAPTURE_SAVE_PATH",
+                                   description="Keep the captured audio here (WAV files).")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else value.split()
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("capture needs at least one source (--source)")
+        return value
