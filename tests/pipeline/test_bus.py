@@ -75,7 +75,8 @@ def test_a_slow_consumer_keeps_its_entry_and_a_dead_ones_is_taken_over(
     started = time.monotonic()
     wait_for(lambda: "e2" in fast.handled + slow.handled, 10, "the dead consumer's entry")
     assert time.monotonic() - started < 7  # claim_idle_s 2 s, not 30
-    assert client.xpending(STREAM, GROUP)["pending"] == 0
+    # handled comes before the acknowledgement: wait for that, rather than race it
+    wait_for(lambda: client.xpending(STREAM, GROUP)["pending"] == 0, 5, "the acknowledgement")
 
 
 def test_permanent_failures_are_dead_lettered_at_once_transient_ones_retried(
