@@ -1,12 +1,17 @@
 """The api service's settings (SOUNDHIVE_API_*, with REDIS_URL and SOUNDHIVE_MODEL as every
 service reads them)."""
 
-from typing import Annotated, Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from shared.config import DEFAULT_REDIS_URL, SettingsModel, model_field, secret_field
+from shared.config import (
+    DEFAULT_REDIS_URL,
+    CommaSeparated,
+    SettingsModel,
+    model_field,
+    secret_field,
+)
 
 
 class ApiSettings(SettingsModel):
@@ -26,16 +31,9 @@ class ApiSettings(SettingsModel):
                             "stay open).")
     max_upload_mb: int = Field(50, ge=1, description="Size limit of POST /classify uploads, "
                                "in MB.")
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+    cors_origins: CommaSeparated = Field(
         (), description="Comma-separated origins allowed to call the API from a browser.")
     model: str = model_field()
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(o.strip() for o in value.split(",") if o.strip())
-        return value
 
     @property
     def max_upload_bytes(self) -> int:

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.config import (
+    CommaSeparated,
     ConfigError,
     Settings,
     SettingsModel,
@@ -146,17 +147,10 @@ class WebhookSettings(Filter):
 
     model_config = SettingsConfigDict(env_prefix="SOUNDHIVE_WEBHOOK_")
 
-    urls: Annotated[tuple[str, ...], NoDecode] = secret_field(
+    urls: CommaSeparated = secret_field(
         (), "Comma-separated http(s) URLs (they may carry tokens); empty: the sink is off.")
     secret: str = secret_field("", "Key of the X-Soundhive-Signature HMAC-SHA256 header "
                                "(needed with URLS).")
-
-    @field_validator("urls", mode="before")
-    @classmethod
-    def _split_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(u.strip() for u in value.split(",") if u.strip())
-        return value
 
 
 class NotifierSettings(Settings):
