@@ -43,7 +43,7 @@ def examples() -> dict[str, tuple[Callable[[], bytes], Callable[[bytes], object]
                                   rng.uniform(-0.5, 0.5, CHUNK_SAMPLES).astype(np.float32), False)
     embeddings = Embeddings.of(chunk, "yamnet", rng.standard_normal((2, 1024), np.float32))
     prediction = Prediction("mic1", "s1", 7, 1.7e9, 6.72, 0.1, "yamnet",
-                            [[f"Label {i}", 0.9 - i / 10] for i in range(5)], 1.7e9 + 1)
+                            [(f"Label {i}", 0.9 - i / 10) for i in range(5)], 1.7e9 + 1)
     event = Event("mic1/Bark/1700000000500", "mic1", "Bark", "end", 0.91, 6.72, 8.1, 1.7e9,
                   1.7e9 + 1.4, "yamnet", ["Dog", "Domestic animals, pets", "Animal"])
     state = SourceState("s1", next_seq=8, old_sessions=["s0"])
