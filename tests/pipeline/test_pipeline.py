@@ -166,6 +166,27 @@ def test_malformed_messages_are_dead_lettered(services: Services, redis_server: 
     assert client.xpending(streams.PCM_STREAM, streams.FEATURES_GROUP)["pending"] == 0
 
 
+def test_a_source_state_of_a_newer_version_dead_letters_its_chunk_once_with_the_reason(
+        services: Services, redis_server: RedisServer):
+    client = redis_server.client()
+    client.set(streams.source_state_key("future"), msgpack.packb({"version": 99, "session": "s"}))
+    classifier = services.start("classifier")
+    for source in ("future", "today"):
+        chunk = PcmChunk.from_samples(source, "s", 0, 0.0, 0.0,
+                                      np.zeros(CHUNK_SAMPLES, np.float32), False)
+        bus.publish(client, streams.EMBEDDINGS_STREAM,
+                    Embeddings.of(chunk, "yamnet", np.zeros((2, 1024), np.float32)), 1000)
+    wait_for(lambda: client.xlen(streams.DEADLETTER_STREAM), WAIT_S, "the dead letter")
+    wait_for(lambda: client.xlen(streams.PREDICTIONS_STREAM), WAIT_S, "today's prediction")
+    letters = read_all(client, streams.DEADLETTER_STREAM, DeadLetter)
+    assert [(letter.reason, letter.deliveries) for letter in letters] == [
+        ("PermanentError: source state version 99 is not one this classifier reads (1 to 2): "
+         "upgrade the classifier", 1)]
+    assert b"future" in letters[0].payload  # the first KB of the chunk that could not be used
+    assert client.xpending(streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP)["pending"] == 0
+    assert classifier.poll() is None
+
+
 def test_services_reconnect_after_redis_restart(services: Services, redis_server: RedisServer,
                                                 tmp_path: Path):
     source = write_noise(tmp_path / "noise.wav", 25)
