@@ -56,8 +56,15 @@ class _Header(msgspec.Struct):
     v: Any = None
 
 
+def _number(obj: Any) -> Any:
+    """A numpy scalar (what arithmetic on arrays yields) as the Python number it holds."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise NotImplementedError(f"cannot encode a {type(obj).__name__}")
+
+
 _HEADER = msgspec.msgpack.Decoder(_Header)
-_ENCODER = msgspec.msgpack.Encoder()
+ENCODER = msgspec.msgpack.Encoder(enc_hook=_number)  # messages and the classifier's state
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -71,7 +78,7 @@ class Message(msgspec.Struct, frozen=True):
     UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {}
 
     def encode(self) -> bytes:
-        return _ENCODER.encode({"type": self.TYPE, "v": self.VERSION, **self.fields()})
+        return ENCODER.encode({"type": self.TYPE, "v": self.VERSION, **self.fields()})
 
     @classmethod
     def decode(cls, raw: bytes) -> Self:

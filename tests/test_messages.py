@@ -82,3 +82,11 @@ def test_messages_as_the_previous_code_wrote_them_decode(message: Message):
     written = msgpack.packb({"type": message.TYPE, "v": message.VERSION, **message.fields()},
                             use_bin_type=True)
     assert type(message).decode(written) == message
+
+
+def test_numpy_numbers_are_written_as_plain_numbers():
+    """Scores and times computed with numpy are numpy scalars; the wire holds plain numbers."""
+    event = Event("a/Dog/0", "a", "Dog", "end", np.float32(0.5), np.float64(1.5), 2.5, 0.0,
+                  np.float64(2.0), "yamnet")
+    assert Event.decode(event.encode()) == Event("a/Dog/0", "a", "Dog", "end", 0.5, 1.5, 2.5,
+                                                 0.0, 2.0, "yamnet")

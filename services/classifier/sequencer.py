@@ -38,7 +38,7 @@ import msgspec
 from services.classifier.events import TrackState
 from shared import params
 from shared.bus import PermanentError
-from shared.messages import Embeddings
+from shared.messages import ENCODER, Embeddings
 
 MAX_EARLY = 512  # chunks of one source waiting for a missing one (about 8 min of audio)
 KEPT_OLD_SESSIONS = 8
@@ -58,7 +58,7 @@ class SourceState(msgspec.Struct):
     gap_since: float | None = None  # unix time the source started waiting for next_seq
 
     def dumps(self) -> bytes:
-        return _ENCODER.encode({"version": STATE_VERSION, **msgspec.structs.asdict(self)})
+        return ENCODER.encode({"version": STATE_VERSION, **msgspec.structs.asdict(self)})
 
     @classmethod
     def loads(cls, raw: bytes | None) -> "SourceState | None":
@@ -84,7 +84,6 @@ class _Version(msgspec.Struct):
 
 _VERSION = msgspec.msgpack.Decoder(_Version)
 _DECODER = msgspec.msgpack.Decoder(SourceState)
-_ENCODER = msgspec.msgpack.Encoder()
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
