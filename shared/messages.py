@@ -1,8 +1,10 @@
 """The pipeline's messages: msgpack maps with a `type` and a schema version `v`, checked on read.
 
-Every message class has TYPE, VERSION and FIELDS (name -> accepted Python types) and is read with
-`Class.decode(raw)`, which raises MessageError (a one-line reason) on anything malformed: not
-msgpack, another type, another schema version, a missing or mistyped field, a wrong sample count.
+Every message class is a msgspec Struct whose fields (names, types, order) are declared once,
+with TYPE and VERSION, and is read with `Class.decode(raw)`: msgspec's typed decoding, then the
+class's own check(). Anything malformed raises MessageError (a one-line reason): not msgpack,
+another type, a schema version neither current nor in UPGRADES, a missing or mistyped field (named),
+a wrong sample count.
 Workers send such entries to the dead-letter stream (shared/bus.py).
 
 PCM chunks are self-contained. Patches (0.975 s model inputs) start every 0.48 s on a grid that
@@ -17,10 +19,10 @@ The last chunk of a finite source (file) is zero-padded and has `last` set.
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from functools import cache
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
-import msgpack
+import msgspec
 import numpy as np
 
 from shared import params
@@ -40,7 +42,6 @@ ENVELOPE_FRAMES = CHUNK_SAMPLES // ENVELOPE_FRAME_SAMPLES  # 48
 ENVELOPE_FRAME_SECONDS = ENVELOPE_FRAME_SAMPLES / params.SAMPLE_RATE
 ENVELOPE_FLOOR_DB = -120
 
-_NUMBER = (int, float)
 _ROWS_PER_CHUNK = tuple(n for n in range(PATCHES_PER_CHUNK, 0, -1) if PATCHES_PER_CHUNK % n == 0)
 
 
@@ -48,47 +49,52 @@ class MessageError(UserError, ValueError):
     """A message that cannot be used; the text says why, on one line."""
 
 
-class Message:
+class _Header(msgspec.Struct):
+    """The keys every message has, read before the rest: which class and version it is."""
+
+    type: Any = None
+    v: Any = None
+
+
+def _number(obj: Any) -> Any:
+    """A numpy scalar (what arithmetic on arrays yields) as the Python number it holds."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise NotImplementedError(f"cannot encode a {type(obj).__name__}")
+
+
+_HEADER = msgspec.msgpack.Decoder(_Header)
+ENCODER = msgspec.msgpack.Encoder(enc_hook=_number)  # messages and the classifier's state
+
+
+class Message(msgspec.Struct, frozen=True):
+    """A message's fields are its Struct fields (names, types, order, defaults); on the wire they
+    sit beside `type` (TYPE) and `v` (VERSION)."""
+
     TYPE: ClassVar[str]
     VERSION: ClassVar[int]
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]]
     # Older schema versions still read: version -> a function turning such a map into the
     # current one (messages written before an upgrade are still in the streams and in Redis).
     UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {}
 
     def encode(self) -> bytes:
-        # Not dataclasses.asdict: its deep copy was a fifth of the classifier's time.
-        return msgpack.packb({"type": self.TYPE, "v": self.VERSION, **self.fields()},
-                             use_bin_type=True)
+        return ENCODER.encode({"type": self.TYPE, "v": self.VERSION, **self.fields()})
 
     @classmethod
     def decode(cls, raw: bytes) -> Self:
-        try:
-            obj = msgpack.unpackb(raw, raw=False)
-        except Exception as exc:
-            raise MessageError(f"not msgpack ({type(exc).__name__})") from None
-        if not isinstance(obj, dict):
-            raise MessageError(f"not a msgpack map but {type(obj).__name__}")
-        if obj.get("type") != cls.TYPE:
-            raise MessageError(f"expected a {cls.TYPE!r} message, got type {obj.get('type')!r}")
-        if obj.get("v") in cls.UPGRADES:
-            obj = cls.UPGRADES[obj["v"]](obj)
-        elif obj.get("v") != cls.VERSION:
+        header = _read("not a msgpack map", lambda: _HEADER.decode(raw))
+        if header.type != cls.TYPE:
+            raise MessageError(f"expected a {cls.TYPE!r} message, got type {header.type!r}")
+        if header.v == cls.VERSION:
+            message = _read(f"{cls.TYPE} message", lambda: _decoder(cls).decode(raw))
+        elif isinstance(header.v, int) and header.v in cls.UPGRADES:
+            upgraded = cls.UPGRADES[header.v](msgspec.msgpack.decode(raw))
+            message = _read(f"{cls.TYPE} message", lambda: msgspec.convert(upgraded, cls))
+        else:
             raise MessageError(
-                f"{cls.TYPE} schema version {obj.get('v')!r} is not supported "
+                f"{cls.TYPE} schema version {header.v!r} is not supported "
                 f"(this worker reads version {cls.VERSION})"
             )
-        values: dict[str, Any] = {}
-        for name, types in cls.FIELDS.items():
-            if name not in obj:
-                raise MessageError(f"{cls.TYPE} message has no {name!r} field")
-            value = obj[name]
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                raise MessageError(
-                    f"{cls.TYPE} field {name!r} has type {type(value).__name__}"
-                )
-            values[name] = value
-        message = cls(**values)
         message.check()
         return message
 
@@ -97,19 +103,33 @@ class Message:
 
     def fields(self) -> dict[str, Any]:
         """The message's fields by name (as the API and the notifiers show it)."""
-        return {name: getattr(self, name) for name in self.FIELDS}
+        return msgspec.structs.asdict(self)
 
 
-@dataclass(frozen=True)
+_T = TypeVar("_T")
+
+
+@cache
+def _decoder(cls: type[Message]) -> msgspec.msgpack.Decoder:
+    return msgspec.msgpack.Decoder(cls)
+
+
+def _read(what: str, decode: Callable[[], _T]) -> _T:
+    """decode(), its msgspec errors as a MessageError: not msgpack, or `what` and the field
+    that is missing or mistyped."""
+    try:
+        return decode()
+    except msgspec.ValidationError as exc:  # a DecodeError too: first
+        raise MessageError(f"{what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise MessageError(f"not msgpack ({exc})") from None
+
+
 class PcmChunk(Message):
     """CHUNK_SAMPLES of 16 kHz mono int16 little-endian audio from one source."""
 
     TYPE: ClassVar[str] = "pcm"
     VERSION: ClassVar[int] = 1
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "source": (str,), "session": (str,), "seq": (int,), "t": _NUMBER, "offset": _NUMBER,
-        "rms": _NUMBER, "pcm": (bytes,), "last": (bool,),
-    }
 
     source: str
     session: str  # one capture run of the source; (source, session, seq) names a chunk
@@ -169,7 +189,6 @@ def _flat_envelope(rms: float) -> bytes:
     return np.full(ENVELOPE_FRAMES, max(round(db), ENVELOPE_FLOOR_DB), np.int8).tobytes()
 
 
-@dataclass(frozen=True)
 class Embeddings(Message):
     """The embeddings of one chunk's patches (float32, row-major [rows, dim]): PATCHES_PER_CHUNK
     rows every 0.48 s, or one for a model framed as the AudioSet release (every 0.96 s); and the
@@ -177,11 +196,6 @@ class Embeddings(Message):
 
     TYPE: ClassVar[str] = "embeddings"
     VERSION: ClassVar[int] = 2
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "source": (str,), "session": (str,), "seq": (int,), "t": _NUMBER, "offset": _NUMBER,
-        "rms": _NUMBER, "last": (bool,), "model": (str,), "dim": (int,), "data": (bytes,),
-        "envelope": (bytes,),
-    }
     UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {
         1: lambda obj: {**obj, "envelope": _flat_envelope(obj.get("rms", 0.0))},
     }
@@ -235,16 +249,11 @@ class Embeddings(Message):
         return np.frombuffer(self.envelope, np.int8).astype(np.float32)
 
 
-@dataclass(frozen=True)
 class Prediction(Message):
     """A chunk's top labels: per class, the highest score over the chunk's patches."""
 
     TYPE: ClassVar[str] = "prediction"
     VERSION: ClassVar[int] = 1
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "source": (str,), "session": (str,), "seq": (int,), "t": _NUMBER, "offset": _NUMBER,
-        "rms": _NUMBER, "head": (str,), "labels": (list,), "written_at": _NUMBER,
-    }
 
     source: str
     session: str
@@ -253,17 +262,10 @@ class Prediction(Message):
     offset: float
     rms: float
     head: str
-    labels: list  # [[label, score], ...], highest first
+    labels: list[tuple[str, float]]  # (label, score), highest first
     written_at: float
 
-    def check(self) -> None:
-        for pair in self.labels:
-            if not (isinstance(pair, list | tuple) and len(pair) == 2
-                    and isinstance(pair[0], str) and isinstance(pair[1], _NUMBER)):
-                raise MessageError("prediction labels must be [label, score] pairs")
 
-
-@dataclass(frozen=True)
 class Event(Message):
     """A detection: `start` when a label becomes active, `end` (with its end time) when it stops.
     Times are seconds from the start of the source (`start`, `end`) and unix times
@@ -272,11 +274,6 @@ class Event(Message):
 
     TYPE: ClassVar[str] = "event"
     VERSION: ClassVar[int] = 3
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "id": (str,), "source": (str,), "label": (str,), "kind": (str,), "score": _NUMBER,
-        "start": _NUMBER, "end": (*_NUMBER, type(None)), "start_time": _NUMBER,
-        "end_time": (*_NUMBER, type(None)), "model": (str,), "categories": (list,),
-    }
     UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {
         2: lambda obj: {**obj, "categories": []},
     }
@@ -284,14 +281,14 @@ class Event(Message):
     id: str  # source/label/start time in ms: the same for an event's start and end
     source: str
     label: str
-    kind: str  # "start" | "end"
+    kind: Literal["start", "end"]
     score: float  # peak score so far
     start: float
     end: float | None
     start_time: float
     end_time: float | None
     model: str  # what scored it: "yamnet", or "yamnet/HEAD" for a trained head
-    categories: list[str] = field(default_factory=list)  # the label's AudioSet ancestors,
+    categories: list[str] = []  # the label's AudioSet ancestors,
     # nearest first (Bark: Dog, Domestic animals, pets, Animal); [] for a trained head's own
 
     def names(self) -> list[str]:
@@ -299,26 +296,17 @@ class Event(Message):
         return [self.label, *self.categories]
 
     def check(self) -> None:
-        if not all(isinstance(name, str) for name in self.categories):
-            raise MessageError("event categories must be label names")
-        if self.kind not in ("start", "end"):
-            raise MessageError(f"event kind must be 'start' or 'end', got {self.kind!r}")
         if (self.end is None) != (self.kind == "start") or (self.end_time is None) != (
                 self.kind == "start"):
             raise MessageError("an event's end and end_time are set exactly when it ends")
 
 
 
-@dataclass(frozen=True)
 class SourceStatus(Message):
     """What capture says about one of its sources (kept in streams.SOURCES_HASH)."""
 
     TYPE: ClassVar[str] = "source"
     VERSION: ClassVar[int] = 1
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "source": (str,), "state": (str,), "detail": (str,), "rms": _NUMBER, "seq": (int,),
-        "updated": _NUMBER,
-    }
 
     source: str
     state: str  # "running" | "retrying" | "finished" | "failed" (detail says why)
@@ -328,16 +316,11 @@ class SourceStatus(Message):
     updated: float
 
 
-@dataclass(frozen=True)
 class SinkStatus(Message):
     """What the notifier says about one of its sinks (kept in streams.SINKS_HASH)."""
 
     TYPE: ClassVar[str] = "sink"
     VERSION: ClassVar[int] = 1
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "sink": (str,), "state": (str,), "detail": (str,), "last_delivery": (*_NUMBER, type(None)),
-        "delivered": (int,), "failed": (int,), "dead_lettered": (int,), "updated": _NUMBER,
-    }
 
     sink: str  # "devicehive" | "mqtt" | "webhook"
     state: str  # "connected" | "connecting" | "failed" | "disabled"
@@ -352,17 +335,12 @@ class SinkStatus(Message):
 DEADLETTER_PAYLOAD_MAX = 1024  # bytes of a dead entry kept: enough to see what it was
 
 
-@dataclass(frozen=True)
 class DeadLetter(Message):
     """An entry a worker gave up on: the reason, and the first DEADLETTER_PAYLOAD_MAX bytes of
     its payload (its `size` says how long it was; audio chunks are 45 KB each)."""
 
     TYPE: ClassVar[str] = "deadletter"
     VERSION: ClassVar[int] = 2
-    FIELDS: ClassVar[dict[str, tuple[type, ...]]] = {
-        "stream": (str,), "group": (str,), "entry_id": (str,), "reason": (str,),
-        "deliveries": (int,), "payload": (bytes,), "size": (int,), "at": _NUMBER,
-    }
 
     stream: str
     group: str

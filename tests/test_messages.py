@@ -1,7 +1,5 @@
 """Every message type survives encode -> decode unchanged, and names every field it declares."""
 
-import dataclasses
-
 import msgpack
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from shared.messages import (
     Embeddings,
     Event,
     Message,
+    MessageError,
     PcmChunk,
     Prediction,
     SinkStatus,
@@ -24,7 +23,7 @@ EXAMPLES = [
     CHUNK,
     Embeddings.of(CHUNK, "yamnet", np.arange(2 * 1024, dtype=np.float32).reshape(2, 1024)),
     Prediction("mic1", "s1", 7, 1700000000.5, 6.72, 0.1, "audioset",
-               [["Dog", 0.91], ["Animal", 0.88]], 1700000001.9),
+               [("Dog", 0.91), ("Animal", 0.88)], 1700000001.9),
     Event("mic1/Dog/1700000000500", "mic1", "Dog", "start", 0.91, 6.72, None, 1700000000.5,
           None, "yamnet"),
     SourceStatus("mic1", "running", "", 0.1, 7, 1700000001.0),
@@ -42,4 +41,52 @@ def test_round_trip(message: Message):
 def test_the_wire_holds_type_version_and_exactly_the_declared_fields(message: Message):
     wire = msgpack.unpackb(message.encode(), raw=False)
     assert wire.pop("type") == message.TYPE and wire.pop("v") == message.VERSION
-    assert list(wire) == list(message.FIELDS) == [f.name for f in dataclasses.fields(message)]
+    assert list(wire) == list(message.fields()) == list(type(message).__struct_fields__)
+
+
+EVENT = msgpack.unpackb(EXAMPLES[3].encode(), raw=False)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"\xc1 not msgpack", "not msgpack (MessagePack data is malformed"),
+    (msgpack.packb([1, 2]), "not a msgpack map: Expected `object`, got `array`"),
+    (msgpack.packb({**EVENT, "type": "pcm"}), "expected a 'event' message, got type 'pcm'"),
+    (msgpack.packb({**EVENT, "v": 99}), "event schema version 99 is not supported"),
+    (msgpack.packb({**EVENT, "v": [3]}), "event schema version [3] is not supported"),
+    (msgpack.packb({k: v for k, v in EVENT.items() if k != "label"}),
+     "event message: Object missing required field `label`"),
+    (msgpack.packb({**EVENT, "score": "high"}), "event message: Expected `float`, got `str` - at "
+                                                "`$.score`"),
+    (msgpack.packb({**EVENT, "score": True}), "Expected `float`, got `bool` - at `$.score`"),
+    (msgpack.packb({**EVENT, "kind": "middle"}), "Invalid enum value 'middle' - at `$.kind`"),
+    (msgpack.packb({**EVENT, "categories": [1]}), "Expected `str`, got `int` - at "
+                                                  "`$.categories[0]`"),
+    (msgpack.packb({**EVENT, "end": 1.0}), "an event's end and end_time are set exactly when"),
+    (msgpack.packb({**EVENT, "v": 2, "kind": "over"}), "Invalid enum value 'over' - at `$.kind`"),
+], ids=lambda x: x[:40] if isinstance(x, str) else "")
+def test_a_bad_message_is_refused_with_one_line_naming_what_is_wrong(raw: bytes, reason: str):
+    with pytest.raises(MessageError) as refused:
+        Event.decode(raw)
+    assert reason in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_previous_version_is_upgraded_and_decodes_as_the_current_one():
+    old = {k: v for k, v in EVENT.items() if k != "categories"}
+    assert Event.decode(msgpack.packb({**old, "v": 2})) == Event.decode(
+        msgpack.packb({**EVENT, "categories": []}))
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
+def test_messages_as_the_previous_code_wrote_them_decode(message: Message):
+    """Before msgspec, messages were plain msgpack maps written by msgpack.packb."""
+    written = msgpack.packb({"type": message.TYPE, "v": message.VERSION, **message.fields()},
+                            use_bin_type=True)
+    assert type(message).decode(written) == message
+
+
+def test_numpy_numbers_are_written_as_plain_numbers():
+    """Scores and times computed with numpy are numpy scalars; the wire holds plain numbers."""
+    event = Event("a/Dog/0", "a", "Dog", "end", np.float32(0.5), np.float64(1.5), 2.5, 0.0,
+                  np.float64(2.0), "yamnet")
+    assert Event.decode(event.encode()) == Event("a/Dog/0", "a", "Dog", "end", 0.5, 1.5, 2.5,
+                                                 0.0, 2.0, "yamnet")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import redis
 import soundfile
@@ -219,7 +220,7 @@ class Publisher:
             seq = self._next_seq.get(key, 0)
             self._next_seq[key] = seq + 1
             t = time.time() - CHUNK_SECONDS if queued.stamp_on_write else chunk.t
-            taken.append(replace(queued, chunk=replace(chunk, seq=seq, t=t)))
+            taken.append(replace(queued, chunk=msgspec.structs.replace(chunk, seq=seq, t=t)))
         if taken:
             self._cond.notify_all()
         return taken

@@ -34,11 +34,12 @@ The tracker is a pure function of a source's TrackState and its next chunk; the 
 the state in Redis (sequencer.py) and feeds chunks in sequence order.
 """
 
+import copy
 import difflib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -142,8 +143,7 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-@dataclass
-class OpenEvent:
+class OpenEvent(msgspec.Struct):
     """A sound still going on, as kept in the source's state (by field name)."""
 
     label: str
@@ -156,14 +156,13 @@ class OpenEvent:
     peak: float
 
 
-@dataclass
-class TrackState:
+class TrackState(msgspec.Struct):
     """A source's open events (by label) and its noise floor (dBFS, None before any patch)."""
 
-    open: dict[str, OpenEvent] = field(default_factory=dict)
+    open: dict[str, OpenEvent] = {}
     floor_db: float | None = None
-    before: list[int] = field(default_factory=list)  # the envelope of the previous chunk hop
-    runs: dict[str, int] = field(default_factory=dict)  # labels at threshold: patches in a row
+    before: list[int] = []  # the envelope of the previous chunk hop
+    runs: dict[str, int] = {}  # labels at threshold: patches in a row
 
 
 class EventTracker:
@@ -190,7 +189,7 @@ class EventTracker:
         levels = chunk.levels()
         history = np.concatenate([np.array(state.before, np.float32), levels])
         kept = history[:len(history) - len(levels) + HOP_FRAMES][-LOOKBACK_FRAMES:]
-        state = TrackState({k: OpenEvent(**vars(e)) for k, e in state.open.items()},
+        state = TrackState({k: copy.copy(e) for k, e in state.open.items()},
                            state.floor_db, [int(x) for x in kept], dict(state.runs))
         hop = chunk.patch_hop_seconds
         for row, patch_scores in enumerate(scores):

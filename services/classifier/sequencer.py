@@ -33,55 +33,63 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
+import msgspec
 
-from services.classifier.events import OpenEvent, TrackState
+from services.classifier.events import TrackState
 from shared import params
 from shared.bus import PermanentError
-from shared.messages import Embeddings
+from shared.messages import ENCODER, Embeddings
 
 MAX_EARLY = 512  # chunks of one source waiting for a missing one (about 8 min of audio)
 KEPT_OLD_SESSIONS = 8
 STATE_VERSION = 2  # 1: open events as [start, start_t, last_up, last_up_t, peak] lists
 
 
-@dataclass
-class SourceState:
-    """Kept in Redis as a msgpack map of these fields by name, with `version`."""
+class SourceState(msgspec.Struct):
+    """Kept in Redis as a msgpack map of these fields by name, beside `version`
+    (STATE_VERSION; a state without one is of version 1)."""
 
     session: str
     next_seq: int = 0
-    old_sessions: list[str] = field(default_factory=list)
-    track: TrackState = field(default_factory=TrackState)  # the event tracker's
-    window: list[bytes] = field(default_factory=list)  # recent embeddings, oldest first
-    early: list[int] = field(default_factory=list)  # seqs waiting in the reorder hash
+    old_sessions: list[str] = []
+    track: TrackState = msgspec.field(default_factory=TrackState)  # the event tracker's
+    window: list[bytes] = []  # recent embeddings, oldest first
+    early: list[int] = []  # seqs waiting in the reorder hash
     gap_since: float | None = None  # unix time the source started waiting for next_seq
 
     def dumps(self) -> bytes:
-        track = {"open": {label: vars(event) for label, event in self.track.open.items()},
-                 "floor_db": self.track.floor_db, "before": self.track.before,
-                 "runs": self.track.runs}
-        return msgpack.packb({**vars(self), "track": track, "version": STATE_VERSION},
-                             use_bin_type=True)
+        return ENCODER.encode({"version": STATE_VERSION, **msgspec.structs.asdict(self)})
 
     @classmethod
     def loads(cls, raw: bytes | None) -> "SourceState | None":
-        """The state, upgraded from any earlier version; a later version (written by a newer
-        soundhive) is a PermanentError naming it."""
+        """The state, upgraded from any earlier version. A later version (written by a newer
+        soundhive) or an unreadable state is a PermanentError saying so: retrying cannot help."""
         if raw is None:
             return None
-        data: dict[str, Any] = msgpack.unpackb(raw, raw=False)
-        version = data.pop("version", 1)
-        if version == 1:
-            data["track"] = {"open": {label: _open_event_v1(label, fields) for label, fields
-                                      in data.pop("open_events").items()}}
-        elif version != STATE_VERSION:
-            raise PermanentError(f"source state version {version} is newer than this "
-                                 f"classifier's ({STATE_VERSION}): upgrade the classifier")
-        track = data.pop("track")
-        open_events = {label: OpenEvent(**fields) for label, fields in track["open"].items()}
-        return cls(**data, track=TrackState(open_events, track.get("floor_db"),
-                                            track.get("before", []), track.get("runs", {})))
+        try:
+            version = _VERSION.decode(raw).version
+            if version == STATE_VERSION:
+                return _DECODER.decode(raw)
+            if version == 1:
+                return msgspec.convert(_upgrade_v1(msgspec.msgpack.decode(raw)), cls)
+        except msgspec.DecodeError as exc:  # ValidationError too
+            raise PermanentError(f"source state unreadable: {exc}") from None
+        raise PermanentError(f"source state version {version} is not one this classifier "
+                             f"reads (1 to {STATE_VERSION}): upgrade the classifier")
+
+
+class _Version(msgspec.Struct):
+    version: int = 1
+
+
+_VERSION = msgspec.msgpack.Decoder(_Version)
+_DECODER = msgspec.msgpack.Decoder(SourceState)
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    open_events = data.pop("open_events")
+    return {**data, "track": {"open": {label: _open_event_v1(label, fields)
+                                       for label, fields in open_events.items()}}}
 
 
 def _open_event_v1(label: str, fields: list[float]) -> dict[str, Any]:

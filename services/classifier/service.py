@@ -221,7 +221,7 @@ class Classifier:
             else top_labels(peak, names, TOP_LABELS)  # the dashboard's order: Bark before Dog
         prediction = Prediction(
             m.source, m.session, m.seq, m.t, m.offset, m.rms, self.head.name,
-            [[name, round(score, 4)] for name, score in top], time.time(),
+            [(name, round(score, 4)) for name, score in top], time.time(),
         )
         return [prediction, *events]
 

@@ -30,9 +30,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
+import msgspec
 import redis
 from redis.backoff import EqualJitterBackoff
 
@@ -172,7 +172,7 @@ class Board:
             self._update(force=True)
 
     def _update(self, force: bool = False, **changes: object) -> None:
-        self.status = replace(self.status, updated=time.time(), **changes)
+        self.status = msgspec.structs.replace(self.status, updated=time.time(), **changes)
         self._dirty = True
         if not force and time.monotonic() - self._written < STATUS_INTERVAL_S:
             return

@@ -1,9 +1,12 @@
 """The classifier's ordering policy (services/classifier/sequencer.py), without Redis."""
 
+import msgpack
 import numpy as np
+import pytest
 
 from services.classifier.events import OpenEvent, TrackState
 from services.classifier.sequencer import MAX_EARLY, SourceState, plan
+from shared.bus import PermanentError
 from shared.messages import ENVELOPE_FRAMES, Embeddings
 
 TIMEOUT_S = 10.0
@@ -72,5 +75,17 @@ def test_a_new_session_restarts_the_count_and_old_sessions_are_stale():
 def test_state_round_trips_through_msgpack():
     state, _ = step(None, [0, 2])
     state.window = [np.ones(2, "<f4").tobytes()]
+    state.track.floor_db = np.float64(-60.0)  # as the tracker computes it
     again = SourceState.loads(state.dumps())
     assert again == state and len(state.dumps()) < 200
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (msgpack.packb({"version": 3, "session": "a"}), "source state version 3 is not one this"),
+    (msgpack.packb({"version": 2, "session": "a", "next_seq": "7"}),
+     "source state unreadable: Expected `int`, got `str` - at `$.next_seq`"),
+    (b"\xc1", "source state unreadable: MessagePack data is malformed"),
+])
+def test_a_state_this_classifier_cannot_read_is_a_permanent_error(raw: bytes, reason: str):
+    with pytest.raises(PermanentError, match=reason.replace("$", r"\$")):
+        SourceState.loads(raw)
