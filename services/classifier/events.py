@@ -37,7 +37,7 @@ the state in Redis (sequencer.py) and feeds chunks in sequence order.
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -51,6 +51,7 @@ from shared.messages import CHUNK_HOP_SECONDS, ENVELOPE_FRAME_SECONDS, Embedding
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
 FLOOR_RISE_DB_PER_S = 0.5  # how fast the noise floor follows a louder background
+FLOOR_PERCENTILE = 10  # of a patch's 30 ms frame levels: what it hears of the background
 PATCH_FRAMES = int(params.PATCH_SECONDS / ENVELOPE_FRAME_SECONDS)  # 32 whole frames
 HOP_FRAMES = round(CHUNK_HOP_SECONDS / ENVELOPE_FRAME_SECONDS)  # 32: a chunk hop, 0.96 s
 ONSET_ABOVE_FLOOR_DB = 6.0  # an onset is moved back over frames this far above the floor
@@ -70,7 +71,8 @@ class Rules(BaseModel):
 
     default_threshold: float = Field(gt=0, le=1, description="start threshold of a label "
                                      "with none of its own in `thresholds`")
-    thresholds: dict[str, float] = Field(description="start threshold per label")
+    thresholds: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        description="start threshold per label")
     release_ratio: float = Field(gt=0, le=1, description="an event stays up while a score "
                                  "reaches its threshold x this")
     hold_s: float = Field(ge=0, description="seconds below the release level before an end")
@@ -154,6 +156,7 @@ class OpenEvent(msgspec.Struct):
     end: float  # where its sound was last heard
     end_time: float
     peak: float
+    started: float = 0.0  # start of the patch that started it (the onset may lie before it)
 
 
 class TrackState(msgspec.Struct):
@@ -198,8 +201,8 @@ class EventTracker:
                            history[max(0, first - LOOKBACK_FRAMES):first + PATCH_FRAMES],
                            min(first, LOOKBACK_FRAMES), state.floor_db)
             events += self._patch(state, chunk.source, patch, patch_scores)
-            state.floor_db = patch.level if state.floor_db is None else \
-                min(patch.level, state.floor_db + FLOOR_RISE_DB_PER_S * hop)
+            state.floor_db = patch.quiet if state.floor_db is None else \
+                min(patch.quiet, state.floor_db + FLOOR_RISE_DB_PER_S * hop)
         if chunk.last:
             events += self.close(state, chunk.source)
             state.open = {}
@@ -244,17 +247,19 @@ class EventTracker:
                     confirmed or row[trigger] >= self.rules.sure_score):
                 continue
             start, start_time = patch.sound_start()
+            started = patch.offset
             vaguer = self._open_ancestor(state, trigger, patch.offset)
             if vaguer is not None:  # Animal, then Dog: the sound is renamed, not doubled
                 ended = state.open.pop(vaguer)
                 events.append(self._event(source, ended, "end"))
-                start, start_time = ended.start, ended.start_time
+                start, start_time, started = ended.start, ended.start_time, ended.started
             elif not gate_open or self._overlaps_open(state, trigger):
                 continue
             label = self.tree.most_specific(row, trigger, up) if self._specific else trigger
             end, end_time = patch.sound_end()
             event = OpenEvent(self.tree.class_names[label], self.tree.class_names[trigger],
-                              start, start_time, patch.offset, end, end_time, float(row[label]))
+                              start, start_time, patch.offset, end, end_time, float(row[label]),
+                              started)
             state.open[event.label] = event
             events.append(self._event(source, event, "start"))
         return events
@@ -275,7 +280,7 @@ class EventTracker:
         above = set(self.tree.ancestors[i].tolist())
         return next((label for label, event in state.open.items()
                      if self._index[label] in above
-                     and offset - event.start <= RENAME_WITHIN_S), None)
+                     and offset - event.started <= RENAME_WITHIN_S), None)
 
     def _overlaps_open(self, state: TrackState, i: int) -> bool:
         related = self.tree.related[i] if self._specific else {i}
@@ -317,6 +322,9 @@ class _Patch:
         self.level = float(10 * np.log10(np.mean(np.power(10.0, self.levels / 10.0))))
         self.floor_db = floor_db
         self.loudest = float(self.levels.max())
+        # The background as this patch hears it: its quiet frames, not its mean, so a source
+        # that starts in the middle of a sound does not take the sound for its floor.
+        self.quiet = float(np.percentile(self.levels, FLOOR_PERCENTILE))
 
     def above_floor(self, gate_db: float) -> bool:
         return self.floor_db is None or self.level >= self.floor_db + gate_db

@@ -143,6 +143,14 @@ def test_the_gate_follows_the_sources_own_noise_floor(tree):
     assert feed(tracker, [speech] * 2, levels_db=-70, state=state, first_seq=2)[1] == []
 
 
+def test_a_source_that_starts_in_the_middle_of_a_sound_still_reports_it(tree):
+    tracker = EventTracker(Rules.shipped(confirm_patches=2, sure_score=0.9), tree)
+    bleats = [LOUD] * 10 + [QUIET] * 6 + [LOUD] * 10 + [QUIET] * 6 + [LOUD] * 16  # with pauses
+    _, events = tracker.update(TrackState(), chunk(0, bleats),
+                                   np.array([scores(Speech=0.75)] * 2))
+    assert [e.label for e in events] == ["Speech"]  # the floor is the pauses, not the sound
+
+
 def test_onset_and_end_are_placed_where_the_sound_is(tree):
     tracker = EventTracker(Rules.shipped(), tree)
     state, _ = feed(tracker, [scores()] * 2, levels_db=QUIET)
