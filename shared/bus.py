@@ -48,7 +48,6 @@ log = logging.getLogger("soundhive.bus")
 M = TypeVar("M", bound=Message)
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
-_INFO_INTERVAL_S = 2.0
 _TRIM_INTERVAL_S = 1.0
 _BACKPRESSURE_WAIT_S = 0.2
 
@@ -116,6 +115,7 @@ class Weather:
 
     def __init__(self, service: str, health: metrics.Health):
         self.service, self.health = service, health
+        metrics.start_at_zero(metrics.REDIS_ERRORS, [service], metrics.REDIS_ERROR_KINDS)
         self._backoff = EqualJitterBackoff(cap=2.0, base=0.1)
         self._failures = 0
         self._kind: str | None = None
@@ -176,6 +176,26 @@ def backlog(client: redis.Redis, stream: str, group: str) -> int:
     if info is None or info.get("lag") is None:
         return int(client.xlen(stream))
     return int(info["lag"])
+
+
+def group_backlogs(client: redis.Redis,
+                   names: Sequence[str] = streams.GROUP_STREAMS) -> list[metrics.GroupBacklog]:
+    """Every consumer group of the streams `names` with its lag and pending entries (XINFO
+    GROUPS; a stream that does not exist yet has none), in one round trip. Where Redis cannot
+    tell a group's lag, the stream's length stands for it, as in backlog()."""
+    with client.pipeline(transaction=False) as pipe:
+        for stream in names:
+            pipe.xinfo_groups(stream)
+            pipe.xlen(stream)
+        replies = pipe.execute(raise_on_error=False)
+    found = []
+    for stream, groups, length in zip(names, replies[::2], replies[1::2], strict=True):
+        if isinstance(groups, redis.ResponseError):  # no such stream
+            continue
+        found += [metrics.GroupBacklog(stream, _text(info["name"]),
+                                       int(length if info.get("lag") is None else info["lag"]),
+                                       int(info["pending"])) for info in groups]
+    return found
 
 
 def trim_acknowledged(client: redis.Redis, stream: str) -> None:
@@ -255,11 +275,15 @@ class Worker(Generic[M]):
         self._errors_key = streams.errors_hash(group)
         self._group_ready = False
         self._claim_cursor = "0-0"
-        self._next_claim = self._next_info = self._next_trim = 0.0
+        self._next_claim = self._next_trim = 0.0
         self._held: list[Delivery[M]] = []  # a batch interrupted by Redis trouble
         self.leases = Leases(self.redis, stream, group, settings.consumer,
                              max(0.2, settings.claim_idle_s / 4), self.stopper)
         self.health.watch(self.leases.alive, "the lease renewal thread died")
+        for counter in (metrics.MESSAGES_IN, metrics.MESSAGES_OUT, metrics.MESSAGES_FAILED,
+                        metrics.CLAIMED, metrics.BATCH_SIZE, metrics.PROCESSING_SECONDS):
+            metrics.start_at_zero(counter, [self._service])
+        metrics.start_at_zero(metrics.DEAD_LETTERS, [self._service], metrics.DEAD_LETTER_KINDS)
 
     def run(self) -> None:
         weather_ = Weather(self._service, self.health)
@@ -320,9 +344,6 @@ class Worker(Generic[M]):
         if now >= self._next_trim and self.stream in streams.CONSUMER_GROUPS:
             self._next_trim = now + _TRIM_INTERVAL_S
             trim_acknowledged(self.redis, self.stream)
-        if now >= self._next_info:
-            self._next_info = now + _INFO_INTERVAL_S
-            self._update_lag()
 
     def _claim(self) -> list[tuple[str, dict, int]]:
         reply = self.redis.xautoclaim(
@@ -438,11 +459,6 @@ class Worker(Generic[M]):
             pipe.hdel(self._errors_key, entry_id)
             pipe.execute()
         metrics.DEAD_LETTERS.labels(self._service, kind).inc()
-
-    def _update_lag(self) -> None:
-        metrics.STREAM_LAG.labels(self._service).set(backlog(self.redis, self.stream, self.group))
-        summary = self.redis.xpending(self.stream, self.group)
-        metrics.PENDING.labels(self._service).set(summary["pending"])
 
 
 def _maxlen(stream: str, settings: Settings) -> int | None:

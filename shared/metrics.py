@@ -5,15 +5,28 @@ Each service process serves `GET /metrics` (Prometheus text format), `GET /healt
 job, Redis answering; 503 with the reason otherwise) on one port, SOUNDHIVE_METRICS_PORT
 (defaults per service in services/registry.py), bound to SOUNDHIVE_METRICS_HOST (0.0.0.0 in
 containers; `soundhive up` uses 127.0.0.1).
+
+Labelled series start at 0 where their label values are known (start_at_zero: a worker's, a
+sink's, a source's when it starts), so the first increment is a rise that rate() and increase()
+see. The bus metrics are labelled `worker` (features, classifier, notifier:<sink>; capture for
+its Redis errors), not `service`: scrape configs attach their own `service` label to targets.
+Consumer groups' lag and pending entries are not written by the consumers (a frozen consumer
+would freeze them too): ConsumerGroups reads them from Redis at each scrape of the api.
 """
 
 import errno
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
+import redis
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from shared.errors import UserError
 
@@ -22,52 +35,54 @@ class PortInUse(UserError, OSError):
     """A metrics port another process holds (one-line message)."""
 
 
-_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+# From 1 ms: a delivery to a local MQTT broker or a batch of a few entries takes milliseconds.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32,
+                    64)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
-# Bus (every worker): labelled by service.
-MESSAGES_IN = Counter("soundhive_messages_in_total", "Stream entries read", ["service"])
-MESSAGES_OUT = Counter("soundhive_messages_out_total", "Messages written", ["service"])
+# Bus (every worker): labelled by worker.
+MESSAGES_IN = Counter("soundhive_messages_in_total", "Stream entries read", ["worker"])
+MESSAGES_OUT = Counter("soundhive_messages_out_total", "Messages written", ["worker"])
 MESSAGES_FAILED = Counter(
-    "soundhive_messages_failed_total", "Entries whose processing raised", ["service"]
+    "soundhive_messages_failed_total", "Entries whose processing raised", ["worker"]
 )
+DEAD_LETTER_KINDS = ("malformed", "failed", "unusable")
 DEAD_LETTERS = Counter(
-    "soundhive_dead_letters_total", "Entries sent to the dead-letter stream", ["service", "kind"]
+    "soundhive_dead_letters_total",
+    "Entries sent to the dead-letter stream (kind: malformed, failed = too many deliveries, "
+    "unusable = the handler can never use it)", ["worker", "kind"]
 )
 CLAIMED = Counter(
     "soundhive_claimed_messages_total", "Stale pending entries claimed from other consumers",
-    ["service"],
+    ["worker"],
 )
+REDIS_ERROR_KINDS = ("unreachable", "out of memory", "read-only replica", "stream or group gone",
+                     "unavailable", "error")
 REDIS_ERRORS = Counter(
     "soundhive_redis_errors_total",
     "Redis calls that failed and were retried (kind: unreachable, out of memory, ...)",
-    ["service", "kind"],
+    ["worker", "kind"],
 )
 BATCH_SIZE = Histogram(
-    "soundhive_batch_size", "Entries per processed batch", ["service"], buckets=_BATCH_BUCKETS
+    "soundhive_batch_size", "Entries per processed batch", ["worker"], buckets=_BATCH_BUCKETS
 )
 PROCESSING_SECONDS = Histogram(
-    "soundhive_processing_seconds", "Time to process one batch", ["service"]
-)
-STREAM_LAG = Gauge(
-    "soundhive_stream_lag_messages",
-    "Entries in the input stream not yet delivered to the group (its backlog)",
-    ["service"],
-)
-PENDING = Gauge(
-    "soundhive_pending_messages", "Entries read by the group but not yet acknowledged", ["service"]
+    "soundhive_processing_seconds", "Time to process one batch", ["worker"],
+    buckets=_LATENCY_BUCKETS,
 )
 
 # Capture.
 CHUNKS_PUBLISHED = Counter(
     "soundhive_chunks_published_total", "PCM chunks written to the stream", ["source"]
 )
+DROP_REASONS = ("backlog", "redis", "shutdown")
 AUDIO_DROPPED_SECONDS = Counter(
     "soundhive_audio_dropped_seconds_total",
     "Audio dropped, oldest first (reason: backlog = the pipeline is behind by more than "
     "SOUNDHIVE_BACKLOG_MAX chunks; redis = Redis could not take it; shutdown = left unwritten "
     "when capture stopped)", ["source", "reason"],
 )
+SOURCE_ERROR_KINDS = ("transient", "permanent")
 SOURCE_ERRORS = Counter(
     "soundhive_source_errors_total",
     "Source failures (kind: transient = retried, permanent = the source is given up)",
@@ -98,6 +113,8 @@ CHUNKS_LOST = Counter(
 )
 
 # Notifier: labelled by sink (devicehive, mqtt, webhook).
+DELIVERY_OUTCOMES = ("delivered", "failed", "dead_lettered", "filtered", "rate_limited",
+                     "disabled")
 DELIVERIES = Counter(
     "soundhive_deliveries_total",
     "Events handled by a notifier sink (outcome: delivered; failed = an attempt the sink refused, "
@@ -112,12 +129,73 @@ DELIVERY_LATENCY = Histogram(
 SINK_CONNECTED = Gauge(
     "soundhive_sink_connected", "1 while the sink is reachable and accepts deliveries", ["sink"]
 )
+SINK_ENABLED = Gauge(
+    "soundhive_sink_enabled",
+    "1 while the sink has a destination (0: disabled, e.g. DeviceHive before its URL is set)",
+    ["sink"],
+)
 
 # API.
 API_REQUESTS = Counter(
     "soundhive_api_requests_total", "HTTP requests answered", ["route", "status"]
 )
-API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a request", ["route"])
+API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a request", ["route"],
+                        buckets=_LATENCY_BUCKETS)
+
+
+def start_at_zero(metric: MetricWrapperBase, *values: Sequence[str]) -> None:
+    """Create every combination of the label values (one sequence per label, in order) at 0."""
+    for labels in itertools.product(*values):
+        metric.labels(*labels)
+
+
+class GroupBacklog(NamedTuple):
+    stream: str
+    group: str
+    lag: int  # entries not yet delivered to the group
+    pending: int  # delivered to a consumer, not yet acknowledged
+
+
+class ConsumerGroups(Collector):
+    """Every consumer group's lag and pending entries, as Redis has them at scrape time
+    (`read`: shared/bus.py's group_backlogs). One process that is not a consumer (the api)
+    exports them, so a stalled consumer's backlog stays visible; api replicas export the same
+    series, so queries take max() over them."""
+
+    def __init__(self, read: Callable[[], Iterable[GroupBacklog]]):
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        lag, pending, redis_up = self._families()
+        try:
+            groups = list(self._read())
+        except redis.RedisError:
+            redis_up.add_metric([], 0)
+        else:
+            redis_up.add_metric([], 1)
+            for group in groups:
+                lag.add_metric([group.stream, group.group], group.lag)
+                pending.add_metric([group.stream, group.group], group.pending)
+        yield from (lag, pending, redis_up)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "soundhive_stream_lag_messages",
+                "Entries of the stream not yet delivered to the consumer group (its backlog)",
+                labels=["stream", "group"]),
+            GaugeMetricFamily(
+                "soundhive_pending_messages",
+                "Entries delivered to a consumer of the group and not yet acknowledged",
+                labels=["stream", "group"]),
+            GaugeMetricFamily(
+                "soundhive_consumer_groups_readable",
+                "1 when Redis answered the consumer group query of this scrape, else 0"),
+        )
 
 
 class Health:

@@ -47,6 +47,9 @@ NOTIFIER_GROUP = "notifier"
 # The group that consumes each pipeline stream (its backlog bounds the stream's producer).
 CONSUMER_GROUPS = {PCM_STREAM: FEATURES_GROUP, EMBEDDINGS_STREAM: CLASSIFIER_GROUP}
 
+# Every stream read through consumer groups (the api exports each group's lag and pending).
+GROUP_STREAMS = (*CONSUMER_GROUPS, EVENTS_STREAM)
+
 # Hash: source id -> msgpack SourceStatus (capture keeps it current; `soundhive up` shows it).
 SOURCES_HASH = f"{PREFIX}:sources"
 

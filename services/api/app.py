@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import redis
 import redis.asyncio
@@ -30,12 +31,16 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 
 from services.api.deps import STATIC
 from services.api.routers import classify, config, events, health, sources, stream
 from services.api.settings import ApiSettings
-from shared import metrics
+from shared import bus, metrics
 from shared.models import ModelError, load_model
+
+# A scrape waits at most this long for the consumer groups' lag (Prometheus gives up at 10 s).
+GROUPS_TIMEOUT_S = 2.0
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -63,6 +68,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
     app.state.async_redis = redis.asyncio.Redis.from_url(
         settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10)
+    groups_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=GROUPS_TIMEOUT_S,
+                                        socket_connect_timeout=GROUPS_TIMEOUT_S)
+    app.state.group_metrics = CollectorRegistry()
+    app.state.group_metrics.register(
+        metrics.ConsumerGroups(partial(bus.group_backlogs, groups_redis)))
     app.state.model, app.state.model_error = None, None
     try:
         app.state.model = await asyncio.to_thread(load_model, settings.model)
@@ -71,6 +81,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await app.state.async_redis.aclose()
     app.state.redis.close()
+    groups_redis.close()
 
 
 def _dashboard() -> FileResponse:

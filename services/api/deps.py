@@ -6,6 +6,8 @@ that create_app puts on `app.state`, the bearer-token checks, and the documented
     app.state.async_redis   redis.asyncio.Redis (the SSE stream)
     app.state.model         the AudioModel /classify uses, None when it could not be loaded
     app.state.model_error   why not (one line), None when loaded
+    app.state.group_metrics the consumer groups' lag and pending entries, read from Redis at
+                            each scrape of /metrics (its own client, a short timeout)
 """
 
 import hmac

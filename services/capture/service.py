@@ -252,6 +252,9 @@ class SourceRunner:
         self.rms = 0.0
         self.failed = False
         self.thread = threading.Thread(target=self.run, name=f"source {spec.id}", daemon=True)
+        metrics.start_at_zero(metrics.CHUNKS_PUBLISHED, [spec.id])
+        metrics.start_at_zero(metrics.AUDIO_DROPPED_SECONDS, [spec.id], metrics.DROP_REASONS)
+        metrics.start_at_zero(metrics.SOURCE_ERRORS, [spec.id], metrics.SOURCE_ERROR_KINDS)
 
     def run(self) -> None:
         backoff = EqualJitterBackoff(cap=RETRY_MAX_S, base=0.5)

@@ -144,13 +144,17 @@ class Board:
         self._dirty = False
 
     def set(self, state: str, detail: str = "") -> None:
-        if (state, detail) != (self.status.state, self.status.detail):
-            if state == "failed":
-                log.warning("%s: %s", self.status.sink, detail)
-            elif state == "connected" and self.status.state == "failed":
-                log.info("%s: delivering again", self.status.sink)
-            self._update(state=state, detail=detail, force=True)
         metrics.SINK_CONNECTED.labels(self.status.sink).set(state == "connected")
+        metrics.SINK_ENABLED.labels(self.status.sink).set(state != "disabled")
+        # Logged on every change of state, and when a first error explains the current one
+        # (a sink unreachable from the start stays "connecting").
+        was = self.status.state
+        if state != was or (detail and not self.status.detail):
+            log.log(logging.INFO if state in ("connected", "disabled") else logging.WARNING,
+                    "%s sink: %s%s%s", self.status.sink, state, f": {detail}" if detail else "",
+                    f" (was {was})" if state != was else "")
+        if (state, detail) != (self.status.state, self.status.detail):
+            self._update(state=state, detail=detail, force=True)
 
     def count(self, outcome: str, latency: float | None = None) -> None:
         sink = self.status.sink

@@ -5,7 +5,8 @@ SOUNDHIVE_WEBHOOK_URLS, SOUNDHIVE_DEVICEHIVE_URL (or, without a restart, the Dev
 the dashboard: the DeviceHive sink always runs, disabled while it has no URL). Each sink has its
 own delivery loop, consumer group, retries, filters and rate limit (delivery.py); its status
 (streams.SINKS_HASH) and metrics (soundhive_deliveries_total{sink,outcome},
-soundhive_delivery_latency_seconds{sink}, soundhive_sink_connected{sink}) say how it does.
+soundhive_delivery_latency_seconds{sink}, soundhive_sink_connected{sink},
+soundhive_sink_enabled{sink}) say how it does; every change of a sink's state is logged.
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9104): /healthz fails when a sink's loop
 died, /readyz also while a sink's loop has Redis trouble; neither while a sink is down
 (restarting would not bring it back). Settings: settings.NotifierSettings.
@@ -42,6 +43,9 @@ def main(settings: NotifierSettings) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs whole URLs: secrets too
     stopper = bus.Stopper()
     runners = [Runner(sink, rules, settings, stopper) for sink, rules in build_sinks(settings)]
+    for runner in runners:
+        metrics.start_at_zero(metrics.DELIVERIES, [runner.name], metrics.DELIVERY_OUTCOMES)
+        metrics.start_at_zero(metrics.DELIVERY_LATENCY, [runner.name])
     health = metrics.Health()
     for runner in runners:
         health.watch(runner.alive, f"the {runner.name} delivery loop died")

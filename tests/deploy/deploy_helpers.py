@@ -149,3 +149,24 @@ def host_path(container_path: str, service: dict, volumes: dict[str, Path]) -> s
 def ports_in(service: dict) -> list[int]:
     """The ports a service listens on: its *_PORT settings."""
     return [int(v) for k, v in compose_env(service).items() if k.endswith("_PORT") and v]
+
+
+METRIC_NAME = re.compile(r"\bsoundhive_[a-z0-9_]+")
+GROUPING = re.compile(r"\b(?:by|on)\s*\(([^)]*)\)")  # the labels of by (...) and on (...)
+
+
+def grouping_labels(expr: str) -> set[str]:
+    return {label.strip() for group in GROUPING.findall(expr) for label in group.split(",")
+            if label.strip()}
+
+
+def declared_metrics() -> dict[str, set[str]]:
+    """Every metric family shared/metrics.py declares (counters without _total), with its
+    label names: the module's metrics and the api's ConsumerGroups families."""
+    from shared import metrics
+
+    declared = {m._name: set(m._labelnames) for m in vars(metrics).values()
+                if hasattr(m, "_name") and hasattr(m, "_labelnames")}
+    for family in metrics.ConsumerGroups(list).describe():
+        declared[family.name] = set(family._labelnames)
+    return declared

@@ -4,7 +4,7 @@ metadata, strict (no unknown fields): kubernetes-validate has no schemas for CRD
 
 _NAME_REF = {"type": "object", "required": ["name"], "additionalProperties": False,
              "properties": {"name": {"type": "string"}, "kind": {"type": "string"}}}
-_METADATA = {"type": "object", "required": ["name"], "properties": {
+METADATA = {"type": "object", "required": ["name"], "properties": {
     "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
     "namespace": {"type": "string"}, "labels": {"type": "object"},
     "annotations": {"type": "object"}}, "additionalProperties": False}
@@ -33,7 +33,7 @@ def _resource(kind: str, spec: dict) -> dict:
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "additionalProperties": False,
         "properties": {"apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": kind},
-                       "metadata": _METADATA, "spec": spec},
+                       "metadata": METADATA, "spec": spec},
     }
 
 

@@ -6,13 +6,9 @@ import re
 
 import yaml
 from conftest import Stack
-from deploy_helpers import REPO
-
-from shared import metrics
+from deploy_helpers import METRIC_NAME, REPO, declared_metrics, grouping_labels
 
 DASHBOARD = REPO / "deploy/grafana/dashboards/soundhive.json"
-_NAME = re.compile(r"\bsoundhive_[a-z0-9_]+")
-_BY = re.compile(r"\bby\s*\(([^)]*)\)")
 _SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -51,10 +47,9 @@ def scrape(stack: Stack) -> tuple[dict[str, str], set[str]]:
 
 def test_every_dashboard_metric_is_exported_with_its_labels(stack: Stack, dog_event: dict):
     types, samples = scrape(stack)
-    objects = {m._name: m for m in vars(metrics).values()
-               if hasattr(m, "_name") and hasattr(m, "_labelnames")}
+    labels_of = declared_metrics()
     for expr in queries():
-        names = set(_NAME.findall(expr))
+        names = set(METRIC_NAME.findall(expr))
         assert names, expr
         for name in names:
             base = family(name)
@@ -64,10 +59,8 @@ def test_every_dashboard_metric_is_exported_with_its_labels(stack: Stack, dog_ev
                 assert name != base, f"{name}: query a histogram's _bucket/_sum/_count"
             else:
                 assert name == base, f"{name}: a {kind} has no {name[len(base):]} series"
-            labels = set(objects[base.removesuffix("_total")]._labelnames) | {"le"}
-            for group in _BY.findall(expr):
-                wanted = {label.strip() for label in group.split(",") if label.strip()}
-                assert wanted <= labels, f"{expr!r}: {base} has labels {sorted(labels)}"
+            labels = labels_of[base.removesuffix("_total")] | {"le"}
+            assert grouping_labels(expr) <= labels, f"{expr!r}: {base} has {sorted(labels)}"
     # The clip's run really fills the main panels.
     for name in ("soundhive_messages_in_total", "soundhive_chunks_published_total",
                  "soundhive_end_to_end_latency_seconds_bucket", "soundhive_events_total",

@@ -1,7 +1,8 @@
-"""deploy/k8s: every manifest passes `kubernetes-validate --strict` (KEDA resources: their CRD
-schemas, keda_schemas.py), kustomize builds every layout (`kubectl kustomize`, when kubectl is
-installed), references resolve, and every soundhive container's command, ports, env names and
-probe paths are what the services accept and serve (checked on the running compose stack)."""
+"""deploy/k8s: every manifest passes `kubernetes-validate --strict` (KEDA and Prometheus
+Operator resources: their CRD schemas, keda_schemas.py and monitoring_schemas.py), kustomize
+builds every layout (`kubectl kustomize`, when kubectl is installed), references resolve, and
+every soundhive container's command, ports, env names and probe paths are what the services
+accept and serve (checked on the running compose stack)."""
 
 import math
 import os
@@ -16,14 +17,16 @@ import pytest
 import yaml
 from conftest import Stack
 from deploy_helpers import K8S, REPO, resolve_target
-from keda_schemas import SCHEMAS
+from keda_schemas import SCHEMAS as KEDA_SCHEMAS
+from monitoring_schemas import SCHEMAS as MONITORING_SCHEMAS
 
 from services.registry import SERVICES
 from shared import streams
 from shared.config import ProcessSettings, describe
 from soundhive.settings_docs import DEPLOY_VARIABLES
 
-LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu"]
+LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu", "overlays/monitoring"]
+SCHEMAS = {**KEDA_SCHEMAS, **MONITORING_SCHEMAS}
 K8S_VERSION = kubernetes_validate.latest_version()
 _ENV_NAME = re.compile(r"\b(?:SOUNDHIVE_[A-Z0-9_]*[A-Z0-9]|REDIS_URL)\b")
 

@@ -29,5 +29,8 @@ def readyz(request: Request, response: Response, client: RedisClient) -> dict:
 
 
 @router.get("/metrics")
-def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def prometheus_metrics(request: Request) -> Response:
+    """The process's metrics and every consumer group's lag and pending entries, read from
+    Redis now (shared/metrics.py ConsumerGroups)."""
+    body = generate_latest() + generate_latest(request.app.state.group_metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
