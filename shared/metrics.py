@@ -118,6 +118,11 @@ API_REQUESTS = Counter(
     "soundhive_api_requests_total", "HTTP requests answered", ["route", "status"]
 )
 API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a request", ["route"])
+API_TOKEN_FAILURES = Counter(
+    "soundhive_api_token_failures_total",
+    "Requests with a wrong API token (outcome: refused = 401; locked_out = 429, their address "
+    "sent too many wrong tokens lately)", ["outcome"],
+)
 
 
 class Health:
