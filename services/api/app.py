@@ -10,7 +10,7 @@
     POST /classify          an upload, answered like `soundhive classify --json`
                                                                               routers/classify.py
     GET  /healthz, /readyz, /metrics                                          routers/health.py
-    GET  /docs, /redoc (served offline), /  (the dashboard), /static/...      here
+    GET  /docs (Swagger UI, served offline), /  (the dashboard), /static/...  here
 
 Every answer comes from Redis (shared/detections.py, shared/status.py, the events stream), so
 any number of replicas answer alike. Writes, uploads and configuration need
@@ -44,9 +44,11 @@ from shared.models import ModelError, load_model
 def create_app(settings: ApiSettings) -> FastAPI:
     """The api with `settings` on app.state; Redis clients and the model are opened by the
     lifespan (services/api/deps.py lists what routers find on app.state)."""
-    app = FastAPIOffline(title="soundhive", version="1", lifespan=_lifespan,
+    # Swagger UI from fastapi-offline's files, without its online validator; no ReDoc: its
+    # bundle loads a logo from a CDN.
+    app = FastAPIOffline(title="soundhive", version="1", lifespan=_lifespan, redoc_url=None,
                          description="Live sound events from many microphones.",
-                         swagger_ui_parameters={"validatorUrl": None})  # no online validator
+                         swagger_ui_parameters={"validatorUrl": None})
     app.state.settings = settings
     app.add_middleware(TokenFailureLimit)
     if settings.cors_origins:

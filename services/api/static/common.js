@@ -126,8 +126,10 @@ const tokenPrompt = {
     if (sent !== soundhive.apiToken()) return; // sent before the token changed
     if (sent) soundhive.setApiToken("");
     const form = tokenPrompt.form || tokenPrompt.create();
-    form.querySelector(".result").textContent =
-      status === 429 ? `${detail}.` : sent ? "The server refused that token." : "";
+    if (status === 429 || sent) { // kept while the requests that follow, tokenless, are refused
+      form.querySelector(".result").textContent =
+        status === 429 ? `${detail}.` : "The server refused that token.";
+    }
     form.hidden = false;
   },
 
