@@ -2,7 +2,7 @@
 that create_app puts on `app.state`, the bearer-token checks, and the documented errors.
 
 Secure by default: with no SOUNDHIVE_API_TOKEN, writes (and reads under
-SOUNDHIVE_API_READ_AUTH=1) are refused with 403; a missing or wrong token is 401 (app.py
+SOUNDHIVE_API_READ_AUTH=1) are refused with 403; a missing or wrong token is 401 (lockout.py
 answers 429 to an address after too many of those).
 
     app.state.settings      ApiSettings

@@ -58,4 +58,3 @@ class TokenFailureLimit:
 def _carries_token(scope: Scope) -> bool:
     return ("authorization" in Headers(scope=scope)
             or "token" in QueryParams(scope.get("query_string", b"")))
-
