@@ -141,6 +141,11 @@ API_REQUESTS = Counter(
 )
 API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a request", ["route"],
                         buckets=_LATENCY_BUCKETS)
+API_TOKEN_FAILURES = Counter(
+    "soundhive_api_token_failures_total",
+    "Requests with a wrong API token (outcome: refused = 401; locked_out = 429, their address "
+    "sent too many wrong tokens lately)", ["outcome"],
+)
 
 
 def start_at_zero(metric: MetricWrapperBase, *values: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-por
 
 import inspect
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -158,7 +159,8 @@ def up(
         help="Stop once every file source has been processed (exit 1 if one failed)."),
 ) -> None:
     """Run the whole pipeline locally with a live view of sources, levels and labels, and the
-    events API and dashboard at http://127.0.0.1:8000.
+    events API and dashboard at http://127.0.0.1:8000 (open the URL printed at start: it carries
+    this session's API token, unless SOUNDHIVE_API_TOKEN sets one).
 
     Stops on Ctrl-C, SIGTERM or SIGHUP, taking every service (and the embedded Redis) with it.
     When stdout is not a terminal, each event is printed as it ends, one tab-separated line:
@@ -172,11 +174,13 @@ def up(
         fail(f"{events_config}: no such events config file")
     # Capture starts last, once the notifier's groups exist: the first events reach every sink.
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
-    plan += [("classifier", {})] * classifiers + [("notifier", {}), ("api", {})]
+    api_token = _session_token()
+    plan += [("classifier", {})] * classifiers + [("notifier", {}), ("api", {"token": api_token})]
     plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
     given_redis = _given_redis(redis_url)
     ports = _ports(plan, metrics_port_base, api_port or free_port())
-    api_url = f"http://127.0.0.1:{ports[plan.index(('api', {}))]}"
+    api_url = f"http://127.0.0.1:{ports[[name for name, _ in plan].index('api')]}"
+    dashboard_url = f"{api_url}/?token={api_token}" if api_token else api_url
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -196,7 +200,7 @@ def up(
             else threads_per_replica(features),
             "events_config": events_config.resolve() if events_config else None,
         }
-        stderr.print(f"soundhive up: dashboard and API at {api_url}, Redis {url}"
+        stderr.print(f"soundhive up: dashboard and API at {dashboard_url}, Redis {url}"
                      + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
         client = bus.connect(url)
         processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
@@ -221,6 +225,15 @@ def up(
             stderr.print(f"service logs kept in {logs}")
         shutil.rmtree(run_dir, ignore_errors=True)
     raise typer.Exit(status)
+
+
+def _session_token() -> str | None:
+    """A random API token for this session (the dashboard's URL carries it, as Jupyter's does);
+    None when the environment sets one, which the api reads itself and `up` never shows."""
+    variable = SERVICES["api"].settings.env_name("token")
+    if os.environ.get(variable) or os.environ.get(f"{variable}_FILE"):
+        return None
+    return secrets.token_urlsafe(32)
 
 
 def _given_redis(option: str | None) -> str | None:

@@ -90,21 +90,23 @@ class Services:
 
 
 def start_api(services: Services, **env: str) -> str:
-    """The api service on a free 127.0.0.1 port, once ready; returns its base URL."""
+    """The api service on a free port (on 127.0.0.1 unless env says otherwise), once ready;
+    returns its base URL."""
+    port = free_port()
+    services.start("api", **{"SOUNDHIVE_API_PORT": str(port), "SOUNDHIVE_API_HOST": "127.0.0.1",
+                             **env})
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: api_ready(url), 60, "the api to be ready")
+    return url
+
+
+def api_ready(url: str) -> bool:
     import httpx
 
-    port = free_port()
-    services.start("api", SOUNDHIVE_API_PORT=str(port), SOUNDHIVE_API_HOST="127.0.0.1", **env)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, 60, "the api to be ready")
-    return url
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def read_all(client: redis.Redis, stream: str, schema: type) -> list:

@@ -10,12 +10,13 @@
     POST /classify          an upload, answered like `soundhive classify --json`
                                                                               routers/classify.py
     GET  /healthz, /readyz, /metrics                                          routers/health.py
-    GET  /docs, /  (the dashboard), /static/...                               here
+    GET  /docs (Swagger UI, served offline), /  (the dashboard), /static/...  here
 
 Every answer comes from Redis (shared/detections.py, shared/status.py, the events stream), so
-any number of replicas answer alike. With SOUNDHIVE_API_TOKEN set, writes, uploads and
-configuration need `Authorization: Bearer <token>` (compared in constant time); with
-SOUNDHIVE_API_READ_AUTH=1 reads do too. Tokens are never logged nor shown back.
+any number of replicas answer alike. Writes, uploads and configuration need
+`Authorization: Bearer <SOUNDHIVE_API_TOKEN>` (compared in constant time), and are refused
+(403) when no token is set; with SOUNDHIVE_API_READ_AUTH=1 reads do too. Too many wrong tokens
+from one address: 429 (lockout.py). Tokens are never logged nor shown back.
 """
 
 import asyncio
@@ -31,9 +32,11 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from services.api.deps import STATIC
+from services.api.lockout import TokenFailureLimit
 from services.api.routers import classify, config, events, health, sources, stream
 from services.api.settings import ApiSettings
 from shared import bus, metrics
@@ -46,9 +49,13 @@ GROUPS_TIMEOUT_S = 2.0
 def create_app(settings: ApiSettings) -> FastAPI:
     """The api with `settings` on app.state; Redis clients and the model are opened by the
     lifespan (services/api/deps.py lists what routers find on app.state)."""
-    app = FastAPI(title="soundhive", version="1", lifespan=_lifespan,
-                  description="Live sound events from many microphones.")
+    # Swagger UI from fastapi-offline's files, without its online validator; no ReDoc: its
+    # bundle loads a logo from a CDN.
+    app = FastAPIOffline(title="soundhive", version="1", lifespan=_lifespan, redoc_url=None,
+                         description="Live sound events from many microphones.",
+                         swagger_ui_parameters={"validatorUrl": None})
     app.state.settings = settings
+    app.add_middleware(TokenFailureLimit)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "PUT", "POST"],

@@ -1,6 +1,10 @@
 """What the api's routers share: the web UI's files, the Redis clients, model and settings
 that create_app puts on `app.state`, the bearer-token checks, and the documented errors.
 
+Secure by default: with no SOUNDHIVE_API_TOKEN, writes (and reads under
+SOUNDHIVE_API_READ_AUTH=1) are refused with 403; a missing or wrong token is 401 (lockout.py
+answers 429 to an address after too many of those).
+
     app.state.settings      ApiSettings
     app.state.redis         redis.Redis (sync routes)
     app.state.async_redis   redis.asyncio.Redis (the SSE stream)
@@ -30,7 +34,12 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "model": ErrorOut} for code, text in (
         (400, "a bad parameter or upload"), (401, "a bearer token is needed"),
-        (413, "the upload is too large"), (503, "not ready"))}
+        (403, "the api has no token: it refuses writes"),
+        (413, "the upload is too large"), (429, "too many wrong tokens from this address"),
+        (503, "not ready"))}
+
+NO_TOKEN = ("the api has no token, so it refuses this: set SOUNDHIVE_API_TOKEN (or "
+            "SOUNDHIVE_API_TOKEN_FILE) where it runs; `soundhive up` makes one per session")
 
 
 class LabelScore(BaseModel):
@@ -52,7 +61,7 @@ RedisClient = Annotated[redis.Redis, Depends(redis_client)]
 
 def require_write(settings: Settings,
                   authorization: Annotated[str | None, Header()] = None) -> None:
-    """Writes, uploads and configuration: the bearer token when one is configured."""
+    """Writes, uploads and configuration: always the bearer token."""
     check_bearer(settings.token, authorization)
 
 
@@ -67,19 +76,21 @@ READ = Depends(require_read)
 
 def check_read(settings: ApiSettings, authorization: str | None) -> None:
     """Reads: the bearer token only with SOUNDHIVE_API_READ_AUTH=1."""
-    check_bearer(settings.token if settings.read_auth else None, authorization)
+    if settings.read_auth:
+        check_bearer(settings.token, authorization)
 
 
 def check_bearer(token: str | None, authorization: str | None) -> None:
-    """401 unless `authorization` is `Bearer <token>` (nothing to check when token is None)."""
+    """401 unless `authorization` is `Bearer <token>` (403 when token is None)."""
     scheme, _, given = (authorization or "").partition(" ")
     check_token(token, given if scheme.lower() == "bearer" else None)
 
 
 def check_token(token: str | None, given: str | None) -> None:
-    """401 unless `given` is `token`, compared in constant time (None: nothing to check)."""
+    """401 unless `given` is `token`, compared in constant time; 403 when the api has no
+    token (None)."""
     if token is None:
-        return
+        raise HTTPException(403, NO_TOKEN)
     if given is None or not hmac.compare_digest(given.encode(), token.encode()):
         raise HTTPException(401, "a valid bearer token is needed (Authorization: Bearer "
                                  "<SOUNDHIVE_API_TOKEN>)", headers={"WWW-Authenticate": "Bearer"})

@@ -1,5 +1,6 @@
 """Runs the api (app.py) with uvicorn on SOUNDHIVE_API_HOST:SOUNDHIVE_API_PORT."""
 
+import ipaddress
 import logging
 import socket
 
@@ -16,6 +17,8 @@ def main(settings: ApiSettings) -> None:
     _check_port(settings.host, settings.port)
     log.info("api: http://%s:%d (auth: %s)", settings.host, settings.port,
              "token" if settings.token else "none")
+    if (exposure := _exposure(settings)) is not None:
+        log.warning(exposure)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level="warning", access_log=False)
 
@@ -28,3 +31,23 @@ def _check_port(host: str, port: int) -> None:
         except OSError:
             raise PortInUse(f"api port {host}:{port} is already in use (set "
                             "SOUNDHIVE_API_PORT, or `up --api-port`)") from None
+
+
+def _exposure(settings: ApiSettings) -> str | None:
+    """One line when the api answers reads without a token (writes never) on an address other
+    machines reach."""
+    if settings.read_auth or _is_loopback(settings.host):
+        return None
+    where = f"{settings.host}:{settings.port}"
+    if settings.token is None:
+        return (f"api: no SOUNDHIVE_API_TOKEN: writes are refused, and events, sources and "
+                f"notifier states are readable by anyone reaching {where}")
+    return (f"api: events, sources and notifier states are readable without the token by "
+            f"anyone reaching {where} (SOUNDHIVE_API_READ_AUTH=1 protects them)")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

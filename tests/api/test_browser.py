@@ -5,13 +5,19 @@ Screenshots (phone width and a 1080p wall screen) go to $SOUNDHIVE_SCREENSHOTS o
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from pipeline_helpers import Services, free_port, start_api
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+import redis
+from pipeline_helpers import RedisServer, Services, free_port, start_api
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+
+from shared import bus, detections, streams
+from shared.messages import Event
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -187,3 +193,83 @@ def filter_the_history(page: Page, screenshots: Path, size: str) -> None:
     assert set(rows.locator('td[data-heading="Label"]').all_inner_texts()) == {"Bark"}
     durations = rows.locator('td[data-heading="Duration"]').all_inner_texts()
     assert all(d.endswith(" s") for d in durations)
+
+
+def test_api_docs_render_with_the_network_blocked(services: Services, browser: Browser,
+                                                  js_errors: list[str]):
+    """Swagger UI comes from the api itself: every request elsewhere is aborted, and none is
+    even tried."""
+    url = start_api(services)
+    page = browser.new_context(viewport=WALL).new_page()
+    page.on("pageerror", lambda error: js_errors.append(f"{page.url}: {error}"))
+    elsewhere: list[str] = []
+
+    def loopback_only(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", loopback_only)
+    page.goto(f"{url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("soundhive")
+    expect(page.locator(".opblock-summary-path", has_text="/events/stream")).to_be_visible()
+    page.click("#operations-events-event_stream_events_stream_get button")  # it works
+    expect(page.locator(".opblock-description-wrapper").first).to_contain_text("Last-Event-ID")
+    assert elsewhere == [] and js_errors == []
+
+
+def write_event(client: redis.Redis, source: str, label: str) -> None:
+    """An event start as the classifier writes it: to the events stream and the history."""
+    now = time.time()
+    event = Event(id=f"{source}/{label}/{now:.3f}", source=source, label=label, kind="start",
+                  score=0.9, start=1.0, end=None, start_time=now, end_time=None, model="yamnet")
+    pipe = client.pipeline()
+    bus.publish(pipe, streams.EVENTS_STREAM, event)
+    detections.write(pipe, event)
+    pipe.execute()
+
+
+def test_the_token_prompt_reconnects_the_live_feed(services: Services, redis_server: RedisServer,
+                                                   browser: Browser, screenshots: Path,
+                                                   js_errors: list[str]):
+    """With read auth, the pages ask for the token once, keep it for the tab and reconnect the
+    live feed as soon as it is entered; `up`'s ?token= URL needs no prompt."""
+    url = start_api(services, SOUNDHIVE_API_TOKEN=API_TOKEN, SOUNDHIVE_API_READ_AUTH="1")
+    client = redis.Redis.from_url(redis_server.url)
+    page = open_page(browser, url, WALL, js_errors)
+    prompt = page.locator("#token-prompt")
+    expect(prompt).to_be_visible()
+    expect(page.locator("#stream-state")).to_contain_text("retrying")
+    page.fill("#token-prompt-input", "not-the-token")
+    page.click("#token-prompt button")
+    expect(prompt.locator(".result")).to_have_text("The server refused that token.")
+    # The refused token is forgotten: the next poll goes without one, and its 401 keeps the why.
+    with page.expect_response(lambda answer: answer.url.endswith("/sources")
+                              and "authorization" not in answer.request.headers):
+        pass
+    expect(prompt.locator(".result")).to_have_text("The server refused that token.")
+    page.screenshot(path=screenshots / "token-prompt-1920x1080.png")
+    page.fill("#token-prompt-input", API_TOKEN)
+    page.click("#token-prompt button")
+    expect(prompt).to_be_hidden()
+    expect(page.locator("#stream-state")).to_contain_text("live")
+    write_event(client, "hall", "Glass")
+    expect(page.locator("#feed li .event-label")).to_have_text(["Glass"])
+    expect(page.locator("#api-token")).to_have_value(API_TOKEN)  # the form's field follows
+    page.reload()  # the tab keeps it
+    expect(page.locator("#stream-state")).to_contain_text("live")
+    expect(prompt).to_have_count(0)
+
+    history = open_page(browser, f"{url}/events", WALL, js_errors)  # a new tab: asked again
+    history.fill("#token-prompt-input", API_TOKEN)
+    history.click("#token-prompt button")
+    expect(history.locator('#history td[data-heading="Label"]')).to_have_text(["Glass"])
+
+    from_up = open_page(browser, f"{url}/?token={API_TOKEN}", WALL, js_errors)
+    expect(from_up.locator("#stream-state")).to_contain_text("live")
+    assert from_up.url == f"{url}/" and from_up.locator("#token-prompt").count() == 0
+    write_event(client, "yard", "Bark")
+    expect(from_up.locator("#feed li .event-label")).to_have_text(["Bark", "Glass"])
+    assert js_errors == []

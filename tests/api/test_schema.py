@@ -39,6 +39,6 @@ def test_every_endpoint_answers_within_its_schema(services: Services):
         @given(case=operation.as_strategy())
         @EXAMPLES
         def refused(case) -> None:
-            assert case.call().status_code == 401
+            assert case.call().status_code in (401, 429)  # 429: too many wrong tokens
 
         refused()

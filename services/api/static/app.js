@@ -6,6 +6,7 @@ const { el } = soundhive;
 const SOURCES_POLL_MS = 1000;
 const SINKS_POLL_MS = 2000;
 const FEED_MAX = 100;
+const STREAM_RETRY_MS = 5000; // after the stream was refused (EventSource then gives up)
 const LEVEL_FLOOR_DBFS = -60; // the meter's empty end
 const STATE_ICONS = {
   running: "▶", retrying: "↻", finished: "✓", failed: "✕",
@@ -136,7 +137,12 @@ async function loadRecentEvents() {
   if (result.ok) result.body.events.slice().reverse().forEach(upsertEvent);
 }
 
+const liveFeed = { stream: null, retry: null };
+
+// (Re)open the live feed with the tab's current token.
 function followStream() {
+  if (liveFeed.stream) liveFeed.stream.close();
+  clearTimeout(liveFeed.retry);
   // EventSource cannot send an Authorization header: with SOUNDHIVE_API_READ_AUTH=1 the stream
   // takes the token as a query parameter (the api does not log URLs).
   const token = soundhive.apiToken();
@@ -146,8 +152,17 @@ function followStream() {
   stream.addEventListener("start", receive);
   stream.addEventListener("end", receive);
   stream.onopen = () => setStreamState("live", "live");
-  // EventSource reconnects by itself, sending Last-Event-ID.
-  stream.onerror = () => setStreamState("connecting", "reconnecting…");
+  stream.onerror = () => {
+    if (stream.readyState === EventSource.CONNECTING) {
+      setStreamState("connecting", "reconnecting…"); // by itself, sending Last-Event-ID
+      return;
+    }
+    // Refused (401 without the token, 503): EventSource gives up; a token entered in the
+    // prompt reconnects at once, else try again later.
+    setStreamState("lost", "disconnected: retrying…");
+    liveFeed.retry = setTimeout(followStream, STREAM_RETRY_MS);
+  };
+  liveFeed.stream = stream;
 }
 
 // ---- notifier sinks ----
@@ -281,6 +296,20 @@ function setUpConfigForm() {
   loadConfig();
 }
 
+// ---- a new API token (the prompt, or the form's field): everything again with it ----
+
+function useNewToken() {
+  refreshSources();
+  refreshSinks();
+  loadRecentEvents().finally(followStream);
+  const field = document.getElementById("api-token");
+  if (field.value !== soundhive.apiToken()) { // entered in the prompt
+    field.value = soundhive.apiToken();
+    loadConfig();
+  }
+}
+
+soundhive.onApiToken(useNewToken);
 poll(refreshSources, SOURCES_POLL_MS);
 poll(refreshSinks, SINKS_POLL_MS);
 loadRecentEvents().finally(followStream);

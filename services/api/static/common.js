@@ -1,7 +1,9 @@
-// Helpers shared by the dashboard (app.js) and the events page (events.js).
+// Helpers shared by the dashboard (app.js) and the events page (events.js): requests with the
+// tab's API token, the prompt that asks for it, formatting.
 "use strict";
 
 const API_TOKEN_KEY = "soundhive.apiToken";
+const TOKEN_EVENT = "soundhive:token"; // dispatched on window when the tab's token changes
 
 const soundhive = {
   apiToken() {
@@ -11,10 +13,16 @@ const soundhive = {
   setApiToken(token) {
     if (token) sessionStorage.setItem(API_TOKEN_KEY, token);
     else sessionStorage.removeItem(API_TOKEN_KEY);
+    window.dispatchEvent(new Event(TOKEN_EVENT));
+  },
+
+  // Run `handler` each time the tab's API token changes (the prompt, the dashboard's field).
+  onApiToken(handler) {
+    window.addEventListener(TOKEN_EVENT, handler);
   },
 
   // fetch() against the API with JSON in and out; resolves to {ok, status, body}, with
-  // status 0 when the server cannot be reached.
+  // status 0 when the server cannot be reached. A 401 asks for the token (tokenPrompt).
   async request(path, options = {}) {
     const headers = { Accept: "application/json" };
     const token = soundhive.apiToken();
@@ -32,6 +40,9 @@ const soundhive = {
       return { ok: false, status: 0, body: { detail: "cannot reach the server" } };
     }
     const body = await response.json().catch(() => null);
+    if (response.status === 401 || response.status === 429) {
+      tokenPrompt.refused(token, response.status, body && body.detail);
+    }
     if (body === null) {
       return { ok: false, status: response.status, body: { detail: "the answer is not JSON" } };
     }
@@ -103,3 +114,61 @@ const soundhive = {
     return bar;
   },
 };
+
+// The API token prompt, above the page: shown when a request answers 401 (or 429: too many
+// wrong tokens) and left there, not asked again, until a token is entered. A refused token is
+// forgotten at once: each request sent with it would count against this address.
+const tokenPrompt = {
+  form: null,
+
+  // A request sent with the token `sent` ("" for none) was answered `status`, `detail` why.
+  refused(sent, status, detail) {
+    if (sent !== soundhive.apiToken()) return; // sent before the token changed
+    if (sent) soundhive.setApiToken("");
+    const form = tokenPrompt.form || tokenPrompt.create();
+    if (status === 429 || sent) { // kept while the requests that follow, tokenless, are refused
+      form.querySelector(".result").textContent =
+        status === 429 ? `${detail}.` : "The server refused that token.";
+    }
+    form.hidden = false;
+  },
+
+  create() {
+    const { el } = soundhive;
+    const input = el("input", {
+      id: "token-prompt-input", name: "token", type: "password", autocomplete: "off",
+      required: true,
+    });
+    const form = el("form", { id: "token-prompt", className: "panel token-prompt", hidden: true },
+      el("label", { htmlFor: input.id }, "This server needs its API token ",
+        el("small", {}, "(kept in this browser tab only)")),
+      el("div", { className: "form-actions" }, input,
+        el("button", { type: "submit" }, "Use token"),
+        el("p", { className: "result error", role: "status" })));
+    form.setAttribute("aria-label", "API token");
+    form.addEventListener("submit", (submit) => {
+      submit.preventDefault();
+      const token = input.value.trim();
+      input.value = "";
+      if (token) soundhive.setApiToken(token);
+    });
+    document.querySelector("header").after(form);
+    tokenPrompt.form = form;
+    return form;
+  },
+};
+
+soundhive.onApiToken(() => {
+  if (tokenPrompt.form && soundhive.apiToken()) tokenPrompt.form.hidden = true;
+});
+
+// `soundhive up` prints the dashboard's URL with ?token=: the tab keeps the token, and the
+// address bar (so history and bookmarks) loses it.
+(function takeTokenFromUrl() {
+  const url = new URL(location.href);
+  const token = url.searchParams.get("token");
+  if (token === null) return;
+  url.searchParams.delete("token");
+  history.replaceState(history.state, "", url);
+  soundhive.setApiToken(token.trim());
+})();

@@ -71,6 +71,7 @@ async function fillLabelChoices() {
     .append(...result.body.labels.map((label) => el("option", { value: label })));
 }
 
+soundhive.onApiToken(() => location.reload()); // a token entered in the prompt: load again
 fillSourceChoices();
 fillLabelChoices();
 loadPage(null);
