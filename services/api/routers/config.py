@@ -20,6 +20,7 @@ from shared.devicehive import SCHEMES, where
 from shared.messages import MessageError, SinkStatus
 
 DEVICE_ID = re.compile(r"^[a-zA-Z0-9-]{1,128}$")
+MAX_URL = 500
 TOKENS = ("refresh_token", "access_token")
 # What a sink's state tells a reader without the token (its detail may quote a server).
 PUBLIC_DETAILS = {"failed": "refused by the server or misconfigured (the api token shows why)",
@@ -30,33 +31,14 @@ router = APIRouter()
 
 class DeviceHiveForm(BaseModel):
     """The dashboard's DeviceHive settings. A new URL needs its credentials; with the stored
-    URL, an empty or missing token keeps the one stored for it."""
+    URL, an empty or missing token keeps the one stored for it. The URL is checked by the
+    route (_checked_url): a validation error would echo it, and it may hold a password."""
 
-    url: str = Field(max_length=500)
+    url: str
     device_id: str = Field(max_length=128)
     notification: str = Field("sound_event", min_length=1, max_length=128)
     refresh_token: str | None = Field(None, max_length=8192)
     access_token: str | None = Field(None, max_length=8192)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        """Stored as where() shows it, so that the form sends back what it was shown."""
-        parts = urlsplit(url)
-        if parts.scheme not in SCHEMES or not parts.hostname:
-            raise ValueError("the DeviceHive URL is http(s)://host/... (REST) or "
-                             "ws(s)://host/... (WebSocket)")
-        if "@" in parts.netloc:
-            raise ValueError("the DeviceHive URL may not hold a user or password: enter the "
-                             "credentials in the token fields")
-        if parts.query or parts.fragment or url.rstrip("?#") != url:
-            raise ValueError("the DeviceHive URL takes no query or fragment")
-        try:
-            parts.port  # noqa: B018 (reading it checks it)
-        except ValueError:
-            raise ValueError("the DeviceHive URL's port is not a number from 0 to 65535") \
-                from None
-        return where(url)
 
     @field_validator("device_id")
     @classmethod
@@ -112,26 +94,52 @@ def store_devicehive_config(form: DeviceHiveForm, client: RedisClient,
                             settings: Settings) -> dict:
     """Store DeviceHive settings for the notifier (applied without a restart): the URL, device,
     notification and credentials replace the whole stored configuration."""
-    target = settings.devicehive
-    if not target.allows(form.url):
-        raise HTTPException(422, target.refusal(form.url))
+    url = _checked_url(form.url)
+    if not settings.devicehive.allows(url):
+        raise HTTPException(422, settings.devicehive.refusal(url))
     given = {name: token for name in TOKENS if (token := getattr(form, name))}
 
     def replace(pipe: redis.client.Pipeline) -> None:
         stored = _decoded(pipe.hgetall(streams.DEVICEHIVE_CONFIG))
         kept = {name: stored[name] for name in TOKENS if stored.get(name)} \
-            if stored.get("url") == form.url else {}
+            if stored.get("url") == url else {}
         if not kept | given:
             raise HTTPException(422, "a new DeviceHive URL needs its own credentials: enter a "
                                      "refresh or an access token")
         pipe.multi()
         pipe.delete(streams.DEVICEHIVE_CONFIG)
         pipe.hset(streams.DEVICEHIVE_CONFIG, mapping={
-            "url": form.url, "device_id": form.device_id, "notification": form.notification,
+            "url": url, "device_id": form.device_id, "notification": form.notification,
             **kept, **given})
 
     client.transaction(replace, streams.DEVICEHIVE_CONFIG)
     return _devicehive_view(client, settings)
+
+
+def _checked_url(url: str) -> str:
+    """The form's URL as where() shows it (so that the form sends back what it was shown); 422
+    with one line, never quoting it, when it is not a DeviceHive URL."""
+    problem = _url_problem(url)
+    if problem:
+        raise HTTPException(422, f"the DeviceHive URL {problem}")
+    return where(url)
+
+
+def _url_problem(url: str) -> str | None:
+    if len(url) > MAX_URL:
+        return f"is longer than {MAX_URL} characters"
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        return "is http(s)://host/... (REST) or ws(s)://host/... (WebSocket)"
+    if "@" in parts.netloc:
+        return "may not hold a user or password: enter the credentials in the token fields"
+    if parts.query or parts.fragment or url.rstrip("?#") != url:
+        return "takes no query or fragment"
+    try:
+        parts.port  # noqa: B018 (reading it checks it)
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    return None
 
 
 def _head_info(client: redis.Redis) -> dict:
