@@ -65,7 +65,7 @@ def test_the_form_cannot_point_the_environments_credentials_at_another_host(
     wait_for(lambda: len(stub.notifications) == 1, WAIT_S, "the environment's configuration")
 
     refused = put_config(api, url=catcher.url)
-    assert refused.status_code == 422
+    assert refused.status_code == 400
     assert refused.json()["detail"] == (
         f"{catcher.url} is not on SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS "
         f"(127.0.0.1:{urlsplit(stub.rest_url).port})")
@@ -95,7 +95,7 @@ def test_a_new_url_needs_its_own_credentials_and_probes_learn_nothing(
     api = start(services, client, stub, SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS="127.0.0.1")
 
     refused = put_config(api, url=catcher.url)
-    assert refused.status_code == 422 and "needs its own credentials" in refused.json()["detail"]
+    assert refused.status_code == 400 and "needs its own credentials" in refused.json()["detail"]
     client.hset(streams.DEVICEHIVE_CONFIG, mapping={"url": catcher.url, "device_id": "x"})
     wait_for(lambda: "needs stored DeviceHive REFRESH_TOKEN" in devicehive_detail(api, AUTH)[1],
              WAIT_S, "the stored URL without credentials refused")
@@ -111,7 +111,7 @@ def test_a_new_url_needs_its_own_credentials_and_probes_learn_nothing(
     kept = put_config(api, url=stub.rest_url, device_id="form-mic", refresh_token="")
     assert kept.status_code == 200 and kept.json()["refresh_token_set"]  # same URL: kept
 
-    assert put_config(api, url=catcher.url, refresh_token="").status_code == 422
+    assert put_config(api, url=catcher.url, refresh_token="").status_code == 400
     moved = put_config(api, url=catcher.url, access_token="attackers-own-token")
     assert moved.json() == {"url": catcher.url, "device_id": "x", "notification": "sound_event",
                             "refresh_token_set": False, "access_token_set": True,
@@ -148,7 +148,7 @@ def test_a_url_password_is_never_logged_nor_shown(
     api = start(services, client, stub, SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS="127.0.0.1")
     with_password = catcher.url.replace("//", "//user:url-pw-SECRET@")
     refused = put_config(api, url=with_password, access_token="t")
-    assert refused.status_code == 422 and "url-pw-SECRET" not in refused.text
+    assert refused.status_code == 400 and "url-pw-SECRET" not in refused.text
     assert "may not hold a user or password" in refused.text
 
     client.hset(streams.DEVICEHIVE_CONFIG, mapping={"url": with_password, "device_id": "x",
@@ -161,3 +161,13 @@ def test_a_url_password_is_never_logged_nor_shown(
     logs = all_logs(tmp_path)
     assert "configuration changed (dashboard)" in logs
     assert not any("url-pw-SECRET" in text for text in (shown.text, sinks, logs))
+
+
+def test_without_allowed_hosts_the_form_sets_no_url(services: Services):
+    """No SOUNDHIVE_DEVICEHIVE_URL nor ALLOWED_HOSTS: the form may target nothing."""
+    api = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN)
+    refused = put_config(api, url="https://dh.example/api/rest", refresh_token="t")
+    assert refused.status_code == 400
+    assert refused.json()["detail"].startswith("the dashboard may not set a DeviceHive URL: "
+                                               "set SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS")
+    assert httpx.get(f"{api}/config/devicehive", headers=AUTH).json()["allowed_hosts"] == []

@@ -96,7 +96,7 @@ def store_devicehive_config(form: DeviceHiveForm, client: RedisClient,
     notification and credentials replace the whole stored configuration."""
     url = _checked_url(form.url)
     if not settings.devicehive.allows(url):
-        raise HTTPException(422, settings.devicehive.refusal(url))
+        raise HTTPException(400, settings.devicehive.refusal(url))
     given = {name: token for name in TOKENS if (token := getattr(form, name))}
 
     def replace(pipe: redis.client.Pipeline) -> None:
@@ -104,7 +104,7 @@ def store_devicehive_config(form: DeviceHiveForm, client: RedisClient,
         kept = {name: stored[name] for name in TOKENS if stored.get(name)} \
             if stored.get("url") == url else {}
         if not kept | given:
-            raise HTTPException(422, "a new DeviceHive URL needs its own credentials: enter a "
+            raise HTTPException(400, "a new DeviceHive URL needs its own credentials: enter a "
                                      "refresh or an access token")
         pipe.multi()
         pipe.delete(streams.DEVICEHIVE_CONFIG)
@@ -117,11 +117,11 @@ def store_devicehive_config(form: DeviceHiveForm, client: RedisClient,
 
 
 def _checked_url(url: str) -> str:
-    """The form's URL as where() shows it (so that the form sends back what it was shown); 422
+    """The form's URL as where() shows it (so that the form sends back what it was shown); 400
     with one line, never quoting it, when it is not a DeviceHive URL."""
     problem = _url_problem(url)
     if problem:
-        raise HTTPException(422, f"the DeviceHive URL {problem}")
+        raise HTTPException(400, f"the DeviceHive URL {problem}")
     return where(url)
 
 
