@@ -83,6 +83,7 @@ def test_dashboard_and_history_in_chromium(api_url: str, services: Services, cli
     submit_the_devicehive_form(wall, api_url)
     wall.screenshot(path=screenshots / "dashboard-form-1920x1080.png", full_page=True)
     reload_keeps_the_api_token(wall)
+    see_the_sinks_last_error_with_the_token(wall)
 
     phone = open_page(browser, api_url, PHONE, js_errors)
     expect(phone.locator(".tile")).to_have_count(len(CLIPS))
@@ -158,6 +159,13 @@ def submit_the_devicehive_form(page: Page, api_url: str) -> None:
     stored = httpx.get(f"{api_url}/config/devicehive",
                        headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
     assert stored["refresh_token_set"] and stored["device_id"] == "soundhive-test"
+
+
+def see_the_sinks_last_error_with_the_token(page: Page) -> None:
+    """The api allows devicehive.example, the notifier (its own allow-list: the environment's
+    host) refuses it; the error itself shows only to holders of the token."""
+    sink = page.locator(".sink", has=page.locator("h3", has_text="devicehive"))
+    expect(sink.locator(".detail")).to_contain_text("not on SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS")
 
 
 def reload_keeps_the_api_token(page: Page) -> None:
