@@ -58,8 +58,9 @@ SOURCES_HASH = f"{PREFIX}:sources"
 SINKS_HASH = f"{PREFIX}:sinks"
 
 # Hash: the DeviceHive settings stored by the dashboard's form (url, device_id, notification,
-# refresh_token, access_token); the notifier applies them without a restart. They override the
-# SOUNDHIVE_DEVICEHIVE_* environment; the api never shows a token back.
+# refresh_token, access_token); the notifier applies them without a restart. With a URL they
+# replace the SOUNDHIVE_DEVICEHIVE_* environment's configuration as a whole (the environment's
+# credentials never go to a stored URL); the api never shows a token back.
 DEVICEHIVE_CONFIG = f"{PREFIX}:config:devicehive"
 
 # Sorted set: source id -> unix time since which its sequence waits for a missing chunk.

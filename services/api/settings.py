@@ -9,9 +9,11 @@ from shared.config import (
     DEFAULT_REDIS_URL,
     CommaSeparated,
     SettingsModel,
+    internal_field,
     model_field,
     secret_field,
 )
+from shared.devicehive import DeviceHiveTarget
 
 
 class ApiSettings(SettingsModel):
@@ -34,6 +36,7 @@ class ApiSettings(SettingsModel):
     cors_origins: CommaSeparated = Field(
         (), description="Comma-separated origins allowed to call the API from a browser.")
     model: str = model_field()
+    devicehive: DeviceHiveTarget = internal_field(default_factory=DeviceHiveTarget)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -25,14 +25,17 @@ will not register (400: bad id) and a refused notification name (403: `$device-a
 `$device-update` are the server's) hold the events, the sink `failed` with the server's reason,
 until the configuration is fixed; another 4xx refuses the event for good, a 5xx is retried.
 
-Configuration: the SOUNDHIVE_DEVICEHIVE_* environment (settings.DeviceHiveSettings: URL,
-REFRESH_TOKEN | ACCESS_TOKEN | LOGIN + PASSWORD, DEVICE_ID, NOTIFICATION; each secret may also
-come from a file, NAME_FILE), overridden field by field by what the dashboard stores
-(streams.DEVICEHIVE_CONFIG: url, device_id, notification, refresh_token, access_token). The
-store is read every
-CONFIG_POLL_S: a change closes the session and the next event opens one with the new settings,
-no restart. Without a URL the sink is disabled (events pass it by). A bad environment is a
-one-line error at start; a bad stored configuration is the sink's `failed` status.
+Configuration: one unit (URL, credentials, device, notification name), either the
+SOUNDHIVE_DEVICEHIVE_* environment's (settings.DeviceHiveSettings: URL, REFRESH_TOKEN |
+ACCESS_TOKEN | LOGIN + PASSWORD, DEVICE_ID, NOTIFICATION; each secret may also come from a
+file, NAME_FILE) or, when the dashboard stored a URL, all of the store's (streams.
+DEVICEHIVE_CONFIG: url, device_id, notification, refresh_token, access_token), never a mix: a
+stored URL never receives the environment's credentials. A stored URL must be on
+SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS (checked again here: others may write Redis). The store is
+read every CONFIG_POLL_S: a change closes the session and the next event opens one with the new
+settings, no restart. Without a URL the sink is disabled (events pass it by). A bad environment
+is a one-line error at start; a bad or refused stored configuration is the sink's `failed`
+status.
 """
 
 import json
@@ -50,9 +53,10 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable
-from services.notifier.settings import DeviceHiveSettings, where
+from services.notifier.settings import DeviceHiveSettings
 from shared import streams
 from shared.config import ConfigError
+from shared.devicehive import where
 from shared.messages import Event
 
 log = logging.getLogger("soundhive.notifier.devicehive")
@@ -293,18 +297,25 @@ class DeviceHiveSink:
         if now < self._next_poll:
             return
         self._next_poll = now + CONFIG_POLL_S
-        config = self.env.merged(self.redis.hgetall(streams.DEVICEHIVE_CONFIG))
+        config = self.env.in_force(self.redis.hgetall(streams.DEVICEHIVE_CONFIG))
         if config == self.config:
             return
         self.close()
         self.config = config
-        self._problem = None
-        if config.url:
-            try:
-                config.check("stored DeviceHive ")
-            except ConfigError as exc:
-                self._problem = f"bad configuration: {exc}"
-        log.info("DeviceHive configuration changed: %s", config.public())
+        self._problem = None if config is self.env else self._refusal(config)
+        log.info("DeviceHive configuration changed (%s): %s",
+                 "environment" if config is self.env else "dashboard", config.public())
+
+    def _refusal(self, stored: DeviceHiveSettings) -> str | None:
+        """Why a stored configuration cannot be used (None: it can). The allow-list is the
+        environment's: a stored URL never allows itself."""
+        if not self.env.allows(stored.url):
+            return f"refused configuration: {self.env.refusal(stored.url)}"
+        try:
+            stored.check("stored DeviceHive ")
+        except ConfigError as exc:
+            return f"bad configuration: {exc}"
+        return None
 
     def close(self) -> None:
         if self._session is not None:

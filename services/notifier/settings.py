@@ -19,11 +19,14 @@ from shared.config import (
     metrics_port_field,
     secret_field,
 )
+from shared.devicehive import SCHEMES, DeviceHiveTarget, where
 from shared.messages import Event
 
 KINDS = ("start", "end")
 DEVICE_ID = re.compile(r"[a-zA-Z0-9-]+")
-STORED_FIELDS = ("url", "device_id", "notification", "refresh_token", "access_token")
+# One configuration: all of it from the environment or all of it from the dashboard's store.
+UNIT_FIELDS = ("url", "device_id", "notification", "refresh_token", "access_token", "login",
+               "password")
 
 Labels = Annotated[frozenset[str], NoDecode]
 
@@ -31,13 +34,6 @@ Labels = Annotated[frozenset[str], NoDecode]
 def default_device_id() -> str:
     return "soundhive-" + (re.sub(r"[^a-zA-Z0-9-]+", "-", socket.gethostname()).strip("-")
                            or "host")
-
-
-def where(url: str) -> str:
-    """A URL as logs and errors show it: no user, password or query (they may be secrets)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}" \
-           f"{parts.path}"
 
 
 class Filter(SettingsModel):
@@ -78,15 +74,13 @@ class Filter(SettingsModel):
                 and names.isdisjoint(self.exclude_labels) and event.score >= self.min_score)
 
 
-class DeviceHiveSettings(Filter):
+class DeviceHiveSettings(Filter, DeviceHiveTarget):
     """DeviceHive: where, as which device, and the credentials (a refresh token, an access
-    token, or a login and password). The dashboard may override url, device_id,
-    notification and the tokens at run time (merged)."""
+    token, or a login and password). The dashboard may replace the whole configuration at run
+    time (in_force), on an allowed host only."""
 
     model_config = SettingsConfigDict(env_prefix="SOUNDHIVE_DEVICEHIVE_")
 
-    url: str = Field("", description="http(s)://host/api/rest or ws(s)://host/api/websocket; "
-                     "empty: the sink waits for the dashboard's configuration.")
     device_id: str = Field(default_factory=default_device_id,
                            description="The device the notifications belong to "
                            "([a-zA-Z0-9-]+; default soundhive-<host>).")
@@ -102,16 +96,22 @@ class DeviceHiveSettings(Filter):
             self.check(self.env_name("url").removesuffix("URL"))
         return self
 
-    def merged(self, stored: dict[bytes, bytes]) -> "DeviceHiveSettings":
-        """The dashboard's non-empty fields over these."""
-        changes = {name: stored[name.encode()].decode().strip() for name in STORED_FIELDS
-                   if stored.get(name.encode(), b"").strip()}
-        return self.model_copy(update=changes)
+    def in_force(self, stored: dict[bytes, bytes]) -> "DeviceHiveSettings":
+        """The dashboard's configuration when it stored a URL, else this one. Stored, every
+        field of the unit is the store's or its default, never this environment's: a stored
+        URL never receives the environment's credentials."""
+        values = {key.decode(): value.decode().strip() for key, value in stored.items()}
+        if not values.get("url"):
+            return self
+        fields = type(self).model_fields
+        return self.model_copy(update={
+            name: values.get(name) or fields[name].get_default(call_default_factory=True)
+            for name in UNIT_FIELDS})
 
     def check(self, prefix: str = "") -> None:
         """Raise ConfigError (one line, naming the setting) for what can never work."""
         scheme = urlsplit(self.url).scheme
-        if scheme not in ("http", "https", "ws", "wss") or not urlsplit(self.url).hostname:
+        if scheme not in SCHEMES or not urlsplit(self.url).hostname:
             raise ConfigError(f"{prefix}URL must be http(s)://host/api/rest or "
                               f"ws(s)://host/api/websocket, got {where(self.url)!r}")
         if not DEVICE_ID.fullmatch(self.device_id):
@@ -124,9 +124,9 @@ class DeviceHiveSettings(Filter):
                               f"or {prefix}LOGIN and {prefix}PASSWORD")
 
     def public(self) -> dict[str, str]:
-        """What may be logged: the destination, no token, no password."""
-        return {name: getattr(self, name) for name in ("url", "device_id", "notification",
-                                                        "login")}
+        """What may be logged: the destination (without userinfo), no token, no password."""
+        return {"url": where(self.url), "device_id": self.device_id,
+                "notification": self.notification, "login": self.login}
 
 
 class MqttSettings(Filter):

@@ -135,7 +135,8 @@ def test_sse_resumes_with_last_event_id_without_loss_or_repeat(
 
 def test_uploads_auth_and_devicehive_settings(services: Services, clips_dir: Path,
                                               tmp_path: Path):
-    url = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN, SOUNDHIVE_API_MAX_UPLOAD_MB="1")
+    url = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN, SOUNDHIVE_API_MAX_UPLOAD_MB="1",
+                    SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS="dh.example")
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     def classify(name: str, body: bytes, field: str = "file", headers=auth) -> httpx.Response:
@@ -174,14 +175,16 @@ def test_uploads_auth_and_devicehive_settings(services: Services, clips_dir: Pat
     assert httpx.put(f"{url}/config/devicehive", json=form).status_code == 401
     stored = httpx.put(f"{url}/config/devicehive", json=form, headers=auth).json()
     assert stored == {"url": form["url"], "device_id": "hall-1", "notification": "sound_event",
-                      "refresh_token_set": True, "access_token_set": False}
+                      "refresh_token_set": True, "access_token_set": False,
+                      "allowed_hosts": ["dh.example"]}
     again = httpx.put(f"{url}/config/devicehive", json={**form, "refresh_token": ""},
                       headers=auth).json()
     assert again["refresh_token_set"]  # an empty token field keeps the stored one
     shown = httpx.get(f"{url}/config/devicehive", headers=auth)
     assert "rt-secret" not in shown.text
-    for bad in ({**form, "device_id": "hall 1"}, {**form, "url": "ftp://x"}):
-        assert httpx.put(f"{url}/config/devicehive", json=bad, headers=auth).status_code == 422
+    for bad, code in (({**form, "device_id": "hall 1"}, 422), ({**form, "url": "ftp://x"}, 400),
+                      ({**form, "url": "https://elsewhere.example/api/rest"}, 400)):
+        assert httpx.put(f"{url}/config/devicehive", json=bad, headers=auth).status_code == code
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert TOKEN not in logs and "rt-secret" not in logs
 

@@ -39,7 +39,8 @@ def api_url(services: Services) -> str:
     services.start("classifier")
     services.start("notifier", SOUNDHIVE_DEVICEHIVE_URL=f"http://127.0.0.1:{free_port()}/api/rest",
                    SOUNDHIVE_DEVICEHIVE_ACCESS_TOKEN="unused")
-    return start_api(services, SOUNDHIVE_API_TOKEN=API_TOKEN)
+    return start_api(services, SOUNDHIVE_API_TOKEN=API_TOKEN,
+                     SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS="devicehive.example")
 
 
 @pytest.fixture
@@ -88,6 +89,7 @@ def test_dashboard_and_history_in_chromium(api_url: str, services: Services, cli
     submit_the_devicehive_form(wall, api_url)
     wall.screenshot(path=screenshots / "dashboard-form-1920x1080.png", full_page=True)
     reload_keeps_the_api_token(wall)
+    see_the_sinks_last_error_with_the_token(wall)
 
     phone = open_page(browser, api_url, PHONE, js_errors)
     expect(phone.locator(".tile")).to_have_count(len(CLIPS))
@@ -151,10 +153,25 @@ def submit_the_devicehive_form(page: Page, api_url: str) -> None:
     expect(page.locator("#dh-access-token-state")).to_have_text("not set")
     expect(page.locator("#dh-refresh-token")).to_have_value("")
     expect(page.locator("#dh-url")).to_have_value("https://devicehive.example/api/rest")
+    expect(page.locator("#dh-allowed-hosts")).to_have_text("Allowed servers: devicehive.example.")
     assert DEVICEHIVE_TOKEN not in page.content()
+
+    page.fill("#dh-url", "https://devicehive.example/other/api/rest")  # its tokens stay behind
+    expect(page.locator("#dh-refresh-token")).to_have_attribute(
+        "placeholder", re.compile("needed for a new URL"))
+    page.click("#devicehive-form button[type=submit]")
+    expect(result).to_contain_text("A new server URL needs its credentials")
+    page.fill("#dh-url", "https://devicehive.example/api/rest")
     stored = httpx.get(f"{api_url}/config/devicehive",
                        headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
     assert stored["refresh_token_set"] and stored["device_id"] == "soundhive-test"
+
+
+def see_the_sinks_last_error_with_the_token(page: Page) -> None:
+    """The api allows devicehive.example, the notifier (its own allow-list: the environment's
+    host) refuses it; the error itself shows only to holders of the token."""
+    sink = page.locator(".sink", has=page.locator("h3", has_text="devicehive"))
+    expect(sink.locator(".detail")).to_contain_text("not on SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS")
 
 
 def reload_keeps_the_api_token(page: Page) -> None:

@@ -1,12 +1,13 @@
 """Fixtures of the notifier tests (redis_server and services come from tests/conftest.py): a
-real Mosquitto, an MQTT subscriber, a webhook receiver and the DeviceHive stub."""
+real Mosquitto, an MQTT subscriber, a webhook receiver, the DeviceHive stub and an attacker's
+catcher server."""
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from devicehive_stub import DeviceHiveStub
-from notifier_helpers import Mosquitto, MqttCollector, WebhookReceiver
+from notifier_helpers import Catcher, Mosquitto, MqttCollector, WebhookReceiver
 from pipeline_helpers import wait_for
 
 
@@ -42,3 +43,10 @@ def stub() -> Iterator[DeviceHiveStub]:
     stub.start()
     yield stub
     stub.stop()
+
+
+@pytest.fixture
+def catcher() -> Iterator[Catcher]:
+    server = Catcher()
+    yield server
+    server.stop()

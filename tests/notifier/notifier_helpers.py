@@ -137,3 +137,51 @@ class WebhookReceiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@dataclass
+class Caught:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def text(self) -> str:
+        return f"{self.method} {self.path} {self.headers} {self.body!r}"
+
+
+class Catcher:
+    """An attacker's HTTP server: records every request and refuses it with a 401 whose message
+    (ANSWER) an SSRF probe would like to read back."""
+
+    ANSWER = "catcher-answer-8d2f"
+
+    def __init__(self) -> None:
+        self.requests: list[Caught] = []
+        catcher = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                catcher.requests.append(Caught(self.command, self.path, dict(self.headers),
+                                               body))
+                answer = json.dumps({"error": 401, "message": Catcher.ANSWER}).encode()
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_POST = do_PUT = _record
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/api/rest"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

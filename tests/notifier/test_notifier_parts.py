@@ -20,6 +20,7 @@ from services.notifier.settings import (
     WebhookSettings,
 )
 from shared.config import ConfigError
+from shared.devicehive import DeviceHiveTarget
 from shared.messages import Event
 
 
@@ -85,11 +86,57 @@ def test_webhook_needs_a_secret_and_secrets_come_from_files(monkeypatch, tmp_pat
 
 
 def test_secrets_stay_out_of_the_config_repr():
-    config = DeviceHiveSettings(url="http://h/api/rest", device_id="dev", notification="n",
-                                refresh_token="R-SECRET", access_token="A-SECRET", login="me",
-                                password="P-SECRET")
+    config = DeviceHiveSettings(url="http://me:U-SECRET@h/api/rest", device_id="dev",
+                                notification="n", refresh_token="R-SECRET",
+                                access_token="A-SECRET", login="me", password="P-SECRET")
     shown = repr(config) + str(config.public())
-    assert not any(secret in shown for secret in ("R-SECRET", "A-SECRET", "P-SECRET"))
+    assert not any(secret in shown for secret in ("R-SECRET", "A-SECRET", "P-SECRET",
+                                                  "U-SECRET"))
+    assert config.public()["url"] == "http://h/api/rest"
+
+
+def test_a_stored_url_never_gets_the_environments_credentials():
+    env = DeviceHiveSettings(url="http://dh.example/api/rest", device_id="env-dev",
+                             notification="env-name", refresh_token="ENV-R",
+                             access_token="ENV-A", login="env-user", password="ENV-P")
+    assert env.in_force({}) is env and env.in_force({b"url": b" "}) is env
+    stored = env.in_force({b"url": b"http://other/api/rest", b"device_id": b"x"})
+    assert (stored.url, stored.device_id, stored.notification) == (
+        "http://other/api/rest", "x", "sound_event")
+    assert (stored.refresh_token, stored.access_token, stored.login, stored.password) == \
+        ("", "", "", "")
+    with pytest.raises(ConfigError, match="needs stored DeviceHive REFRESH_TOKEN"):
+        stored.check("stored DeviceHive ")
+    with_token = env.in_force({b"url": b"http://dh.example/api/rest", b"access_token": b"T"})
+    assert (with_token.access_token, with_token.refresh_token) == ("T", "")
+    assert with_token.device_id.startswith("soundhive-")  # the default, not the environment's
+
+
+@pytest.mark.parametrize(("target", "url", "allowed"), [
+    (DeviceHiveTarget(url="http://dh.example/api/rest"), "wss://DH.example/api/websocket", True),
+    (DeviceHiveTarget(url="http://dh.example/api/rest"), "http://dh.example.evil/api/rest",
+     False),
+    (DeviceHiveTarget(url="http://dh.example:8080/api/rest"), "http://dh.example/api/rest",
+     False),
+    (DeviceHiveTarget(url="http://dh.example:8080/x"), "ws://dh.example:8080/y", True),
+    (DeviceHiveTarget(), "http://dh.example/api/rest", False),
+    (DeviceHiveTarget(allowed_hosts=("a.example:443", "10.0.0.7")), "https://a.example/x", True),
+    (DeviceHiveTarget(allowed_hosts=("a.example:443",)), "http://a.example/x", False),
+    (DeviceHiveTarget(allowed_hosts=("10.0.0.7",)), "http://10.0.0.7:22/x", True),
+    (DeviceHiveTarget(allowed_hosts=("[::1]:80",)), "http://[::1]/x", True),
+    (DeviceHiveTarget(allowed_hosts=("a.example",)), "http://a.example:99999/x", False),
+    (DeviceHiveTarget(allowed_hosts=("a.example",)), "ftp://a.example/x", False),
+])
+def test_allowed_hosts(target: DeviceHiveTarget, url: str, allowed: bool):
+    assert target.allows(url) is allowed
+
+
+def test_allowed_hosts_errors_are_one_line(monkeypatch):
+    assert "set SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS" in DeviceHiveTarget().refusal("http://x/")
+    monkeypatch.setenv("SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS", "a.example,http://b/x")
+    with pytest.raises(ConfigError, match="SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS: each entry is "
+                                          "host or host:port"):
+        NotifierSettings()
 
 
 def test_notification_shape():

@@ -116,11 +116,12 @@ def test_events_reach_every_sink_and_the_last_will(
 
 def test_dashboard_configuration_applies_without_restart(
         services: Services, redis_server: RedisServer, stub: DeviceHiveStub):
-    """WebSocket; the stored settings override the environment: a bad device id and a
+    """WebSocket; the stored settings replace the environment's: a bad device id and a
     reserved notification name hold the events (status failed), fixing them lets them go."""
     client = redis_server.client()
     stub.access_ttl_s = 1.0  # expires during the test: the notifier refreshes it
-    start_notifier(services, client, {"devicehive"}, **sink_env())
+    start_notifier(services, client, {"devicehive"},
+                   **sink_env(SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS="127.0.0.1"))
     wait_for(lambda: statuses(client).get("devicehive", None) and
              statuses(client)["devicehive"].state == "disabled", WAIT_S, "devicehive disabled")
 

@@ -214,12 +214,37 @@ function explain(result) {
 }
 
 const CONFIG_FIELDS = ["url", "device_id", "notification"];
+const TOKEN_FIELDS = ["refresh_token", "access_token"];
+
+// The URL the stored tokens belong to: they are kept only while the URL stays the same.
+let storedUrl = "";
 
 function showTokenStates(config) {
+  storedUrl = config.url || "";
   document.getElementById("dh-refresh-token-state").textContent =
     config.refresh_token_set ? "set" : "not set";
   document.getElementById("dh-access-token-state").textContent =
     config.access_token_set ? "set" : "not set";
+  const hosts = config.allowed_hosts || [];
+  document.getElementById("dh-allowed-hosts").textContent = hosts.length
+    ? `Allowed servers: ${hosts.join(", ")}.`
+    : "No server may be set here: set SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS on the api and the "
+      + "notifier.";
+  showTokenHints();
+}
+
+// A new URL needs its own credentials: the stored ones stay with the stored URL.
+function urlChanged() {
+  return configForm().elements.url.value.trim() !== storedUrl;
+}
+
+function showTokenHints() {
+  const form = configForm();
+  for (const name of TOKEN_FIELDS) {
+    form.elements[name].placeholder = urlChanged()
+      ? "needed for a new URL (this or the other token)"
+      : "leave empty to keep";
+  }
 }
 
 // The stored configuration fills the fields left empty (what the user typed stays); tokens are
@@ -246,8 +271,7 @@ async function loadConfig() {
 function showSaved(config) {
   const form = configForm();
   for (const name of CONFIG_FIELDS) form.elements[name].value = config[name] || "";
-  form.elements.refresh_token.value = "";
-  form.elements.access_token.value = "";
+  for (const name of TOKEN_FIELDS) form.elements[name].value = "";
   showTokenStates(config);
 }
 
@@ -257,7 +281,7 @@ function configPayload(form) {
     device_id: form.elements.device_id.value.trim(),
     notification: form.elements.notification.value.trim(),
   };
-  for (const name of ["refresh_token", "access_token"]) {
+  for (const name of TOKEN_FIELDS) {
     const token = form.elements[name].value.trim();
     if (token) payload[name] = token;
   }
@@ -267,12 +291,19 @@ function configPayload(form) {
 async function saveConfig(submit) {
   submit.preventDefault();
   const form = configForm();
+  const payload = configPayload(form);
+  if (urlChanged() && !TOKEN_FIELDS.some((name) => payload[name])) {
+    setResult("A new server URL needs its credentials: enter a refresh or an access token.",
+      "error");
+    form.elements.refresh_token.focus();
+    return;
+  }
   const button = form.querySelector("button");
   button.disabled = true;
   setResult("Saving…", "note");
   try {
     const result = await soundhive.request("/config/devicehive",
-      { method: "PUT", json: configPayload(form) });
+      { method: "PUT", json: payload });
     if (result.ok) {
       showSaved(result.body);
       setResult("Saved: the notifier applies it without a restart.", "ok");
@@ -293,6 +324,7 @@ function setUpConfigForm() {
     loadConfig();
   });
   form.addEventListener("submit", saveConfig);
+  form.elements.url.addEventListener("input", showTokenHints);
   loadConfig();
 }
 
