@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.api.lockout import FAILURES_ALLOWED
 
 TOKEN = "auth-test-token"
-FORM = {"url": "https://dh.example/api/rest", "device_id": "hall-1"}
+FORM = {"url": "https://dh.example/api/rest", "device_id": "hall-1", "refresh_token": "r"}
+DEVICEHIVE = {"SOUNDHIVE_DEVICEHIVE_ALLOWED_HOSTS": "dh.example"}
 
 
 def writes(url: str, headers: dict[str, str]) -> list[int]:
@@ -45,7 +46,7 @@ def test_without_a_token_every_write_is_refused_and_exposure_is_warned(services:
 
 
 def test_wrong_tokens_lock_their_address_out(services: Services):
-    url = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN)
+    url = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN, **DEVICEHIVE)
     good, wrong = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer guess"}
     assert writes(url, good)[:2] == [200, 200]  # the upload is no audio: 400 past the token
     assert writes(url, {}) == [401] * 3  # no token sent: not an attempt
@@ -67,7 +68,7 @@ def test_wrong_tokens_lock_their_address_out(services: Services):
 
 def test_up_prints_a_dashboard_url_whose_token_its_api_takes(clips_dir: Path, tmp_path: Path):
     env = {k: v for k, v in os.environ.items()
-           if k != "REDIS_URL" and not k.startswith("SOUNDHIVE_API_TOKEN")}
+           if k != "REDIS_URL" and not k.startswith("SOUNDHIVE_API_TOKEN")} | DEVICEHIVE
     up = subprocess.Popen(
         [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir / 'dog.mp3'}",
          "--metrics-port-base", "0", "--api-port", "0", "--log-dir", str(tmp_path)],
