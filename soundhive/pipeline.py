@@ -47,6 +47,7 @@ from shared.config import (
     threads_per_replica,
 )
 from shared.messages import Event, MessageError
+from shared.redact import redact
 from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
 from soundhive.ports import free_port
@@ -196,7 +197,7 @@ def up(
             else threads_per_replica(features),
             "events_config": events_config.resolve() if events_config else None,
         }
-        stderr.print(f"soundhive up: dashboard and API at {api_url}, Redis {url}"
+        stderr.print(f"soundhive up: dashboard and API at {api_url}, Redis {redact(url)}"
                      + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
         client = bus.connect(url)
         processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
