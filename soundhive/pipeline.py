@@ -354,7 +354,7 @@ def _check_services(processes: list[ServiceProcess]) -> int | None:
             capture_status = code
             continue
         lines = service.log.read_text(errors="replace").strip().splitlines()
-        warn(f"{service.name} exited ({code}): {lines[-1] if lines else 'no output'}")
+        warn(f"{service.name} exited ({code}): {redact(lines[-1]) if lines else 'no output'}")
         raise typer.Exit(1)
     return capture_status
 

@@ -14,9 +14,11 @@ import soundfile
 from pipeline_helpers import REPO, RedisServer, Services, wait_for
 
 from services.capture.service import Chunker
+from services.capture.settings import CaptureSettings
 from services.capture.sources import SourceError, parse_sources
 from shared import streams
 from shared.audio import frame_patches, load_audio
+from shared.config import ConfigError
 from shared.messages import CHUNK_SAMPLES, PcmChunk, Prediction
 
 WAIT_S = 120
@@ -71,6 +73,13 @@ def test_named_sources_and_ids_without_secrets(clips_dir: Path):
         parse_sources(["rtsp://cam/stream?token=a", "rtsp://cam/stream?token=b"])
     with pytest.raises(SourceError) as bad:
         parse_sources(["url:ftp://admin:S3cret@cam/x"])
+    assert "S3cret" not in str(bad.value)
+
+
+def test_a_bad_sources_setting_is_not_echoed(monkeypatch):
+    monkeypatch.setenv("SOUNDHIVE_CAPTURE_SOURCES", '["url:rtsp://admin:S3cret@cam/x"')
+    with pytest.raises(ConfigError, match="SOUNDHIVE_CAPTURE_SOURCES: ") as bad:
+        CaptureSettings()
     assert "S3cret" not in str(bad.value)
 
 
