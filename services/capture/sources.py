@@ -147,7 +147,7 @@ def _url_blocks(url: str) -> Iterator[np.ndarray]:
     try:
         container = av.open(url, timeout=NETWORK_TIMEOUT_S)
     except (av.FFmpegError, OSError) as exc:
-        raise SourceError(f"cannot open {shown}: {_reason(exc)}") from None
+        raise SourceError(f"cannot open {shown}: {_without_url(exc)}") from None
     with container:
         if not container.streams.audio:
             raise SourceGone(f"{shown}: no audio stream")
@@ -157,10 +157,10 @@ def _url_blocks(url: str) -> Iterator[np.ndarray]:
                 for out in resampler.resample(frame):
                     yield out.to_ndarray().reshape(-1).astype(np.float32)
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"{shown}: {_reason(exc)}") from None
+            raise SourceError(f"{shown}: {_without_url(exc)}") from None
 
 
-def _reason(exc: Exception) -> str:
+def _without_url(exc: Exception) -> str:
     """What went wrong, without the URL PyAV appends to its messages (with its password)."""
     return redact(getattr(exc, "strerror", None) or one_line(exc))
 
