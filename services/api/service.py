@@ -16,8 +16,9 @@ def main(settings: ApiSettings) -> None:
     _check_port(settings.host, settings.port)
     log.info("api: http://%s:%d (auth: %s)", settings.host, settings.port,
              "token" if settings.token else "none")
+    # log_config=None: uvicorn's lines go through the service's (redacting) log handler.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, log_config=None)
 
 
 def _check_port(host: str, port: int) -> None:
