@@ -11,6 +11,7 @@ from services.registry import SERVICES
 from shared.config import ProcessSettings
 from shared.errors import UserError
 from shared.native import quiet_native_stderr
+from shared.redact import RedactingFormatter, redact
 
 
 def serve(name: str, **overrides: object) -> None:
@@ -28,16 +29,15 @@ def run_service(main: Callable[[], int | None]) -> None:
         process = ProcessSettings()
         if not process.verbose:
             quiet_native_stderr()
-        logging.basicConfig(
-            level=process.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=process.log_level.upper(), handlers=[handler])
         # numpy's BLAS would spin a thread per core for the classifier's small matrix products
         # and double its CPU; a service's parallelism is its replicas (and SOUNDHIVE_THREADS for
         # LiteRT).
         threadpool_limits(1, user_api="blas")
         status = main()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)

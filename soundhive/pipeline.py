@@ -48,6 +48,7 @@ from shared.config import (
     threads_per_replica,
 )
 from shared.messages import Event, MessageError
+from shared.redact import redact
 from shared.status import read_sources
 from soundhive.console import fail, stderr, warn
 from soundhive.ports import free_port
@@ -200,7 +201,7 @@ def up(
             else threads_per_replica(features),
             "events_config": events_config.resolve() if events_config else None,
         }
-        stderr.print(f"soundhive up: dashboard and API at {dashboard_url}, Redis {url}"
+        stderr.print(f"soundhive up: dashboard and API at {dashboard_url}, Redis {redact(url)}"
                      + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
         client = bus.connect(url)
         processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
@@ -366,7 +367,7 @@ def _check_services(processes: list[ServiceProcess]) -> int | None:
             capture_status = code
             continue
         lines = service.log.read_text(errors="replace").strip().splitlines()
-        warn(f"{service.name} exited ({code}): {lines[-1] if lines else 'no output'}")
+        warn(f"{service.name} exited ({code}): {redact(lines[-1]) if lines else 'no output'}")
         raise typer.Exit(1)
     return capture_status
 

@@ -19,8 +19,9 @@ def main(settings: ApiSettings) -> None:
              "token" if settings.token else "none")
     if (exposure := _exposure(settings)) is not None:
         log.warning(exposure)
+    # log_config=None: uvicorn's lines go through the service's (redacting) log handler.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, log_config=None)
 
 
 def _check_port(host: str, port: int) -> None:

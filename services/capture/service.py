@@ -48,6 +48,7 @@ from shared.messages import (
     PcmChunk,
     SourceStatus,
 )
+from shared.redact import redact
 
 log = logging.getLogger("soundhive.capture")
 
@@ -280,14 +281,14 @@ class SourceRunner:
     def _fail(self, exc: Exception) -> None:
         self.failed = True
         metrics.SOURCE_ERRORS.labels(self.spec.id, "permanent").inc()
-        self.publisher.status(self.spec.id, "failed", one_line(exc), seq=self.chunks - 1)
-        log.error("capture: source %s failed: %s", self.spec.id, one_line(exc))
+        self.publisher.status(self.spec.id, "failed", _reason(exc), seq=self.chunks - 1)
+        log.error("capture: source %s failed: %s", self.spec.id, _reason(exc))
 
     def _retry(self, exc: Exception, delay: float) -> None:
         metrics.SOURCE_ERRORS.labels(self.spec.id, "transient").inc()
-        self.publisher.status(self.spec.id, "retrying", one_line(exc), seq=self.chunks - 1)
+        self.publisher.status(self.spec.id, "retrying", _reason(exc), seq=self.chunks - 1)
         log.warning("capture: source %s failed: %s; retrying in %.0f s", self.spec.id,
-                    one_line(exc), delay)
+                    _reason(exc), delay)
         self.stopper.wait(delay)
 
     def _capture(self, offset0: float) -> None:
@@ -333,6 +334,12 @@ class SourceRunner:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = self.save_path / f"{name}-{stamp}-{self.session}.wav"
         return soundfile.SoundFile(path, "w", params.SAMPLE_RATE, 1, "PCM_16")
+
+
+def _reason(exc: Exception) -> str:
+    """A source's failure as its status shows it: one line, any URL in it redacted (an
+    unexpected error's message may hold the source's URL with its password)."""
+    return redact(one_line(exc))
 
 
 def main(settings: CaptureSettings) -> int:

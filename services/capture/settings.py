@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from services.capture.sources import SOURCE_FORMS
-from shared.config import Settings, internal_field, metrics_port_field
+from shared.config import Settings, internal_field, metrics_port_field, secret_field
 
 
 class CaptureSettings(Settings):
@@ -16,10 +16,10 @@ class CaptureSettings(Settings):
 
     service: str = internal_field(default="capture")
     metrics_port: int = metrics_port_field(9101)
-    sources: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), validation_alias="SOUNDHIVE_CAPTURE_SOURCES",
-        description=f"The sources, space-separated (or a JSON list): {SOURCE_FORMS}",
-        json_schema_extra={"flag": "--source"})
+    # A secret: URLs may carry passwords (never echoed in errors; also from a _FILE).
+    sources: Annotated[tuple[str, ...], NoDecode] = secret_field(
+        (), f"The sources, space-separated (or a JSON list): {SOURCE_FORMS}", flag="--source",
+        validation_alias="SOUNDHIVE_CAPTURE_SOURCES")
     fast: bool = Field(False, validation_alias="SOUNDHIVE_CAPTURE_FAST",
                        description="Replay files as fast as the pipeline takes them "
                        "(default: in real time).")

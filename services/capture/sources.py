@@ -1,10 +1,14 @@
 """Audio sources: microphones (PyAudio), files and folders, network streams (PyAV).
 
-`--source` forms (repeatable):
+`--source` forms (repeatable), each optionally NAME=FORM:
     mic               the default input device       mic:2 / mic:USB   by index / name part
     file:PATH         a file, or every audio file under a folder (one source per file)
     url:URL           anything FFmpeg opens (http://, https://, rtsp://, rtmp://, ... also
                       accepted without the `url:` prefix)
+A source's id (its name on the dashboard, in metrics, events and every sink) is its NAME
+(NAME/FILE for a folder's files), else mic:DEVICE, the file's name (its path under a folder),
+or the URL without its secrets (shared/redact.py). The real URL only opens the stream: every
+message that names it shows it redacted.
 Each source yields float32 mono 16 kHz blocks until it ends (a file, or a network stream that
 ends) or fails. A failure is SourceError (transient: the capture service retries the source with
 backoff; an unplugged device, an unreachable server) or SourceGone (permanent: a file that is
@@ -13,7 +17,7 @@ Microphones and network streams are live: they cannot wait for the pipeline.
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +25,19 @@ import soxr
 
 from shared import params
 from shared.audio import AudioError, find_audio_files, stream_audio
-from shared.errors import UserError
+from shared.errors import UserError, one_line
+from shared.redact import redact
 
 BLOCK_SAMPLES = params.SAMPLE_RATE // 10  # 0.1 s
 URL_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "rtp://", "udp://",
                "tcp://", "srt://")
 NETWORK_TIMEOUT_S = 10.0
-SOURCE_FORMS = "mic[:DEVICE], file:PATH (a file or folder) or url:URL (anything FFmpeg opens)."
+NAME_MAX = 64
+SOURCE_FORMS = (
+    "[NAME=]mic[:DEVICE], [NAME=]file:PATH (a file or folder) or [NAME=]url:URL (anything FFmpeg "
+    f"opens). NAME (up to {NAME_MAX} printable characters, no spaces or '=') is the source's id "
+    "on the dashboard, in metrics and in events; without one, a URL's id is the URL without "
+    "user:password@ and with secret parameters (token, key, password, sig...) masked.")
 
 
 class SourceError(UserError):
@@ -42,7 +52,7 @@ class SourceGone(SourceError):
 class SourceSpec:
     id: str
     kind: str  # "mic" | "file" | "url"
-    target: str  # device index or name ("" = default), file path, or URL
+    target: str = field(repr=False)  # device index or name ("" = default), file path, or URL
 
     @property
     def live(self) -> bool:
@@ -63,21 +73,52 @@ def parse_sources(texts: list[str]) -> list[SourceSpec]:
     seen: set[str] = set()
     for spec in specs:
         if spec.id in seen:
-            raise SourceError(f"two sources are both named {spec.id!r}")
+            raise SourceError(f"two sources are both named {spec.id!r}: give them names "
+                              "(NAME=url:...)")
         seen.add(spec.id)
     return specs
 
 
 def _parse(text: str) -> list[SourceSpec]:
+    name, form = _split_name(text)
+    specs = _parse_form(form)
+    if name is None:
+        return specs
+    if len(specs) == 1:
+        return [replace(specs[0], id=name)]
+    return [replace(spec, id=f"{name}/{spec.id}") for spec in specs]
+
+
+def _split_name(text: str) -> tuple[str | None, str]:
+    """NAME=FORM -> (NAME, FORM); a text that starts with a form has no name (its '=' belong to
+    a path or a URL's query)."""
+    if _starts_with_form(text) or "=" not in text:
+        return None, text
+    name, form = text.split("=", 1)
+    if not (0 < len(name) <= NAME_MAX and name.isprintable() and not any(
+            c.isspace() for c in name)):
+        raise SourceError(f"bad --source {redact(text)!r}: a NAME has 1 to {NAME_MAX} "
+                          "printable characters, no spaces or '='")
+    if not _starts_with_form(form):
+        raise SourceError(f"bad --source {redact(text)!r}: after {name}= comes "
+                          "mic[:DEVICE], file:PATH or url:URL")
+    return name, form
+
+
+def _starts_with_form(text: str) -> bool:
+    return text == "mic" or text.startswith(("mic:", "file:", "url:", *URL_SCHEMES))
+
+
+def _parse_form(text: str) -> list[SourceSpec]:
     if text == "mic" or text.startswith("mic:"):
         device = text[4:]
         return [SourceSpec(f"mic:{device or 'default'}", "mic", device)]
     if text.startswith("url:") or text.startswith(URL_SCHEMES):
         url = text.removeprefix("url:")
         if not url.startswith(URL_SCHEMES):
-            raise SourceError(f"bad --source {text!r}: a URL starts with one of "
+            raise SourceError(f"bad --source {redact(text)!r}: a URL starts with one of "
                               + ", ".join(URL_SCHEMES))
-        return [SourceSpec(url, "url", url)]
+        return [SourceSpec(redact(url), "url", url)]
     if text.startswith("file:"):
         path = Path(text[5:]).expanduser()
         if not text[5:]:
@@ -88,7 +129,8 @@ def _parse(text: str) -> list[SourceSpec]:
                 raise SourceError(f"bad --source {text!r}: no audio files in {path}")
             return [SourceSpec(str(f.relative_to(path)), "file", str(f)) for f in files]
         return [SourceSpec(path.name, "file", str(path))]
-    raise SourceError(f"bad --source {text!r}: use mic[:DEVICE], file:PATH or url:URL")
+    raise SourceError(f"bad --source {redact(text)!r}: use [NAME=]mic[:DEVICE], file:PATH or "
+                      "url:URL")
 
 
 def _file_blocks(path: Path) -> Iterator[np.ndarray]:
@@ -101,20 +143,26 @@ def _file_blocks(path: Path) -> Iterator[np.ndarray]:
 def _url_blocks(url: str) -> Iterator[np.ndarray]:
     import av
 
+    shown = redact(url)
     try:
         container = av.open(url, timeout=NETWORK_TIMEOUT_S)
     except (av.FFmpegError, OSError) as exc:
-        raise SourceError(f"cannot open {url}: {exc}") from None
+        raise SourceError(f"cannot open {shown}: {_without_url(exc)}") from None
     with container:
         if not container.streams.audio:
-            raise SourceGone(f"{url}: no audio stream")
+            raise SourceGone(f"{shown}: no audio stream")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=params.SAMPLE_RATE)
         try:
             for frame in container.decode(container.streams.audio[0]):
                 for out in resampler.resample(frame):
                     yield out.to_ndarray().reshape(-1).astype(np.float32)
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"{url}: {exc}") from None
+            raise SourceError(f"{shown}: {_without_url(exc)}") from None
+
+
+def _without_url(exc: Exception) -> str:
+    """What went wrong, without the URL PyAV appends to its messages (with its password)."""
+    return redact(getattr(exc, "strerror", None) or one_line(exc))
 
 
 def list_devices() -> list[dict]:

@@ -4,6 +4,7 @@ builds every layout (`kubectl kustomize`, when kubectl is installed), references
 every soundhive container's command, ports, env names and probe paths are what the services
 accept and serve (checked on the running compose stack)."""
 
+import base64
 import math
 import os
 import re
@@ -167,6 +168,21 @@ def test_configmap_and_secret_hold_settings_and_every_sink_secret(rendered):
     assert notifier_secrets <= passed, sorted(notifier_secrets - passed)
 
 
+def test_secret_settings_and_capture_sources_never_sit_in_a_configmap(rendered):
+    """Secrets (capture's sources among them: their URLs may carry passwords) come from
+    Secrets; every capture group gets its sources so."""
+    _, docs = rendered
+    secrets = {item.env for service in SERVICES.values()
+               for item in describe(service.settings) if item.secret}
+    assert "SOUNDHIVE_CAPTURE_SOURCES" in secrets
+    for name, configmap in by_kind(docs, "ConfigMap").items():
+        assert not secrets & set(configmap.get("data", {})), name
+    groups = [c for _, _, c in containers(docs) if c["args"] == ["soundhive", "serve", "capture"]]
+    assert groups
+    for container in groups:
+        assert env_of(container, docs)["SOUNDHIVE_CAPTURE_SOURCES"]
+
+
 def containers(docs: list[dict]):
     for workload in docs:
         if workload["kind"] not in ("Deployment", "StatefulSet"):
@@ -178,9 +194,17 @@ def containers(docs: list[dict]):
                     yield workload, kind, container
 
 
+def values_of(doc: dict) -> dict[str, str]:
+    """A ConfigMap's or Secret's values (a Secret's `data` is base64)."""
+    data = doc.get("data", {})
+    if doc["kind"] == "Secret":
+        data = {key: base64.b64decode(value).decode() for key, value in data.items()}
+    return {**data, **doc.get("stringData", {})}
+
+
 def env_of(container: dict, docs: list[dict]) -> dict[str, str]:
-    data = {d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
-            for d in docs if d["kind"] in ("ConfigMap", "Secret")}
+    data = {d["metadata"]["name"]: values_of(d) for d in docs
+            if d["kind"] in ("ConfigMap", "Secret")}
     env = {}
     for source in container.get("envFrom", []):
         env.update(data[(source.get("configMapRef") or source.get("secretRef"))["name"]])

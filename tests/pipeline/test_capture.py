@@ -14,9 +14,11 @@ import soundfile
 from pipeline_helpers import REPO, RedisServer, Services, wait_for
 
 from services.capture.service import Chunker
+from services.capture.settings import CaptureSettings
 from services.capture.sources import SourceError, parse_sources
 from shared import streams
 from shared.audio import frame_patches, load_audio
+from shared.config import ConfigError
 from shared.messages import CHUNK_SAMPLES, PcmChunk, Prediction
 
 WAIT_S = 120
@@ -48,9 +50,37 @@ def test_source_specs(clips_dir: Path, tmp_path: Path):
     assert kinds["dog.mp3"] == "file" and kinds["missing.wav"] == "file"
     assert kinds["mic:2"] == "mic"
     assert kinds["http://example.com/a.mp3"] == kinds["rtsp://cam/stream"] == "url"
-    for bad in ("microphone", "file:", f"file:{tmp_path}", "url:ftp://x"):
+    for bad in ("microphone", "file:", f"file:{tmp_path}", "url:ftp://x", "=mic",
+                "yard=nope:x", f"{'n' * 65}=mic", "a\tb=mic"):
         with pytest.raises(SourceError, match="bad --source"):
             parse_sources([bad])
+
+
+def test_named_sources_and_ids_without_secrets(clips_dir: Path):
+    url = "rtsp://admin:S3cret@cam/user=admin&password=S3cret&channel=1?token=T0k"
+    specs = parse_sources([f"yard=url:{url}", url.replace("cam", "cam2"), "Küche=mic:USB",
+                           f"farm=file:{clips_dir}", f"file:{clips_dir / 'dog.mp3'}",
+                           "file:/recordings/take=2.wav", "http://radio/live?token=T0k&a=b"])
+    ids = {spec.id: spec for spec in specs}
+    assert ids["yard"].target == url and ids["yard"].kind == "url"
+    assert "rtsp://cam2/user=***&password=***&channel=1?token=***" in ids
+    assert ids["Küche"].kind == "mic" and ids["Küche"].target == "USB"
+    assert "farm/dog.mp3" in ids and "dog.mp3" in ids and "take=2.wav" in ids
+    assert "http://radio/live?token=***&a=b" in ids
+    assert not any("S3cret" in repr(spec) or "T0k" in repr(spec) for spec in specs)
+    with pytest.raises(SourceError, match=re.escape(
+            "both named 'rtsp://cam/stream?token=***': give them names")):
+        parse_sources(["rtsp://cam/stream?token=a", "rtsp://cam/stream?token=b"])
+    with pytest.raises(SourceError) as bad:
+        parse_sources(["url:ftp://admin:S3cret@cam/x"])
+    assert "S3cret" not in str(bad.value)
+
+
+def test_a_bad_sources_setting_is_not_echoed(monkeypatch):
+    monkeypatch.setenv("SOUNDHIVE_CAPTURE_SOURCES", '["url:rtsp://admin:S3cret@cam/x"')
+    with pytest.raises(ConfigError, match="SOUNDHIVE_CAPTURE_SOURCES: ") as bad:
+        CaptureSettings()
+    assert "S3cret" not in str(bad.value)
 
 
 def test_bad_source_is_one_line_error():
@@ -58,7 +88,7 @@ def test_bad_source_is_one_line_error():
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: bad --source 'nope:x': use mic[:DEVICE], file:PATH or url:URL")
+        "error: bad --source 'nope:x': use [NAME=]mic[:DEVICE], file:PATH or url:URL")
 
 
 def test_unreadable_files_fail_once_while_others_run(
