@@ -42,6 +42,7 @@ class DataDir:
     def lock(self) -> None:
         try:
             self.redis.mkdir(parents=True, exist_ok=True)
+            self.redis.chmod(0o700)  # the stored DeviceHive tokens are in there
             lock = (self.path / LOCK_FILE).open("a+")
         except OSError as exc:
             raise DataDirError(f"data dir {self.path}: {exc.strerror}") from None
