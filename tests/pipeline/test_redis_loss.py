@@ -1,12 +1,19 @@
-"""Redis losing its data mid-run (FLUSHALL): the classifier counts as lost exactly the chunks
-that were never predicted, and every event open at the loss ends."""
+"""Redis losing its data mid-run (FLUSHALL, or a restart without persistence): the classifier
+counts as lost exactly the chunks that were never predicted, and every event open at the loss
+ends, at a sink too."""
 
+import json
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
+import redis
 import soundfile
 from pipeline_helpers import RedisServer, Services, captured_chunks, wait_for
 
@@ -33,8 +40,44 @@ def open_ids(events: list[Event]) -> set[str]:
     return {e.id for e in events if e.kind == "start"} - {e.id for e in events if e.kind == "end"}
 
 
-def test_a_flush_mid_run_counts_only_the_chunks_lost_and_ends_every_open_event(
-        redis_server: RedisServer, services: Services, clips_dir: Path, tmp_path: Path):
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A receiver on loopback: yields its URL and the events POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+
+
+def erase(client: redis.Redis, server: RedisServer, how: str) -> tuple[list, list]:
+    """The predictions and events there were, read at once with the loss."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xrange(streams.PREDICTIONS_STREAM)
+        pipe.xrange(streams.EVENTS_STREAM)
+        if how == "flush":
+            pipe.flushall()
+        predicted, events = pipe.execute()[:2]
+    if how == "restart":  # the workers are idle: nothing was written since the reading
+        server.stop()
+        server.start()
+    return predicted, events
+
+
+@pytest.mark.parametrize("how", ["flush", "restart"])
+def test_a_data_loss_mid_run_counts_only_the_chunks_lost_and_ends_every_open_event(
+        redis_server: RedisServer, services: Services, clips_dir: Path, tmp_path: Path,
+        webhook: tuple[str, list[dict]], how: str):
     sources = []
     for name in ("dog.mp3", "duck.mp3"):  # 12 s of animals each, replayed in real time
         sources.append(tmp_path / f"{name}.wav")
@@ -42,8 +85,12 @@ def test_a_flush_mid_run_counts_only_the_chunks_lost_and_ends_every_open_event(
     metrics_port = free_port()
     features = services.start("features")
     services.start("classifier", SOUNDHIVE_METRICS_PORT=str(metrics_port))
-    capture = services.start("capture", *[f"--source=file:{path}" for path in sources])
+    url, delivered = webhook
+    services.start("notifier", SOUNDHIVE_WEBHOOK_URLS=url, SOUNDHIVE_WEBHOOK_SECRET="s")
     client = redis_server.client()
+    wait_for(lambda: client.exists(streams.EVENTS_STREAM) and client.xinfo_groups(
+        streams.EVENTS_STREAM), WAIT_S, "the notifier's group")
+    capture = services.start("capture", *[f"--source=file:{path}" for path in sources])
 
     def events() -> list[Event]:
         return decoded(client.xrange(streams.EVENTS_STREAM), Event)
@@ -51,11 +98,7 @@ def test_a_flush_mid_run_counts_only_the_chunks_lost_and_ends_every_open_event(
     wait_for(lambda: open_ids(events()), WAIT_S, "an event to start")
     features.send_signal(signal.SIGSTOP)  # chunks pile up in the audio stream, events stay open
     time.sleep(2.5)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.xrange(streams.PREDICTIONS_STREAM)
-        pipe.xrange(streams.EVENTS_STREAM)
-        pipe.flushall()
-        predicted_before, events_before, _ = pipe.execute()
+    predicted_before, events_before = erase(client, redis_server, how)
     features.send_signal(signal.SIGCONT)
     open_at_flush = open_ids(decoded(events_before, Event))
     assert open_at_flush
@@ -71,7 +114,7 @@ def test_a_flush_mid_run_counts_only_the_chunks_lost_and_ends_every_open_event(
     wait_for(lambda: all((source, seq) in predicted() for source, seq in last.items()),
              WAIT_S, "each source's last chunk to be predicted")
     missing = chunks - predicted()
-    assert missing  # the flush erased the chunks waiting in the audio stream
+    assert missing  # the loss erased the chunks waiting in the audio stream
     assert lost_total(f"http://127.0.0.1:{metrics_port}/metrics") == len(missing)
     assert not open_ids(decoded(events_before, Event) + events())
     heard = {}  # each source's audio heard before the flush, up to (s)
@@ -79,3 +122,5 @@ def test_a_flush_mid_run_counts_only_the_chunks_lost_and_ends_every_open_event(
         heard[p.source] = max(heard.get(p.source, 0.0), p.offset + CHUNK_SAMPLES / SAMPLE_RATE)
     ends = {e.id: e for e in events() if e.kind == "end"}
     assert all(ends[i].end <= heard[ends[i].source] for i in open_at_flush)  # last heard then
+    wait_for(lambda: open_at_flush <= {e["event_id"] for e in delivered if e["kind"] == "end"},
+             WAIT_S, "the webhook to get the end of every event open at the loss")
