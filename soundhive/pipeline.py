@@ -7,9 +7,8 @@ and shows sources, levels, current top labels and recent events until Ctrl-C, SI
 SIGHUP (or, with --exit-when-done, until file sources are processed); every service and the
 embedded Redis stop with it. Exit status: 0 done, 1 a source or service failed, 2 a usage
 error, 3 Redis could not be started or was lost, 128 + N after signal N. Metrics and health on
-127.0.0.1:
-capture :9101, features :9102, classifier :9103, notifier :9104 (--metrics-port-base; further
-replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-port).
+127.0.0.1: capture :9101, features :9102, classifier :9103, notifier :9104 (--metrics-port-base;
+further replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-port).
 """
 
 import inspect
@@ -177,10 +176,11 @@ def up(
     events API and dashboard at http://127.0.0.1:8000.
 
     Stops on Ctrl-C, SIGTERM or SIGHUP, taking every service (and the embedded Redis) with it.
-    Exit status: 0 done, 1 a source or service failed, 2 a usage error, 3 Redis could not be
-    started or was lost, 128 + N after signal N.
     When stdout is not a terminal, each event is printed as it ends, one tab-separated line:
     source, label, start s, end s, peak score.
+
+    Exit status: 0 done, 1 a source or service failed, 2 a usage error, 3 Redis could not be
+    started or was lost, 128 + N after signal N.
     """
     try:
         parse_sources(source)

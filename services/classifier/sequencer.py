@@ -29,7 +29,9 @@ whose state is gone from the last state it committed itself:
   - every open event ends, with the time its sound was last heard (sinks get the end);
   - for RESYNC_S after the loss a gap is waited for only RESYNC_WAIT_S, not `timeout_s`: the
     streams the chunks travelled in are gone, so the only ones still to come are those a
-    features worker held when the loss struck, written within its batch time.
+    features worker held when the loss struck, written within its batch time (a batch slower
+    than that, or features replicas reordering a source's new chunks meanwhile, makes a chunk
+    skipped and counted rather than waited for).
 
 Whatever the waits, `lost` counts exactly the chunks never processed: a skipped chunk that turns
 up later is a duplicate (dropped). With several classifier replicas a source resumes from the
@@ -78,7 +80,7 @@ class SourceState(msgspec.Struct):
     window: list[bytes] = []  # recent embeddings, oldest first
     early: list[int] = []  # seqs waiting in the reorder hash
     gap_since: float | None = None  # unix time the source started waiting for next_seq
-    resync_until: float | None = None  # unix time: resync_after_loss's short waits end
+    resync_until: float | None = None  # unix time the short waits after a loss end
 
     def dumps(self) -> bytes:
         return ENCODER.encode({"version": STATE_VERSION, **msgspec.structs.asdict(self)})
