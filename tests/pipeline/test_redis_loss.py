@@ -2,12 +2,9 @@
 counts as lost exactly the chunks that were never predicted, and every event open at the loss
 ends, at a sink too."""
 
-import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,6 +12,7 @@ import numpy as np
 import pytest
 import redis
 import soundfile
+from notifier.notifier_helpers import WEBHOOK_SECRET, WebhookReceiver
 from pipeline_helpers import RedisServer, Services, captured_chunks, wait_for
 
 from shared import streams
@@ -41,23 +39,11 @@ def open_ids(events: list[Event]) -> set[str]:
 
 
 @pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    """A receiver on loopback: yields its URL and the events POSTed to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
 
 
 def erase(client: redis.Redis, server: RedisServer, how: str) -> tuple[list, list]:
@@ -77,7 +63,7 @@ def erase(client: redis.Redis, server: RedisServer, how: str) -> tuple[list, lis
 @pytest.mark.parametrize("how", ["flush", "restart"])
 def test_a_data_loss_mid_run_counts_only_the_chunks_lost_and_ends_every_open_event(
         redis_server: RedisServer, services: Services, clips_dir: Path, tmp_path: Path,
-        webhook: tuple[str, list[dict]], how: str):
+        webhook: WebhookReceiver, how: str):
     sources = []
     for name in ("dog.mp3", "duck.mp3"):  # 12 s of animals each, replayed in real time
         sources.append(tmp_path / f"{name}.wav")
@@ -85,8 +71,8 @@ def test_a_data_loss_mid_run_counts_only_the_chunks_lost_and_ends_every_open_eve
     metrics_port = free_port()
     features = services.start("features")
     services.start("classifier", SOUNDHIVE_METRICS_PORT=str(metrics_port))
-    url, delivered = webhook
-    services.start("notifier", SOUNDHIVE_WEBHOOK_URLS=url, SOUNDHIVE_WEBHOOK_SECRET="s")
+    services.start("notifier", SOUNDHIVE_WEBHOOK_URLS=webhook.url,
+                   SOUNDHIVE_WEBHOOK_SECRET=WEBHOOK_SECRET)
     client = redis_server.client()
     wait_for(lambda: client.exists(streams.EVENTS_STREAM) and client.xinfo_groups(
         streams.EVENTS_STREAM), WAIT_S, "the notifier's group")
@@ -122,5 +108,6 @@ def test_a_data_loss_mid_run_counts_only_the_chunks_lost_and_ends_every_open_eve
         heard[p.source] = max(heard.get(p.source, 0.0), p.offset + CHUNK_SAMPLES / SAMPLE_RATE)
     ends = {e.id: e for e in events() if e.kind == "end"}
     assert all(ends[i].end <= heard[ends[i].source] for i in open_at_flush)  # last heard then
-    wait_for(lambda: open_at_flush <= {e["event_id"] for e in delivered if e["kind"] == "end"},
+    wait_for(lambda: open_at_flush <= {r.body["event_id"] for r in webhook.received
+                                       if r.body["kind"] == "end"},
              WAIT_S, "the webhook to get the end of every event open at the loss")

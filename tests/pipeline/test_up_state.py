@@ -1,6 +1,6 @@
-"""`soundhive up` keeps its state in a data directory across runs, one `up` at a time; it stops
-on SIGINT even when started with SIGINT ignored; its exit status tells Redis lost (3) from a
-usage error (2)."""
+"""`soundhive up` keeps its state in a data directory across runs (DeviceHive settings, history,
+a sink's undelivered events), one `up` at a time; it stops on SIGINT even when started with
+SIGINT ignored; its exit status tells Redis lost (3) from a usage error (2)."""
 
 import os
 import re
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import redis
+from notifier.notifier_helpers import WEBHOOK_SECRET, WebhookReceiver
 from pipeline_helpers import REPO, wait_for
 
 from shared import streams
@@ -20,8 +21,8 @@ QUIET = ["--metrics-port-base", "0", "--api-port", "0"]
 
 
 def start_up(clips_dir: Path, tmp_path: Path, *options: str, clip: str = "dog.mp3",
-             preexec_fn=None) -> tuple[subprocess.Popen, Path]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+             preexec_fn=None, **env: str) -> tuple[subprocess.Popen, Path]:
+    env = {**{k: v for k, v in os.environ.items() if k != "REDIS_URL"}, **env}
     err = tmp_path / f"up-{len(list(tmp_path.glob('up-*.err')))}.err"
     with err.open("wb") as out:
         process = subprocess.Popen(
@@ -43,23 +44,32 @@ def stop(process: subprocess.Popen) -> None:
     assert process.wait(60) == 128 + signal.SIGTERM
 
 
+def events(client: redis.Redis) -> list[Event]:
+    return [Event.decode(fields[streams.MESSAGE_FIELD])
+            for _, fields in client.xrange(streams.EVENTS_STREAM)]
+
+
 def ended(client: redis.Redis) -> set[str]:
-    return {e.id for e in (Event.decode(fields[streams.MESSAGE_FIELD])
-                           for _, fields in client.xrange(streams.EVENTS_STREAM))
-            if e.kind == "end"}
+    return {e.id for e in events(client) if e.kind == "end"}
 
 
-def test_up_keeps_devicehive_settings_and_history_across_runs(clips_dir: Path, tmp_path: Path):
+def test_up_keeps_devicehive_settings_history_and_undelivered_events_across_runs(
+        clips_dir: Path, tmp_path: Path):
     data = tmp_path / "data"
-    first, err = start_up(clips_dir, tmp_path, "--data-dir", str(data))
+    webhook = WebhookReceiver()  # down during the first run
+    sink = {"SOUNDHIVE_WEBHOOK_URLS": webhook.url, "SOUNDHIVE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    first, err = start_up(clips_dir, tmp_path, "--data-dir", str(data), **sink)
     client = redis_of(err)
     history = wait_for(lambda: ended(client), WAIT_S, "the dog's events to end")
+    undelivered = {(e.id, e.kind) for e in events(client)}
     devicehive = {b"url": b"ws://127.0.0.1:9/api/websocket", b"device_id": b"door-mic"}
     client.hset(streams.DEVICEHIVE_CONFIG, mapping=devicehive)  # as the api stores the form
     detections = client.hgetall(streams.DETECTIONS_HASH)
     stop(first)
 
-    second, err = start_up(clips_dir, tmp_path, "--data-dir", str(data), clip="sheep.mp3")
+    webhook.start()
+    second, err = start_up(clips_dir, tmp_path, "--data-dir", str(data), clip="sheep.mp3",
+                           **sink)
     try:
         client = redis_of(err)
         assert client.hgetall(streams.DEVICEHIVE_CONFIG) == devicehive
@@ -73,8 +83,12 @@ def test_up_keeps_devicehive_settings_and_history_across_runs(clips_dir: Path, t
         assert third.stderr.strip().splitlines() == [
             f"error: data dir {data} is in use by another `soundhive up` (pid {second.pid}): "
             "stop it, or choose another --data-dir"]
+        wait_for(lambda: undelivered <= {(r.body["event_id"], r.body["kind"])
+                                         for r in webhook.received},
+                 WAIT_S, "the first run's events to reach the webhook")
     finally:
         stop(second)
+        webhook.stop()
     assert (data / "redis" / "appendonlydir").is_dir()
 
 
