@@ -15,8 +15,9 @@ from shared.errors import UserError
 
 LOCK_FILE = "up.lock"
 REDIS_FOLDER = "redis"
-# Raw audio passes through Redis: with AOF it reaches disk in the AOF's newest part until Redis
-# rewrites the file (keeping only the live data) past this size, or twice its last rewrite.
+# Raw audio passes through Redis: with AOF it stays on disk in the AOF's newest part until Redis
+# rewrites the file (keeping only the live data), once it is past this size and has doubled
+# since its last rewrite.
 AOF_REWRITE_MIN_SIZE = "32mb"
 PERSISTENCE = ("--appendfsync", "everysec", "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE)
 
