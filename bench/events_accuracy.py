@@ -256,7 +256,7 @@ def run_soundhive(folder: Path, events_config: Path | None, log: Path
                   ) -> dict[str, list[Detection]]:
     """`soundhive up` over every WAV in `folder` (one source each, named by file name)."""
     command = [sys.executable, "-m", "soundhive", "up", "--source", f"file:{folder}", "--fast",
-               "--exit-when-done", "--api-port", "0", "--metrics-port-base", "0"]
+               "--exit-when-done", "--ephemeral", "--api-port", "0", "--metrics-port-base", "0"]
     if events_config is not None:
         command += ["--events-config", str(events_config)]
     env = {k: v for k, v in os.environ.items() if k not in UNSET_FOR_UP}

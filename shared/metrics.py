@@ -111,6 +111,10 @@ CHUNKS_LOST = Counter(
     "Chunks a source's sequence skipped after waiting SOUNDHIVE_REORDER_TIMEOUT_S for them "
     "(dead-lettered upstream, or Redis lost them)",
 )
+REDIS_DATA_LOST = Counter(
+    "soundhive_redis_data_lost_total",
+    "Times a classifier found that Redis had lost its data (flushed, or restarted without it)",
+)
 
 # Notifier: labelled by sink (devicehive, mqtt, webhook).
 DELIVERY_OUTCOMES = ("delivered", "failed", "dead_lettered", "filtered", "rate_limited",

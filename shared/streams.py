@@ -63,6 +63,10 @@ SINKS_HASH = f"{PREFIX}:sinks"
 # credentials never go to a stored URL); the api never shows a token back.
 DEVICEHIVE_CONFIG = f"{PREFIX}:config:devicehive"
 
+# String: a random token the classifier writes where there is none. It goes only with all of
+# Redis's data (FLUSHALL, a restart without persistence): its change says the data was lost.
+EPOCH = f"{PREFIX}:epoch"
+
 # Sorted set: source id -> unix time since which its sequence waits for a missing chunk.
 REORDER_GAPS = f"{PREFIX}:reorder:gaps"
 

@@ -1,13 +1,14 @@
 """`soundhive up`, `soundhive serve SERVICE` and `soundhive devices`: the streaming pipeline.
 
 `up` runs capture, features, classifier, notifier and api as one process each against
---redis-url / REDIS_URL, or an embedded redis-server (redis_process.py: a unix socket, nothing
-kept on disk) when neither is set, and shows sources, levels, current top labels and recent
-events until Ctrl-C, SIGTERM or SIGHUP (or, with --exit-when-done, until file sources are
-processed); every service and the embedded Redis stop with it. Exit status: 0 done, 1 a source
-or service failed, 2 a usage error, 128 + N after signal N. Metrics and health on 127.0.0.1:
-capture :9101, features :9102, classifier :9103, notifier :9104 (--metrics-port-base; further
-replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-port).
+--redis-url / REDIS_URL, or an embedded redis-server (redis_process.py, on a unix socket) when
+neither is set, whose data is kept in a data directory (data_dir.py; --ephemeral: nothing kept),
+and shows sources, levels, current top labels and recent events until Ctrl-C, SIGINT, SIGTERM or
+SIGHUP (or, with --exit-when-done, until file sources are processed); every service and the
+embedded Redis stop with it. Exit status: 0 done, 1 a source or service failed, 2 a usage
+error, 3 Redis could not be started or was lost, 128 + N after signal N. Metrics and health on
+127.0.0.1: capture :9101, features :9102, classifier :9103, notifier :9104 (--metrics-port-base;
+further replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-port).
 """
 
 import inspect
@@ -35,6 +36,7 @@ from rich.live import Live
 from rich.table import Table
 
 from services.capture.sources import SOURCE_FORMS, SourceError, list_devices, parse_sources
+from services.classifier.events import Rules, RulesError
 from services.features.settings import FeaturesSettings
 from services.registry import SERVICES, Service
 from services.runner import serve as serve_service
@@ -50,7 +52,8 @@ from shared.config import (
 from shared.messages import Event, MessageError
 from shared.redact import redact
 from shared.status import read_sources
-from soundhive.console import fail, stderr, warn
+from soundhive.console import USAGE_ERROR, fail, stderr, warn
+from soundhive.data_dir import PERSISTENCE, DataDir, DataDirError, default_data_dir
 from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
@@ -58,6 +61,7 @@ SOURCE_HELP = SOURCE_FORMS + " Repeatable."
 SERVICE_START_S = 30.0
 NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
+REDIS_LOST = 3  # exit status of `up` when Redis could not be started or was lost
 
 
 def register(app: typer.Typer) -> None:
@@ -124,8 +128,13 @@ for _service in SERVICES.values():
     serve_app.command(_service.name)(_serve_command(_service))
 
 
+# SIGINT too: a shell that starts `up` in the background has it ignored, and then Python raises
+# no KeyboardInterrupt.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Interrupted(Exception):
-    """`up` got SIGTERM or SIGHUP (SIGINT is KeyboardInterrupt)."""
+    """`up` got one of STOP_SIGNALS."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -158,6 +167,12 @@ def up(
     exit_when_done: bool = typer.Option(
         False, "--exit-when-done",
         help="Stop once every file source has been processed (exit 1 if one failed)."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Where the embedded Redis keeps the DeviceHive settings, event "
+        "history and undelivered events across runs (default: $XDG_DATA_HOME/soundhive or "
+        "~/.local/share/soundhive); one `up` at a time per folder.", show_default=False),
+    ephemeral: bool = typer.Option(
+        False, "--ephemeral", help="Keep nothing: the embedded Redis's data goes with the run."),
 ) -> None:
     """Run the whole pipeline locally with a live view of sources, levels and labels, and the
     events API and dashboard at http://127.0.0.1:8000 (open the URL printed at start: it carries
@@ -166,31 +181,37 @@ def up(
     Stops on Ctrl-C, SIGTERM or SIGHUP, taking every service (and the embedded Redis) with it.
     When stdout is not a terminal, each event is printed as it ends, one tab-separated line:
     source, label, start s, end s, peak score.
+
+    Exit status: 0 done, 1 a source or service failed, 2 a usage error, 3 Redis could not be
+    started or was lost, 128 + N after signal N.
     """
     try:
         parse_sources(source)
     except SourceError as exc:
         fail(str(exc))
-    if events_config is not None and not events_config.is_file():
-        fail(f"{events_config}: no such events config file")
+    if events_config is not None:
+        _check_rules(events_config)
     # Capture starts last, once the notifier's groups exist: the first events reach every sink.
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
     api_token = _session_token()
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("api", {"token": api_token})]
     plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
     given_redis = _given_redis(redis_url)
+    data = _data_dir(given_redis, data_dir, ephemeral)
     ports = _ports(plan, metrics_port_base, api_port or free_port())
     api_url = f"http://127.0.0.1:{ports[[name for name, _ in plan].index('api')]}"
     dashboard_url = f"{api_url}/?token={api_token}" if api_token else api_url
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
-    embedded = None if given_redis else RedisProcess(run_dir)
+    embedded = None if given_redis else _embedded_redis(run_dir, data)
     processes: list[ServiceProcess] = []
     status, keep_logs = 0, log_dir is not None
     try:
+        if data is not None:
+            data.lock()
         if embedded is not None:
             embedded.start()
         url = given_redis or embedded.url  # type: ignore[union-attr]
@@ -204,23 +225,31 @@ def up(
         stderr.print(f"soundhive up: dashboard and API at {dashboard_url}, Redis {redact(url)}"
                      + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
         client = bus.connect(url)
+        if data is not None:
+            _forget_last_run(client)
         processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
         _wait_for_notifier(client, processes)
         processes += _start(plan[-1:], ports[-1:], shared_settings, logs)
         status = _watch(client, processes, exit_when_done)
-    except KeyboardInterrupt:
-        status = 128 + signal.SIGINT
     except Interrupted as stop:
         status = 128 + stop.signum
+    except DataDirError as exc:
+        warn(str(exc))
+        status = USAGE_ERROR
     except RedisProcessError as exc:
         warn(str(exc))
-        status = 2
+        status = REDIS_LOST
+    except bus.CONNECTION_ERRORS as exc:
+        warn(f"lost Redis: {exc}")
+        status, keep_logs = REDIS_LOST, True
     except typer.Exit as exit_:
         status, keep_logs = exit_.exit_code, True
     finally:
         _stop(processes)
         if embedded is not None:
             embedded.stop()
+        if data is not None:
+            data.release()
         if keep_logs and log_dir is None:
             shutil.move(logs, logs := Path(tempfile.mkdtemp(prefix="soundhive-logs-")) / "logs")
             stderr.print(f"service logs kept in {logs}")
@@ -235,6 +264,40 @@ def _session_token() -> str | None:
     if os.environ.get(variable) or os.environ.get(f"{variable}_FILE"):
         return None
     return secrets.token_urlsafe(32)
+
+
+def _check_rules(path: Path) -> None:
+    """The events config file, read now: a bad one is a usage error before anything starts."""
+    if not path.is_file():
+        fail(f"{path}: no such events config file")
+    try:
+        Rules.load(path)
+    except RulesError as exc:
+        fail(str(exc))
+
+
+def _data_dir(given_redis: str | None, option: Path | None, ephemeral: bool) -> DataDir | None:
+    """The embedded Redis's data directory: --data-dir or the default; None with --ephemeral or
+    a Redis of the user's."""
+    if option is not None and (ephemeral or given_redis):
+        fail("--data-dir is for the embedded Redis: not with --ephemeral, --redis-url or "
+             "REDIS_URL")
+    if ephemeral or given_redis:
+        return None
+    return DataDir(option or default_data_dir())
+
+
+def _embedded_redis(run_dir: Path, data: DataDir | None) -> RedisProcess:
+    """A redis-server on a unix socket in the run's folder; with a data directory, an AOF
+    there (fsync every second), else nothing on disk."""
+    if data is None:
+        return RedisProcess(run_dir)
+    return RedisProcess(run_dir, appendonly=True, extra=PERSISTENCE, data=data.redis)
+
+
+def _forget_last_run(client: redis.Redis) -> None:
+    """The sources a kept Redis knows are the last run's: this run's capture announces its own."""
+    client.delete(streams.SOURCES_HASH, streams.LATEST_PREDICTIONS)
 
 
 def _given_redis(option: str | None) -> str | None:
@@ -327,16 +390,13 @@ def _watch(client: redis.Redis, processes: list[ServiceProcess], exit_when_done:
     with live:
         while True:
             capture_status = _check_services(processes)
-            try:
+            follow.poll()
+            if isinstance(live, Live):
+                live.update(_view(client, processes))
+            if exit_when_done and capture_status is not None and _drained(client):
+                _wait_for_deliveries(client)
                 follow.poll()
-                if isinstance(live, Live):
-                    live.update(_view(client, processes))
-                if exit_when_done and capture_status is not None and _drained(client):
-                    _wait_for_deliveries(client)
-                    follow.poll()
-                    return _report_failed_sources(client) if capture_status else 0
-            except bus.CONNECTION_ERRORS as exc:
-                fail(f"lost Redis: {exc}")
+                return _report_failed_sources(client) if capture_status else 0
             time.sleep(0.25)
 
 
@@ -406,7 +466,8 @@ class EventFollower:
 
 def _wait_for_deliveries(client: redis.Redis) -> None:
     """Give the notifier's sinks NOTIFY_DRAIN_S to deliver the last events; a sink that is down
-    keeps its undelivered events in Redis (lost with the embedded one), said in one line."""
+    keeps its undelivered events in Redis (kept in the data directory; lost with an ephemeral
+    Redis), said in one line."""
     deadline = time.monotonic() + NOTIFY_DRAIN_S
     while True:
         behind = {g["name"].decode(): (g.get("lag") or 0) + g["pending"]

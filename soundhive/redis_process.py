@@ -1,8 +1,9 @@
 """A private redis-server process: the embedded Redis of `soundhive up`, and the tests' Redis.
 
 It listens on a unix socket in its folder (or a TCP port on 127.0.0.1), keeps nothing on disk
-unless asked (`appendonly`), and is killed with its parent even if the parent is killed with
-SIGKILL (PR_SET_PDEATHSIG), so no run leaves a Redis behind.
+unless asked (`appendonly`: an AOF in `data`, by default its folder), and is killed with its
+parent even if the parent is killed with SIGKILL (PR_SET_PDEATHSIG), so no run leaves a Redis
+behind.
 """
 
 import contextlib
@@ -33,8 +34,9 @@ def die_with_parent() -> None:
 
 class RedisProcess:
     def __init__(self, folder: Path, port: int | None = None, appendonly: bool = False,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), data: Path | None = None):
         self.folder, self.port, self.appendonly, self.extra = folder, port, appendonly, extra
+        self.data = data or folder
         self.socket = folder / "redis.sock"
         self.url = (f"redis://127.0.0.1:{port}/0" if port is not None
                     else f"unix://{self.socket}")
@@ -46,11 +48,12 @@ class RedisProcess:
             raise RedisProcessError("redis-server is not installed (run ./scripts/install.sh, "
                                     "or set REDIS_URL to a Redis of yours)")
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
         listen = (["--port", str(self.port), "--bind", "127.0.0.1"] if self.port is not None
                   else ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm",
                         "700"])
         self.process = subprocess.Popen(
-            [binary, *listen, "--dir", str(self.folder), "--save", "",
+            [binary, *listen, "--dir", str(self.data), "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )

@@ -33,6 +33,12 @@ def _models_env(monkeypatch, models_dir):
     monkeypatch.setenv("SOUNDHIVE_MODELS", str(models_dir))
 
 
+@pytest.fixture(autouse=True)
+def _private_data_dir(monkeypatch, tmp_path_factory):
+    """`soundhive up` keeps its data in $XDG_DATA_HOME/soundhive: the test's, not the user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 @pytest.fixture
 def http_folder(tmp_path):
     """A folder served over HTTP on 127.0.0.1: yields (folder, base URL)."""

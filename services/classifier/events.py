@@ -344,7 +344,7 @@ class _Patch:
             envelope = np.concatenate([self.earlier, self.levels[:first]])
             quiet = np.flatnonzero(envelope < self.floor_db + ONSET_ABOVE_FLOOR_DB)
             first -= len(envelope) - (quiet[-1] + 1 if len(quiet) else 0)
-        into = first * ENVELOPE_FRAME_SECONDS
+        into = float(first * ENVELOPE_FRAME_SECONDS)  # first may be a numpy integer
         return self.offset + into, self.when + into
 
     def sound_end(self) -> tuple[float, float]:

@@ -17,6 +17,28 @@ A missing chunk (dead-lettered upstream, or lost with Redis) cannot hold a sourc
 a source has waited `timeout_s` (or more than MAX_EARLY chunks wait), the missing sequence
 numbers are skipped and counted as lost, and the source goes on.
 
+Redis losing its data (FLUSHALL, a restart without persistence) erases every state, the streams
+and the reorder hashes at once. Left alone, each source would start again at sequence 0, wait
+the whole timeout for chunks it had long processed, count them all as lost and forget its open
+events for good. Instead the classifier notices the loss (service.py: the epoch key it keeps in
+Redis has vanished or changed) and each replica resumes, with `resume_after_loss`, the sources
+whose state is gone from the last state it committed itself:
+
+  - it goes on from its next sequence number; the chunks that waited in the erased reorder
+    hash are forgotten (they fall in the gap skipped next);
+  - every open event ends, with the time its sound was last heard (sinks get the end);
+  - for RESYNC_S after the loss a gap is waited for only RESYNC_WAIT_S, not `timeout_s`: the
+    streams the chunks travelled in are gone, so the only ones still to come are those a
+    features worker held when the loss struck, written within its batch time (a batch slower
+    than that, or features replicas reordering a source's new chunks meanwhile, makes a chunk
+    skipped and counted rather than waited for).
+
+Whatever the waits, `lost` counts exactly the chunks never processed: a skipped chunk that turns
+up later is a duplicate (dropped). With several classifier replicas a source resumes from the
+replica's own last state of it, which may be a few chunks behind another replica's: those are
+then counted as lost though they were processed (a source whose state this replica never had
+starts afresh, as a new source does).
+
 Why this design rather than partitioning the stream by source (Kafka-style ownership)?
 Partitions need ownership hand-over when replicas come and go (a protocol of its own), and do
 not remove the reorder problem, since features replicas can still write a source's embeddings
@@ -41,6 +63,8 @@ from shared.bus import PermanentError
 from shared.messages import ENCODER, Embeddings
 
 MAX_EARLY = 512  # chunks of one source waiting for a missing one (about 8 min of audio)
+RESYNC_S = 30.0  # after a data loss, how long gaps are waited for only RESYNC_WAIT_S
+RESYNC_WAIT_S = 1.0
 KEPT_OLD_SESSIONS = 8
 STATE_VERSION = 2  # 1: open events as [start, start_t, last_up, last_up_t, peak] lists
 
@@ -56,6 +80,7 @@ class SourceState(msgspec.Struct):
     window: list[bytes] = []  # recent embeddings, oldest first
     early: list[int] = []  # seqs waiting in the reorder hash
     gap_since: float | None = None  # unix time the source started waiting for next_seq
+    resync_until: float | None = None  # unix time the short waits after a loss end
 
     def dumps(self) -> bytes:
         return ENCODER.encode({"version": STATE_VERSION, **msgspec.structs.asdict(self)})
@@ -107,7 +132,7 @@ class Plan:
     ready: list[int] = field(default_factory=list)  # seqs to process now, in order
     arrived: dict[int, Embeddings] = field(default_factory=dict)  # this batch's usable chunks
     to_buffer: list[Embeddings] = field(default_factory=list)
-    ended_sessions: list[TrackState] = field(default_factory=list)  # their open events end
+    ended_tracks: list[TrackState] = field(default_factory=list)  # their open events end
     dropped_buffers: bool = False  # the reorder hash belongs to an ended session
     duplicates: int = 0
     stale: int = 0
@@ -119,10 +144,19 @@ class Plan:
         return [seq for seq in self.ready if seq not in self.arrived]
 
 
-def plan(state: SourceState | None, messages: Sequence[Embeddings], now: float,
+def resume_after_loss(last: SourceState, now: float) -> Plan:
+    """The plan that starts a source again from `last`, its last state this replica knew,
+    after Redis lost it: its open events end, its early chunks (erased) are forgotten."""
+    state = msgspec.structs.replace(last, track=TrackState(), early=[], gap_since=None,
+                                    resync_until=now + RESYNC_S)
+    return Plan(state, ended_tracks=[last.track])
+
+
+def plan(state: SourceState | Plan | None, messages: Sequence[Embeddings], now: float,
          timeout_s: float) -> Plan:
-    """Admit a source's newly arrived chunks (stream order) into its sequence."""
-    result = Plan(state)
+    """Admit a source's newly arrived chunks (stream order) into its sequence, from its state
+    (or from resume_after_loss's plan)."""
+    result = state if isinstance(state, Plan) else Plan(state)
     for message in _by_session_then_seq(messages):
         _admit(result, message)
     if result.state is not None:
@@ -143,7 +177,7 @@ def _admit(result: Plan, message: Embeddings) -> None:
         if message.session in state.old_sessions:
             result.stale += 1
             return
-        result.ended_sessions.append(state.track)
+        result.ended_tracks.append(state.track)
         result.dropped_buffers = result.dropped_buffers or bool(state.early)
         # The old session's chunks still waiting, or arrived in this batch, are not processed:
         # a new session means its capture restarted, so they would end nothing it still has.
@@ -172,7 +206,9 @@ def _advance(result: Plan, now: float, timeout_s: float) -> None:
             state.gap_since = None
             break
         if state.gap_since is None:
-            state.gap_since = now
+            # Back-dated after a loss, so that this check and the classifier's overdue scan
+            # (by gap_since) both see the short wait.
+            state.gap_since = now - timeout_s + _wait(state, now, timeout_s)
         if now - state.gap_since < timeout_s and len(waiting) <= MAX_EARLY:
             break
         resume = min(waiting)
@@ -182,3 +218,10 @@ def _advance(result: Plan, now: float, timeout_s: float) -> None:
     result.reordered = len(newly_early)
     result.to_buffer = [result.arrived[seq] for seq in newly_early]
     state.early = sorted(waiting)
+
+
+def _wait(state: SourceState, now: float, timeout_s: float) -> float:
+    """How long a gap opening now is waited for."""
+    if state.resync_until is not None and now < state.resync_until:
+        return min(timeout_s, RESYNC_WAIT_S)
+    return timeout_s

@@ -4,11 +4,15 @@ Replicas are stateless: each source's sequence state (sequencer.py: next chunk, 
 recent embeddings for window heads) lives in Redis, and a batch's outputs (predictions, events,
 new states, chunks parked for reordering) are written in one optimistic transaction, so every
 chunk reaches the event tracker and the head's window once, in order, whatever the replicas.
+Each replica also remembers the last state it committed of each source, and the Redis epoch
+(streams.EPOCH) it committed it under: a state missing under another epoch was lost with
+Redis's data, and the source resumes from the remembered one (sequencer.py says how).
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9103).
 """
 
 import json
 import logging
+import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,7 +21,7 @@ import numpy as np
 import redis
 
 from services.classifier.events import EventTracker, Rules, RulesError
-from services.classifier.sequencer import Plan, SourceState, plan
+from services.classifier.sequencer import Plan, SourceState, plan, resume_after_loss
 from services.classifier.settings import ClassifierSettings
 from shared import bus, detections, metrics, streams
 from shared.hierarchy import LabelTree
@@ -72,6 +76,9 @@ class Classifier:
         self.head_spec = head_spec or head.name
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
         self._next_chores = 0.0
+        self._epoch: bytes | None = None  # the Redis epoch of the last commit
+        # Each source's last committed state, and the epoch it was committed under.
+        self._committed: dict[str, tuple[bytes, SourceState]] = {}
 
     def head_info(self) -> dict:
         """The head in service, for the api's /labels and /config/events."""
@@ -134,18 +141,45 @@ class Classifier:
         while True:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(*keys)
+                    pipe.watch(*keys, streams.EPOCH)
+                    *raws, epoch = pipe.mget([*keys, streams.EPOCH])
                     now = time.time()
-                    plans = [plan(SourceState.loads(raw), arrivals[source], now, self.timeout_s)
-                             for source, raw in zip(sources, pipe.mget(keys), strict=True)]
+                    plans = [plan(self._state(source, raw, epoch, now), arrivals[source], now,
+                                  self.timeout_s)
+                             for source, raw in zip(sources, raws, strict=True)]
                     scored = self._score(pipe, sources, plans)
                     pipe.multi()
+                    if epoch is None:
+                        epoch = secrets.token_hex(8).encode()
+                        pipe.set(streams.EPOCH, epoch)
                     written = self._write(pipe, sources, scored)
                     pipe.execute()
                 except redis.WatchError:
                     continue  # another replica advanced one of these sources: plan again
+            self._committed_under(epoch, sources, plans)
             self._count(sources, scored, written)
             return len(written)
+
+    def _state(self, source: str, raw: bytes | None, epoch: bytes | None, now: float
+               ) -> SourceState | Plan | None:
+        """The source's state in Redis; where Redis has lost it (this replica committed it
+        under another epoch), the plan that resumes it from the state committed then."""
+        state = SourceState.loads(raw)
+        committed_epoch, last = self._committed.get(source, (None, None))
+        if state is not None or last is None or committed_epoch == epoch:
+            return state
+        return resume_after_loss(last, now)
+
+    def _committed_under(self, epoch: bytes, sources: list[str], plans: list[Plan]) -> None:
+        if epoch != self._epoch:
+            if self._epoch is not None:
+                metrics.REDIS_DATA_LOST.inc()
+                log.warning("redis lost its data: each source resumes from its last state "
+                            "here as its chunks arrive, and its open events end")
+            self._epoch = epoch
+        for source, source_plan in zip(sources, plans, strict=True):
+            assert source_plan.state is not None
+            self._committed[source] = (epoch, source_plan.state)
 
     def _score(self, pipe: redis.client.Pipeline, sources: list[str], plans: list[Plan]
                ) -> list[Scored]:
@@ -198,7 +232,7 @@ class Classifier:
         for source, item in zip(sources, scored, strict=True):
             state = item.plan.state
             assert state is not None
-            for track in item.plan.ended_sessions:
+            for track in item.plan.ended_tracks:
                 written += self.tracker.close(track, source)
             for chunk, scores in zip(item.chunks, item.scores, strict=True):
                 written += self._track(state, chunk, scores)

@@ -158,6 +158,8 @@ def test_onset_and_end_are_placed_where_the_sound_is(tree):
     speech = scores(Speech=0.9)
     state, events = tracker.update(state, chunk(1, levels), np.array([speech, scores()]))
     assert events[0].start == pytest.approx(0.96 + 0.6)
+    # Plain numbers: redis-py writes a numpy scalar's repr, which ZADD refuses.
+    assert type(events[0].start) is type(events[0].start_time) is float
     _, events = feed(tracker, [scores()] * 6, QUIET, state=state, first_seq=2)
     assert events[0].end == pytest.approx(0.96 + 0.9)
 

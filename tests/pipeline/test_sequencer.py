@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from services.classifier.events import OpenEvent, TrackState
-from services.classifier.sequencer import MAX_EARLY, SourceState, plan
+from services.classifier.sequencer import (
+    MAX_EARLY,
+    RESYNC_S,
+    RESYNC_WAIT_S,
+    SourceState,
+    plan,
+    resume_after_loss,
+)
 from shared.bus import PermanentError
 from shared.messages import ENVELOPE_FRAMES, Embeddings
 
@@ -64,12 +71,32 @@ def test_a_new_session_restarts_the_count_and_old_sessions_are_stale():
     state.track = TrackState({"Dog": OpenEvent("Dog", "Dog", 0.0, 0.0, 0.5, 1.5, 1.5, 0.9)})
     ended = state.track
     state, result = step(state, [0], session="b")
-    assert result.ended_sessions == [ended]
+    assert result.ended_tracks == [ended]
     assert result.dropped_buffers and result.lost == 1  # seq 3 of session a never completed
     assert state.session == "b" and state.old_sessions == ["a"] and result.ready == [0]
     assert state.track == TrackState()
     _, result = step(state, [2], session="a")
     assert result.stale == 1 and result.ready == []
+
+
+def test_after_a_data_loss_a_source_resumes_where_it_was_and_ends_its_events():
+    state, _ = step(None, [0, 1, 2, 5, 6])  # 3 and 4 missing, 5 and 6 in the reorder hash
+    state.track = TrackState({"Dog": OpenEvent("Dog", "Dog", 0.0, 0.0, 0.5, 1.5, 1.5, 0.9)})
+    last = state
+    resumed = resume_after_loss(last, now=100.0)
+    assert resumed.ended_tracks == [last.track]
+    state, result = step(resumed, [9, 10], now=100.0)  # 3 to 8 were in erased keys
+    assert result.ready == [] and result.lost == 0 and state.track == TrackState()
+    state, result = step(state, [], now=100.0 + RESYNC_WAIT_S)  # not the reorder timeout
+    assert result.ready == [9, 10] and result.lost == 6 and state.next_seq == 11
+    assert last.next_seq == 3 and last.early == [5, 6]  # the replica's copy is left as it was
+
+
+def test_the_short_wait_after_a_loss_ends():
+    state, _ = step(resume_after_loss(SourceState("a", next_seq=3), now=0.0), [3])
+    state, result = step(state, [5], now=RESYNC_S)
+    state, result = step(state, [], now=RESYNC_S + RESYNC_WAIT_S)
+    assert result.lost == 0 and state.next_seq == 4  # a later gap gets the whole timeout
 
 
 def test_state_round_trips_through_msgpack():

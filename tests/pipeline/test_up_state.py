@@ -1,0 +1,120 @@
+"""`soundhive up` keeps its state in a data directory across runs (DeviceHive settings, history,
+a sink's undelivered events), one `up` at a time; it stops on SIGINT even when started with
+SIGINT ignored; its exit status tells Redis lost (3) from a usage error (2)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+from notifier.notifier_helpers import WEBHOOK_SECRET, WebhookReceiver
+from pipeline_helpers import REPO, wait_for
+
+from shared import streams
+from shared.messages import Event
+
+WAIT_S = 120
+QUIET = ["--metrics-port-base", "0", "--api-port", "0"]
+
+
+def start_up(clips_dir: Path, tmp_path: Path, *options: str, clip: str = "dog.mp3",
+             preexec_fn=None, **env: str) -> tuple[subprocess.Popen, Path]:
+    env = {**{k: v for k, v in os.environ.items() if k != "REDIS_URL"}, **env}
+    err = tmp_path / f"up-{len(list(tmp_path.glob('up-*.err')))}.err"
+    with err.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir / clip}",
+             "--fast", *QUIET, *options], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+            stderr=out, preexec_fn=preexec_fn)
+    return process, err
+
+
+def redis_of(err: Path) -> redis.Redis:
+    """The client of the Redis an `up` names on stderr once it is running."""
+    found = wait_for(lambda: re.search(r"Redis (unix://[^\s,]+)", err.read_text()), WAIT_S,
+                     "`up` to name its Redis")
+    return redis.Redis.from_url(found.group(1))
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 128 + signal.SIGTERM
+
+
+def events(client: redis.Redis) -> list[Event]:
+    return [Event.decode(fields[streams.MESSAGE_FIELD])
+            for _, fields in client.xrange(streams.EVENTS_STREAM)]
+
+
+def ended(client: redis.Redis) -> set[str]:
+    return {e.id for e in events(client) if e.kind == "end"}
+
+
+def test_up_keeps_devicehive_settings_history_and_undelivered_events_across_runs(
+        clips_dir: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    webhook = WebhookReceiver()  # down during the first run
+    sink = {"SOUNDHIVE_WEBHOOK_URLS": webhook.url, "SOUNDHIVE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    first, err = start_up(clips_dir, tmp_path, "--data-dir", str(data), **sink)
+    client = redis_of(err)
+    history = wait_for(lambda: ended(client), WAIT_S, "the dog's events to end")
+    undelivered = {(e.id, e.kind) for e in events(client)}
+    devicehive = {b"url": b"ws://127.0.0.1:9/api/websocket", b"device_id": b"door-mic"}
+    client.hset(streams.DEVICEHIVE_CONFIG, mapping=devicehive)  # as the api stores the form
+    detections = client.hgetall(streams.DETECTIONS_HASH)
+    stop(first)
+
+    webhook.start()
+    second, err = start_up(clips_dir, tmp_path, "--data-dir", str(data), clip="sheep.mp3",
+                           **sink)
+    try:
+        client = redis_of(err)
+        assert client.hgetall(streams.DEVICEHIVE_CONFIG) == devicehive
+        assert history <= ended(client)
+        assert detections.items() <= client.hgetall(streams.DETECTIONS_HASH).items()
+        third = subprocess.run(
+            [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}",
+             *QUIET, "--data-dir", str(data)], cwd=REPO, capture_output=True, text=True,
+            timeout=WAIT_S, env={k: v for k, v in os.environ.items() if k != "REDIS_URL"})
+        assert third.returncode == 2
+        assert third.stderr.strip().splitlines() == [
+            f"error: data dir {data} is in use by another `soundhive up` (pid {second.pid}): "
+            "stop it, or choose another --data-dir"]
+        wait_for(lambda: undelivered <= {(r.body["event_id"], r.body["kind"])
+                                         for r in webhook.received},
+                 WAIT_S, "the first run's events to reach the webhook")
+    finally:
+        stop(second)
+        webhook.stop()
+    assert (data / "redis" / "appendonlydir").is_dir()
+
+
+def test_up_stops_on_sigint_even_when_started_with_it_ignored(clips_dir: Path, tmp_path: Path):
+    up, err = start_up(clips_dir, tmp_path, "--ephemeral",
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    redis_of(err).ping()
+    up.send_signal(signal.SIGINT)
+    assert up.wait(60) == 128 + signal.SIGINT
+
+
+def test_up_says_when_it_lost_its_redis(clips_dir: Path, tmp_path: Path):
+    up, err = start_up(clips_dir, tmp_path, "--ephemeral")
+    redis_of(err).ping()
+    server = subprocess.run(["pgrep", "-P", str(up.pid), "redis-server"], capture_output=True,
+                            text=True).stdout.split()
+    os.kill(int(server[0]), signal.SIGKILL)
+    assert up.wait(60) == 3
+    assert "error: lost Redis: " in err.read_text()
+
+
+def test_a_bad_events_config_stops_up_before_anything_starts(tmp_path: Path):
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("hold_s: -1\n")
+    result = subprocess.run([sys.executable, "-m", "soundhive", "up", "--events-config", str(bad)],
+                            cwd=REPO, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {bad}: hold_s: ")
