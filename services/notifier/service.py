@@ -29,12 +29,13 @@ def build_sinks(settings: NotifierSettings) -> list[tuple[Sink, Filter]]:
     """The sinks the settings enable, each with its filter; ConfigError (one line) for a bad
     setting."""
     client = bus.connect(settings.redis_url, settings.block_ms)
-    sinks: list[tuple[Sink | None, Filter]] = [
-        (DeviceHiveSink(settings.devicehive, client), settings.devicehive),
-        (MqttSink.from_settings(settings.mqtt, client), settings.mqtt),
-        (WebhookSink.from_settings(settings.webhook), settings.webhook),
-    ]
-    return [(sink, rules) for sink, rules in sinks if sink is not None]
+    sinks: list[tuple[Sink, Filter]] = [(DeviceHiveSink(settings.devicehive, client),
+                                         settings.devicehive)]
+    mqtt = MqttSink.from_settings(settings.mqtt, client)
+    if mqtt is not None:
+        sinks.append((mqtt, settings.mqtt))
+    return sinks + [(hook, settings.webhook) for hook in WebhookSink.from_settings(
+        settings.webhook)]
 
 
 def main(settings: NotifierSettings) -> int:

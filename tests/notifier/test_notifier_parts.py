@@ -81,7 +81,8 @@ def test_webhook_needs_a_secret_and_secrets_come_from_files(monkeypatch, tmp_pat
         webhook.WebhookSink.from_settings(WebhookSettings())
     (tmp_path / "secret").write_text("from-a-file\n")
     monkeypatch.setenv("SOUNDHIVE_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
-    assert webhook.WebhookSink.from_settings(WebhookSettings())._secret == "from-a-file"
+    [sink] = webhook.WebhookSink.from_settings(WebhookSettings())
+    assert sink.name == "webhook" and sink._secret == "from-a-file"
 
 
 def test_secrets_stay_out_of_the_config_repr():
