@@ -245,9 +245,9 @@ class Settings(SettingsModel):
         "resume, `up`'s view); older events a notifier sink has not had yet are kept beyond "
         "it, up to SOUNDHIVE_EVENTS_BACKLOG_MAX.")
     events_backlog_max: int = Field(
-        1000000, ge=1, description="Most events the events stream holds for notifier sinks "
-        "that are behind (about 300 bytes each); past it the oldest go, counted per sink as "
-        "soundhive_deliveries_total{outcome=\"lost\"}. At least SOUNDHIVE_EVENTS_MAXLEN.")
+        500000, ge=1, description="Most events the events stream holds for notifier sinks "
+        "that are behind (about 300 bytes each: 150 MB); past it the oldest go, counted per "
+        "sink as soundhive_deliveries_total{outcome=\"lost\"}. At least SOUNDHIVE_EVENTS_MAXLEN.")
 
 
 def model_field() -> Any:
