@@ -87,6 +87,12 @@ def reorder_key(source: str) -> str:
     return f"{PREFIX}:reorder:{source}"
 
 
+def mqtt_published(instance: str) -> str:
+    """Hash: JSON [source, label] -> the state the MQTT sink of `instance` retains for it
+    (label "": the source's own topics), so a later start can clear what it no longer has."""
+    return f"{PREFIX}:mqtt:{instance}:published"
+
+
 def notifier_group(sink: str) -> str:
     """The consumer group of one notifier sink on EVENTS_STREAM."""
     return f"{NOTIFIER_GROUP}:{sink}"
