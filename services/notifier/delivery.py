@@ -195,7 +195,8 @@ class Board:
         metrics.DELIVERIES.labels(sink, outcome).inc()
         if outcome == "delivered":
             metrics.DELIVERY_LATENCY.labels(sink).observe(max(0.0, latency or 0.0))
-            self._update(state="connected", detail="", last_delivery=time.time(),
+            self._error = ""
+            self._update(state="connected", detail=self._detail(), last_delivery=time.time(),
                          delivered=self.status.delivered + 1)
         elif outcome == "failed":
             self._update(failed=self.status.failed + 1)
@@ -306,10 +307,10 @@ class Runner:
             self.board.caught_up()
 
     def _caught_up(self) -> bool:
-        group = next(g for g in self.client.xinfo_groups(streams.EVENTS_STREAM)
-                     if g["name"].decode() == self.group)
+        group = next((g for g in self.client.xinfo_groups(streams.EVENTS_STREAM)
+                      if g["name"].decode() == self.group), None)
         last = self.client.xinfo_stream(streams.EVENTS_STREAM)["last-generated-id"]
-        return not group["pending"] and group["last-delivered-id"] == last
+        return group is not None and not group["pending"] and group["last-delivered-id"] == last
 
     def handle(self, batch: list[bus.Delivery[Event]]) -> list[bus.Output]:
         """Send each event the gate lets through; the dead letters are written, and the batch

@@ -39,6 +39,34 @@ def metric(port: int, name: str, **labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def test_the_trim_keeps_the_history_and_what_groups_need_within_the_bound(
+        redis_server: RedisServer):
+    client = redis_server.client()
+    stream, lost = streams.EVENTS_STREAM, streams.EVENTS_LOST
+
+    def trim() -> list[str]:
+        bus.trim_history(client, stream, lost, HISTORY, BOUND)
+        return [entry_id.decode() for entry_id, _ in client.xrange(stream)]
+
+    classify(client, starts(0, 30))
+    history = trim()
+    assert len(history) == HISTORY  # no group: a plain history
+    client.xgroup_create(stream, "notifier:late", id="$")
+    client.xgroup_create(stream, "notifier:quick", id="$")
+    classify(client, starts(30, 40))
+    client.xreadgroup("notifier:quick", "c", {stream: ">"}, count=100)
+    client.xack(stream, "notifier:quick", *(i for i, _ in client.xrange(stream)))
+    client.xreadgroup("notifier:late", "c", {stream: ">"}, count=5)  # 5 pending, 35 unread
+    kept = trim()
+    assert len(kept) == 40 and not set(kept) & set(history)  # beyond the history: late's
+    assert client.hlen(lost) == 0
+    for event in starts(70, 30):
+        bus.publish(client, stream, event)
+    kept = trim()
+    assert len(kept) == BOUND  # 70 needed: the bound wins over the 5 pending and 5 unread
+    assert client.hgetall(lost) == {b"notifier:late": b"5"}
+
+
 def test_a_sink_down_past_the_bound_counts_exactly_what_it_lost(
         services: Services, redis_server: RedisServer, webhook: WebhookReceiver):
     """Two URLs: the one down holds back only itself; everything it was sent is delivered,
@@ -70,8 +98,8 @@ def test_a_sink_down_past_the_bound_counts_exactly_what_it_lost(
         assert f"behind: {down.lost} lost" in down.detail
 
         webhook.start()
-        wait_for(lambda: statuses(client)["webhook"].detail == "", WAIT_S,
-                 "the sink caught up")
+        wait_for(lambda: "caught up" in services.log_text(notifier), WAIT_S, "the sink caught up")
+        wait_for(lambda: statuses(client)["webhook"].detail == "", WAIT_S, "its status saying so")
         status = statuses(client)["webhook"]
         delivered = keys_of([r.body for r in webhook.received])
         wanted = [(e.id, e.kind) for e in sent]
