@@ -312,7 +312,7 @@ class MqttSink:
         for status in statuses.values():
             fresh = time.time() - status.updated <= LEVEL_FRESH_S
             running = fresh and status.state == "running"
-            if running or status.source in self._availability:
+            if fresh or status.source in self._availability:
                 self._set_availability(status.source, ONLINE if running else OFFLINE)
             if fresh:
                 self._announce(*level_config(self.topics, status.source))
