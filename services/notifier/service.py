@@ -13,12 +13,14 @@ died, /readyz also while a sink's loop has Redis trouble; neither while a sink i
 
 import logging
 
+import redis
+
 from services.notifier.delivery import Runner, Sink
 from services.notifier.devicehive import DeviceHiveSink
 from services.notifier.mqtt import MqttSink
 from services.notifier.settings import Filter, NotifierSettings
 from services.notifier.webhook import WebhookSink
-from shared import bus, metrics
+from shared import bus, metrics, streams
 
 log = logging.getLogger("soundhive.notifier")
 
@@ -38,11 +40,32 @@ def build_sinks(settings: NotifierSettings) -> list[tuple[Sink, Filter]]:
         settings.webhook)]
 
 
+def drop_removed_sinks(client: redis.Redis, sinks: set[str]) -> None:
+    """The queue (group) of a sink no longer configured goes: it would hold the events stream at
+    its bound (SOUNDHIVE_EVENTS_BACKLOG_MAX) for good."""
+    wanted = {streams.notifier_group(sink) for sink in sinks}
+    try:
+        groups = client.xinfo_groups(streams.EVENTS_STREAM)
+        for info in groups:
+            group = info["name"].decode()
+            if group.startswith(f"{streams.NOTIFIER_GROUP}:") and group not in wanted:
+                client.xgroup_destroy(streams.EVENTS_STREAM, group)
+                client.hdel(streams.EVENTS_LOST, group)
+                log.warning("notifier: sink %s is no longer configured; its queue is dropped",
+                            group.partition(":")[2])
+    except redis.ResponseError:  # no events stream yet
+        return
+    except redis.RedisError as exc:
+        log.warning("notifier: cannot look for the queues of removed sinks: %s", exc)
+
+
 def main(settings: NotifierSettings) -> int:
     """Until SIGTERM/SIGINT (0), or until a sink's loop dies of a bug (1: `up` reports it)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs whole URLs: secrets too
     stopper = bus.Stopper()
     runners = [Runner(sink, rules, settings, stopper) for sink, rules in build_sinks(settings)]
+    with bus.connect(settings.redis_url) as client:
+        drop_removed_sinks(client, {runner.name for runner in runners})
     health = metrics.Health()
     for runner in runners:
         health.watch(runner.alive, f"the {runner.name} delivery loop died")

@@ -126,8 +126,12 @@ def test_restarts_during_an_outage_dead_letter_nothing(
     a failed delivery, and each start sends the waiting events first, in order."""
     client = redis_server.client()
     webhook.stop()
+    client.xgroup_create(streams.EVENTS_STREAM, "notifier:webhook-2", id="$", mkstream=True)
     env = sink_env(hook=webhook, SOUNDHIVE_MAX_DELIVERIES="2")
     notifier = start_notifier(services, client, {"webhook"}, **env)
+    groups = {g["name"].decode() for g in client.xinfo_groups(streams.EVENTS_STREAM)}
+    assert "notifier:webhook-2" not in groups  # a URL no longer configured: its queue goes
+    assert "sink webhook-2 is no longer configured" in services.log_text(notifier)
     sent = [publish(client, "gate", "Knock", kind, n) for n in range(3) for kind in
             ("start", "end")]
     for _ in range(4):
