@@ -17,7 +17,9 @@ Each turn of the loop:
      write its own outputs (the classifier does, transactionally) and return a count instead.
      A batch that raises is retried one by one; an entry raising PermanentError (a message this
      service can never use) is dead-lettered at once, any other error leaves it pending to be
-     retried after claim_idle_s, up to max_deliveries;
+     retried after claim_idle_s, up to max_deliveries. A handler interrupted by the stop
+     (Interrupted: a notifier sink waiting for its destination) is no failure: its batch is
+     released at once for the next consumer, that delivery not counted;
   5. trim the input stream, if it is a pipeline stream (streams.CONSUMER_GROUPS, not a history
      such as the events), of what every consumer group has acknowledged (never an unread or
      pending entry: a dead consumer's work survives until it is claimed).
@@ -56,6 +58,11 @@ class PermanentError(Exception):
     """A message this service can never use: dead-lettered at once, not retried."""
 
 
+class Interrupted(Exception):
+    """The service is stopping while the handler waits with the batch in hand: the batch stays
+    pending, released for the next consumer without counting the interrupted delivery."""
+
+
 @dataclass(frozen=True)
 class Delivery(Generic[M]):
     entry_id: str
@@ -84,8 +91,9 @@ def connect(url: str, block_ms: int = 1000) -> redis.Redis:
 
 def publish(client: redis.Redis | redis.client.Pipeline, stream: str, message: Message,
             maxlen: int | None = None) -> None:
-    """XADD one message. Streams read by a consumer group get no maxlen: their consumers trim
-    them (trim_acknowledged); history streams are capped at maxlen."""
+    """XADD one message. Pipeline streams get no maxlen: their consumers trim them
+    (trim_acknowledged), and so does the events stream: its writer trims it (trim_history);
+    other history streams are capped at maxlen."""
     client.xadd(stream, {streams.MESSAGE_FIELD: message.encode()}, maxlen=maxlen,
                 approximate=True)
 
@@ -217,6 +225,69 @@ def trim_acknowledged(client: redis.Redis, stream: str) -> None:
         client.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=True)
 
 
+# Atomic, so that no group reads between the look at what it needs and the trim. The ids' parts
+# are compared as numbers (exact in Lua's doubles up to 2^53 ms) and written back with %.0f.
+_TRIM_HISTORY = """
+local stream, lost = KEYS[1], KEYS[2]
+local keep, bound = tonumber(ARGV[1]), math.max(tonumber(ARGV[1]), tonumber(ARGV[2]))
+local length = redis.call('XLEN', stream)
+if length <= keep then return 0 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms), tonumber(seq)}
+end
+local function before(a, b)
+  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
+end
+local groups, cutoff = {}, nil
+for _, raw in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local info = {}
+  for i = 1, #raw, 2 do info[raw[i]] = raw[i + 1] end
+  local delivered = parse(info['last-delivered-id'])
+  local needed = {delivered[1], delivered[2] + 1}
+  if info['pending'] > 0 then
+    needed = parse(redis.call('XPENDING', stream, info['name'])[2])
+  end
+  if cutoff == nil or before(needed, cutoff) then cutoff = needed end
+  groups[#groups + 1] = {info['name'], delivered}
+end
+local unneeded = length - keep
+if cutoff ~= nil then
+  local exclusive = string.format('(%.0f-%.0f', cutoff[1], cutoff[2])
+  unneeded = #redis.call('XRANGE', stream, '-', exclusive, 'COUNT', unneeded)
+end
+local remove = math.max(unneeded, length - bound)
+if remove <= 0 then return 0 end
+local lost_total = 0
+if remove > unneeded then
+  local removed = redis.call('XRANGE', stream, '-', '+', 'COUNT', remove)
+  for _, group in ipairs(groups) do
+    local undelivered = 0
+    for _, entry in ipairs(removed) do
+      if before(group[2], parse(entry[1])) then undelivered = undelivered + 1 end
+    end
+    if undelivered > 0 then
+      redis.call('HINCRBY', lost, group[1], undelivered)
+      lost_total = lost_total + undelivered
+    end
+  end
+end
+redis.call('XTRIM', stream, 'MAXLEN', length - remove)
+return lost_total
+"""
+
+
+def trim_history(client: redis.Redis, stream: str, lost_key: str, keep: int,
+                 bound: int) -> int:
+    """Trim a history stream read by consumer groups to its newest `keep` entries, keeping
+    older ones a group has not been delivered or has pending, up to `bound` entries in all.
+    Past the bound the oldest go all the same: each group's count of the entries it had not
+    been delivered is added to its field of the hash `lost_key` (its reader counts them and
+    takes them away). Returns how many such undelivered entries went."""
+    script = client.register_script(_TRIM_HISTORY)
+    return int(script(keys=[stream, lost_key], args=[keep, bound]))
+
+
 class Leases:
     """A thread that keeps the entries in hand owned by this consumer (XCLAIM JUSTID resets
     their idle time), so only a dead consumer's entries become idle enough to be claimed."""
@@ -262,15 +333,18 @@ class Worker(Generic[M]):
         client: redis.Redis | None = None,
         output: str | None = None,
         tick: Callable[[], None] | None = None,
+        gone: Callable[[int], None] | None = None,
     ):
         """`output`: the stream this worker feeds, whose backlog bounds its reading.
-        `tick`: called every turn of the loop (the classifier's overdue reorder gaps)."""
+        `tick`: called every turn of the loop (the classifier's overdue reorder gaps).
+        `gone`: told how many pending entries a claim found deleted from the stream (the
+        events stream's bound trimmed them before their sink had them)."""
         self.settings = settings
         self.stream, self.group, self.schema, self.handle = stream, group, schema, handle
         self.health = health or metrics.Health()
         self.stopper = stopper or Stopper()
         self.redis = client or connect(settings.redis_url, settings.block_ms)
-        self.output, self.tick = output, tick
+        self.output, self.tick, self.gone = output, tick, gone
         self._service = settings.service
         self._errors_key = streams.errors_hash(group)
         self._group_ready = False
@@ -355,6 +429,8 @@ class Worker(Generic[M]):
         if len(reply) > 2 and reply[2]:  # Redis 7: pending entries whose data is gone
             log.warning("%s: %d pending entries had been deleted from %s", self._service,
                         len(reply[2]), self.stream)
+            if self.gone is not None:
+                self.gone(len(reply[2]))
         self._claim_cursor = _text(next_id)
         claimed = [(eid, fields) for eid, fields in claimed if fields]
         if not claimed:
@@ -399,14 +475,32 @@ class Worker(Generic[M]):
             return
         self._held = batch
         self.leases.hold(d.entry_id for d in batch)
-        self._handle_or_split(batch)  # Redis weather propagates, leaving the batch held
+        try:
+            self._handle_or_split(batch)  # Redis weather propagates, leaving the batch held
+        except Interrupted as exc:
+            log.info("%s: %s; %d entries left for the next consumer", self._service, exc,
+                     len(batch))
+            self._release(batch)
         self._held = []
         self.leases.hold(())
+
+    def _release(self, batch: list[Delivery[M]]) -> None:
+        """Make an interrupted batch claimable at once, each entry's delivery count as it was
+        before this delivery (XCLAIM IDLE and RETRYCOUNT; JUSTID counts nothing itself)."""
+        idle_ms = int(self.settings.claim_idle_s * 1000)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for delivery in batch:
+                pipe.xclaim(self.stream, self.group, self.settings.consumer, 0,
+                            [delivery.entry_id], idle=idle_ms,
+                            retrycount=delivery.deliveries - 1, justid=True)
+            pipe.execute()
 
     def _handle_or_split(self, batch: list[Delivery[M]]) -> None:
         try:
             self._handle(batch)
             return
+        except Interrupted:
+            raise
         except redis.RedisError as exc:
             if weather(exc) is not None:
                 raise

@@ -241,8 +241,13 @@ class Settings(SettingsModel):
         "dead letters); the pipeline's own streams are trimmed of what their group "
         "acknowledged.")
     events_maxlen: int = Field(
-        100000, ge=1, description="Approximate length of the events stream: the events API's "
-        "history and the notifier's input.")
+        100000, ge=1, description="Length of the events stream's history (the events API's "
+        "resume, `up`'s view); older events a notifier sink has not had yet are kept beyond "
+        "it, up to SOUNDHIVE_EVENTS_BACKLOG_MAX.")
+    events_backlog_max: int = Field(
+        500000, ge=1, description="Most events the events stream holds for notifier sinks "
+        "that are behind (about 300 bytes each: 150 MB); past it the oldest go, counted per "
+        "sink as soundhive_deliveries_total{outcome=\"lost\"}. At least SOUNDHIVE_EVENTS_MAXLEN.")
 
 
 def model_field() -> Any:

@@ -322,14 +322,15 @@ class SinkStatus(Message):
     TYPE: ClassVar[str] = "sink"
     VERSION: ClassVar[int] = 1
 
-    sink: str  # "devicehive" | "mqtt" | "webhook"
-    state: str  # "connected" | "connecting" | "failed" | "disabled"
-    detail: str  # the last error, one line, never a secret
+    sink: str  # "devicehive" | "mqtt" | "webhook" (its first URL) | "webhook-<n>" (its n-th)
+    state: str  # "connected" | "connecting" | "retrying" | "failed" | "disabled"
+    detail: str  # the last error and "behind: N lost" while behind, one line, never a secret
     last_delivery: float | None  # unix time
     delivered: int
     failed: int  # attempts that failed (and were retried)
     dead_lettered: int  # events given up on
     updated: float
+    lost: int = 0  # events the events stream's bound dropped before the sink had them
 
 
 DEADLETTER_PAYLOAD_MAX = 1024  # bytes of a dead entry kept: enough to see what it was

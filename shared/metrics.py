@@ -117,12 +117,13 @@ REDIS_DATA_LOST = Counter(
 )
 
 # Notifier: labelled by sink (devicehive, mqtt, webhook).
-DELIVERY_OUTCOMES = ("delivered", "failed", "dead_lettered", "filtered", "rate_limited",
+DELIVERY_OUTCOMES = ("delivered", "failed", "dead_lettered", "lost", "filtered", "rate_limited",
                      "disabled")
 DELIVERIES = Counter(
     "soundhive_deliveries_total",
     "Events handled by a notifier sink (outcome: delivered; failed = an attempt the sink refused, "
-    "retried; dead_lettered = given up on; filtered, rate_limited, disabled = not sent on purpose)",
+    "retried; dead_lettered = given up on; lost = dropped by the events stream's bound before the "
+    "sink had it; filtered, rate_limited, disabled = not sent on purpose)",
     ["sink", "outcome"],
 )
 DELIVERY_LATENCY = Histogram(

@@ -6,7 +6,9 @@ Flow:  capture --PCM_STREAM--> features --EMBEDDINGS_STREAM--> classifier --PRED
 Every stream entry holds one field, MESSAGE_FIELD, whose value is a msgpack message
 (see shared/messages.py). Entries a worker cannot use go to DEADLETTER_STREAM.
 Streams read by a consumer group (CONSUMER_GROUPS) are trimmed only of acknowledged entries
-(shared/bus.py); the others are histories capped at SOUNDHIVE_STREAM_MAXLEN.
+(shared/bus.py); EVENTS_STREAM is a history (SOUNDHIVE_EVENTS_MAXLEN) that keeps what the
+notifier's sinks have not had, within a bound (SOUNDHIVE_EVENTS_BACKLOG_MAX); the others are
+histories capped at SOUNDHIVE_STREAM_MAXLEN.
 """
 
 PREFIX = "soundhive"
@@ -43,6 +45,10 @@ CLASSIFIER_GROUP = "classifier"
 # The notifier reads EVENTS_STREAM (a history: never trimmed by its readers) with one group per
 # sink, "notifier:<sink>", so a sink that is down falls behind alone and keeps its place.
 NOTIFIER_GROUP = "notifier"
+
+# Hash: notifier group -> events the events stream's bound dropped before the group was
+# delivered them, not yet counted by the sink (which takes the count: bus.trim_history).
+EVENTS_LOST = f"{PREFIX}:events:lost"
 
 # The group that consumes each pipeline stream (its backlog bounds the stream's producer).
 CONSUMER_GROUPS = {PCM_STREAM: FEATURES_GROUP, EMBEDDINGS_STREAM: CLASSIFIER_GROUP}
@@ -87,6 +93,12 @@ def source_state_key(source: str) -> str:
 def reorder_key(source: str) -> str:
     """Hash: sequence number -> embeddings message of a source's chunks that arrived early."""
     return f"{PREFIX}:reorder:{source}"
+
+
+def mqtt_published(instance: str) -> str:
+    """Hash: JSON [source, label] -> the state the MQTT sink of `instance` retains for it
+    (label "": the source's own topics), so a later start can clear what it no longer has."""
+    return f"{PREFIX}:mqtt:{instance}:published"
 
 
 def notifier_group(sink: str) -> str:

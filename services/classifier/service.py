@@ -72,7 +72,8 @@ class Classifier:
                  settings: ClassifierSettings, head_spec: str | None = None):
         self.redis, self.head, self.tracker = client, head, tracker
         self.maxlen, self.timeout_s = settings.stream_maxlen, settings.reorder_timeout_s
-        self.events_maxlen = settings.events_maxlen
+        self.events_maxlen, self.events_backlog_max = (settings.events_maxlen,
+                                                       settings.events_backlog_max)
         self.head_spec = head_spec or head.name
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
         self._next_chores = 0.0
@@ -99,12 +100,15 @@ class Classifier:
         return self._advance(arrivals)
 
     def tick(self) -> None:
-        """The chores: keep the detections bounded and say which head is in service, now and
-        then; move on the sources that have waited too long for a missing chunk."""
+        """The chores: keep the detections and the events stream bounded and say which head is
+        in service, now and then; move on the sources that have waited too long for a missing
+        chunk."""
         now = time.monotonic()
         if now >= self._next_chores:
             self._next_chores = now + CHORES_INTERVAL_S
             detections.trim(self.redis, self.events_maxlen)
+            bus.trim_history(self.redis, streams.EVENTS_STREAM, streams.EVENTS_LOST,
+                             self.events_maxlen, self.events_backlog_max)
             self.redis.set(streams.HEAD_INFO, json.dumps(self.head_info()))
         overdue = self.redis.zrangebyscore(streams.REORDER_GAPS, "-inf",
                                            time.time() - self.timeout_s)
@@ -242,7 +246,7 @@ class Classifier:
                 bus.publish(pipe, streams.PREDICTIONS_STREAM, message, self.maxlen)
                 pipe.hset(streams.LATEST_PREDICTIONS, message.source, message.encode())
             else:
-                bus.publish(pipe, streams.EVENTS_STREAM, message, self.events_maxlen)
+                bus.publish(pipe, streams.EVENTS_STREAM, message)  # trimmed by tick()
                 detections.write(pipe, message)
         return written
 

@@ -1,23 +1,32 @@
 """The delivery core every sink shares: its own queue, retries, filters, rate limit and status.
 
 Queue. Each sink reads the events stream through a consumer group of its own
-(`notifier:<sink>`, shared by the sink's replicas) with the shared bus (shared/bus.py). The events
-stream is a history nobody trims but its cap (SOUNDHIVE_EVENTS_MAXLEN), so a sink's group *is*
-its queue: durable across restarts, in order, and independent of the other sinks: a slow or
-dead sink only lets its own group fall behind, never the others. An event is acknowledged in a
-sink's group once that sink has it or has given up on it (a dead letter written in the same
-transaction). A new group starts at the end of the stream: enabling a sink never replays the
-history.
+(`notifier:<sink>`, shared by the sink's replicas) with the shared bus (shared/bus.py), so a
+sink's group *is* its queue: durable across restarts, in order, and independent of the other
+sinks: a slow or dead sink only lets its own group fall behind, never the others. An event is
+acknowledged in a sink's group once that sink has it or has given up on it (a dead letter written
+in the same transaction). A new group starts at the end of the stream: enabling a sink never
+replays the history.
 
-Failures come in two kinds:
+Bound. The classifier trims the events stream to its history (SOUNDHIVE_EVENTS_MAXLEN) but keeps
+what a sink's group has not been delivered, up to SOUNDHIVE_EVENTS_BACKLOG_MAX entries in all
+(bus.trim_history). Past that bound the oldest undelivered events go: the trim adds each group's
+count to streams.EVENTS_LOST, and a pending event a claim finds deleted is counted the same way.
+The sink takes those counts: soundhive_deliveries_total{outcome="lost"}, its status's `lost`, a
+warning once per episode, and "behind: N lost" in its status until it has caught up.
+
+Failures come in three kinds:
   - SinkDown: the sink cannot take anything now (unreachable, timeouts, credentials or
-    configuration refused). The event is not charged: the sink reconnects with exponential
-    backoff and jitter (up to SOUNDHIVE_NOTIFY_BACKOFF_MAX_S) for as long as it takes, its entries
-    held by the bus's leases, so an outage of any length loses nothing and a fixed configuration
-    lets everything through;
+    configuration refused; SinkBusy: it answered "busy" or "down", 408, 429, 502-504). The event
+    is not charged: the sink reconnects with exponential backoff and jitter (up to
+    SOUNDHIVE_NOTIFY_BACKOFF_MAX_S) for as long as it takes, its entries held by the bus's leases,
+    so an outage within the bound loses nothing and a fixed configuration lets everything through;
   - Rejected: the sink answered and refused this event. A permanent refusal (a 4xx) is
-    dead-lettered at once with the reason; a transient one (a 5xx) is retried with backoff and
-    dead-lettered after SOUNDHIVE_NOTIFY_MAX_ATTEMPTS attempts.
+    dead-lettered at once with the reason; a transient one (a 5xx) is retried with a backoff of
+    its own (it starts again at each event, bounded by SOUNDHIVE_NOTIFY_BACKOFF_MAX_S), the sink
+    `retrying`, and dead-lettered after SOUNDHIVE_NOTIFY_MAX_ATTEMPTS attempts;
+  - the stop: an event waiting for its sink when the notifier stops is no failure
+    (bus.Interrupted): it is left for the next start, which sends it first, uncharged.
 
 Filters and rate limit (per sink, `SOUNDHIVE_<SINK>_*`, SINK one of DEVICEHIVE, MQTT, WEBHOOK:
 settings.Filter): labels, excluded labels, minimum score, kinds, starts per minute. They judge
@@ -58,16 +67,22 @@ class SinkUnreachable(SinkDown):
     retried with backoff, the text as its last error."""
 
 
+class SinkBusy(SinkDown):
+    """The sink answered that it cannot take anything now (busy, or its backend down): shown as
+    `retrying`, the text as its last error."""
+
+
 class Rejected(Exception):
     """The sink refused this event: for good (`permanent`) or for now."""
+
+    @staticmethod
+    def transient(code: int) -> bool:
+        """Whether an HTTP refusal may pass on a later try (5xx, 408, 429)."""
+        return code >= 500 or code in (408, 429)
 
     def __init__(self, reason: str, permanent: bool):
         super().__init__(reason)
         self.permanent = permanent
-
-
-class Stopping(Exception):
-    """The service is stopping while an event waits for its sink: the batch stays pending."""
 
 
 class Sink(Protocol):
@@ -140,28 +155,53 @@ class Board:
     def __init__(self, sink: str, client: redis.Redis):
         self.client = client
         self.status = SinkStatus(sink, "connecting", "", None, 0, 0, 0, time.time())
+        self.behind = 0  # events lost since the sink last caught up
+        self._error = ""
         self._written = 0.0
         self._dirty = False
 
-    def set(self, state: str, detail: str = "") -> None:
+    def set(self, state: str, error: str = "") -> None:
         metrics.SINK_CONNECTED.labels(self.status.sink).set(state == "connected")
         metrics.SINK_ENABLED.labels(self.status.sink).set(state != "disabled")
+        if (state, error) == (self.status.state, self._error):
+            return
         # Logged on every change of state, and when a first error explains the current one
         # (a sink unreachable from the start stays "connecting").
         was = self.status.state
-        if state != was or (detail and not self.status.detail):
+        if state != was or (error and not self._error):
             log.log(logging.INFO if state in ("connected", "disabled") else logging.WARNING,
-                    "%s sink: %s%s%s", self.status.sink, state, f": {detail}" if detail else "",
+                    "%s sink: %s%s%s", self.status.sink, state, f": {error}" if error else "",
                     f" (was {was})" if state != was else "")
-        if (state, detail) != (self.status.state, self.status.detail):
-            self._update(state=state, detail=detail, force=True)
+        self._error = error
+        self._update(state=state, detail=self._detail(), force=True)
+
+    def lose(self, count: int) -> None:
+        """Events the stream's bound dropped before this sink had them."""
+        sink = self.status.sink
+        metrics.DELIVERIES.labels(sink, "lost").inc(count)
+        if not self.behind:
+            log.warning("%s: %d events dropped before delivery (the events stream holds at most "
+                        "SOUNDHIVE_EVENTS_BACKLOG_MAX); counted lost until it catches up",
+                        sink, count)
+        self.behind += count
+        self._update(lost=self.status.lost + count, detail=self._detail(), force=True)
+
+    def caught_up(self) -> None:
+        log.info("%s: caught up, %d events lost while behind", self.status.sink, self.behind)
+        self.behind = 0
+        self._update(detail=self._detail(), force=True)
+
+    def _detail(self) -> str:
+        behind = f"behind: {self.behind} lost" if self.behind else ""
+        return "; ".join(part for part in (self._error, behind) if part)
 
     def count(self, outcome: str, latency: float | None = None) -> None:
         sink = self.status.sink
         metrics.DELIVERIES.labels(sink, outcome).inc()
         if outcome == "delivered":
             metrics.DELIVERY_LATENCY.labels(sink).observe(max(0.0, latency or 0.0))
-            self._update(state="connected", detail="", last_delivery=time.time(),
+            self._error = ""
+            self._update(state="connected", detail=self._detail(), last_delivery=time.time(),
                          delivered=self.status.delivered + 1)
         elif outcome == "failed":
             self._update(failed=self.status.failed + 1)
@@ -223,7 +263,8 @@ class Runner:
         try:
             self._create_group()
             bus.Worker(self.settings, streams.EVENTS_STREAM, self.group, Event, self.handle,
-                       self.health, self.stopper, self.client, tick=self.tick).run()
+                       self.health, self.stopper, self.client, tick=self.tick,
+                       gone=self.board.lose).run()
         finally:
             self.sink.close()
             self.board.set("disabled", "the notifier stopped")
@@ -255,7 +296,26 @@ class Runner:
             self.board.set("disabled")
         elif not self.sink.connected() and now >= self._next_try:
             self._try(self.sink.connect)
+        self._take_losses()
         self.board.tick()
+
+    def _take_losses(self) -> None:
+        """Count what the stream's bound dropped before this sink had it (the count is taken
+        away, so replicas count each loss once); end the episode once the group caught up."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hget(streams.EVENTS_LOST, self.group)
+            pipe.hdel(streams.EVENTS_LOST, self.group)
+            lost = pipe.execute()[0]
+        if lost:
+            self.board.lose(int(lost))
+        elif self.board.behind and self._caught_up():
+            self.board.caught_up()
+
+    def _caught_up(self) -> bool:
+        group = next((g for g in self.client.xinfo_groups(streams.EVENTS_STREAM)
+                      if g["name"].decode() == self.group), None)
+        last = self.client.xinfo_stream(streams.EVENTS_STREAM)["last-generated-id"]
+        return group is not None and not group["pending"] and group["last-delivered-id"] == last
 
     def handle(self, batch: list[bus.Delivery[Event]]) -> list[bus.Output]:
         """Send each event the gate lets through; the dead letters are written, and the batch
@@ -277,11 +337,11 @@ class Runner:
 
     def _deliver(self, delivery: bus.Delivery[Event]) -> str | None:
         """Until the sink has it (None) or gives up on it (the reason)."""
-        attempts = 0
+        attempts = 0  # refusals of this event: its own backoff
         event = delivery.message
         while True:
             if self.stopper.stopped:
-                raise Stopping(f"{self.name}: stopping with event {event.id} undelivered")
+                raise bus.Interrupted(f"{self.name}: stopping with event {event.id} undelivered")
             self.sink.tick()
             try:
                 if not self.sink.connected():
@@ -289,6 +349,7 @@ class Runner:
                 self.sink.send(event)
             except SinkDown as exc:
                 self._down(exc)
+                wait = self._backoff.compute(self._failures)
             except Rejected as exc:
                 attempts += 1
                 self.board.count("failed")
@@ -296,14 +357,16 @@ class Runner:
                     return self._give_up(event, f"{exc} (attempt {attempts})")
                 log.warning("%s: %s %s %s refused (attempt %d): %s", self.name, event.source,
                             event.label, event.kind, attempts, exc)
-                self._failures += 1
+                self.board.set("retrying", f"{exc} (attempt {attempts} of {self.max_attempts})")
+                wait = self._backoff.compute(attempts)
             else:
                 self._failures = 0
                 self.board.set("connected")
                 self.board.count("delivered", time.time() - _written_at(delivery.entry_id))
                 return None
             self.health.beat()  # waiting on the sink, not stuck
-            self.stopper.wait(self._backoff.compute(self._failures))
+            self._take_losses()  # the bound may drop events while this one waits
+            self.stopper.wait(wait)
 
     def _try(self, action: Callable[[], None]) -> None:
         try:
@@ -317,7 +380,9 @@ class Runner:
 
     def _down(self, exc: SinkDown) -> None:
         self._failures += 1
-        self.board.set("connecting" if isinstance(exc, SinkUnreachable) else "failed", str(exc))
+        state = ("connecting" if isinstance(exc, SinkUnreachable)
+                 else "retrying" if isinstance(exc, SinkBusy) else "failed")
+        self.board.set(state, str(exc))
 
     def _give_up(self, event: Event, reason: str) -> str:
         self.board.count("dead_lettered")

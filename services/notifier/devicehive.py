@@ -289,7 +289,7 @@ class DeviceHiveSink:
                 self.close()
                 raise SinkDown(f"DeviceHive refused the notification: {exc}") from None
             raise Rejected(f"DeviceHive refused the notification: {exc}",
-                           permanent=exc.code < 500) from None
+                           permanent=not Rejected.transient(exc.code)) from None
 
     def tick(self) -> None:
         """Apply the dashboard's configuration when it changed (every CONFIG_POLL_S)."""

@@ -14,12 +14,14 @@ died, /readyz also while a sink's loop has Redis trouble; neither while a sink i
 
 import logging
 
+import redis
+
 from services.notifier.delivery import Runner, Sink
 from services.notifier.devicehive import DeviceHiveSink
 from services.notifier.mqtt import MqttSink
 from services.notifier.settings import Filter, NotifierSettings
 from services.notifier.webhook import WebhookSink
-from shared import bus, metrics
+from shared import bus, metrics, streams
 
 log = logging.getLogger("soundhive.notifier")
 
@@ -30,12 +32,32 @@ def build_sinks(settings: NotifierSettings) -> list[tuple[Sink, Filter]]:
     """The sinks the settings enable, each with its filter; ConfigError (one line) for a bad
     setting."""
     client = bus.connect(settings.redis_url, settings.block_ms)
-    sinks: list[tuple[Sink | None, Filter]] = [
-        (DeviceHiveSink(settings.devicehive, client), settings.devicehive),
-        (MqttSink.from_settings(settings.mqtt, client), settings.mqtt),
-        (WebhookSink.from_settings(settings.webhook), settings.webhook),
-    ]
-    return [(sink, rules) for sink, rules in sinks if sink is not None]
+    sinks: list[tuple[Sink, Filter]] = [(DeviceHiveSink(settings.devicehive, client),
+                                         settings.devicehive)]
+    mqtt = MqttSink.from_settings(settings.mqtt, client)
+    if mqtt is not None:
+        sinks.append((mqtt, settings.mqtt))
+    return sinks + [(hook, settings.webhook) for hook in WebhookSink.from_settings(
+        settings.webhook)]
+
+
+def drop_removed_sinks(client: redis.Redis, sinks: set[str]) -> None:
+    """The queue (group) of a sink no longer configured goes: it would hold the events stream at
+    its bound (SOUNDHIVE_EVENTS_BACKLOG_MAX) for good."""
+    wanted = {streams.notifier_group(sink) for sink in sinks}
+    try:
+        groups = client.xinfo_groups(streams.EVENTS_STREAM)
+        for info in groups:
+            group = info["name"].decode()
+            if group.startswith(f"{streams.NOTIFIER_GROUP}:") and group not in wanted:
+                client.xgroup_destroy(streams.EVENTS_STREAM, group)
+                client.hdel(streams.EVENTS_LOST, group)
+                log.warning("notifier: sink %s is no longer configured; its queue is dropped",
+                            group.partition(":")[2])
+    except redis.ResponseError:  # no events stream yet
+        return
+    except redis.RedisError as exc:
+        log.warning("notifier: cannot look for the queues of removed sinks: %s", exc)
 
 
 def main(settings: NotifierSettings) -> int:
@@ -46,6 +68,8 @@ def main(settings: NotifierSettings) -> int:
     for runner in runners:
         metrics.start_at_zero(metrics.DELIVERIES, [runner.name], metrics.DELIVERY_OUTCOMES)
         metrics.start_at_zero(metrics.DELIVERY_LATENCY, [runner.name])
+    with bus.connect(settings.redis_url) as client:
+        drop_removed_sinks(client, {runner.name for runner in runners})
     health = metrics.Health()
     for runner in runners:
         health.watch(runner.alive, f"the {runner.name} delivery loop died")

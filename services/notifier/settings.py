@@ -138,8 +138,13 @@ class MqttSettings(Filter):
     url: str = secret_field("", "mqtt://[user:password@]host[:port] or mqtts://...; empty: "
                             "the sink is off.")
     prefix: str = Field("soundhive", min_length=1, description="Topic prefix.")
+    instance: str = Field("", description="Id of this soundhive in Home Assistant's entity "
+                          "and device ids, unique per broker; empty: the prefix.")
     discovery: bool = Field(True, description="Home Assistant discovery under "
                             "homeassistant/.")
+    forget_after_s: float = Field(60.0, ge=0, description="Seconds after a start when the "
+                                  "sensors of sources capture no longer reports, and of labels "
+                                  "the classifier no longer has, are removed from the broker.")
 
 
 class WebhookSettings(Filter):

@@ -7,11 +7,13 @@ parameters' names) and `sent_at`, the unix time also sent as `X-Soundhive-Timest
                            the signed body, so a receiver can refuse replays of old bodies;
     X-Soundhive-Event      `<event id>:<kind>`, the same on every retry (delivery is at least
                            once: receivers deduplicate on it).
-Answers: 2xx delivered. Unreachable, timeouts, 408, 429, 502-504 (the receiver is down or busy)
-and 401/403 (it refuses our signature: a secret to fix) hold every event until it is back;
-another 5xx is a failed attempt, retried; another 4xx refuses this event for good.
-All URLs form one sink: an event is delivered when every URL has it, and a retry goes only to
-the URLs that do not have it yet.
+Answers: 2xx delivered. Unreachable and timeouts (`connecting`), 408, 429, 502-504 (the receiver
+is busy or its backend down: `retrying`) and 401/403 (it refuses our signature: a secret to fix,
+`failed`) hold every event until it is back; another 5xx is a failed attempt, retried
+(`retrying`); another 4xx refuses this event for good.
+Each URL is a sink of its own, with its own queue, so one that is down holds back only itself:
+`webhook` for the first URL, `webhook-2`, `webhook-3`, ... for the next (a queue belongs to a
+position in the list); they share the SOUNDHIVE_WEBHOOK_* filters.
 """
 
 import hashlib
@@ -22,13 +24,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from services.notifier.delivery import Rejected, SinkDown, SinkUnreachable
+from services.notifier.delivery import Rejected, SinkBusy, SinkDown, SinkUnreachable
 from services.notifier.settings import WebhookSettings
 from shared.config import ConfigError
 from shared.messages import Event
 
 TIMEOUT_S = 10.0
-HOLD_CODES = {401, 403, 408, 429, 502, 503, 504}
+BUSY_CODES = {408, 429, 502, 503, 504}
+CREDENTIAL_CODES = {401, 403}
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -48,18 +51,15 @@ def where(url: str) -> str:
 
 
 class WebhookSink:
-    name = "webhook"
-
-    def __init__(self, urls: list[str], secret: str):
-        self.urls, self._secret = urls, secret
+    def __init__(self, name: str, url: str, secret: str):
+        self.name, self.url, self._secret = name, url, secret
         self._http = httpx.Client(timeout=TIMEOUT_S)
-        self._done: tuple[str, set[str]] = ("", set())  # event key -> URLs that have it
 
     @classmethod
-    def from_settings(cls, settings: WebhookSettings) -> "WebhookSink | None":
-        """The sink, or None while SOUNDHIVE_WEBHOOK_URLS is unset."""
+    def from_settings(cls, settings: WebhookSettings) -> list["WebhookSink"]:
+        """One sink per URL of SOUNDHIVE_WEBHOOK_URLS (none while it is unset)."""
         if not settings.urls:
-            return None
+            return []
         for url in settings.urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -67,13 +67,14 @@ class WebhookSink:
         if not settings.secret:
             raise ConfigError("SOUNDHIVE_WEBHOOK_URLS needs SOUNDHIVE_WEBHOOK_SECRET (or "
                               "SOUNDHIVE_WEBHOOK_SECRET_FILE) to sign the deliveries")
-        return cls(list(settings.urls), settings.secret)
+        return [cls("webhook" if n == 1 else f"webhook-{n}", url, settings.secret)
+                for n, url in enumerate(settings.urls, 1)]
 
     def configured(self) -> bool:
         return True
 
     def connected(self) -> bool:
-        return True  # no session: each delivery says whether the receivers are there
+        return True  # no session: each delivery says whether the receiver is there
 
     def connect(self) -> None:
         pass
@@ -85,15 +86,7 @@ class WebhookSink:
         self._http.close()
 
     def send(self, event: Event) -> None:
-        key = f"{event.id}:{event.kind}"
-        if self._done[0] != key:
-            self._done = (key, set())
-        for url in self.urls:
-            if url not in self._done[1]:
-                self._post(url, key, event)
-                self._done[1].add(url)
-
-    def _post(self, url: str, key: str, event: Event) -> None:
+        url, key = self.url, f"{event.id}:{event.kind}"
         sent_at = round(time.time(), 3)
         body = body_of(event, sent_at)
         headers = {"Content-Type": "application/json", "X-Soundhive-Event": key,
@@ -107,6 +100,8 @@ class WebhookSink:
         if code < 300:
             return
         reason = f"{where(url)} answered {code} {response.reason_phrase}"
-        if code in HOLD_CODES:
+        if code in BUSY_CODES:
+            raise SinkBusy(reason)
+        if code in CREDENTIAL_CODES:
             raise SinkDown(reason)
-        raise Rejected(reason, permanent=code < 500)
+        raise Rejected(reason, permanent=not Rejected.transient(code))

@@ -101,13 +101,16 @@ class Received:
 
 class WebhookReceiver:
     """Accepts POSTs whose X-Soundhive-Signature is the HMAC of the body with WEBHOOK_SECRET
-    (401 otherwise); stop() and start() take it away and bring it back on the same port."""
+    (401 otherwise); stop() and start() take it away and bring it back on the same port; while
+    `answer` is not 204 it answers that and keeps nothing (`refused` counts them)."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.received: list[Received] = []
         self.bad_signatures = 0
+        self.answer = 204
+        self.refused = 0
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> None:
@@ -119,11 +122,14 @@ class WebhookReceiver:
                 expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body,
                                                 hashlib.sha256).hexdigest()
                 ok = hmac.compare_digest(self.headers.get("X-Soundhive-Signature", ""), expected)
-                if ok:
+                answer = receiver.answer if ok else 401
+                if not ok:
+                    receiver.bad_signatures += 1
+                elif answer == 204:
                     receiver.received.append(Received(json.loads(body), dict(self.headers)))
                 else:
-                    receiver.bad_signatures += 1
-                self.send_response(204 if ok else 401)
+                    receiver.refused += 1
+                self.send_response(answer)
                 self.end_headers()
 
             def log_message(self, format: str, *args: object) -> None:

@@ -4,6 +4,7 @@ configuration errors, and the DeviceHive client against the stub (REST and WebSo
 import hashlib
 import hmac
 import json
+import re
 import time
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from devicehive_stub import MESSAGES, DeviceHiveStub
 from websockets.sync.client import connect as ws_connect
 
-from services.notifier import devicehive, webhook
+from services.notifier import devicehive, mqtt, webhook
 from services.notifier.delivery import Gate, SinkDown
 from services.notifier.settings import (
     DeviceHiveSettings,
@@ -82,7 +83,8 @@ def test_webhook_needs_a_secret_and_secrets_come_from_files(monkeypatch, tmp_pat
         webhook.WebhookSink.from_settings(WebhookSettings())
     (tmp_path / "secret").write_text("from-a-file\n")
     monkeypatch.setenv("SOUNDHIVE_WEBHOOK_SECRET_FILE", str(tmp_path / "secret"))
-    assert webhook.WebhookSink.from_settings(WebhookSettings())._secret == "from-a-file"
+    [sink] = webhook.WebhookSink.from_settings(WebhookSettings())
+    assert sink.name == "webhook" and sink._secret == "from-a-file"
 
 
 def test_secrets_stay_out_of_the_config_repr():
@@ -211,3 +213,20 @@ def open_session(url: str, refresh: str = "", login: str = "", password: str = "
     # model_construct: unchecked, so that the server is the one to refuse a bad device id
     return devicehive.Session(DeviceHiveSettings.model_construct(
         url=url, device_id=device_id, refresh_token=refresh, login=login, password=password))
+
+
+def test_home_assistant_ids_belong_to_the_instance_and_keep_names_apart():
+    assert mqtt.slug("dog.mp3") == "dog_mp3"
+    assert mqtt.slug("Inside, large room or hall") == "inside_large_room_or_hall"
+    kitchen, bathroom = mqtt.slug("厨房"), mqtt.slug("Ванная")
+    assert kitchen != bathroom and re.fullmatch("[a-z0-9_]+", kitchen + bathroom)
+    assert mqtt.slug("Café").startswith("cafe_") and mqtt.slug("Café") != mqtt.slug("Cafe")
+    home, cottage = mqtt.Topics("soundhive", ""), mqtt.Topics("cottage", "")
+    assert home.instance == "soundhive" and mqtt.Topics("soundhive", "Attic").instance == "attic"
+    (home_topic, home_config), (cottage_topic, cottage_config) = (
+        mqtt.sound_config(home, "yard", "Dog"), mqtt.sound_config(cottage, "yard", "Dog"))
+    assert home_topic == "homeassistant/binary_sensor/soundhive_yard/dog/config"
+    assert cottage_topic == "homeassistant/binary_sensor/cottage_yard/dog/config"
+    assert home_config["unique_id"] != cottage_config["unique_id"]
+    assert home_config["device"]["identifiers"] != cottage_config["device"]["identifiers"]
+    assert mqtt.level_config(home, "yard")[1]["expire_after"] > mqtt.LEVEL_INTERVAL_S

@@ -98,7 +98,10 @@ def test_events_reach_every_sink_and_the_last_will(
                                  "homeassistant/binary_sensor/soundhive_yard_mic/dog/config"))
     assert config["device_class"] == "sound" and config["state_topic"] == state
     assert config["unique_id"] == "soundhive_yard_mic_dog"
-    assert config["availability_topic"] == "soundhive/availability"
+    assert config["availability"] == [{"topic": "soundhive/availability"},
+                                      {"topic": "soundhive/yard_mic/availability"}]
+    assert config["availability_mode"] == "all" and config["expire_after"] > 60
+    assert retained(mosquitto.port, "soundhive/yard_mic/availability") == b"online"
     assert config["device"]["identifiers"] == ["soundhive_yard_mic"]
     assert retained(mosquitto.port, "soundhive/availability") == b"online"
 

@@ -180,7 +180,8 @@ function sinkItem(sink) {
     el("dl", { className: "counters" },
       el("dt", {}, "delivered"), el("dd", {}, String(sink.delivered)),
       el("dt", {}, "failed"), el("dd", {}, String(sink.failed)),
-      el("dt", {}, "dead-lettered"), el("dd", {}, String(sink.dead_lettered))));
+      el("dt", {}, "dead-lettered"), el("dd", {}, String(sink.dead_lettered)),
+      el("dt", {}, "lost"), el("dd", {}, String(sink.lost ?? 0))));
 }
 
 async function refreshSinks() {
