@@ -25,7 +25,7 @@ _RIFF_PLACEHOLDER_SIZE = 0x7FFF0000
 _UNDECLARED_FRAMES = 2**63 - 1  # libsndfile's length for a FLAC that does not declare one
 # Samples of all channels in one decoded block: a block's memory stays bounded whatever the
 # sample rate and channel count a header claims.
-MAX_BLOCK_VALUES = 1 << 20
+_MAX_BLOCK_VALUES = 1 << 20
 
 
 class AudioError(UserError):
@@ -140,7 +140,7 @@ def stream_audio(path: str | Path, block_seconds: float = 1.0,
         to_16k = _MonoResampler(path, sound_file.samplerate,
                                 sound_file.frames / sound_file.samplerate, max_seconds)
         size = max(1, min(round(block_seconds * sound_file.samplerate),
-                          MAX_BLOCK_VALUES // sound_file.channels))
+                          _MAX_BLOCK_VALUES // sound_file.channels))
         try:
             # read, not blocks: blocks pads to the declared length, an estimate for MP3
             while len(block := sound_file.read(size, dtype="float32", always_2d=True)):

@@ -49,7 +49,7 @@ class ClipResult:
         return row
 
 
-DECODE_BLOCK_SECONDS = 10.0
+DECODE_BLOCK_SECONDS = 10.0  # decoded, cut and scored at a time: the audio memory holds
 
 
 def classify_file(

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 import soundfile
-from long_audio import silent_flac
+from audio_bombs import silent_flac
 
 from shared import params
 from shared.audio import (

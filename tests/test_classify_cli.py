@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from long_audio import silent_flac
+from audio_bombs import silent_flac
 
 LABELS_LINE = re.compile(r"^[^:]+: \d\.\d\d(, [^\n]+: \d\.\d\d)*$")
 LABEL = re.compile(r"(.+?): (\d\.\d\d)(?:, |$)")

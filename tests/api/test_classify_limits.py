@@ -2,38 +2,16 @@
 silence in a few hundred KB of FLAC (a decompression bomb) are refused, whether the file
 declares its length or not, and the api's memory stays bounded while a long upload is decoded."""
 
-import threading
 from pathlib import Path
 
 import httpx
 import psutil
-from long_audio import silent_flac
+from audio_bombs import PeakRss, silent_flac
 from pipeline_helpers import Services, start_api
 
 TOKEN = "test-token-7d2e"
 MAX_AUDIO_S = 300
 RSS_GROWTH_LIMIT = 100 * 2**20
-
-
-class PeakRss:
-    """The highest resident memory of a process while the block runs, sampled every 20 ms."""
-
-    def __init__(self, process: psutil.Process):
-        self.process, self.peak = process, process.memory_info().rss
-        self._done = threading.Event()
-        self._sampler = threading.Thread(target=self._sample)
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> "PeakRss":
-        self._sampler.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._sampler.join()
 
 
 def test_audio_bombs_are_refused_and_decoding_memory_is_bounded(services: Services,
