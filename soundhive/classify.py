@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from shared import params
-from shared.audio import AudioError, find_audio_files
+from shared.audio import AudioError, AudioTooLong, find_audio_files
 from shared.config import usable_cpus
 from shared.inference import ClipResult, classify_file
 from shared.labels import Ontology, read_clip_labels
@@ -54,29 +54,33 @@ def classify(
     model_name: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     hop: float = typer.Option(params.DEFAULT_PATCH_HOP_SECONDS, "--hop", min=0.01, help=HOP_HELP),
     specific: bool = typer.Option(False, "--specific", help=SPECIFIC_HELP),
+    max_audio_s: float | None = typer.Option(
+        None, "--max-audio-s", min=0.001, show_default="no limit",
+        help="Skip a file holding more seconds of audio than this (decoding stops there)."),
 ) -> None:
     """Print what each file sounds like: `Label: score, ...`, highest first.
 
     A clip's score for a class is the mean of its per-patch scores. A path that cannot be read
-    is reported in one line and the others are still classified (exit status 2 at the end).
+    (or holds more than --max-audio-s) is reported in one line and the others are still
+    classified (exit status 2 at the end).
     """
     with ExitStack() as cleanup:
         files, failed = _expand(paths, cleanup)
         if not files:
             raise typer.Exit(2)
         failed = _classify_and_print(files, failed, top, threshold, as_json, timeline, plot,
-                                     model_name, hop, specific)
+                                     model_name, hop, specific, max_audio_s)
     if failed:
         raise typer.Exit(2)
 
 
 def _classify_and_print(files: list[Source], failed: bool, top: int, threshold: float,
                         as_json: bool, timeline: bool, plot: Path | None, model_name: str,
-                        hop: float, specific: bool) -> bool:
+                        hop: float, specific: bool, max_audio_s: float | None) -> bool:
     """Whether any file failed."""
     model = _load(model_name)
     ontology = _ontology() if specific else None
-    for name, result in _classify_all(model, files, hop):
+    for name, result in _classify_all(model, files, hop, max_audio_s, plot is not None):
         if result is None:
             failed = True
             continue
@@ -204,14 +208,20 @@ def _ontology() -> Ontology:
 
 
 def _classify_all(
-    model: AudioModel, files: list[Source], hop: float
+    model: AudioModel, files: list[Source], hop: float, max_audio_s: float | None = None,
+    keep_waveform: bool = False,
 ) -> Iterator[tuple[str, ClipResult | None]]:
     """Each file's name with its result, or None after reporting why it could not be read."""
     with item_progress(disable=len(files) < 2) as progress:
         task = progress.add_task("classifying", total=len(files))
         for name, path in files:
             try:
-                yield name, replace(classify_file(model, path, hop), source=name)
+                result = classify_file(model, path, hop, max_audio_s, keep_waveform)
+                yield name, replace(result, source=name)
+            except AudioTooLong as exc:
+                warn(f"{name}: more than {exc.max_seconds:g} s of audio (--max-audio-s), "
+                     "skipped")
+                yield name, None
             except AudioError as exc:
                 warn(str(exc).replace(str(path), name))
                 yield name, None

@@ -6,9 +6,18 @@ import av
 import numpy as np
 import pytest
 import soundfile
+from audio_bombs import silent_flac
 
 from shared import params
-from shared.audio import AudioError, find_audio_files, frame_patches, load_audio
+from shared.audio import (
+    AudioError,
+    AudioTooLong,
+    PatchCutter,
+    find_audio_files,
+    frame_patches,
+    load_audio,
+    stream_audio,
+)
 
 
 def tone(frequency: float, seconds: float, rate: int, channels: int = 1) -> np.ndarray:
@@ -137,3 +146,44 @@ def test_find_audio_files_is_recursive_and_sorted(tmp_path):
         "a/c.MP3",
         "b.wav",
     ]
+
+
+@pytest.mark.parametrize("hop_seconds", [0.48, 0.975, 2.0])
+@pytest.mark.parametrize("block", [1, 5000, 16000])
+def test_patch_cutter_cuts_what_frame_patches_cuts(hop_seconds, block):
+    for samples in (0, 1, 15599, 15600, 15601, 23280, 23281, 31999, 47000):
+        waveform = np.random.default_rng(samples).standard_normal(samples).astype(np.float32)
+        cutter = PatchCutter(hop_seconds)
+        cut = [cutter.push(waveform[start: start + block]) for start in range(0, samples, block)]
+        patches = np.concatenate([*cut, cutter.finish()])
+        assert np.array_equal(patches, frame_patches(waveform, hop_seconds)), samples
+        assert cutter.count == len(patches) and cutter.samples == samples
+
+
+def test_streamed_decoding_is_the_whole_file_decoding(clips_dir):
+    for clip in find_audio_files(clips_dir):  # MP3s whose header overstates their length too
+        streamed, whole = np.concatenate(list(stream_audio(clip, 1.0))), load_audio(clip)
+        assert len(streamed) == len(whole), clip.name
+        np.testing.assert_allclose(streamed, whole, atol=1e-6)  # soxr's float rounding
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_decoding(tmp_path):
+    blocks = stream_audio(silent_flac(tmp_path / "1h.flac", 3600), 1.0, max_seconds=600)
+    with pytest.raises(AudioTooLong, match=r"1h\.flac: more than 600 s of audio"):
+        next(blocks)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_an_undeclared_length_is_counted_and_decoding_stops_at_the_cap(tmp_path, rate):
+    path = silent_flac(tmp_path / "1h.flac", 3600, rate, declared=False)
+    decoded = 0
+    with pytest.raises(AudioTooLong):
+        for block in stream_audio(path, 1.0, max_seconds=60):
+            decoded += len(block)
+    assert 59 * params.SAMPLE_RATE < decoded <= 61 * params.SAMPLE_RATE
+
+
+def test_audio_up_to_the_cap_is_decoded(tmp_path):
+    for declared in (True, False):
+        path = silent_flac(tmp_path / f"{declared}.flac", 60, declared=declared)
+        assert sum(map(len, stream_audio(path, 1.0, max_seconds=60))) == 60 * params.SAMPLE_RATE

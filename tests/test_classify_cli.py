@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from audio_bombs import silent_flac
 
 LABELS_LINE = re.compile(r"^[^:]+: \d\.\d\d(, [^\n]+: \d\.\d\d)*$")
 LABEL = re.compile(r"(.+?): (\d\.\d\d)(?:, |$)")
@@ -96,6 +97,19 @@ def test_good_files_are_still_classified_beside_a_bad_one(clips_dir, tmp_path):
     run = soundhive("classify", str(bad), str(clips_dir / "speech.wav"))
     assert run.returncode == 2
     assert "Speech" in run.stdout and "empty file" in run.stderr
+
+
+def test_files_over_max_audio_s_are_skipped_in_one_line_each(clips_dir, tmp_path):
+    declared = silent_flac(tmp_path / "declared.flac", 3600)
+    undeclared = silent_flac(tmp_path / "undeclared.flac", 3600, declared=False)
+    run = soundhive("classify", "--max-audio-s", "60", str(declared), str(clips_dir / "dog.mp3"),
+                    str(undeclared))
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"error: {path}: more than 60 s of audio (--max-audio-s), skipped"
+        for path in (declared, undeclared)]
+    assert run.stdout.startswith(f"{clips_dir / 'dog.mp3'}: Animal: 0.92")
+    assert run.stdout.count("\n") == 1
 
 
 def test_a_missing_path_is_one_line_and_the_others_are_classified(clips_dir, tmp_path):

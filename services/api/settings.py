@@ -33,6 +33,9 @@ class ApiSettings(SettingsModel):
                             "stay open).")
     max_upload_mb: int = Field(50, ge=1, description="Size limit of POST /classify uploads, "
                                "in MB.")
+    max_audio_s: float = Field(600, gt=0, description="Most seconds of audio a POST /classify "
+                               "upload may hold: one whose header declares more, or whose "
+                               "decoding passes it, is refused there (413).")
     cors_origins: CommaSeparated = Field(
         (), description="Comma-separated origins allowed to call the API from a browser.")
     model: str = model_field()

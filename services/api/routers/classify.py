@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from pydantic import BaseModel
 
 from services.api.deps import ERRORS, WRITE, LabelScore, Settings
-from shared.audio import AudioError
+from shared.audio import AudioError, AudioTooLong
 from shared.inference import classify_file
 from shared.ranking import top_labels
 
@@ -43,7 +43,9 @@ def classify(
     with tempfile.TemporaryDirectory(prefix="soundhive-upload-") as folder:
         path = _save_upload(file, Path(folder), settings.max_upload_bytes)
         try:
-            result = classify_file(model, path)
+            result = classify_file(model, path, max_seconds=settings.max_audio_s)
+        except AudioTooLong:
+            raise HTTPException(413, too_long(settings.max_audio_s)) from None
         except AudioError as exc:
             raise HTTPException(400, str(exc).replace(str(path), file.filename or "upload")
                                 ) from None
@@ -54,6 +56,11 @@ def classify(
 def too_large(limit: int) -> str:
     """Why an upload over `limit` bytes is refused (413)."""
     return f"the upload is larger than {limit // 2**20} MB (SOUNDHIVE_API_MAX_UPLOAD_MB)"
+
+
+def too_long(limit_s: float) -> str:
+    """Why an upload holding more than `limit_s` seconds of audio is refused (413)."""
+    return f"the upload holds more than {limit_s:g} s of audio (SOUNDHIVE_API_MAX_AUDIO_S)"
 
 
 def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
