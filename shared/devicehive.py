@@ -2,31 +2,16 @@
 point the notifier at. Read by the notifier (which connects, and checks a stored URL again
 before it does: others may write Redis) and by the api (whose form stores a configuration)."""
 
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import CommaSeparated, SettingsModel
+from shared.redact import where
 
 SCHEMES = ("http", "https", "ws", "wss")
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
-
-
-def where(url: str) -> str:
-    """A URL as logs, errors and the api show it: no user, password or query (they may be
-    secrets)."""
-    parts = urlsplit(url)
-    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{_port(parts)}' if _port(parts) else ''}{parts.path}"
-
-
-def _port(parts: SplitResult) -> int | None:
-    """The URL's explicit port; None when it has none or an invalid one."""
-    try:
-        return parts.port
-    except ValueError:
-        return None
 
 
 def _host_port(entry: str) -> tuple[str, int | None]:

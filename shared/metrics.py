@@ -146,6 +146,7 @@ API_REQUESTS = Counter(
 )
 API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a request", ["route"],
                         buckets=_LATENCY_BUCKETS)
+TOKEN_FAILURE_OUTCOMES = ("refused", "locked_out")
 API_TOKEN_FAILURES = Counter(
     "soundhive_api_token_failures_total",
     "Requests with a wrong API token (outcome: refused = 401; locked_out = 429, their address "

@@ -2,7 +2,8 @@
 every URL in a text and masks the value of every secret-looking parameter, in a query
 (?token=...), in a path (cameras' /user=admin&password=...&channel=1.sdp) or a fragment. Used
 for source ids derived from URLs, error messages that name a URL (FFmpeg's among them), and
-every service's log lines (`RedactingFormatter`).
+every service's log lines (`RedactingFormatter`). `where(url)` is a URL reduced to scheme,
+host, port and path, as sinks name their servers in statuses and logs.
 
 A parameter is secret when its name (any case, without '-', '_', '.') contains one of
 SECRET_PARTS (access_token, X-Amz-Signature, Key-Pair-Id, wmsAuthSign, txSecret, passphrase...)
@@ -12,7 +13,7 @@ as a stream key as a path segment, is not recognised: name such a source.
 
 import logging
 import re
-from urllib.parse import unquote
+from urllib.parse import SplitResult, unquote, urlsplit
 
 MASK = "***"
 SECRET_PARTS = ("token", "key", "pass", "pwd", "secret", "auth", "sig", "credential",
@@ -56,3 +57,19 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+def where(url: str) -> str:
+    """A URL as logs, errors and the api show it: no user, password or query (they may be
+    secrets)."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{_port(parts)}' if _port(parts) else ''}{parts.path}"
+
+
+def _port(parts: SplitResult) -> int | None:
+    """The URL's explicit port; None when it has none or an invalid one."""
+    try:
+        return parts.port
+    except ValueError:
+        return None

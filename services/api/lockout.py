@@ -27,6 +27,7 @@ class TokenFailureLimit:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.window = MovingWindowRateLimiter(MemoryStorage())
+        metrics.start_at_zero(metrics.API_TOKEN_FAILURES, metrics.TOKEN_FAILURE_OUTCOMES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _carries_token(scope):

@@ -28,6 +28,7 @@ from services.notifier.delivery import Rejected, SinkBusy, SinkDown, SinkUnreach
 from services.notifier.settings import WebhookSettings
 from shared.config import ConfigError
 from shared.messages import Event
+from shared.redact import where
 
 TIMEOUT_S = 10.0
 BUSY_CODES = {408, 429, 502, 503, 504}
@@ -42,12 +43,6 @@ def body_of(event: Event, sent_at: float) -> bytes:
     fields = event.fields()
     fields["event_id"] = fields.pop("id")
     return json.dumps({**fields, "sent_at": sent_at}, separators=(",", ":")).encode()
-
-
-def where(url: str) -> str:
-    """A URL as logs and statuses show it: no user, password or query (they may be secrets)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 class WebhookSink:
