@@ -8,6 +8,7 @@ writes the events; any number of readers get the same answer from Redis.
     trim(client, keep)                 the classifier's chores: the newest `keep` stay
     page(client, query)                newest first, filtered, with an opaque cursor
     recent(client, count)              the newest, for a view
+    ongoing(client)                    those still going on (a start without its end yet)
 """
 
 import base64
@@ -47,6 +48,10 @@ def write(pipe: redis.client.Pipeline, event: Event) -> None:
     pipe.hset(streams.DETECTIONS_HASH, event.id, event.encode())
     for index in _indexes(event):
         pipe.zadd(index, {event.id: event.start_time})
+    if event.end is None:
+        pipe.zadd(streams.DETECTIONS_ONGOING, {event.id: event.start_time})
+    else:
+        pipe.zrem(streams.DETECTIONS_ONGOING, event.id)
 
 
 def _indexes(event: Event) -> list[str]:
@@ -64,6 +69,7 @@ def trim(client: redis.Redis, keep: int) -> int:
     events = [_decode(raw) for raw in client.hmget(streams.DETECTIONS_HASH, ids)]
     with client.pipeline(transaction=True) as pipe:
         pipe.zrem(streams.DETECTIONS_INDEX, *ids)
+        pipe.zrem(streams.DETECTIONS_ONGOING, *ids)
         for event in events:
             for index in _indexes(event)[1:] if event else []:
                 pipe.zrem(index, event.id)
@@ -103,6 +109,25 @@ def page(client: redis.Redis, query: Query) -> tuple[list[Event], str | None]:
 
 def recent(client: redis.Redis, count: int) -> list[Event]:
     return page(client, Query(limit=count))[0]
+
+
+def ongoing(client: redis.Redis) -> list[Event]:
+    """The detections still going on, oldest start first."""
+    ids = client.zrange(streams.DETECTIONS_ONGOING, 0, -1)
+    found = map(_decode, client.hmget(streams.DETECTIONS_HASH, ids) if ids else [])
+    return [event for event in found if event is not None]
+
+
+def latest_by_source(client: redis.Redis, sources: list[str]) -> dict[str, Event]:
+    """Each source's detection with the latest start (sources without one left out), in two
+    round trips whatever their number."""
+    with client.pipeline(transaction=False) as pipe:
+        for source in sources:
+            pipe.zrevrange(streams.detections_by_source(source), 0, 0)
+        newest = [ids[0] if ids else None for ids in pipe.execute()]
+    ids = [event_id for event_id in newest if event_id is not None]
+    found = map(_decode, client.hmget(streams.DETECTIONS_HASH, ids) if ids else [])
+    return {event.source: event for event in found if event is not None}
 
 
 def _decode(raw: bytes | None) -> Event | None:
