@@ -22,7 +22,7 @@ import numpy as np
 from services.registry import SERVICES
 from shared import bus, detections, streams
 from shared.messages import Event
-from soundhive.ports import free_port
+from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,11 +49,11 @@ from shared.config import (
     threads_per_replica,
 )
 from shared.messages import Event, MessageError
+from shared.ports import free_port, port_free
 from shared.redact import redact
 from shared.status import read_sources
 from soundhive.console import USAGE_ERROR, fail, stderr, warn
 from soundhive.data_dir import PERSISTENCE, DataDir, DataDirError, default_data_dir
-from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
 SOURCE_HELP = SOURCE_FORMS + " Repeatable."
@@ -325,7 +324,7 @@ def _ports(plan: list[tuple[str, dict[str, Any]]], base: int, api_port: int) -> 
     ports, seen = [], set()
     for name, _ in plan:
         if name == "api":
-            if not _port_free(api_port):
+            if not port_free("127.0.0.1", api_port):
                 fail(f"api port 127.0.0.1:{api_port} is in use: another `soundhive up`? "
                      "Choose another with --api-port")
             ports.append(api_port)
@@ -333,20 +332,11 @@ def _ports(plan: list[tuple[str, dict[str, Any]]], base: int, api_port: int) -> 
         offset = SERVICES[name].port - SERVICES["capture"].port
         port = base + offset if base and name not in seen else 0
         seen.add(name)
-        if port and not _port_free(port):
+        if port and not port_free("127.0.0.1", port):
             fail(f"metrics port 127.0.0.1:{port} ({name}) is in use: another `soundhive up`? "
                  "Choose other ports with --metrics-port-base")
         ports.append(port)
     return ports
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],
