@@ -12,6 +12,7 @@ further replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (-
 """
 
 import inspect
+import json
 import os
 import secrets
 import shutil
@@ -69,9 +70,18 @@ def register(app: typer.Typer) -> None:
     app.command("devices")(devices)
 
 
-def devices() -> None:
+def devices(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of the devices: index, "
+                                 "name, channels, rate ([] when there is none)."),
+) -> None:
     """List the audio input devices (for --source mic:INDEX or mic:NAME)."""
-    found = list_devices()
+    try:
+        found = list_devices()
+    except SourceError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(found))
+        return
     if not found:
         fail("no audio input device found")
     table = Table("index", "name", "channels", "default rate")
