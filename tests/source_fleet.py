@@ -20,7 +20,7 @@ def source_id(index: int) -> str:
 def state_of(index: int) -> str:
     """Every 10th failed, every 25th retrying, every 50th finished, the rest running."""
     return ("failed" if index % 10 == 9 else "retrying" if index % 25 == 24
-            else "finished" if index % 50 == 49 else "running")
+            else "finished" if index % 50 == 48 else "running")
 
 
 def rms_of(index: int) -> float:
