@@ -9,6 +9,7 @@ writes the events; any number of readers get the same answer from Redis.
     page(client, query)                newest first, filtered, with an opaque cursor
     recent(client, count)              the newest, for a view
     ongoing(client)                    those still going on (a start without its end yet)
+    latest_by_source(client)           each source's latest
 """
 
 import base64
@@ -50,6 +51,7 @@ def write(pipe: redis.client.Pipeline, event: Event) -> None:
         pipe.zadd(index, {event.id: event.start_time})
     if event.end is None:
         pipe.zadd(streams.DETECTIONS_ONGOING, {event.id: event.start_time})
+        pipe.hset(streams.DETECTIONS_LATEST, event.source, event.id)  # starts come in order
     else:
         pipe.zrem(streams.DETECTIONS_ONGOING, event.id)
 
@@ -75,7 +77,19 @@ def trim(client: redis.Redis, keep: int) -> int:
                 pipe.zrem(index, event.id)
         pipe.hdel(streams.DETECTIONS_HASH, *ids)
         pipe.execute()
+    _forget_latest(client, [event for event in events if event])
     return len(ids)
+
+
+def _forget_latest(client: redis.Redis, trimmed: list[Event]) -> None:
+    """Sources whose latest detection was trimmed have none left."""
+    sources = list({event.source for event in trimmed})
+    latest = client.hmget(streams.DETECTIONS_LATEST, sources) if sources else []
+    trimmed_ids = {event.id.encode() for event in trimmed}
+    gone = [source for source, latest_id in zip(sources, latest, strict=True)
+            if latest_id in trimmed_ids]
+    if gone:
+        client.hdel(streams.DETECTIONS_LATEST, *gone)
 
 
 def page(client: redis.Redis, query: Query) -> tuple[list[Event], str | None]:
@@ -118,14 +132,9 @@ def ongoing(client: redis.Redis) -> list[Event]:
     return [event for event in found if event is not None]
 
 
-def latest_by_source(client: redis.Redis, sources: list[str]) -> dict[str, Event]:
-    """Each source's detection with the latest start (sources without one left out), in two
-    round trips whatever their number."""
-    with client.pipeline(transaction=False) as pipe:
-        for source in sources:
-            pipe.zrevrange(streams.detections_by_source(source), 0, 0)
-        newest = [ids[0] if ids else None for ids in pipe.execute()]
-    ids = [event_id for event_id in newest if event_id is not None]
+def latest_by_source(client: redis.Redis) -> dict[str, Event]:
+    """Each source's detection with the latest start (sources without one left out)."""
+    ids = list(client.hgetall(streams.DETECTIONS_LATEST).values())
     found = map(_decode, client.hmget(streams.DETECTIONS_HASH, ids) if ids else [])
     return {event.source: event for event in found if event is not None}
 

@@ -95,12 +95,12 @@ def record(pipe: redis.client.Pipeline, prediction: Prediction) -> None:
 
 
 def read_sources(client: redis.Redis) -> list[SourceView]:
-    """Every source capture reported, sorted by id."""
+    """Every source capture reported, sorted by id (six round trips whatever their number)."""
     statuses = _decode_all(client.hgetall(streams.SOURCES_HASH), SourceStatus)
     latest = _decode_all(client.hgetall(streams.LATEST_PREDICTIONS), Prediction)
     ongoing = Counter(event.source for event in detections.ongoing(client))
     names = sorted(statuses)
-    last = detections.latest_by_source(client, names)
+    last = detections.latest_by_source(client)
     return [SourceView(statuses[name], latest.get(name), ongoing[name], last.get(name))
             for name in names]
 

@@ -25,6 +25,8 @@ DETECTIONS_HASH = f"{PREFIX}:detections"
 DETECTIONS_INDEX = f"{PREFIX}:detections:by-start"
 # Sorted set: the ids of the detections still going on (a start without its end), by start time.
 DETECTIONS_ONGOING = f"{PREFIX}:detections:ongoing"
+# Hash: source id -> the id of its detection with the latest start.
+DETECTIONS_LATEST = f"{PREFIX}:detections:latest"
 
 
 def detections_by_source(source: str) -> str:

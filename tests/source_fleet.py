@@ -56,8 +56,10 @@ def write_event(pipe: redis.client.Pipeline, source: str, label: str, start_time
     event = Event(id=f"{source}/{label}/{start_time:.3f}", source=source, label=label,
                   kind="start", score=0.9, start=1.0, end=None, start_time=start_time,
                   end_time=None, model="yamnet")
-    if not ongoing:
-        event = msgspec.structs.replace(event, kind="end", end=2.0, end_time=start_time + 1)
     bus.publish(pipe, streams.EVENTS_STREAM, event)
     detections.write(pipe, event)
+    if not ongoing:
+        event = msgspec.structs.replace(event, kind="end", end=2.0, end_time=start_time + 1)
+        bus.publish(pipe, streams.EVENTS_STREAM, event)
+        detections.write(pipe, event)
     return event

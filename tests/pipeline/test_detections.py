@@ -70,5 +70,8 @@ def test_ongoing_follows_starts_ends_and_trims(redis_server):
                                                           "b/Dog/5"]
     assert detections.trim(client, 3) == 3  # 0, 1 and 2 go
     assert [e.id for e in detections.ongoing(client)] == ["a/Dog/4", "b/Dog/5"]
-    latest = detections.latest_by_source(client, ["a", "b", "c"])
+    latest = detections.latest_by_source(client)
     assert {source: e.id for source, e in latest.items()} == {"a": "a/Dog/4", "b": "b/Dog/5"}
+    assert detections.trim(client, 1) == 2  # a's last one goes: a has none
+    assert {source: e.id for source, e in detections.latest_by_source(client).items()} == {
+        "b": "b/Dog/5"}
