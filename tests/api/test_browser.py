@@ -403,10 +403,9 @@ def see_the_feed_in_time_order_and_paused(page: Page, client: redis.Redis) -> No
     for source, label, delay in (("mic-010", "Glass", 5), ("mic-020", "Siren", 10),
                                  ("mic-030", "Bark", 1)):
         publish(client, source, label, now + delay)
-    expect(labels.first).to_have_text("Siren")
-    assert labels.all_inner_texts()[:3] == ["Siren", "Glass", "Bark"]
-    assert page.locator("#feed li .event-source").all_inner_texts()[:3] == [
-        "mic-020", "mic-010", "mic-030"]
+    newest = page.locator("#feed li:nth-child(-n+3)")  # they may come in separate frames
+    expect(newest.locator(".event-label")).to_have_text(["Siren", "Glass", "Bark"])
+    expect(newest.locator(".event-source")).to_have_text(["mic-020", "mic-010", "mic-030"])
     page.click("#feed-pause")
     publish(client, "mic-040", "Music", now + 20)
     expect(page.locator("#feed-pause")).to_contain_text("Resume (1 new)")
