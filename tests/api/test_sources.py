@@ -2,13 +2,16 @@
 many sources written as the pipeline writes them, served by the real api process."""
 
 import math
+import time
+from urllib.parse import quote
 
 import httpx
 import pytest
 from pipeline_helpers import RedisServer, Services, start_api
 from source_fleet import rms_of, source_id, state_of, write_event, write_sources
 
-from shared import status
+from shared import status, streams
+from shared.messages import SourceStatus
 
 COUNT = 120
 
@@ -92,12 +95,17 @@ def test_summary_counts(url: str, redis_server: RedisServer):
                                                             math.ceil(COUNT / 3) + 1)
 
 
-def test_a_sources_detail(url: str):
+def test_a_sources_detail(url: str, redis_server: RedisServer):
     detail = get(url, f"/sources/{source_id(7)}/detail")
     assert detail["source"]["source"] == source_id(7)
     times = [point["t"] for point in detail["levels"]]
     assert len(times) == 5 and times == sorted(times)  # oldest first
     assert detail["levels"][-1]["dbfs"] == status.dbfs(rms_of(7) * 1.4)
     assert [e["source"] for e in detail["events"]] == [source_id(7)]
+    folder_file = "recordings/dog.mp3"  # a folder's file: its id has a slash
+    redis_server.client().hset(streams.SOURCES_HASH, folder_file, SourceStatus(
+        folder_file, "finished", "", 0.1, 5, time.time()).encode())
+    detail = get(url, f"/sources/{quote(folder_file, safe='')}/detail")
+    assert detail["source"]["source"] == folder_file and detail["levels"] == []
     answer = httpx.get(f"{url}/sources/nowhere/detail")
     assert answer.status_code == 404 and answer.json()["detail"] == "no source 'nowhere'"
