@@ -27,7 +27,7 @@ COPY services services
 COPY soundhive soundhive
 # Editable: the code stays in /app with its data files (the api's static dashboard), and the
 # runtime stage copies /app and /opt/venv to the same paths.
-RUN pip install --no-cache-dir -e . \
+RUN pip install --no-cache-dir -e ".[mic]" \
  && python -c "import services.api.app, services.features.service, soundhive.cli"
 
 # ---- build-gpu: the same plus TensorFlow with its CUDA libraries (pip wheels) ----------------

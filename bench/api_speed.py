@@ -1,16 +1,20 @@
-"""Events API speed: GET /events latency (p50/p95/p99) over a large detection history, and the
-events per second the SSE stream delivers to a client, against the real api process and a real
-Redis (both started here on free ports).
+"""Events API speed: GET /events latency (p50/p95/p99) over a large detection history, the
+events per second the SSE stream delivers to a client, and GET /sources (the dashboard's pages)
+and /sources/summary over many sources, against the real api process and a real Redis (both
+started here on free ports).
 
     .venv/bin/python bench/api_speed.py [--history 100000] [--requests 300] [--stream 20000]
+                                        [--sources 500]
 
-Prints JSON. Events are written the way the classifier writes them (events stream + detections).
+Prints JSON. Events are written the way the classifier writes them (events stream + detections),
+sources as capture and the classifier write them (the tests' source_fleet.py).
 """
 
 import argparse
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,10 +26,18 @@ import numpy as np
 from services.registry import SERVICES
 from shared import bus, detections, streams
 from shared.messages import Event
-from soundhive.ports import free_port
+from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from source_fleet import write_sources  # noqa: E402  (the tests' sources, written as the pipeline does)
+
+EVENT_QUERIES = [{}, {"source": "mic7"}, {"label": "Siren", "min_score": 0.9}, {"limit": 200},
+                 {"since": 1.7e9 + 50_000, "until": 1.7e9 + 60_000}]
+# The dashboard's: a page, searched, one state, with an active event by latest, all of them.
+SOURCE_QUERIES = [{"limit": 50}, {"limit": 50, "q": "mic-04"}, {"limit": 50, "state": "failed"},
+                  {"limit": 50, "ongoing": "true", "sort": "last_event", "order": "desc"}, {}]
 LABELS = ["Dog", "Speech", "Music", "Siren", "Glass", "Bark", "Cat", "Car"]
 
 
@@ -44,14 +56,13 @@ def write(client, events: list[Event]) -> None:
         pipe.execute()
 
 
-def get_latency(url: str, requests: int) -> dict:
-    queries = [{}, {"source": "mic7"}, {"label": "Siren", "min_score": 0.9}, {"limit": 200},
-               {"since": 1.7e9 + 50_000, "until": 1.7e9 + 60_000}]
+def get_latency(url: str, requests: int, path: str = "/events",
+                queries: list[dict] = EVENT_QUERIES) -> dict:
     times = []
     with httpx.Client(base_url=url, timeout=30) as client:
         for i in range(requests):
             started = time.perf_counter()
-            answer = client.get("/events", params=queries[i % len(queries)])
+            answer = client.get(path, params=queries[i % len(queries)])
             times.append(time.perf_counter() - started)
             answer.raise_for_status()
     ms = np.array(times) * 1000
@@ -89,6 +100,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--stream", type=int, default=20_000)
+    parser.add_argument("--sources", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soundhive-api-bench-") as tmp:
         server = RedisProcess(Path(tmp), port=free_port())
@@ -100,6 +112,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL)
         try:
             client = server.client()
+            write_sources(client, args.sources)
             for first in range(0, args.history, 5000):
                 write(client, [event(n) for n in range(first, min(first + 5000, args.history))])
             url = f"http://127.0.0.1:{port}"
@@ -110,6 +123,11 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.2)
             result = {"history": args.history, "get_events": get_latency(url, args.requests),
+                      "sources": args.sources,
+                      "get_sources": get_latency(url, args.requests, "/sources",
+                                                 SOURCE_QUERIES),
+                      "get_sources_summary": get_latency(url, args.requests,
+                                                         "/sources/summary", [{}]),
                       "sse": sse_rate(url, client, args.stream)}
         finally:
             api.terminate()

@@ -31,7 +31,7 @@ from services.registry import SERVICES
 from shared import streams
 from shared.audio import find_audio_files, load_audio
 from shared.messages import CHUNK_SAMPLES, Event, Prediction, SourceStatus
-from soundhive.ports import free_port
+from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"

@@ -23,7 +23,7 @@ import machine
 import psutil
 
 from services.registry import SERVICES
-from soundhive.ports import free_port
+from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]

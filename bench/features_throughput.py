@@ -22,7 +22,7 @@ from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
 from shared.messages import PcmChunk
 from shared.models import load_embedder
-from soundhive.ports import free_port
+from shared.ports import free_port
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 

@@ -63,7 +63,7 @@ from shared.messages import (
 )
 from shared.models import ModelError
 from shared.native import quiet_native_stderr
-from soundhive.ports import free_port
+from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"

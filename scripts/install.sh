@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-    build-essential    # compiles PyAudio
-    portaudio19-dev    # PyAudio: microphones
+    build-essential    # compiles PyAudio (the mic extra: microphones)
+    portaudio19-dev    # PyAudio's headers and library
     libsndfile1        # WAV/FLAC/Ogg/MP3 decoding
     ffmpeg             # network streams and other formats
     redis-server       # the message bus (tests start their own)
@@ -48,7 +48,7 @@ fi
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-.venv/bin/python -m pip install --quiet -e ".[dev,tensorflow,bench]"
+.venv/bin/python -m pip install --quiet -e ".[dev,mic,tensorflow,bench]"
 
 # Put `soundhive` on the PATH: system-wide for root, else in ~/.local/bin.
 if [ "$(id -u)" -eq 0 ]; then bin_dir=/usr/local/bin; else bin_dir="$HOME/.local/bin"; fi

@@ -8,6 +8,8 @@ writes the events; any number of readers get the same answer from Redis.
     trim(client, keep)                 the classifier's chores: the newest `keep` stay
     page(client, query)                newest first, filtered, with an opaque cursor
     recent(client, count)              the newest, for a view
+    ongoing(client)                    those still going on (a start without its end yet)
+    latest_by_source(client)           each source's latest
 """
 
 import base64
@@ -47,6 +49,11 @@ def write(pipe: redis.client.Pipeline, event: Event) -> None:
     pipe.hset(streams.DETECTIONS_HASH, event.id, event.encode())
     for index in _indexes(event):
         pipe.zadd(index, {event.id: event.start_time})
+    if event.end is None:
+        pipe.zadd(streams.DETECTIONS_ONGOING, {event.id: event.start_time})
+        pipe.hset(streams.DETECTIONS_LATEST, event.source, event.id)  # starts come in order
+    else:
+        pipe.zrem(streams.DETECTIONS_ONGOING, event.id)
 
 
 def _indexes(event: Event) -> list[str]:
@@ -64,12 +71,25 @@ def trim(client: redis.Redis, keep: int) -> int:
     events = [_decode(raw) for raw in client.hmget(streams.DETECTIONS_HASH, ids)]
     with client.pipeline(transaction=True) as pipe:
         pipe.zrem(streams.DETECTIONS_INDEX, *ids)
+        pipe.zrem(streams.DETECTIONS_ONGOING, *ids)
         for event in events:
             for index in _indexes(event)[1:] if event else []:
                 pipe.zrem(index, event.id)
         pipe.hdel(streams.DETECTIONS_HASH, *ids)
         pipe.execute()
+    _forget_latest(client, [event for event in events if event])
     return len(ids)
+
+
+def _forget_latest(client: redis.Redis, trimmed: list[Event]) -> None:
+    """Sources whose latest detection was trimmed have none left."""
+    sources = list({event.source for event in trimmed})
+    latest = client.hmget(streams.DETECTIONS_LATEST, sources) if sources else []
+    trimmed_ids = {event.id.encode() for event in trimmed}
+    gone = [source for source, latest_id in zip(sources, latest, strict=True)
+            if latest_id in trimmed_ids]
+    if gone:
+        client.hdel(streams.DETECTIONS_LATEST, *gone)
 
 
 def page(client: redis.Redis, query: Query) -> tuple[list[Event], str | None]:
@@ -103,6 +123,20 @@ def page(client: redis.Redis, query: Query) -> tuple[list[Event], str | None]:
 
 def recent(client: redis.Redis, count: int) -> list[Event]:
     return page(client, Query(limit=count))[0]
+
+
+def ongoing(client: redis.Redis) -> list[Event]:
+    """The detections still going on, oldest start first."""
+    ids = client.zrange(streams.DETECTIONS_ONGOING, 0, -1)
+    found = map(_decode, client.hmget(streams.DETECTIONS_HASH, ids) if ids else [])
+    return [event for event in found if event is not None]
+
+
+def latest_by_source(client: redis.Redis) -> dict[str, Event]:
+    """Each source's detection with the latest start (sources without one left out)."""
+    ids = list(client.hgetall(streams.DETECTIONS_LATEST).values())
+    found = map(_decode, client.hmget(streams.DETECTIONS_HASH, ids) if ids else [])
+    return {event.source: event for event in found if event is not None}
 
 
 def _decode(raw: bytes | None) -> Event | None:

@@ -23,6 +23,10 @@ DEADLETTER_STREAM = f"{PREFIX}:deadletter"
 # ids by start time; the events API pages through them.
 DETECTIONS_HASH = f"{PREFIX}:detections"
 DETECTIONS_INDEX = f"{PREFIX}:detections:by-start"
+# Sorted set: the ids of the detections still going on (a start without its end), by start time.
+DETECTIONS_ONGOING = f"{PREFIX}:detections:ongoing"
+# Hash: source id -> the id of its detection with the latest start.
+DETECTIONS_LATEST = f"{PREFIX}:detections:latest"
 
 
 def detections_by_source(source: str) -> str:
@@ -88,6 +92,11 @@ def source_state_key(source: str) -> str:
     """A source's sequence state in the classifier (msgpack: session, next sequence number,
     open events, recent embeddings), shared by all classifier replicas."""
     return f"{PREFIX}:state:{source}"
+
+
+def source_levels(source: str) -> str:
+    """List: a source's recent levels, newest first, "unix-time rms" each (shared/status.py)."""
+    return f"{PREFIX}:levels:{source}"
 
 
 def reorder_key(source: str) -> str:

@@ -12,11 +12,11 @@ further replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (-
 """
 
 import inspect
+import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,11 +50,11 @@ from shared.config import (
     threads_per_replica,
 )
 from shared.messages import Event, MessageError
+from shared.ports import free_port, port_free
 from shared.redact import redact
 from shared.status import read_sources
 from soundhive.console import USAGE_ERROR, fail, stderr, warn
 from soundhive.data_dir import PERSISTENCE, DataDir, DataDirError, default_data_dir
-from soundhive.ports import free_port
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
 SOURCE_HELP = SOURCE_FORMS + " Repeatable."
@@ -70,9 +70,18 @@ def register(app: typer.Typer) -> None:
     app.command("devices")(devices)
 
 
-def devices() -> None:
+def devices(
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of the devices: index, "
+                                 "name, channels, rate ([] when there is none)."),
+) -> None:
     """List the audio input devices (for --source mic:INDEX or mic:NAME)."""
-    found = list_devices()
+    try:
+        found = list_devices()
+    except SourceError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(found))
+        return
     if not found:
         fail("no audio input device found")
     table = Table("index", "name", "channels", "default rate")
@@ -325,7 +334,7 @@ def _ports(plan: list[tuple[str, dict[str, Any]]], base: int, api_port: int) -> 
     ports, seen = [], set()
     for name, _ in plan:
         if name == "api":
-            if not _port_free(api_port):
+            if not port_free("127.0.0.1", api_port):
                 fail(f"api port 127.0.0.1:{api_port} is in use: another `soundhive up`? "
                      "Choose another with --api-port")
             ports.append(api_port)
@@ -333,20 +342,11 @@ def _ports(plan: list[tuple[str, dict[str, Any]]], base: int, api_port: int) -> 
         offset = SERVICES[name].port - SERVICES["capture"].port
         port = base + offset if base and name not in seen else 0
         seen.add(name)
-        if port and not _port_free(port):
+        if port and not port_free("127.0.0.1", port):
             fail(f"metrics port 127.0.0.1:{port} ({name}) is in use: another `soundhive up`? "
                  "Choose other ports with --metrics-port-base")
         ports.append(port)
     return ports
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],

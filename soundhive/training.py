@@ -3,6 +3,7 @@
 TensorFlow is imported inside the commands so that `soundhive --help` stays fast.
 """
 
+import importlib.util
 import json
 import logging
 import os
@@ -36,11 +37,15 @@ DEFAULT_EMBEDDING = "yamnet"  # embed's --model and train's --embedding: the wor
 
 
 def _quiet_tensorflow() -> None:
-    """Unless --verbose: no TensorFlow, Keras or absl chatter. The C++ side (start-up notices,
-    oneDNN) is kept off by TF_CPP_MIN_LOG_LEVEL (a value the user set is kept) and the CLI's quiet
-    fd 2; the Python side (absl and `tensorflow` loggers, Python warnings) is turned down here."""
+    """Without TensorFlow, one line saying which extra to install. Unless --verbose: no
+    TensorFlow, Keras or absl chatter. The C++ side (start-up notices, oneDNN) is kept off by
+    TF_CPP_MIN_LOG_LEVEL (a value the user set is kept) and the CLI's quiet fd 2; the Python side
+    (absl and `tensorflow` loggers, Python warnings) is turned down here."""
+    from shared.models import tensorflow_missing
     from soundhive.cli import verbose_requested
 
+    if importlib.util.find_spec("tensorflow") is None:
+        fail(tensorflow_missing("Training, embedding and evaluating"))
     if verbose_requested(sys.argv[1:]):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

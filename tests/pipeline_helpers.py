@@ -16,7 +16,7 @@ from services.registry import SERVICES
 from shared import streams
 from shared.hierarchy import LabelTree
 from shared.messages import SourceStatus
-from soundhive.ports import free_port
+from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]

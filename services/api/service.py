@@ -2,13 +2,13 @@
 
 import ipaddress
 import logging
-import socket
 
 import uvicorn
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from shared.metrics import PortInUse
+from shared.ports import port_free
 
 log = logging.getLogger("soundhive.api")
 
@@ -25,13 +25,9 @@ def main(settings: ApiSettings) -> None:
 
 
 def _check_port(host: str, port: int) -> None:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            raise PortInUse(f"api port {host}:{port} is already in use (set "
-                            "SOUNDHIVE_API_PORT, or `up --api-port`)") from None
+    if not port_free(host, port):
+        raise PortInUse(f"api port {host}:{port} is already in use (set "
+                        "SOUNDHIVE_API_PORT, or `up --api-port`)")
 
 
 def _exposure(settings: ApiSettings) -> str | None:

@@ -1,4 +1,4 @@
-"""Audio sources: microphones (PyAudio), files and folders, network streams (PyAV).
+"""Audio sources: microphones (PyAudio, the `mic` extra), files and folders, network streams (PyAV).
 
 `--source` forms (repeatable), each optionally NAME=FORM:
     mic               the default input device       mic:2 / mic:USB   by index / name part
@@ -19,6 +19,7 @@ Microphones and network streams are live: they cannot wait for the pipeline.
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soxr
@@ -165,11 +166,22 @@ def _without_url(exc: Exception) -> str:
     return redact(getattr(exc, "strerror", None) or one_line(exc))
 
 
+MIC_EXTRA = ("microphones need the mic extra, which this installation lacks: "
+             "pip install 'soundhive[mic]' (./scripts/install.sh installs it)")
+
+
+def _pyaudio() -> ModuleType:
+    """PyAudio, the `mic` extra; without it a SourceGone saying how to get it."""
+    try:
+        import pyaudio
+    except ImportError:
+        raise SourceGone(MIC_EXTRA) from None
+    return pyaudio
+
+
 def list_devices() -> list[dict]:
     """Input devices PyAudio sees: index, name, channels, default sample rate."""
-    import pyaudio
-
-    pa = pyaudio.PyAudio()
+    pa = _pyaudio().PyAudio()
     try:
         devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
     finally:
@@ -197,9 +209,7 @@ def _find_device(device: str) -> dict:
 
 
 def _default_device(devices: list[dict]) -> dict:
-    import pyaudio
-
-    pa = pyaudio.PyAudio()
+    pa = _pyaudio().PyAudio()
     try:
         index = int(pa.get_default_input_device_info()["index"])
     except OSError:
@@ -210,8 +220,7 @@ def _default_device(devices: list[dict]) -> dict:
 
 
 def _mic_blocks(device: str) -> Iterator[np.ndarray]:
-    import pyaudio
-
+    pyaudio = _pyaudio()
     info = _find_device(device)
     pa = pyaudio.PyAudio()
     rate = params.SAMPLE_RATE

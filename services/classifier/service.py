@@ -23,7 +23,7 @@ import redis
 from services.classifier.events import EventTracker, Rules, RulesError
 from services.classifier.sequencer import Plan, SourceState, plan, resume_after_loss
 from services.classifier.settings import ClassifierSettings
-from shared import bus, detections, metrics, streams
+from shared import bus, detections, metrics, status, streams
 from shared.hierarchy import LabelTree
 from shared.labels import Ontology
 from shared.messages import (
@@ -244,7 +244,7 @@ class Classifier:
         for message in written:
             if isinstance(message, Prediction):
                 bus.publish(pipe, streams.PREDICTIONS_STREAM, message, self.maxlen)
-                pipe.hset(streams.LATEST_PREDICTIONS, message.source, message.encode())
+                status.record(pipe, message)
             else:
                 bus.publish(pipe, streams.EVENTS_STREAM, message)  # trimmed by tick()
                 detections.write(pipe, message)

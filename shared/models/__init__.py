@@ -54,6 +54,12 @@ def load_embedder(name: str = DEFAULT_MODEL, folder: Path | None = None,
     return vggish.load_embedder(folder)
 
 
+def tensorflow_missing(what: str) -> str:
+    """The one line saying that `what` needs the TensorFlow extra, and how to get it."""
+    return (f"{what} need TensorFlow, which this installation lacks: pip install "
+            "'soundhive[tensorflow]' (./scripts/install.sh installs it)")
+
+
 def import_tensorflow_module(module: str, what: str) -> ModuleType:
     """A module that needs TensorFlow (VGGish, trained heads), imported only when used; without
     TensorFlow a one-line ModelError says how to get it."""
@@ -62,9 +68,7 @@ def import_tensorflow_module(module: str, what: str) -> ModuleType:
     except ImportError as exc:
         if (exc.name or "").split(".")[0] not in ("tensorflow", "keras"):
             raise
-        raise ModelError(f"{what} need TensorFlow, which this installation lacks: "
-                         "pip install 'soundhive[tensorflow]' (./scripts/install.sh installs "
-                         "it)") from None
+        raise ModelError(tensorflow_missing(what)) from None
 
 
 def load_model(name: str = DEFAULT_MODEL, folder: Path | None = None,

@@ -67,6 +67,8 @@ def test_events_of_the_real_classifier_filtered_and_paged(pipeline: Services, cl
     sources = {s["source"]: s for s in httpx.get(f"{url}/sources").json()["sources"]}
     assert sources["dog.mp3"]["state"] == "finished" and sources["dog.mp3"]["chunks"] == 6
     assert sources["dog.mp3"]["labels"] and -60 < sources["dog.mp3"]["level"]["dbfs"] < 0
+    dog_detail = httpx.get(f"{url}/sources/dog.mp3/detail").json()  # the classifier's levels
+    assert len(dog_detail["levels"]) == 6 and dog_detail["events"][0]["id"] == dog["id"]
     labels = httpx.get(f"{url}/labels").json()
     assert labels["model"] == "yamnet" and len(labels["labels"]) == 521 and "Dog" in labels[
         "labels"]

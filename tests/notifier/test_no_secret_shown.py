@@ -26,7 +26,7 @@ from notifier_helpers import Mosquitto, MqttCollector, WebhookReceiver
 from pipeline_helpers import REPO, wait_for
 from test_notifier_service import sink_env
 
-from soundhive.ports import free_port
+from shared.ports import free_port
 from soundhive.redis_process import die_with_parent
 
 PASSWORD, TOKEN = "Pa55-w0rd-9f3k", "T0ken-7c1e-42"

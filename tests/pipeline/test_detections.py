@@ -60,3 +60,18 @@ def test_trim_keeps_the_newest_and_bad_cursors_are_refused(redis_server):
     assert client.zcard(streams.detections_by_source("a")) == 4  # the indexes shrink too
     with pytest.raises(detections.CursorError):
         detections.page(client, detections.Query(cursor="nonsense"))
+
+
+def test_ongoing_follows_starts_ends_and_trims(redis_server):
+    client = redis_server.client()
+    store(client, *[event(n, source="ab"[n % 2]) for n in range(6)])
+    store(client, event(2, "end", source="a"), event(3, "end", source="b"))
+    assert [e.id for e in detections.ongoing(client)] == ["a/Dog/0", "b/Dog/1", "a/Dog/4",
+                                                          "b/Dog/5"]
+    assert detections.trim(client, 3) == 3  # 0, 1 and 2 go
+    assert [e.id for e in detections.ongoing(client)] == ["a/Dog/4", "b/Dog/5"]
+    latest = detections.latest_by_source(client)
+    assert {source: e.id for source, e in latest.items()} == {"a": "a/Dog/4", "b": "b/Dog/5"}
+    assert detections.trim(client, 1) == 2  # a's last one goes: a has none
+    assert {source: e.id for source, e in detections.latest_by_source(client).items()} == {
+        "b": "b/Dog/5"}

@@ -19,7 +19,7 @@ from shared import streams
 from shared.audio import load_audio
 from shared.messages import CHUNK_SAMPLES, Event, Prediction
 from shared.params import SAMPLE_RATE
-from soundhive.ports import free_port
+from shared.ports import free_port
 
 WAIT_S = 120
 

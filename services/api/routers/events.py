@@ -63,7 +63,7 @@ def events(
         found, next_cursor = detections.page(client, query)
     except detections.CursorError as exc:
         raise HTTPException(400, str(exc)) from None
-    return {"events": [_detection(e) for e in found], "next": next_cursor}
+    return {"events": [detection(e) for e in found], "next": next_cursor}
 
 
 def _wants_html(request: Request) -> bool:
@@ -71,7 +71,7 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in accept and "application/json" not in accept
 
 
-def _detection(event: Event) -> dict:
+def detection(event: Event) -> dict:
     """A detection as /events shows it: the event without `kind` (`end` null says it goes on)."""
     fields = event.fields()
     del fields["kind"]

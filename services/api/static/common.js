@@ -5,6 +5,24 @@
 const API_TOKEN_KEY = "soundhive.apiToken";
 const TOKEN_EVENT = "soundhive:token"; // dispatched on window when the tab's token changes
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// The dashboard's icons: 16x16 paths, filled or stroked with the text's colour.
+const ICONS = {
+  play: { fill: "M4.5 2.5v11l9-5.5z" },
+  retry: { stroke: "M13.2 8A5.2 5.2 0 1 1 11.7 4.3M13.5 1.8v3.4h-3.4" },
+  check: { stroke: "M2.8 8.6l3.4 3.4 7-7.4" },
+  cross: { stroke: "M4 4l8 8M12 4l-8 8" },
+  mute: { fill: "M1.5 5.5h3l4-3.2v11.4l-4-3.2h-3z", stroke: "M10.8 6l4 4M14.8 6l-4 4" },
+  dash: { stroke: "M3.5 8h9" },
+  dot: { fill: "M8 3.5a4.5 4.5 0 1 1 0 9a4.5 4.5 0 1 1 0-9z" },
+  square: { fill: "M3.5 3.5h9v9h-9z" },
+  info: { stroke: "M8 1.5a6.5 6.5 0 1 1 0 13a6.5 6.5 0 1 1 0-13zM8 7v4.5M8 4.3v.4" },
+  pause: { fill: "M3.5 2.5h3v11h-3zM9.5 2.5h3v11h-3z" },
+  up: { stroke: "M8 13.5v-11M3.5 7L8 2.5 12.5 7" },
+  down: { stroke: "M8 2.5v11M3.5 9L8 13.5 12.5 9" },
+};
+
 const soundhive = {
   apiToken() {
     return sessionStorage.getItem(API_TOKEN_KEY) || "";
@@ -100,6 +118,23 @@ const soundhive = {
   timeElement(unixSeconds) {
     const iso = soundhive.isoTime(unixSeconds);
     return soundhive.el("time", { dateTime: iso, title: iso }, soundhive.clockTime(unixSeconds));
+  },
+
+  // An icon of the dashboard's own set (ICONS), drawn inline: no font needs to have it.
+  icon(name) {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 16 16");
+    svg.setAttribute("class", `icon icon-${name}`);
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    const shape = ICONS[name];
+    for (const [kind, d] of Object.entries(shape)) {
+      const path = document.createElementNS(SVG_NS, "path");
+      path.setAttribute("d", d);
+      path.setAttribute("class", kind); // fill | stroke: style.css draws each with currentColor
+      svg.append(path);
+    }
+    return svg;
   },
 
   // A horizontal bar for a 0..1 score, with the number beside it.
