@@ -118,6 +118,12 @@ API_REQUESTS = Counter(
     "soundhive_api_requests_total", "HTTP requests answered", ["route", "status"]
 )
 API_SECONDS = Histogram("soundhive_api_request_seconds", "Time to answer a request", ["route"])
+SSE_CLIENTS = Gauge("soundhive_api_sse_clients", "Clients connected to GET /events/stream")
+SSE_DROPPED = Counter(
+    "soundhive_api_sse_dropped_total",
+    "Live-stream clients dropped for falling more than SOUNDHIVE_API_SSE_QUEUE events behind "
+    "(each got a `reconnect` event)",
+)
 
 
 class Health:

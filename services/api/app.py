@@ -28,14 +28,18 @@ import redis
 import redis.asyncio
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from services.api.broadcast import Broadcaster
 from services.api.deps import STATIC
 from services.api.routers import classify, config, events, health, sources, stream
 from services.api.settings import ApiSettings
-from shared import metrics
+from shared import bus, metrics
 from shared.models import ModelError, load_model
+
+REDIS_POOL_WAIT_S = 5  # a request waits this long for a pooled Redis connection, then gets 503
+RETRY_AFTER_S = 1
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -49,6 +53,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
                            allow_methods=["GET", "PUT", "POST"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     app.middleware("http")(_count_requests)
+    for error in bus.CONNECTION_ERRORS:
+        app.add_exception_handler(error, _redis_unavailable)
     app.include_router(health.router)
     app.add_api_route("/", _dashboard, include_in_schema=False)
     for module in (events, stream, sources, config, classify):
@@ -60,17 +66,30 @@ def create_app(settings: ApiSettings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
-    app.state.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
-    app.state.async_redis = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10)
+    pool = {"max_connections": settings.redis_max_connections, "timeout": REDIS_POOL_WAIT_S}
+    app.state.redis = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
+        settings.redis_url, socket_timeout=10, **pool))
+    app.state.async_redis = redis.asyncio.Redis.from_pool(
+        redis.asyncio.BlockingConnectionPool.from_url(
+            settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10, **pool))
+    app.state.broadcaster = Broadcaster(app.state.async_redis, settings.sse_queue,
+                                        stream.SSE_BLOCK_MS)
     app.state.model, app.state.model_error = None, None
     try:
         app.state.model = await asyncio.to_thread(load_model, settings.model)
     except ModelError as exc:  # /readyz says so; everything but /classify still works
         app.state.model_error = str(exc)
-    yield
+    async with app.state.broadcaster.running():
+        yield
     await app.state.async_redis.aclose()
     app.state.redis.close()
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    """503 + Retry-After, not 500, when Redis is unreachable or no pooled connection is free."""
+    return JSONResponse({"detail": "Redis is unreachable or every connection to it is busy; "
+                                   "retry shortly"}, 503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _dashboard() -> FileResponse:

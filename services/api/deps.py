@@ -4,6 +4,7 @@ that create_app puts on `app.state`, the bearer-token checks, and the documented
     app.state.settings      ApiSettings
     app.state.redis         redis.Redis (sync routes)
     app.state.async_redis   redis.asyncio.Redis (the SSE stream)
+    app.state.broadcaster   services/api/broadcast.Broadcaster (the SSE stream's one reader)
     app.state.model         the AudioModel /classify uses, None when it could not be loaded
     app.state.model_error   why not (one line), None when loaded
 """
