@@ -210,6 +210,8 @@ def fan_out(url: str, port: int, client, processes: dict[str, psutil.Process], a
         "latency_ms": {f"p{q}": _percentile(histogram, q) for q in (50, 95, 99, 100)},
         "api_rss_mb": {"max": round(max(rss) / 2**20), "end": round(rss[-1] / 2**20)},
         "cpu_percent_of_a_core": cpu,
+        "api_cpu_us_per_delivery": round(cpu["api"] * elapsed * 1e4 / received.sum(), 1),
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
