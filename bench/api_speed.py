@@ -108,8 +108,8 @@ class SseCounter(asyncio.Protocol):
     the ms of its stream id) to a histogram shared by the process. Chunked framing needs no
     decoding: every chunk holds whole SSE messages."""
 
-    def __init__(self, request: bytes, histogram: np.ndarray):
-        self.request, self.histogram = request, histogram
+    def __init__(self, request: bytes, histogram: np.ndarray, earliest: dict):
+        self.request, self.histogram, self.earliest = request, histogram, earliest
         self.status: bytes | None = None
         self.received, self.last, self.in_order = 0, (0, 0), True
         self.closed = asyncio.Event()
@@ -130,7 +130,9 @@ class SseCounter(asyncio.Protocol):
             self.in_order &= position > self.last
             self.last = position
             self.received += 1
-            self.histogram[min(int(now_ms - position[0]), MAX_LATENCY_MS)] += 1
+            latency = now_ms - position[0]
+            self.histogram[min(int(latency), MAX_LATENCY_MS)] += 1
+            self.earliest[position] = min(latency, self.earliest.get(position, latency))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
@@ -145,10 +147,11 @@ def sse_clients(port: int, count: int, connected, stop, results) -> None:
 async def _run_clients(port: int, count: int, connected, stop) -> dict:
     loop = asyncio.get_running_loop()
     histogram = np.zeros(MAX_LATENCY_MS + 1, np.int64)
+    earliest: dict[tuple[int, int], float] = {}  # event -> its latency to the first client
     request = f"GET /events/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     clients = []
     for _ in range(count):
-        _, client = await loop.create_connection(lambda: SseCounter(request, histogram),
+        _, client = await loop.create_connection(lambda: SseCounter(request, histogram, earliest),
                                                  "127.0.0.1", port)
         clients.append(client)
     while any(c.status is None for c in clients):
@@ -159,6 +162,7 @@ async def _run_clients(port: int, count: int, connected, stop) -> dict:
         await asyncio.sleep(0.1)
     return {"received": [c.received for c in clients], "in_order": all(c.in_order for c in clients),
             "closed": sum(c.closed.is_set() for c in clients), "histogram": histogram,
+            "earliest": earliest,
             "cpu_s": time.process_time() - cpu_start}
 
 
@@ -201,6 +205,10 @@ def fan_out(url: str, port: int, client, processes: dict[str, psutil.Process], a
         worker.join(30)
     received = np.concatenate([f["received"] for f in figures])
     histogram = sum(f["histogram"] for f in figures)
+    earliest: dict = {}
+    for f in figures:
+        for position, latency in f["earliest"].items():
+            earliest[position] = min(latency, earliest.get(position, latency))
     return {
         "clients": args.clients, "client_processes": args.client_processes,
         "published": published, "rate_per_s": args.rate,
@@ -208,6 +216,8 @@ def fan_out(url: str, port: int, client, processes: dict[str, psutil.Process], a
         "fewest_received": int(received.min()), "in_order": all(f["in_order"] for f in figures),
         "streams_closed_early": sum(f["closed"] for f in figures),
         "latency_ms": {f"p{q}": _percentile(histogram, q) for q in (50, 95, 99, 100)},
+        "first_client_latency_ms": {f"p{q}": round(float(np.percentile(list(earliest.values()),
+                                                                        q))) for q in (50, 95)},
         "api_rss_mb": {"max": round(max(rss) / 2**20), "end": round(rss[-1] / 2**20)},
         "cpu_percent_of_a_core": cpu,
         "api_cpu_us_per_delivery": round(cpu["api"] * elapsed * 1e4 / received.sum(), 1),
