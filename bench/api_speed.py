@@ -273,7 +273,11 @@ def main() -> None:
                 result["sse"] = sse_rate(url, client, args.stream)
         finally:
             api.terminate()
-            api.wait(20)
+            try:
+                api.wait(30)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                result["api_killed"] = "it had not stopped 30 s after SIGTERM"
             server.stop()
     print(json.dumps(result, indent=2))
 

@@ -80,6 +80,11 @@ class Filter:
         return ((self.source is None or entry.source == self.source)
                 and (self.label is None or self.label in entry.names))
 
+    def select(self, entries: list[Entry]) -> list[Entry]:
+        if self.source is None and self.label is None:
+            return entries
+        return [entry for entry in entries if self.matches(entry)]
+
 
 class Dropped(Exception):
     """The client fell more than its queue behind."""
@@ -95,16 +100,18 @@ class Subscription:
         self._queue: deque[Entry] = deque()
         self._waiting = asyncio.Event()
 
-    def offer(self, entry: Entry) -> bool:
-        """Queue `entry` if it passes the filter; False (and the queue freed) when full."""
-        if not self.filter.matches(entry):
+    def offer(self, entries: list[Entry]) -> bool:
+        """Queue those of `entries` that pass the filter; False (and the queue freed) when they
+        would overflow it."""
+        wanted = self.filter.select(entries)
+        if not wanted:
             return True
-        if len(self._queue) >= self.size:
+        if len(self._queue) + len(wanted) > self.size:
             self._queue.clear()
             self.dropped = True
             self._waiting.set()
             return False
-        self._queue.append(entry)
+        self._queue.extend(wanted)
         self._waiting.set()
         return True
 
@@ -160,9 +167,8 @@ class Broadcaster:
                 await asyncio.sleep(weather.hit(exc))
                 continue
             weather.clear()
-            for entry in entries:
-                self._fan_out(entry)
             if entries:
+                self._fan_out(entries)
                 await asyncio.sleep(min(MAX_PAUSE_S,
                                         PAUSE_PER_SUBSCRIPTION_S * len(self._subscriptions)))
 
@@ -182,8 +188,8 @@ class Broadcaster:
                 entries.append(entry)
         return entries
 
-    def _fan_out(self, entry: Entry) -> None:
-        dropped = [s for s in self._subscriptions if not s.offer(entry)]
+    def _fan_out(self, entries: list[Entry]) -> None:
+        dropped = [s for s in self._subscriptions if not s.offer(entries)]
         for subscription in dropped:
             self._subscriptions.discard(subscription)
             metrics.SSE_DROPPED.inc()
@@ -199,8 +205,8 @@ class Page:
 async def replay(client: redis.asyncio.Redis, after_id: str, entry_filter: Filter) -> Page:
     """One bounded page of the stream after `after_id`."""
     raw = await client.xrange(streams.EVENTS_STREAM, min=f"({after_id}", count=REPLAY_PAGE)
-    entries = [entry for entry_id, fields in raw
-               if (entry := Entry.decode(entry_id, fields)) and entry_filter.matches(entry)]
+    entries = entry_filter.select([entry for entry_id, fields in raw
+                                   if (entry := Entry.decode(entry_id, fields))])
     return Page(entries, raw[-1][0].decode() if raw else after_id, len(raw) < REPLAY_PAGE)
 
 
