@@ -8,11 +8,13 @@ a final `reconnect` event; reconnecting with Last-Event-ID, it misses nothing th
 holds. Redis trouble: the reader waits it out with backoff and resumes after the last entry it
 read; the clients stay connected meanwhile.
 
-A client resuming with Last-Event-ID subscribes first, then replays what it missed from the
-stream page by page (`replay`) until a page comes back short: that last page was read after
-the subscription began, so it reaches at least the reader's position then, and every later
-entry comes live. Live entries at or before the last replayed one are skipped (`after`):
-stream ids are monotonic, so no entry is sent twice or skipped.
+A client resuming with Last-Event-ID replays what it missed from the stream in bounded pages
+(`replay`, on the request's pooled connection, one XRANGE at a time). Its first page is read
+before its response starts (no Redis connection free: 503); then it subscribes and reads pages
+until one comes back short. That page was read after the subscription began, so it reaches at
+least the reader's position then, and every later entry comes live. Live entries at or before
+the last replayed one are skipped (routers/stream.py): stream ids are monotonic, so no entry
+is sent twice or skipped.
 """
 
 import asyncio

@@ -43,8 +43,9 @@ async def event_stream(
 ) -> EventSourceResponse:
     """Every event start and end as it happens (`event:` start|end, `id:` its stream id,
     `data:` the event). Reconnecting with Last-Event-ID gets what was missed, once. A client
-    that falls SOUNDHIVE_API_SSE_QUEUE events behind gets a last event `reconnect` (`data:`
-    the reason and its last event id) and the stream ends: reconnect with Last-Event-ID."""
+    more than SOUNDHIVE_API_SSE_QUEUE events behind, or whose replay Redis fails, gets a last
+    event `reconnect` (`data:` the reason and its last event id) and the stream ends:
+    reconnect with Last-Event-ID."""
     if token is not None and settings.read_auth:
         check_token(settings.token, token)
     else:
