@@ -11,8 +11,9 @@ read; the clients stay connected meanwhile.
 A client resuming with Last-Event-ID replays what it missed from the stream in bounded pages
 (`replay`, on the request's pooled connection, one XRANGE at a time). Its first page is read
 before its response starts (no Redis connection free: 503); then it subscribes and reads pages
-until one comes back short. That page was read after the subscription began, so it reaches at
-least the reader's position then, and every later entry comes live. Live entries at or before
+until one comes back short. That page was read after the subscription began (and after the
+reader started), so it reaches at least the reader's position then, and every later entry
+comes live. Live entries at or before
 the last replayed one are skipped (routers/stream.py): stream ids are monotonic, so no entry
 is sent twice or skipped.
 """
@@ -137,6 +138,7 @@ class Broadcaster:
         self._block_ms = block_ms
         self._subscriptions: set[Subscription] = set()
         self._cursor: str | None = None  # the last entry read; None until the stream's end is known
+        self.started = asyncio.Event()  # set once the reader knows where the stream ends
 
     def subscribe(self, entry_filter: Filter) -> Subscription:
         """A subscription to every entry read from now on; unsubscribe it when done."""
@@ -178,6 +180,7 @@ class Broadcaster:
         if self._cursor is None:
             last = await self._client.xrevrange(streams.EVENTS_STREAM, count=1)
             self._cursor = last[0][0].decode() if last else "0-0"
+            self.started.set()
         # Never more at once than a queue holds: a client keeping up is never dropped.
         reply = await self._client.xread({streams.EVENTS_STREAM: self._cursor},
                                          count=min(READ_COUNT, self._queue_size),

@@ -68,7 +68,8 @@ async def _sse(broadcaster: Broadcaster, aclient: redis.asyncio.Redis, entry_fil
     try:
         after = None  # live entries up to this replayed one were sent already
         if first_page is not None:
-            async for page in _replay_pages(aclient, entry_filter, first_page, subscription):
+            async for page in _replay_pages(broadcaster, aclient, entry_filter, first_page,
+                                            subscription):
                 if page.entries:
                     sent_id = page.entries[-1].id
                     yield b"".join(entry.message for entry in page.entries)
@@ -87,10 +88,13 @@ async def _sse(broadcaster: Broadcaster, aclient: redis.asyncio.Redis, entry_fil
         broadcaster.unsubscribe(subscription)
 
 
-async def _replay_pages(aclient: redis.asyncio.Redis, entry_filter: Filter, page: Page,
-                        subscription: Subscription) -> AsyncIterator[Page]:
-    """`page` (read before subscribing), then pages up to a short one read after it."""
+async def _replay_pages(broadcaster: Broadcaster, aclient: redis.asyncio.Redis,
+                        entry_filter: Filter, page: Page, subscription: Subscription
+                        ) -> AsyncIterator[Page]:
+    """`page` (read before subscribing), then pages up to a short one read after it and after
+    the reader started (until then, where its live entries will begin is unknown)."""
     yield page
+    await broadcaster.started.wait()
     while True:
         if subscription.dropped:
             raise Dropped
