@@ -99,8 +99,8 @@ def _dashboard() -> FileResponse:
 
 class _CountRequests:
     """Counts requests by route and status and times them to their response's start. A plain
-    ASGI middleware: Starlette's BaseHTTPMiddleware would pass every message of every live
-    stream through one more task and memory stream (a third of the api's time at 300 clients)."""
+    ASGI middleware: Starlette's BaseHTTPMiddleware passes every message of every live stream
+    through one more task and memory stream (at 300 clients: median latency 18 -> 173 ms)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
