@@ -1,18 +1,29 @@
-"""Events API speed: GET /events latency (p50/p95/p99) over a large detection history, the
-events per second the SSE stream delivers to a client, and GET /sources (the dashboard's pages)
-and /sources/summary over many sources, against the real api process and a real Redis (both
-started here on free ports).
+"""Events API speed against the real api process (uvicorn) and a real Redis, both started here on
+free ports:
+
+- GET /events latency (p50/p95/p99) over a large detection history (--history, --requests);
+- GET /sources (the dashboard's pages) and /sources/summary over many sources (--sources);
+- the events per second the SSE stream delivers to one client (--stream);
+- fan-out: --clients concurrent SSE clients (asyncio sockets, spread over --client-processes
+  processes) while events are published at --rate per second for --seconds: whether every
+  client received every event in order, the event -> client latency (from the entry's Redis
+  stream id, which is Redis's clock in ms, to its arrival), the api's RSS and the CPU each
+  process used.
 
     .venv/bin/python bench/api_speed.py [--history 100000] [--requests 300] [--stream 20000]
-                                        [--sources 500]
+        [--sources 500] [--clients 1000] [--rate 50] [--seconds 30] [--client-processes 2]
 
-Prints JSON. Events are written the way the classifier writes them (events stream + detections),
-sources as capture and the classifier write them (the tests' source_fleet.py).
+A part whose count is 0 is skipped. Prints JSON. Events are written the way the classifier
+writes them (events stream + detections), sources as capture and the classifier write them
+(the tests' source_fleet.py).
 """
 
 import argparse
+import asyncio
 import json
+import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,7 +33,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
+from services.api.service import allow_many_connections
 from services.registry import SERVICES
 from shared import bus, detections, streams
 from shared.messages import Event
@@ -95,13 +108,151 @@ def sse_rate(url: str, client, count: int) -> dict:
             "events_per_s": round(len(received) / seconds) if received else 0}
 
 
+STREAM_ID = re.compile(rb"^id: (\d+)-(\d+)\r?$", re.MULTILINE)
+MAX_LATENCY_MS = 60_000
+
+
+class SseCounter(asyncio.Protocol):
+    """One SSE client on a raw socket (an HTTP client library would cost more CPU than the api):
+    counts the ids it receives, checks their order, and adds each one's latency (arrival, from
+    the ms of its stream id) to a histogram shared by the process. Chunked framing needs no
+    decoding: every chunk holds whole SSE messages."""
+
+    def __init__(self, request: bytes, histogram: np.ndarray, earliest: dict):
+        self.request, self.histogram, self.earliest = request, histogram, earliest
+        self.status: bytes | None = None
+        self.received, self.last, self.in_order = 0, (0, 0), True
+        self.closed = asyncio.Event()
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now_ms = time.time() * 1000
+        if self.status is None:
+            self.status = data.split(b" ", 2)[1]
+        data = self._tail + data
+        cut = data.rfind(b"\n") + 1
+        self._tail = data[cut:]
+        for milliseconds, sequence in STREAM_ID.findall(data, 0, cut):
+            position = int(milliseconds), int(sequence)
+            self.in_order &= position > self.last
+            self.last = position
+            self.received += 1
+            latency = now_ms - position[0]
+            self.histogram[min(int(latency), MAX_LATENCY_MS)] += 1
+            self.earliest[position] = min(latency, self.earliest.get(position, latency))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+
+def sse_clients(port: int, count: int, connected, stop, results) -> None:
+    """A client process: `count` SSE clients until `stop`, then their figures on `results`."""
+    allow_many_connections()
+    results.put(asyncio.run(_run_clients(port, count, connected, stop)))
+
+
+async def _run_clients(port: int, count: int, connected, stop) -> dict:
+    loop = asyncio.get_running_loop()
+    histogram = np.zeros(MAX_LATENCY_MS + 1, np.int64)
+    earliest: dict[tuple[int, int], float] = {}  # event -> its latency to the first client
+    request = f"GET /events/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    clients = []
+    for _ in range(count):
+        _, client = await loop.create_connection(lambda: SseCounter(request, histogram, earliest),
+                                                 "127.0.0.1", port)
+        clients.append(client)
+    while any(c.status is None for c in clients):
+        await asyncio.sleep(0.05)
+    connected.put(sorted({c.status.decode() for c in clients}))
+    cpu_start = time.process_time()
+    while not stop.is_set():
+        await asyncio.sleep(0.1)
+    return {"received": [c.received for c in clients], "in_order": all(c.in_order for c in clients),
+            "closed": sum(c.closed.is_set() for c in clients), "histogram": histogram,
+            "earliest": earliest,
+            "cpu_s": time.process_time() - cpu_start}
+
+
+def api_clients(url: str) -> int:
+    text = httpx.get(f"{url}/metrics").text
+    return int(float(re.search(r"^soundhive_api_sse_clients (\S+)$", text, re.MULTILINE)[1]))
+
+
+def fan_out(url: str, port: int, client, processes: dict[str, psutil.Process], args) -> dict:
+    """--clients SSE clients receiving events published at --rate/s for --seconds."""
+    context = multiprocessing.get_context("spawn")
+    connected, results, stop = context.Queue(), context.Queue(), context.Event()
+    shares = np.array_split(np.arange(args.clients), args.client_processes)
+    workers = [context.Process(target=sse_clients, args=(port, len(share), connected, stop,
+                                                          results)) for share in shares]
+    for worker in workers:
+        worker.start()
+    statuses = {s for _ in workers for s in connected.get(timeout=300)}
+    assert statuses == {"200"}, statuses
+    assert api_clients(url) == args.clients
+    watched = {**processes, **{f"clients{i}": psutil.Process(w.pid)
+                               for i, w in enumerate(workers)}}
+    cpu_before = {name: sum(p.cpu_times()[:2]) for name, p in watched.items()}
+    rss = []
+    started = time.monotonic()
+    published = 0
+    for n in range(round(args.rate * args.seconds)):
+        time.sleep(max(0.0, started + n / args.rate - time.monotonic()))
+        write(client, [event(20_000_000 + n, "start")])
+        published += 1
+        if n % round(args.rate) == 0:
+            rss.append(processes["api"].memory_info().rss)
+    time.sleep(2)  # the last events' way to the clients
+    elapsed = time.monotonic() - started
+    cpu = {name: round(100 * (sum(p.cpu_times()[:2]) - cpu_before[name]) / elapsed)
+           for name, p in watched.items()}
+    stop.set()
+    figures = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    received = np.concatenate([f["received"] for f in figures])
+    histogram = sum(f["histogram"] for f in figures)
+    earliest: dict = {}
+    for f in figures:
+        for position, latency in f["earliest"].items():
+            earliest[position] = min(latency, earliest.get(position, latency))
+    return {
+        "clients": args.clients, "client_processes": args.client_processes,
+        "published": published, "rate_per_s": args.rate,
+        "clients_with_every_event": int((received == published).sum()),
+        "fewest_received": int(received.min()), "in_order": all(f["in_order"] for f in figures),
+        "streams_closed_early": sum(f["closed"] for f in figures),
+        "latency_ms": {f"p{q}": _percentile(histogram, q) for q in (50, 95, 99, 100)},
+        "first_client_latency_ms": {f"p{q}": round(float(np.percentile(list(earliest.values()),
+                                                                        q))) for q in (50, 95)},
+        "api_rss_mb": {"max": round(max(rss) / 2**20), "end": round(rss[-1] / 2**20)},
+        "cpu_percent_of_a_core": cpu,
+        "api_cpu_us_per_delivery": round(cpu["api"] * elapsed * 1e4 / received.sum(), 1),
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def _percentile(histogram: np.ndarray, q: float) -> int:
+    """The q-th percentile of a histogram of whole milliseconds."""
+    cumulative = np.cumsum(histogram)
+    return int(np.searchsorted(cumulative, cumulative[-1] * q / 100))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--stream", type=int, default=20_000)
     parser.add_argument("--sources", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--client-processes", type=int, default=2)
     args = parser.parse_args()
+    result: dict = {}
     with tempfile.TemporaryDirectory(prefix="soundhive-api-bench-") as tmp:
         server = RedisProcess(Path(tmp), port=free_port())
         server.start()
@@ -112,9 +263,6 @@ def main() -> None:
             stderr=subprocess.DEVNULL)
         try:
             client = server.client()
-            write_sources(client, args.sources)
-            for first in range(0, args.history, 5000):
-                write(client, [event(n) for n in range(first, min(first + 5000, args.history))])
             url = f"http://127.0.0.1:{port}"
             while True:
                 try:
@@ -122,16 +270,32 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            result = {"history": args.history, "get_events": get_latency(url, args.requests),
-                      "sources": args.sources,
-                      "get_sources": get_latency(url, args.requests, "/sources",
-                                                 SOURCE_QUERIES),
-                      "get_sources_summary": get_latency(url, args.requests,
-                                                         "/sources/summary", [{}]),
-                      "sse": sse_rate(url, client, args.stream)}
+            if args.clients:
+                processes = {"api": psutil.Process(api.pid),
+                             "redis": psutil.Process(server.process.pid)}
+                result["fan_out"] = fan_out(url, port, client, processes, args)
+            if args.history:
+                for first in range(0, args.history, 5000):
+                    write(client, [event(n) for n in range(first, min(first + 5000,
+                                                                      args.history))])
+                result.update(history=args.history,
+                              get_events=get_latency(url, args.requests))
+            if args.sources:
+                write_sources(client, args.sources)
+                result.update(
+                    sources=args.sources,
+                    get_sources=get_latency(url, args.requests, "/sources", SOURCE_QUERIES),
+                    get_sources_summary=get_latency(url, args.requests, "/sources/summary",
+                                                    [{}]))
+            if args.stream:
+                result["sse"] = sse_rate(url, client, args.stream)
         finally:
             api.terminate()
-            api.wait(20)
+            try:
+                api.wait(30)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                result["api_killed"] = "it had not stopped 30 s after SIGTERM"
             server.stop()
     print(json.dumps(result, indent=2))
 

@@ -152,6 +152,12 @@ API_TOKEN_FAILURES = Counter(
     "Requests with a wrong API token (outcome: refused = 401; locked_out = 429, their address "
     "sent too many wrong tokens lately)", ["outcome"],
 )
+SSE_CLIENTS = Gauge("soundhive_api_sse_clients", "Clients connected to GET /events/stream")
+SSE_DROPPED = Counter(
+    "soundhive_api_sse_dropped_total",
+    "Live-stream clients dropped for falling more than SOUNDHIVE_API_SSE_QUEUE events behind "
+    "(each got a `reconnect` event)",
+)
 
 
 def start_at_zero(metric: MetricWrapperBase, *values: Sequence[str]) -> None:

@@ -22,7 +22,7 @@ from one address: 429 (lockout.py). Tokens are never logged nor shown back.
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -30,11 +30,13 @@ import redis
 import redis.asyncio
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.broadcast import Broadcaster
 from services.api.deps import STATIC
 from services.api.lockout import TokenFailureLimit
 from services.api.routers import classify, config, events, health, sources, stream
@@ -44,6 +46,8 @@ from shared.models import ModelError, load_model
 
 # A scrape waits at most this long for the consumer groups' lag (Prometheus gives up at 10 s).
 GROUPS_TIMEOUT_S = 2.0
+REDIS_POOL_WAIT_S = 5  # a request waits this long for a pooled Redis connection, then gets 503
+RETRY_AFTER_S = 1
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -60,7 +64,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "PUT", "POST"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
-    app.middleware("http")(_count_requests)
+    app.add_middleware(_CountRequests)
+    for error in bus.CONNECTION_ERRORS:
+        app.add_exception_handler(error, _redis_unavailable)
     app.include_router(health.router)
     app.add_api_route("/", _dashboard, include_in_schema=False)
     for module in (events, stream, sources, config, classify):
@@ -72,40 +78,66 @@ def create_app(settings: ApiSettings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
-    app.state.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
-    app.state.async_redis = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10)
     groups_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=GROUPS_TIMEOUT_S,
                                         socket_connect_timeout=GROUPS_TIMEOUT_S)
     app.state.group_metrics = CollectorRegistry()
     app.state.group_metrics.register(
         metrics.ConsumerGroups(partial(bus.group_backlogs, groups_redis)))
+    pool = {"max_connections": settings.redis_max_connections, "timeout": REDIS_POOL_WAIT_S}
+    app.state.redis = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
+        settings.redis_url, socket_timeout=10, **pool))
+    app.state.async_redis = redis.asyncio.Redis.from_pool(
+        redis.asyncio.BlockingConnectionPool.from_url(
+            settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10, **pool))
+    app.state.broadcaster = Broadcaster(app.state.async_redis, settings.sse_queue,
+                                        stream.SSE_BLOCK_MS)
     app.state.model, app.state.model_error = None, None
     try:
         app.state.model = await asyncio.to_thread(load_model, settings.model)
     except ModelError as exc:  # /readyz says so; everything but /classify still works
         app.state.model_error = str(exc)
-    yield
+    async with app.state.broadcaster.running():
+        yield
     await app.state.async_redis.aclose()
     app.state.redis.close()
     groups_redis.close()
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    """503 + Retry-After, not 500, when Redis is unreachable or no pooled connection is free."""
+    return JSONResponse({"detail": "Redis is unreachable or every connection to it is busy; "
+                                   "retry shortly"}, 503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _dashboard() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
-async def _count_requests(request: Request, call_next: Callable) -> Response:
-    started = time.perf_counter()
-    response = _refuse_big_upload(request)
-    if response is not None:
-        return response
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "other")
-    metrics.API_REQUESTS.labels(path, str(response.status_code)).inc()
-    metrics.API_SECONDS.labels(path).observe(time.perf_counter() - started)
-    return response
+class _CountRequests:
+    """Counts requests by route and status and times them to their response's start. A plain
+    ASGI middleware: Starlette's BaseHTTPMiddleware passes every message of every live stream
+    through one more task and memory stream (at 300 clients: median latency 18 -> 173 ms)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        response = _refuse_big_upload(Request(scope))
+        if response is not None:
+            return await response(scope, receive, send)
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                path = getattr(scope.get("route"), "path", "other")
+                metrics.API_REQUESTS.labels(path, str(message["status"])).inc()
+                metrics.API_SECONDS.labels(path).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, counted)
 
 
 def _refuse_big_upload(request: Request) -> Response | None:

@@ -2,6 +2,7 @@
 
 import ipaddress
 import logging
+import resource
 
 import uvicorn
 
@@ -15,6 +16,7 @@ log = logging.getLogger("soundhive.api")
 
 def main(settings: ApiSettings) -> None:
     _check_port(settings.host, settings.port)
+    allow_many_connections()
     log.info("api: http://%s:%d (auth: %s)", settings.host, settings.port,
              "token" if settings.token else "none")
     if (exposure := _exposure(settings)) is not None:
@@ -48,3 +50,10 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def allow_many_connections() -> None:
+    """Raise this process's open-file limit to its hard limit: each live-stream client holds a
+    socket, and a soft limit of 1024 (systemd's default) would refuse the thousandth."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

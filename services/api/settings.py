@@ -36,6 +36,13 @@ class ApiSettings(SettingsModel):
     max_audio_s: float = Field(600, gt=0, description="Most seconds of audio a POST /classify "
                                "upload may hold: one whose header declares more, or whose "
                                "decoding passes it, is refused there (413).")
+    redis_max_connections: int = Field(
+        50, ge=2, description="Redis connections the api opens at most, per pool (one for the "
+        "routes, one for the live stream); a request finding none free within a few seconds "
+        "gets 503 with Retry-After.")
+    sse_queue: int = Field(
+        500, ge=1, description="Events a live-stream client may have waiting; one further "
+        "behind is sent a `reconnect` event and disconnected (it resumes with Last-Event-ID).")
     cors_origins: CommaSeparated = Field(
         (), description="Comma-separated origins allowed to call the API from a browser.")
     model: str = model_field()

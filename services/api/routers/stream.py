@@ -1,8 +1,6 @@
-"""GET /events/stream: Server-Sent Events, one per event start and end; `Last-Event-ID`
-resumes."""
+"""GET /events/stream: Server-Sent Events, one per event start and end, fanned out by the api
+process's one reader (services/api/broadcast.py); `Last-Event-ID` resumes."""
 
-import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -12,9 +10,17 @@ import redis.asyncio
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from sse_starlette.sse import EventSourceResponse
 
+from services.api.broadcast import (
+    Broadcaster,
+    Dropped,
+    Filter,
+    Page,
+    Subscription,
+    position,
+    reconnect_message,
+    replay,
+)
 from services.api.deps import ERRORS, Settings, check_read, check_token
-from shared import streams
-from shared.messages import Event, MessageError
 
 SSE_BLOCK_MS = 1000
 SSE_PING_S = 15
@@ -36,7 +42,10 @@ async def event_stream(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Every event start and end as it happens (`event:` start|end, `id:` its stream id,
-    `data:` the event). Reconnecting with Last-Event-ID gets what was missed, once."""
+    `data:` the event). Reconnecting with Last-Event-ID gets what was missed, once. A client
+    more than SOUNDHIVE_API_SSE_QUEUE events behind, or whose replay Redis fails, gets a last
+    event `reconnect` (`data:` the reason and its last event id) and the stream ends:
+    reconnect with Last-Event-ID."""
     if token is not None and settings.read_auth:
         check_token(settings.token, token)
     else:
@@ -44,31 +53,52 @@ async def event_stream(
     if last_event_id is not None and not STREAM_ID.match(last_event_id):
         raise HTTPException(400, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
                                  "stream sent")
+    entry_filter = Filter(source, label)
     aclient: redis.asyncio.Redis = request.app.state.async_redis
-    cursor = last_event_id or await _stream_end(aclient)
-    return EventSourceResponse(_sse(request, aclient, cursor, source, label), ping=SSE_PING_S)
+    # The first page of a resume is read here, so that no Redis connection to spare is a 503.
+    first = await replay(aclient, last_event_id, entry_filter) if last_event_id else None
+    return EventSourceResponse(
+        _sse(request.app.state.broadcaster, aclient, entry_filter, first), ping=SSE_PING_S)
 
 
-async def _stream_end(aclient: redis.asyncio.Redis) -> str:
-    last = await aclient.xrevrange(streams.EVENTS_STREAM, count=1)
-    return last[0][0].decode() if last else "0-0"
+async def _sse(broadcaster: Broadcaster, aclient: redis.asyncio.Redis, entry_filter: Filter,
+               first_page: Page | None) -> AsyncIterator[bytes]:
+    subscription = broadcaster.subscribe(entry_filter)
+    sent_id = None
+    try:
+        after = None  # live entries up to this replayed one were sent already
+        if first_page is not None:
+            async for page in _replay_pages(broadcaster, aclient, entry_filter, first_page,
+                                            subscription):
+                if page.entries:
+                    sent_id = page.entries[-1].id
+                    yield b"".join(entry.message for entry in page.entries)
+                after = position(page.last_id)
+        while True:
+            batch = [entry for entry in await subscription.next_batch()
+                     if after is None or entry.position > after]
+            if batch:
+                sent_id = batch[-1].id
+                yield b"".join(entry.message for entry in batch)
+    except Dropped:
+        yield reconnect_message(f"too slow: more than {subscription.size} events behind", sent_id)
+    except redis.RedisError:
+        yield reconnect_message("redis is unavailable", sent_id)
+    finally:
+        broadcaster.unsubscribe(subscription)
 
 
-async def _sse(request: Request, aclient: redis.asyncio.Redis, cursor: str,
-               source: str | None, label: str | None) -> AsyncIterator[dict]:
-    while not await request.is_disconnected():
-        try:
-            reply = await aclient.xread({streams.EVENTS_STREAM: cursor}, count=100,
-                                        block=SSE_BLOCK_MS)
-        except redis.RedisError:  # Redis away: the client keeps its Last-Event-ID and waits
-            await asyncio.sleep(1)
-            continue
-        for entry_id, fields in reply[0][1] if reply else []:
-            cursor = entry_id.decode()
-            try:
-                event = Event.decode(fields[streams.MESSAGE_FIELD])
-            except (MessageError, KeyError):
-                continue
-            if (source is None or event.source == source) and (label is None
-                                                               or label in event.names()):
-                yield {"event": event.kind, "id": cursor, "data": json.dumps(event.fields())}
+async def _replay_pages(broadcaster: Broadcaster, aclient: redis.asyncio.Redis,
+                        entry_filter: Filter, page: Page, subscription: Subscription
+                        ) -> AsyncIterator[Page]:
+    """`page` (read before subscribing), then pages up to a short one read after it and after
+    the reader started (until then, where its live entries will begin is unknown)."""
+    yield page
+    await broadcaster.started.wait()
+    while True:
+        if subscription.dropped:
+            raise Dropped
+        page = await replay(aclient, page.last_id, entry_filter)
+        yield page
+        if page.complete:
+            return
