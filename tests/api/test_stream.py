@@ -221,7 +221,7 @@ def test_clients_stay_connected_through_a_redis_restart(
     after = publish(redis_server.client(), 2, 5)
     wait_for(lambda: listener.ids() == before + after, WAIT_S, "events after the restart")
     assert not listener.ended.is_set()
-    assert gauge(url, 'soundhive_redis_errors_total{kind="unreachable",service="api"}') > 0
+    assert gauge(url, 'soundhive_redis_errors_total{kind="unreachable",worker="api"}') > 0
 
 
 @pytest.mark.timeout(120)

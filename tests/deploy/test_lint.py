@@ -70,8 +70,9 @@ def test_cpu_image_installs_no_tensorflow():
     assert any(d.startswith("tensorflow") for d in project["optional-dependencies"]["tensorflow"])
     install = (REPO / "scripts/install.sh").read_text()
     extras = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', install)
-    # The README's one command installs everything: tests, VGGish and training, benchmarks.
-    assert extras and set(extras[1].split(",")) == {"dev", "tensorflow", "bench"}
+    # The README's one command installs everything: tests, microphones, VGGish and training,
+    # benchmarks.
+    assert extras and set(extras[1].split(",")) == {"dev", "mic", "tensorflow", "bench"}
 
 
 def test_default_path_imports_no_tensorflow():
