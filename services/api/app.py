@@ -16,7 +16,8 @@ Every answer comes from Redis (shared/detections.py, shared/status.py, the event
 any number of replicas answer alike. Writes, uploads and configuration need
 `Authorization: Bearer <SOUNDHIVE_API_TOKEN>` (compared in constant time), and are refused
 (403) when no token is set; with SOUNDHIVE_API_READ_AUTH=1 reads do too. Too many wrong tokens
-from one address: 429 (lockout.py). Tokens are never logged nor shown back.
+from one address: 429 (lockout.py); requests from web pages of other origins: 403 unless
+SOUNDHIVE_API_CORS_ORIGINS lists them (origin.py). Tokens are never logged nor shown back.
 """
 
 import asyncio
@@ -39,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.broadcast import Broadcaster
 from services.api.deps import STATIC
 from services.api.lockout import TokenFailureLimit
+from services.api.origin import SameOrigin
 from services.api.routers import classify, config, events, health, sources, stream
 from services.api.settings import ApiSettings
 from shared import bus, metrics
@@ -60,6 +62,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                          swagger_ui_parameters={"validatorUrl": None})
     app.state.settings = settings
     app.add_middleware(TokenFailureLimit)
+    app.add_middleware(SameOrigin, allowed=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "PUT", "POST"],

@@ -359,6 +359,11 @@ class Runner:
                             event.label, event.kind, attempts, exc)
                 self.board.set("retrying", f"{exc} (attempt {attempts} of {self.max_attempts})")
                 wait = self._backoff.compute(attempts)
+            except Exception as exc:  # a sink's own bug with this event: counted, shown, kept
+                log.exception("%s: could not send %s %s", self.name, event.id, event.kind)
+                self.board.count("failed")
+                self.board.set("failed", f"{type(exc).__name__} sending {event.id}")
+                return self._give_up(event, f"{type(exc).__name__}: {exc}")
             else:
                 self._failures = 0
                 self.board.set("connected")

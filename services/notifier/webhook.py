@@ -6,7 +6,8 @@ parameters' names) and `sent_at`, the unix time also sent as `X-Soundhive-Timest
                            the file SOUNDHIVE_WEBHOOK_SECRET_FILE names)>. The timestamp is inside
                            the signed body, so a receiver can refuse replays of old bodies;
     X-Soundhive-Event      `<event id>:<kind>`, the same on every retry (delivery is at least
-                           once: receivers deduplicate on it).
+                           once: receivers deduplicate on it); percent-encoded as UTF-8 (a
+                           header is ASCII; ids carry source names such as `厨房`).
 Answers: 2xx delivered. Unreachable and timeouts (`connecting`), 408, 429, 502-504 (the receiver
 is busy or its backend down: `retrying`) and 401/403 (it refuses our signature: a secret to fix,
 `failed`) hold every event until it is back; another 5xx is a failed attempt, retried
@@ -20,7 +21,7 @@ import hashlib
 import hmac
 import json
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -84,7 +85,7 @@ class WebhookSink:
         url, key = self.url, f"{event.id}:{event.kind}"
         sent_at = round(time.time(), 3)
         body = body_of(event, sent_at)
-        headers = {"Content-Type": "application/json", "X-Soundhive-Event": key,
+        headers = {"Content-Type": "application/json", "X-Soundhive-Event": quote(key, safe=":/"),
                    "X-Soundhive-Timestamp": str(sent_at),
                    "X-Soundhive-Signature": sign(self._secret, body)}
         try:

@@ -1,7 +1,8 @@
 """Secure by default, against the real api process: writes need the token (403 while none is
 set, 401 with a wrong one), wrong tokens lock their address out (429), one warning when the
 api answers reads without a token on a non-loopback address; `soundhive up` makes a token per
-session and prints the dashboard's URL with it."""
+session and prints the dashboard's URL with it; a web page of another origin can neither write
+nor lock the dashboard out."""
 
 import os
 import re
@@ -87,3 +88,18 @@ def test_up_prints_a_dashboard_url_whose_token_its_api_takes(clips_dir: Path, tm
         up.wait(60)
     assert not [log for log in tmp_path.glob("*.log") if token in log.read_text()]
 
+
+
+def test_a_page_of_another_origin_can_neither_write_nor_lock_the_owner_out(services: Services):
+    url = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN, **DEVICEHIVE)
+    foreign = {"Origin": "http://evil.example"}
+    for _ in range(FAILURES_ALLOWED.amount + 5):  # what a form on an open page can send
+        answer = httpx.post(f"{url}/classify", params={"token": "guess"},
+                            files={"file": ("a.wav", b"RIFF")}, headers=foreign)
+        assert answer.status_code == 403
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.put(f"{url}/config/devicehive", json=FORM, headers=foreign | good
+                     ).status_code == 403  # even with the token: a page cannot write
+    same = {"Origin": url}  # the dashboard's own requests
+    assert httpx.put(f"{url}/config/devicehive", json=FORM, headers=same | good
+                     ).status_code == 200

@@ -4,6 +4,7 @@ receivers that answer busy or fail."""
 
 import re
 import signal
+from urllib.parse import unquote
 
 import httpx
 import redis
@@ -193,3 +194,16 @@ def test_busy_and_failing_receivers_show_retrying(
                for _, fields in client.xrange(streams.DEADLETTER_STREAM)]
     assert [re.sub(r"^.* answered ", "", reason) for reason in reasons] == [
         "500 Internal Server Error (attempt 3)"] * 2 + ["404 Not Found (attempt 1)"]
+
+
+def test_a_source_named_in_any_script_reaches_the_webhook(
+        services: Services, redis_server: RedisServer, webhook: WebhookReceiver):
+    """Event ids carry source names; the X-Soundhive-Event header is percent-encoded UTF-8."""
+    client = redis_server.client()
+    start_notifier(services, client, {"webhook"}, **sink_env(hook=webhook))
+    events = [publish(client, source, "Dog", "start") for source in ("厨房", "Ванная", "hall")]
+    wait_for(lambda: len(webhook.received) == 3, WAIT_S, "every source's event delivered")
+    assert keys_of([r.body for r in webhook.received]) == [(e.id, e.kind) for e in events]
+    assert [unquote(r.headers["X-Soundhive-Event"]) for r in webhook.received] == [
+        f"{e.id}:{e.kind}" for e in events]
+    assert statuses(client)["webhook"].dead_lettered == 0

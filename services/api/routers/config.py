@@ -24,7 +24,9 @@ MAX_URL = 500
 TOKENS = ("refresh_token", "access_token")
 # What a sink's state tells a reader without the token (its detail may quote a server).
 PUBLIC_DETAILS = {"failed": "refused by the server or misconfigured (the api token shows why)",
-                  "connecting": "unreachable (the api token shows why)"}
+                  "connecting": "unreachable (the api token shows why)",
+                  "retrying": "the server is busy or failing (the api token shows why)"}
+BEHIND = re.compile(r"behind: \d+ lost")  # the notifier's own count, not a server's answer
 
 router = APIRouter()
 
@@ -77,9 +79,16 @@ def sinks(client: RedisClient, settings: Settings,
         except MessageError:
             continue
         if not detailed and status["detail"]:
-            status["detail"] = PUBLIC_DETAILS.get(status["state"], "")
+            status["detail"] = _public_detail(status["state"], status["detail"])
         found.append(status)
     return {"sinks": sorted(found, key=lambda s: s["sink"])}
+
+
+def _public_detail(state: str, detail: str) -> str:
+    """A sink's detail for readers without the token: a generic word for the state (the detail
+    may quote a third-party server) and how many events were lost, if any."""
+    parts = [PUBLIC_DETAILS.get(state, ""), *BEHIND.findall(detail)]
+    return "; ".join(part for part in parts if part)
 
 
 @router.get("/config/devicehive", tags=["notifier"], dependencies=[WRITE], responses=ERRORS)
