@@ -223,8 +223,8 @@ class Settings(SettingsModel):
         "starts an embedded one when it is unset).", flag="--redis-url",
         validation_alias="REDIS_URL")
     metrics_port: int = metrics_port_field(0)
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics port binds "
-                              "(`soundhive up` uses 127.0.0.1).")
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds "
+                              "(the images set 0.0.0.0: the network).")
     batch_size: int = Field(32, ge=1, description="Entries read per XREADGROUP.")
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK time in milliseconds.")
     claim_idle_s: float = Field(

@@ -17,6 +17,7 @@ app = typer.Typer(
     help="Live sound-event detection with AudioSet models (YAMNet, VGGish).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs are re-wrapped, not cut at their newlines
     add_completion=False,
 )
 

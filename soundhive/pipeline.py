@@ -127,7 +127,8 @@ def _serve_command(service: Service) -> Callable[..., None]:
         f"{item.description} Default: {item.default}." for item in describe(service.settings))
     command.__doc__ = (f"{service.summary}\n\nSettings come from the environment (below; "
                        "docs/configuration.md); options override them. Ports listen on "
-                       f"0.0.0.0 here.\n\nEnvironment:\n\n{environment}")
+                       "127.0.0.1 unless a _HOST setting says otherwise (the images set "
+                       f"0.0.0.0).\n\nEnvironment:\n\n{environment}")
     return command
 
 
@@ -183,9 +184,11 @@ def up(
     ephemeral: bool = typer.Option(
         False, "--ephemeral", help="Keep nothing: the embedded Redis's data goes with the run."),
 ) -> None:
-    """Run the whole pipeline locally with a live view of sources, levels and labels, and the
-    events API and dashboard at http://127.0.0.1:8000 (open the URL printed at start: it carries
-    this session's API token, unless SOUNDHIVE_API_TOKEN sets one).
+    """Run the whole pipeline locally: a live view, the events API and the dashboard.
+
+    The terminal shows sources, levels and labels; the events API and dashboard are at
+    http://127.0.0.1:8000 (open the URL printed at start: it carries this session's API token,
+    unless SOUNDHIVE_API_TOKEN sets one).
 
     Stops on Ctrl-C, SIGTERM or SIGHUP, taking every service (and the embedded Redis) with it.
     When stdout is not a terminal, each event is printed as it ends, one tab-separated line:

@@ -23,8 +23,8 @@ class ApiSettings(SettingsModel):
 
     redis_url: str = secret_field(DEFAULT_REDIS_URL, "Redis to use (as for every service).",
                                   flag="--redis-url", validation_alias="REDIS_URL")
-    host: str = Field("0.0.0.0", description="Address the api binds (`soundhive up` uses "
-                      "127.0.0.1).")
+    host: str = Field("127.0.0.1", description="Address the api binds (the images set "
+                      "0.0.0.0: the network).")
     port: int = Field(8000, ge=0, le=65535, description="Port of the events API, the dashboard, "
                       "/healthz, /readyz and /metrics.")
     token: str | None = secret_field(None, "Bearer token for writes, uploads and "
