@@ -294,6 +294,9 @@ def _data_dir(given_redis: str | None, option: Path | None, ephemeral: bool) -> 
     if option is not None and (ephemeral or given_redis):
         fail("--data-dir is for the embedded Redis: not with --ephemeral, --redis-url or "
              "REDIS_URL")
+    if ephemeral and given_redis:
+        fail("--ephemeral is for the embedded Redis: a Redis given by --redis-url or REDIS_URL "
+             "keeps what it keeps")
     if ephemeral or given_redis:
         return None
     return DataDir(option or default_data_dir())

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import redis
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from services.api.settings import ApiSettings
@@ -60,15 +61,19 @@ Settings = Annotated[ApiSettings, Depends(api_settings)]
 RedisClient = Annotated[redis.Redis, Depends(redis_client)]
 
 
-def require_write(settings: Settings,
-                  authorization: Annotated[str | None, Header()] = None) -> None:
+# Declared as a security scheme, so that /docs has an Authorize button for the token.
+BEARER = HTTPBearer(auto_error=False, description="SOUNDHIVE_API_TOKEN")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+def require_write(settings: Settings, credentials: Credentials) -> None:
     """Writes, uploads and configuration: always the bearer token."""
-    check_bearer(settings.token, authorization)
+    check_token(settings.token, credentials.credentials if credentials else None)
 
 
-def require_read(settings: Settings,
-                 authorization: Annotated[str | None, Header()] = None) -> None:
-    check_read(settings, authorization)
+def require_read(settings: Settings, credentials: Credentials) -> None:
+    if settings.read_auth:
+        check_token(settings.token, credentials.credentials if credentials else None)
 
 
 WRITE = Depends(require_write)

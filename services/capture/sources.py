@@ -75,7 +75,7 @@ def parse_sources(texts: list[str]) -> list[SourceSpec]:
     for spec in specs:
         if spec.id in seen:
             raise SourceError(f"two sources are both named {spec.id!r}: give them names "
-                              "(NAME=url:...)")
+                              "(NAME=file:..., NAME=url:...)")
         seen.add(spec.id)
     return specs
 
