@@ -25,9 +25,9 @@ default_rules.yaml; a user's YAML/JSON file (SOUNDHIVE_EVENTS_CONFIG) overrides 
 - **Dominance.** The label must also score at least `dominance` x every allowed label outside
   its branch in that patch: the patch's main sound starts an event, a lesser guess beside it
   (Purr over a pig's grunt) does not.
-- **Rename.** An open event named by an ancestor (Animal) whose descendant (Frog) starts
-  ends, and the descendant's event starts at the same onset: the model often names a sound
-  vaguely for seconds before it knows it.
+- **Rename.** When a descendant (Frog) of an open event's label (Animal) starts, the vaguer
+  event ends and the descendant's starts at its onset: the model often names a sound vaguely
+  for seconds before it knows it.
 - **Keep up.** An open event stays up on any patch where its label, a descendant, or an ancestor
   up to the label that started it scores at least its threshold x `release_ratio`
   (hysteresis); it ends once none has for `hold_s` seconds.
@@ -178,7 +178,7 @@ class TrackState(msgspec.Struct):
 
     open: dict[str, OpenEvent] = {}
     floor_db: float | None = None
-    before: list[int] = []  # the envelope of the previous chunk hop
+    before: list[int] = []  # the envelope's last LOOKBACK_FRAMES before the next chunk
     runs: dict[str, int] = {}  # labels at threshold: patches in a row
     recent: list[bytes] = []  # the scores of the smooth_patches - 1 patches before (float16)
 
@@ -312,8 +312,7 @@ class EventTracker:
         if not self._specific:
             return None
         above = set(self.tree.ancestors[i].tolist())
-        return next((label for label, event in state.open.items()
-                     if self._index[label] in above), None)
+        return next((label for label in state.open if self._index[label] in above), None)
 
     def _overlaps_open(self, state: TrackState, i: int) -> bool:
         related = self.tree.related[i] if self._specific else {i}
