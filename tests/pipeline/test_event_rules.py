@@ -1,5 +1,6 @@
-"""Event rules: one event per sound (hierarchy), thresholds and hysteresis, the relative gate,
-onset placement, allow/deny by category, rules files, and state written by older versions."""
+"""Event rules: one event per sound (hierarchy), smoothing, thresholds and hysteresis, the
+relative gate, onset placement, allow/deny by category, rules files, and state written by older
+versions."""
 
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from shared.messages import ENVELOPE_FRAMES, Embeddings, Event
 NAMES = ["Animal", "Domestic animals, pets", "Dog", "Bark", "Cat", "Speech", "Music", "Guitar",
          "Silence", "Pink noise"]
 LOUD, QUIET = -20, -50  # dBFS
+PULSES = ([LOUD] * 8 + [QUIET] * 8) * 3  # a chunk of sound with pauses: the gate stays open
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,7 @@ def test_a_bark_is_one_bark_event_with_its_ancestors_as_categories(tree):
     tracker = EventTracker(Rules.shipped(), tree, "yamnet")
     bark = scores(Animal=0.95, Domestic_animals=0.9, Dog=0.85, Bark=0.6)
     dog_only = scores(Animal=0.9, Domestic_animals=0.8, Dog=0.7, Bark=0.05)
-    _, events = feed(tracker, [bark, dog_only, bark, scores(), scores(), scores(),
-                               scores(), scores()])
+    _, events = feed(tracker, [bark, dog_only, bark] + [scores()] * 7)
     assert [(e.label, e.kind) for e in events] == [("Bark", "start"), ("Bark", "end")]
     assert events[0].categories == ["Dog", "Domestic animals, pets", "Animal"]
     assert events[0].score == pytest.approx(0.6)
@@ -88,10 +89,39 @@ def test_a_vaguer_event_is_renamed_when_its_sound_becomes_clear(tree):
     _, events = feed(tracker, [scores(Animal=0.9, Dog=0.3), scores(Animal=0.9, Dog=0.7)])
     assert [(e.label, e.kind, e.start) for e in events] == [
         ("Animal", "start", 0.0), ("Animal", "end", 0.0), ("Dog", "start", 0.0)]
+    # also seconds later: the model named the sound vaguely until then
+    vague = [scores(Animal=0.9, Dog=0.2)] * 6
+    _, events = feed(tracker, vague + [scores(Animal=0.9, Dog=0.8)] * 2)
+    assert [(e.label, e.kind, e.start) for e in events] == [
+        ("Animal", "start", 0.0), ("Animal", "end", 0.0), ("Dog", "start", 0.0)]
+
+
+def test_smoothing_halves_a_label_said_for_one_patch(tree):
+    tracker = EventTracker(Rules.shipped(smooth_patches=2, confirm_patches=1), tree)
+    assert feed(tracker, [scores(), scores(Dog=0.9), scores(), scores()], PULSES)[1] == []
+    # two patches in a row count whole, across a chunk boundary too (the state carries it)
+    _, events = feed(tracker, [scores(), scores(Dog=0.625), scores(Dog=0.4375), scores()],
+                     PULSES)
+    assert [(e.label, e.kind, e.score) for e in events] == [("Dog", "start", 0.625)]
+
+
+def test_a_replica_reading_the_state_back_emits_the_same_events(tree):
+    tracker = EventTracker(Rules.shipped(), tree)
+    rows = [scores(), scores(Dog=0.7), scores(Dog=0.4, Cat=0.3), scores(Cat=0.8), scores(),
+            scores(Speech=0.6), scores(Speech=0.5)] + [scores()] * 7
+    _, straight = feed(tracker, rows, PULSES)
+    state, through_redis = SourceState("s"), []
+    for n in range(0, len(rows), 2):
+        state = SourceState.loads(state.dumps())
+        state.track, new = tracker.update(state.track, chunk(n // 2, PULSES),
+                                          np.array(rows[n:n + 2], np.float32))
+        through_redis += new
+    assert through_redis == straight and len(straight) >= 4
 
 
 def test_a_lone_confident_patch_starts_nothing_unless_it_is_sure(tree):
-    tracker = EventTracker(Rules.shipped(confirm_patches=2, sure_score=0.8), tree)
+    tracker = EventTracker(Rules.shipped(confirm_patches=2, sure_score=0.8, smooth_patches=1),
+                           tree)
     quiet, loud, louder = QUIET, -30, -20
     state, events = feed(tracker, [scores(), scores()], levels_db=quiet)
     state, events = feed(tracker, [scores(Dog=0.7), scores()], loud, state, first_seq=1)
@@ -104,8 +134,8 @@ def test_a_lone_confident_patch_starts_nothing_unless_it_is_sure(tree):
 
 
 def test_hysteresis_and_hold(tree):
-    tracker = EventTracker(Rules.shipped(default_threshold=0.5, release_ratio=0.6, hold_s=1.0),
-                           tree)
+    tracker = EventTracker(Rules.shipped(default_threshold=0.5, release_ratio=0.6, hold_s=1.0,
+                                         smooth_patches=1), tree)
     state, events = feed(tracker, [scores(Speech=0.9), scores(Speech=0.35),
                                    scores(Speech=0.1), scores(Speech=0.7)])
     assert [(e.label, e.kind) for e in events] == [("Speech", "start")]
@@ -152,7 +182,7 @@ def test_a_source_that_starts_in_the_middle_of_a_sound_still_reports_it(tree):
 
 
 def test_onset_and_end_are_placed_where_the_sound_is(tree):
-    tracker = EventTracker(Rules.shipped(), tree)
+    tracker = EventTracker(Rules.shipped(smooth_patches=1), tree)
     state, _ = feed(tracker, [scores()] * 2, levels_db=QUIET)
     levels = [QUIET] * 20 + [LOUD] * 10 + [QUIET] * 18  # loud from 0.6 s to 0.9 s of the chunk
     speech = scores(Speech=0.9)
@@ -199,6 +229,14 @@ def test_state_and_messages_of_the_previous_version_are_upgraded():
     dog = state.track.open["Dog"]
     assert (dog.label, dog.trigger, dog.end, dog.peak) == ("Dog", "Dog", 0.48 + 0.975, 0.9)
     assert SourceState.loads(state.dumps()) == state
+    # a state of the previous release: no smoothing rows yet, an open event's `started`
+    previous = msgpack.packb({"version": 2, "session": "s", "next_seq": 3, "track": {
+        "open": {"Dog": {"label": "Dog", "trigger": "Dog", "start": 0.0, "start_time": 1.0,
+                         "last_up": 0.48, "end": 1.4, "end_time": 2.4, "peak": 0.9,
+                         "started": 0.48}},
+        "floor_db": -50.0, "before": [-50] * 32, "runs": {"Dog": 2}}})
+    track = SourceState.loads(previous).track
+    assert (track.recent, track.open["Dog"].peak, len(track.before)) == ([], 0.9, 32)
     old_event = msgpack.packb({"type": "event", "v": 2, "id": "a", "source": "a", "label": "Dog",
                                "kind": "start", "score": 0.9, "start": 0.0, "end": None,
                                "start_time": 1.0, "end_time": None, "model": "yamnet"})
