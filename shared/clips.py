@@ -26,7 +26,7 @@ import redis
 from pydantic import Field
 
 from shared import streams
-from shared.messages import Clip, MessageError
+from shared.messages import Clip, Event, MessageError
 
 log = logging.getLogger("soundhive.clips")
 
@@ -70,6 +70,23 @@ def clip_urls(event_id: str, base: str | None = None) -> dict[str, str]:
     """The api's URLs of an event's clip and spectrogram, absolute under `base`."""
     path = f"{(base or '').rstrip('/')}/events/{quote(event_id, safe='')}"
     return {"clip": f"{path}/clip", "spectrogram": f"{path}/spectrogram"}
+
+
+def announced(event: Event, recorder_running: bool, base: str | None = None) -> dict[str, str]:
+    """The clip links an event is announced with (the live feed, notifications): an end's
+    URLs while a recorder runs. Its clip is written a few seconds later (the post roll and the
+    pipeline's delay); until then the URL answers 404, and 410 with the reason where no clip is
+    kept (withheld, dropped, expired)."""
+    return clip_urls(event.id, base) if recorder_running and event.kind == "end" else {}
+
+
+def recorder_running(client: redis.Redis) -> bool:
+    return bool(client.exists(streams.RECORDER_ALIVE))
+
+
+def describe(clip: Clip) -> str:
+    """A clip's status as events show it: "ready", "withheld (speech)", ..."""
+    return f"{clip.status} ({clip.reason})" if clip.reason else clip.status
 
 
 def read(client: redis.Redis, event_id: str) -> Clip | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import redis
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from services.api.settings import ApiSettings
@@ -70,8 +70,22 @@ def require_read(settings: Settings,
     check_read(settings, authorization)
 
 
+def require_read_or_query_token(
+    settings: Settings,
+    token: Annotated[str | None, Query(
+        description="the read token, for clients that cannot send headers (EventSource, "
+                    "<audio>, <img>)")] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    if token is not None and settings.read_auth:
+        check_token(settings.token, token)
+    else:
+        check_read(settings, authorization)
+
+
 WRITE = Depends(require_write)
 READ = Depends(require_read)
+READ_OR_QUERY_TOKEN = Depends(require_read_or_query_token)
 
 
 def check_read(settings: ApiSettings, authorization: str | None) -> None:

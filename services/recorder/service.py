@@ -66,7 +66,7 @@ class Recorder:
         self.ring_chunks = int(settings.clips_ring_s / ring.CHUNK_HOP_SECONDS) + 1
         self.speech_names = speech_names() if settings.privacy == "speech" else frozenset()
         self.paused_for: str | None = None
-        self._next_chores = 0.0
+        self._next_alive = self._next_retention = 0.0
         metrics.start_at_zero(metrics.CLIPS, get_args(ClipStatus))
         metrics.start_at_zero(metrics.CLIPS_EXPIRED, list(clips.EXPIRED_REASONS))
 
@@ -106,7 +106,7 @@ class Recorder:
         return 0
 
     def tick(self) -> None:
-        """The due jobs, and the chores when due."""
+        """The due jobs; the recorder's sign of life and retention when due."""
         now = time.time()
         for member in self.redis.zrangebyscore(streams.CLIP_JOBS, "-inf", now, start=0,
                                                num=JOBS_PER_TURN):
@@ -117,12 +117,14 @@ class Recorder:
                     self._job(event_id)
                 finally:
                     self.redis.delete(lock)
-        if time.monotonic() >= self._next_chores:
-            self._next_chores = time.monotonic() + RETENTION_EVERY_S
-            self._chores()
+        if time.monotonic() >= self._next_alive:
+            self._next_alive = time.monotonic() + ALIVE_TTL_S / 3
+            self.redis.set(streams.RECORDER_ALIVE, self.settings.consumer, ex=ALIVE_TTL_S)
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + RETENTION_EVERY_S
+            self._retention()
 
-    def _chores(self) -> None:
-        self.redis.set(streams.RECORDER_ALIVE, self.settings.consumer, ex=ALIVE_TTL_S)
+    def _retention(self) -> None:
         if self.redis.set(RETENTION_LOCK, self.settings.consumer, nx=True,
                           ex=int(RETENTION_EVERY_S)):
             policy = clips.Retention(self.folder, self.settings.clips_max_age_days,

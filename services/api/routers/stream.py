@@ -1,5 +1,6 @@
 """GET /events/stream: Server-Sent Events, one per event start and end; `Last-Event-ID`
-resumes."""
+resumes. While a recorder runs, an end carries its `clip` and `spectrogram` URLs
+(shared/clips.announced)."""
 
 import asyncio
 import json
@@ -9,11 +10,11 @@ from typing import Annotated
 
 import redis
 import redis.asyncio
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from sse_starlette.sse import EventSourceResponse
 
-from services.api.deps import ERRORS, Settings, check_read, check_token
-from shared import streams
+from services.api.deps import ERRORS, READ_OR_QUERY_TOKEN
+from shared import clips, streams
 from shared.messages import Event, MessageError
 
 SSE_BLOCK_MS = 1000
@@ -23,24 +24,15 @@ STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 router = APIRouter(tags=["events"])
 
 
-@router.get("/events/stream", responses=ERRORS)
+@router.get("/events/stream", dependencies=[READ_OR_QUERY_TOKEN], responses=ERRORS)
 async def event_stream(
     request: Request,
-    settings: Settings,
     source: str | None = None,
     label: str | None = None,
-    token: Annotated[str | None, Query(
-        description="the read token, for clients that cannot send headers (EventSource)"
-    )] = None,
-    authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Every event start and end as it happens (`event:` start|end, `id:` its stream id,
     `data:` the event). Reconnecting with Last-Event-ID gets what was missed, once."""
-    if token is not None and settings.read_auth:
-        check_token(settings.token, token)
-    else:
-        check_read(settings, authorization)
     if last_event_id is not None and not STREAM_ID.match(last_event_id):
         raise HTTPException(400, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
                                  "stream sent")
@@ -63,6 +55,7 @@ async def _sse(request: Request, aclient: redis.asyncio.Redis, cursor: str,
         except redis.RedisError:  # Redis away: the client keeps its Last-Event-ID and waits
             await asyncio.sleep(1)
             continue
+        recording = bool(reply) and bool(await aclient.exists(streams.RECORDER_ALIVE))
         for entry_id, fields in reply[0][1] if reply else []:
             cursor = entry_id.decode()
             try:
@@ -71,4 +64,5 @@ async def _sse(request: Request, aclient: redis.asyncio.Redis, cursor: str,
                 continue
             if (source is None or event.source == source) and (label is None
                                                                or label in event.names()):
-                yield {"event": event.kind, "id": cursor, "data": json.dumps(event.fields())}
+                data = event.fields() | clips.announced(event, recording)
+                yield {"event": event.kind, "id": cursor, "data": json.dumps(data)}
