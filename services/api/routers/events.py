@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from services.api.deps import ERRORS, READ, STATIC, RedisClient, Settings, check_read
+from services.api.deps import ERRORS, READ_OR_QUERY_TOKEN, STATIC, RedisClient, Settings, check_read
 from shared import clips, detections, reviews
 from shared.messages import Event
 
@@ -89,7 +89,8 @@ def events(
     return {"events": _detections(client, found), "next": next_cursor}
 
 
-@router.get("/events.csv", dependencies=[READ], responses=ERRORS, response_class=Response)
+@router.get("/events.csv", dependencies=[READ_OR_QUERY_TOKEN], responses=ERRORS,
+            response_class=Response)
 def events_csv(client: RedisClient, filters: Filters) -> Response:
     """The detections /events finds with the same filters, newest first, as CSV (at most
     CSV_MAX_ROWS; times in UTC, ISO 8601)."""
