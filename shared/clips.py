@@ -36,6 +36,7 @@ EXTENSIONS: dict[str, str] = {"opus": ".ogg", "flac": ".flac"}
 MEDIA_TYPES = {".ogg": "audio/ogg", ".flac": "audio/flac", ".png": "image/png"}
 SPECTROGRAM_EXTENSION = ".png"
 RETENTION_BATCH = 200
+RECORDER_CHECK_S = 5.0
 EXPIRED_REASONS = {"age": "removed by retention: older than SOUNDHIVE_CLIPS_MAX_AGE_DAYS",
                    "size": "removed by retention: over SOUNDHIVE_CLIPS_MAX_GB"}
 
@@ -82,6 +83,20 @@ def announced(event: Event, recorder_running: bool, base: str | None = None) -> 
 
 def recorder_running(client: redis.Redis) -> bool:
     return bool(client.exists(streams.RECORDER_ALIVE))
+
+
+class Announcer:
+    """announced() for a notifier sink: whether a recorder runs, asked of Redis at most every
+    RECORDER_CHECK_S."""
+
+    def __init__(self, client: redis.Redis, base: str | None):
+        self.client, self.base = client, base
+        self._running, self._checked = False, float("-inf")
+
+    def __call__(self, event: Event) -> dict[str, str]:
+        if event.kind == "end" and time.monotonic() - self._checked > RECORDER_CHECK_S:
+            self._running, self._checked = recorder_running(self.client), time.monotonic()
+        return announced(event, self._running, self.base)
 
 
 def describe(clip: Clip) -> str:
