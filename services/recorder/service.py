@@ -64,6 +64,9 @@ class Recorder:
         self.settings, self.redis = settings, client
         self.folder = settings.clips_dir
         self.ring_chunks = int(settings.clips_ring_s / ring.CHUNK_HOP_SECONDS) + 1
+        # A source that stops leaves no audio in Redis for long: its ring goes once its last
+        # events' jobs are done with it.
+        self.ring_ttl_s = int(settings.clips_ring_s + 2 * JOB_WAIT_S)
         self.speech_names = speech_names() if settings.privacy == "speech" else frozenset()
         self.paused_for: str | None = None
         self._next_alive = self._next_retention = 0.0
@@ -76,6 +79,7 @@ class Recorder:
                 key = streams.ring_key(delivery.message.source)
                 pipe.rpush(key, delivery.message.encode())
                 pipe.ltrim(key, -self.ring_chunks, -1)
+                pipe.expire(key, self.ring_ttl_s)
             pipe.execute()
         return 0
 
@@ -88,6 +92,7 @@ class Recorder:
                 key = streams.speech_key(p.source)
                 pipe.rpush(key, msgspec.msgpack.encode([p.session, p.seq, score]))
                 pipe.ltrim(key, -self.ring_chunks, -1)
+                pipe.expire(key, self.ring_ttl_s)
             pipe.execute()
         return 0
 
