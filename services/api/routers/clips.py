@@ -16,10 +16,25 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from services.api.deps import ERRORS, READ, READ_OR_QUERY_TOKEN, WRITE, RedisClient, Settings
 from shared import clips, reviews, streams
 
+
+class EventIdConvertor(Convertor[str]):
+    """An event id in a path: anything, its `/` included (`source/label/ms`; sent as %2F)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("event_id", EventIdConvertor())
 router = APIRouter(tags=["events"])
 
 CLIP_ERRORS = {**ERRORS, 404: {"description": "no such event, or no clip for it yet",
@@ -29,7 +44,7 @@ CLIP_ERRORS = {**ERRORS, 404: {"description": "no such event, or no clip for it 
 RETRY_AFTER_S = 5
 
 
-@router.get("/events/{event_id:path}/clip", dependencies=[READ_OR_QUERY_TOKEN],
+@router.get("/events/{event_id:event_id}/clip", dependencies=[READ_OR_QUERY_TOKEN],
             responses=CLIP_ERRORS, response_class=FileResponse)
 def clip_audio(event_id: str, settings: Settings, client: RedisClient) -> FileResponse:
     """The event's clip: `pre roll` before its start to `post roll` after its end. Supports
@@ -38,7 +53,7 @@ def clip_audio(event_id: str, settings: Settings, client: RedisClient) -> FileRe
     return _file(settings.clips_dir, clip.audio, event_id)
 
 
-@router.get("/events/{event_id:path}/spectrogram", dependencies=[READ_OR_QUERY_TOKEN],
+@router.get("/events/{event_id:event_id}/spectrogram", dependencies=[READ_OR_QUERY_TOKEN],
             responses=CLIP_ERRORS, response_class=FileResponse)
 def clip_spectrogram(event_id: str, settings: Settings, client: RedisClient) -> FileResponse:
     """The clip's log-mel spectrogram (PNG), the event's start and end marked."""
@@ -57,7 +72,7 @@ class ReviewOut(BaseModel):
     at: float = Field(description="unix seconds")
 
 
-@router.post("/events/{event_id:path}/review", dependencies=[WRITE], responses=CLIP_ERRORS,
+@router.post("/events/{event_id:event_id}/review", dependencies=[WRITE], responses=CLIP_ERRORS,
              response_model=ReviewOut)
 def review(event_id: str, body: ReviewIn, client: RedisClient) -> dict:
     """Mark a detection correct or wrong (a later review replaces it). Wrong ones become
