@@ -128,6 +128,7 @@ def record(client: redis.Redis, clip: Clip) -> None:
     """Store what became of a clip; a ready one joins the retention's indexes."""
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(streams.CLIPS_HASH, clip.id, clip.encode())
+        pipe.zadd(streams.CLIP_RECORDS_BY_TIME, {clip.id: clip.written})
         if clip.status == "ready":
             pipe.zadd(streams.CLIPS_BY_TIME, {clip.id: clip.written})
             pipe.hincrby(streams.CLIPS_PER_LABEL, clip.label, 1)
@@ -146,9 +147,33 @@ class Retention:
 def enforce_retention(client: redis.Redis, policy: Retention) -> list[tuple[Clip, str]]:
     """Expire ready clips oldest first while they are older than the age limit or hold more
     than the size limit, skipping a label's last keep_per_label; returns the expired, each with
-    why (a key of EXPIRED_REASONS)."""
-    expired: list[tuple[Clip, str]] = []
+    why (a key of EXPIRED_REASONS). Records without files (withheld, dropped, expired ...) are
+    forgotten once older than the age limit."""
     oldest_kept = time.time() - policy.max_age_days * 86400
+    expired = _expire_files(client, policy, oldest_kept)
+    _forget_records(client, oldest_kept)
+    return expired
+
+
+def _forget_records(client: redis.Redis, oldest_kept: float) -> None:
+    """Forget the records older than oldest_kept that have no files; a ready one leaves this
+    index only (CLIPS_BY_TIME has it: it comes back here when it expires)."""
+    old = [m.decode() for m in client.zrangebyscore(streams.CLIP_RECORDS_BY_TIME, "-inf",
+                                                    oldest_kept, start=0, num=RETENTION_BATCH)]
+    if not old:
+        return
+    records = read_many(client, old)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zrem(streams.CLIP_RECORDS_BY_TIME, *old)
+        forgotten = [i for i in old if i not in records or records[i].status != "ready"]
+        if forgotten:
+            pipe.hdel(streams.CLIPS_HASH, *forgotten)
+        pipe.execute()
+
+
+def _expire_files(client: redis.Redis, policy: Retention,
+                  oldest_kept: float) -> list[tuple[Clip, str]]:
+    expired: list[tuple[Clip, str]] = []
     start = 0
     while True:
         ids = client.zrange(streams.CLIPS_BY_TIME, start, start + RETENTION_BATCH - 1,
@@ -180,6 +205,7 @@ def _expire(client: redis.Redis, folder: Path, clip: Clip, why: str) -> None:
                 clip.start, clip.duration, 0, time.time())
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(streams.CLIPS_HASH, clip.id, gone.encode())
+        pipe.zadd(streams.CLIP_RECORDS_BY_TIME, {clip.id: gone.written})
         pipe.zrem(streams.CLIPS_BY_TIME, clip.id)
         pipe.hincrby(streams.CLIPS_PER_LABEL, clip.label, -1)
         pipe.incrby(streams.CLIPS_BYTES, -clip.size)

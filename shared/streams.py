@@ -58,9 +58,11 @@ EVENTS_LOST = f"{PREFIX}:events:lost"
 RECORDER_GROUP = "recorder"
 RECORDER_HOLD_S = 60.0
 
-# Clips (shared/clips.py): event id -> msgpack Clip (what became of its clip), the ready ones by
+# Clips (shared/clips.py): event id -> msgpack Clip (what became of its clip), every record by
+# when it was written (one without files is forgotten past the age limit), the ready ones by
 # when they were written (retention goes oldest first), their count per label and total bytes.
 CLIPS_HASH = f"{PREFIX}:clips"
+CLIP_RECORDS_BY_TIME = f"{PREFIX}:clips:records-by-time"
 CLIPS_BY_TIME = f"{PREFIX}:clips:by-time"
 CLIPS_PER_LABEL = f"{PREFIX}:clips:per-label"
 CLIPS_BYTES = f"{PREFIX}:clips:bytes"

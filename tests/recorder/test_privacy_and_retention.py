@@ -97,6 +97,12 @@ def test_retention_removes_the_oldest_first_keeping_a_minimum_per_label(
     assert [c.id for c, why in clips.enforce_retention(client, old)] == ["mic/Bark/3"]
     assert sorted(clips.read_many(client, [c.id for c in made]).values(),
                   key=lambda c: c.id)[-1].status == "ready"
+    withheld = Clip("mic/Speech/9", "mic", "Speech", "withheld", "speech", "", "", 0.0, 5.0, 0,
+                    now - 40 * 86400)
+    clips.record(client, withheld)
+    clips.enforce_retention(client, policy)  # a record without files, past the age limit
+    assert clips.read(client, withheld.id) is None
+    assert clips.read(client, "mic/Bark/5").status == "ready"  # the last Bark stays
 
 
 def test_a_full_disk_pauses_recording_with_a_status_not_a_crash(services: Services,
