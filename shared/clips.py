@@ -136,6 +136,12 @@ def record(client: redis.Redis, clip: Clip) -> None:
         pipe.execute()
 
 
+def record_if_new(pipe: redis.client.Pipeline, clip: Clip) -> None:
+    """Store a record without files unless the event has one already."""
+    pipe.hsetnx(streams.CLIPS_HASH, clip.id, clip.encode())
+    pipe.zadd(streams.CLIP_RECORDS_BY_TIME, {clip.id: clip.written}, nx=True)
+
+
 @dataclass(frozen=True)
 class Retention:
     folder: Path

@@ -97,17 +97,26 @@ class Recorder:
         return 0
 
     def plan(self, batch: list[bus.Delivery[Event]]) -> int:
-        """Each event's job: a start's only if its event has none yet, an end's always."""
+        """Each event's job: a start's only if its event has none yet, an end's always. An
+        event whose audio is older than the ring (the events stream's history, read by a
+        recorder started after it) is recorded as dropped at once, unless it has a record."""
+        events = [delivery.message for delivery in batch]
+        stale = [e for e in events
+                 if time.time() - self._span_end(e) > self.settings.clips_ring_s]
         with self.redis.pipeline(transaction=True) as pipe:
-            for delivery in batch:
-                event = delivery.message
+            for event in stale:
+                clips.record_if_new(pipe, self._outcome(event, "dropped", (
+                    f"older than the ring ({self.settings.clips_ring_s:g} s) when the "
+                    "recorder read it")))
+            for event in (e for e in events if e not in stale):
                 if event.kind == "start":
                     pipe.hsetnx(streams.CLIP_JOB_EVENTS, event.id, event.encode())
                     pipe.zadd(streams.CLIP_JOBS, {event.id: self._span_end(event)}, nx=True)
                 else:
                     pipe.hset(streams.CLIP_JOB_EVENTS, event.id, event.encode())
                     pipe.zadd(streams.CLIP_JOBS, {event.id: self._span_end(event)})
-            pipe.execute()
+            written = pipe.execute()
+        metrics.CLIPS.labels("dropped").inc(sum(written[:2 * len(stale):2]))
         return 0
 
     def tick(self) -> None:

@@ -1,6 +1,7 @@
 """The recorder in the real pipeline: capture -> features -> classifier -> recorder, real Redis,
 real files."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import redis
 import soundfile
 from pipeline_helpers import Services, read_all, wait_for
 
-from shared import clips, streams
+from shared import bus, clips, streams
 from shared.audio import load_audio
 from shared.messages import CHUNK_HOP_SECONDS, Clip, Event
 
@@ -63,3 +64,17 @@ def test_a_dog_gives_a_clip_of_the_event_with_its_rolls(services: Services, clip
         assert correlation > 0.9, correlation
         assert (folder / clip.spectrogram).read_bytes().startswith(b"\x89PNG")
     assert clips.read(client, "no/such/event") is None
+
+
+def test_history_older_than_the_ring_is_recorded_as_dropped_without_a_clip(
+        services: Services, tmp_path: Path):
+    """A recorder started after events happened: their audio is gone, and they say so."""
+    client = services.server.client()
+    now = time.time()
+    old = Event("mic/Bark/1", "mic", "Bark", "end", 0.9, 10.0, 13.0, now - 600, now - 597,
+                "yamnet")
+    bus.publish(client, streams.EVENTS_STREAM, old, 1000)
+    services.start("recorder", SOUNDHIVE_CLIPS_DIR=str(tmp_path / "clips"))
+    clip = wait_for(lambda: clips.read(client, old.id), 60, "the old event's record")
+    assert clip.status == "dropped" and "older than the ring" in clip.reason
+    assert not list((tmp_path / "clips").rglob("*.*"))
