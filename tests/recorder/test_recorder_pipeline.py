@@ -1,13 +1,15 @@
 """The recorder in the real pipeline: capture -> features -> classifier -> recorder, real Redis,
 real files."""
 
+import re
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import redis
 import soundfile
-from pipeline_helpers import Services, read_all, wait_for
+from pipeline_helpers import Services, free_port, read_all, wait_for
 
 from shared import bus, clips, streams
 from shared.audio import load_audio
@@ -78,3 +80,20 @@ def test_history_older_than_the_ring_is_recorded_as_dropped_without_a_clip(
     clip = wait_for(lambda: clips.read(client, old.id), 60, "the old event's record")
     assert clip.status == "dropped" and "older than the ring" in clip.reason
     assert not list((tmp_path / "clips").rglob("*.*"))
+
+
+def test_two_recorders_write_each_clip_once(services: Services, clips_dir: Path,
+                                            tmp_path: Path):
+    folder = tmp_path / "clips"
+    path, _ = dog_scene(clips_dir, tmp_path)
+    ports = [str(free_port()), str(free_port())]
+    services.start("recorder", SOUNDHIVE_CLIPS_DIR=str(folder), SOUNDHIVE_METRICS_PORT=ports[0])
+    run_pipeline(services, path, folder, SOUNDHIVE_METRICS_PORT=ports[1])
+    found = settled_clips(services.server.client(), 1)
+    assert all(clip.status == "ready" for clip in found.values())
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert files == sorted(name for c in found.values() for name in (c.audio, c.spectrogram))
+    written = sum(float(re.search(r'^soundhive_clips_total\{status="ready"\} (\S+)$',
+                                  httpx.get(f"http://127.0.0.1:{port}/metrics").text,
+                                  re.M)[1]) for port in ports)
+    assert written == len(found)
