@@ -200,7 +200,8 @@ def up(
         fail(str(exc))
     if events_config is not None:
         _check_rules(events_config)
-    # Capture starts last, once the notifier's groups exist: the first events reach every sink.
+    # Capture starts last, once the notifier's and the recorder's groups exist: the first
+    # events reach every sink, and the first audio the recorder's ring.
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
     api_token = _session_token()
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("recorder", {}),
@@ -242,7 +243,7 @@ def up(
         if data is not None:
             _forget_last_run(client)
         processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
-        _wait_for_notifier(client, processes)
+        _wait_for_readers(client, processes)
         processes += _start(plan[-1:], ports[-1:], shared_settings, logs)
         status = _watch(client, processes, exit_when_done)
     except Interrupted as stop:
@@ -422,11 +423,17 @@ def _watch(client: redis.Redis, processes: list[ServiceProcess], exit_when_done:
             time.sleep(0.25)
 
 
-def _wait_for_notifier(client: redis.Redis, processes: list[ServiceProcess]) -> None:
+def _wait_for_readers(client: redis.Redis, processes: list[ServiceProcess]) -> None:
     deadline = time.monotonic() + SERVICE_START_S
-    while not _notifier_groups(client) and time.monotonic() < deadline:
+    while not (_notifier_groups(client) and _recorder_reads_audio(client)) \
+            and time.monotonic() < deadline:
         _check_services(processes)
         time.sleep(0.1)
+
+
+def _recorder_reads_audio(client: redis.Redis) -> bool:
+    return any(g.group == streams.RECORDER_GROUP
+               for g in bus.group_backlogs(client, [streams.PCM_STREAM]))
 
 
 def _notifier_groups(client: redis.Redis) -> list[dict]:

@@ -17,9 +17,15 @@ from shared.messages import CHUNK_HOP_SECONDS, Clip, Event
 
 
 def run_pipeline(services: Services, source: Path, clips_folder: Path, **recorder_env: str):
+    """The recorder, features and classifier, then capture once the recorder reads the audio
+    stream (its group: before, the features' acknowledgements trim what it never saw)."""
     services.start("recorder", SOUNDHIVE_CLIPS_DIR=str(clips_folder), **recorder_env)
     services.start("features")
     services.start("classifier")
+    client = services.server.client()
+    wait_for(lambda: streams.RECORDER_GROUP in {
+        g.group for g in bus.group_backlogs(client, [streams.PCM_STREAM])}, 60,
+        "the recorder's group on the audio stream")
     services.start("capture", "--fast", "--source", f"file:{source}")
 
 
