@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import redis
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -20,6 +21,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from services.api.deps import ERRORS, READ, READ_OR_QUERY_TOKEN, WRITE, RedisClient, Settings
 from shared import clips, reviews, streams
+from shared.messages import Clip
 
 
 class EventIdConvertor(Convertor[str]):
@@ -94,7 +96,7 @@ def review_counts(client: RedisClient) -> dict:
     return reviews.counts(client)
 
 
-def _ready_clip(client: RedisClient, event_id: str) -> clips.Clip:
+def _ready_clip(client: redis.Redis, event_id: str) -> Clip:
     clip = clips.read(client, event_id)
     if clip is None:
         if client.zscore(streams.CLIP_JOBS, event_id) is not None:
