@@ -70,6 +70,8 @@ def test_a_dog_gives_a_clip_of_the_event_with_its_rolls(services: Services, clip
         heard = scene[at:at + len(audio)]
         correlation = np.dot(heard, audio) / np.linalg.norm(heard) / np.linalg.norm(audio)
         assert correlation > 0.9, correlation
+        print(f"{event.label}: event {event.end - event.start:.2f} s, clip "
+              f"{len(audio) / rate:.2f} s, correlation {correlation:.3f}")
         assert (folder / clip.spectrogram).read_bytes().startswith(b"\x89PNG")
     assert clips.read(client, "no/such/event") is None
 
