@@ -90,6 +90,13 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "/usr/local/lib/soundhive/healthcheck.py"]
 CMD ["soundhive", "serve", "notifier"]
 
+FROM runtime AS recorder
+ENV SOUNDHIVE_SERVICE=recorder
+EXPOSE 9105
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "/usr/local/lib/soundhive/healthcheck.py"]
+CMD ["soundhive", "serve", "recorder"]
+
 FROM runtime AS api
 ENV SOUNDHIVE_SERVICE=api
 EXPOSE 8000

@@ -20,6 +20,7 @@ from services.capture.settings import CaptureSettings
 from services.classifier.settings import ClassifierSettings
 from services.features.settings import FeaturesSettings
 from services.notifier.settings import NotifierSettings
+from services.recorder.settings import RecorderSettings
 from shared.config import SettingsModel
 
 HEALTH_PATH = "/healthz"  # liveness: the process works
@@ -72,6 +73,8 @@ SERVICES: dict[str, Service] = {s.name: s for s in (
             ClassifierSettings),
     Service("notifier", "Events -> DeviceHive, MQTT (Home Assistant) and webhooks.",
             NotifierSettings),
+    Service("recorder", "Events -> clips of what was heard and their spectrograms.",
+            RecorderSettings),
     Service("api", "Events API, live stream, uploads and the dashboard.", ApiSettings, "port",
             "host"),
 )}

@@ -207,7 +207,9 @@ def group_backlogs(client: redis.Redis,
 
 
 def trim_acknowledged(client: redis.Redis, stream: str) -> None:
-    """XTRIM MINID: drop the entries every consumer group of the stream has acknowledged."""
+    """XTRIM MINID: drop the entries every consumer group of the stream has acknowledged; the
+    recorder's group holds back no entry older than streams.RECORDER_HOLD_S (its ring is
+    bounded: a recorder that is stopped or behind must not keep the audio stream growing)."""
     groups = client.xinfo_groups(stream)
     if not groups:
         return
@@ -220,6 +222,10 @@ def trim_acknowledged(client: redis.Redis, stream: str) -> None:
             oldest = client.xpending(stream, info["name"])["min"]
             if oldest is not None:
                 first = _id(oldest)
+        if _text(info["name"]) == streams.RECORDER_GROUP:
+            seconds, micros = client.time()
+            first = max(first, (seconds * 1000 + micros // 1000
+                                - int(streams.RECORDER_HOLD_S * 1000), 0))
         keep_from = first if keep_from is None else min(keep_from, first)
     if keep_from is not None and keep_from > (0, 1):
         client.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=True)

@@ -34,11 +34,14 @@ class Query:
     min_score: float | None = None
     limit: int = 50
     cursor: str | None = None
+    text: str | None = None  # a part of the label or of a category, in any case
 
     def matches(self, event: Event) -> bool:
         return ((self.source is None or event.source == self.source)
                 and (self.label is None or self.label in event.names())
-                and (self.min_score is None or event.score >= self.min_score))
+                and (self.min_score is None or event.score >= self.min_score)
+                and (self.text is None
+                     or any(self.text.casefold() in name.casefold() for name in event.names())))
 
 
 class CursorError(UserError, ValueError):

@@ -302,6 +302,44 @@ class Event(Message):
 
 
 
+ClipStatus = Literal["ready", "withheld", "dropped", "skipped", "expired"]
+
+
+class Clip(Message):
+    """What became of an event's clip (kept in streams.CLIPS_HASH by the recorder):
+    ready: `audio` and `spectrogram` are files under SOUNDHIVE_CLIPS_DIR;
+    withheld: privacy (reason "speech"); dropped: its audio was not all there (dropped or
+    trimmed upstream, older than the ring); skipped: not written (reason "disk full");
+    expired: removed by retention. `reason` says why in one line for all but ready."""
+
+    TYPE: ClassVar[str] = "clip"
+    VERSION: ClassVar[int] = 1
+
+    id: str  # the event's
+    source: str
+    label: str
+    status: ClipStatus
+    reason: str
+    audio: str  # path relative to the clips folder; "" when there is no file
+    spectrogram: str
+    start: float  # the clip's first sample, seconds from the start of the source
+    duration: float  # seconds
+    size: int  # bytes of both files
+    written: float  # unix time
+
+
+class Review(Message):
+    """A user's verdict on a detection (kept in streams.REVIEWS_HASH)."""
+
+    TYPE: ClassVar[str] = "review"
+    VERSION: ClassVar[int] = 1
+
+    id: str  # the event's
+    label: str
+    verdict: Literal["correct", "wrong"]
+    at: float  # unix time
+
+
 class SourceStatus(Message):
     """What capture says about one of its sources (kept in streams.SOURCES_HASH)."""
 

@@ -140,6 +140,21 @@ SINK_ENABLED = Gauge(
     ["sink"],
 )
 
+# Recorder.
+CLIPS = Counter(
+    "soundhive_clips_total",
+    "Event clips by what became of them (status: ready, withheld = privacy, dropped = their "
+    "audio was not all held, skipped = not written: disk full or an error)", ["status"],
+)
+CLIPS_EXPIRED = Counter(
+    "soundhive_clips_expired_total", "Clips removed by retention (reason: age | size)",
+    ["reason"],
+)
+RECORDING_PAUSED = Gauge(
+    "soundhive_recording_paused", "1 while the recorder writes no clips: the clips' disk is "
+    "full",
+)
+
 # API.
 API_REQUESTS = Counter(
     "soundhive_api_requests_total", "HTTP requests answered", ["route", "status"]

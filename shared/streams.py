@@ -54,6 +54,32 @@ NOTIFIER_GROUP = "notifier"
 # delivered them, not yet counted by the sink (which takes the count: bus.trim_history).
 EVENTS_LOST = f"{PREFIX}:events:lost"
 
+# The recorder (services/recorder) reads the audio stream with its own group, copying each chunk
+# into its source's ring; it holds the stream's trimming back by at most RECORDER_HOLD_S of
+# entries (bus.trim_acknowledged), so a stopped recorder never keeps audio in Redis for long. It
+# reads the events stream (a clip per event) and, with SOUNDHIVE_PRIVACY=speech, the predictions
+# stream (each chunk's speech score) with the same group name.
+RECORDER_GROUP = "recorder"
+RECORDER_HOLD_S = 60.0
+
+# Clips (shared/clips.py): event id -> msgpack Clip (what became of its clip), every record by
+# when it was written (one without files is forgotten past the age limit), the ready ones by
+# when they were written (retention goes oldest first), their count per label and total bytes.
+CLIPS_HASH = f"{PREFIX}:clips"
+CLIP_RECORDS_BY_TIME = f"{PREFIX}:clips:records-by-time"
+CLIPS_BY_TIME = f"{PREFIX}:clips:by-time"
+CLIPS_PER_LABEL = f"{PREFIX}:clips:per-label"
+CLIPS_BYTES = f"{PREFIX}:clips:bytes"
+# The recorder's jobs: sorted set of event ids by when their audio should all be in the ring,
+# and hash: event id -> the latest Event of each (its start, replaced by its end).
+CLIP_JOBS = f"{PREFIX}:clips:jobs"
+CLIP_JOB_EVENTS = f"{PREFIX}:clips:job-events"
+# String with a short expiry: set while a recorder runs (sinks link clips only then).
+RECORDER_ALIVE = f"{PREFIX}:recorder:alive"
+
+# Hash: event id -> msgpack Review (a user's verdict on a detection).
+REVIEWS_HASH = f"{PREFIX}:reviews"
+
 # The group that consumes each pipeline stream (its backlog bounds the stream's producer).
 CONSUMER_GROUPS = {PCM_STREAM: FEATURES_GROUP, EMBEDDINGS_STREAM: CLASSIFIER_GROUP}
 
@@ -108,6 +134,22 @@ def mqtt_published(instance: str) -> str:
     """Hash: JSON [source, label] -> the state the MQTT sink of `instance` retains for it
     (label "": the source's own topics), so a later start can clear what it no longer has."""
     return f"{PREFIX}:mqtt:{instance}:published"
+
+
+def ring_key(source: str) -> str:
+    """List: a source's most recent PCM chunks (msgpack PcmChunk), oldest first, capped at the
+    recorder's ring."""
+    return f"{PREFIX}:ring:{source}"
+
+
+def speech_key(source: str) -> str:
+    """List: [session, seq, speech score] of a source's recent predictions (privacy mode)."""
+    return f"{PREFIX}:ring:speech:{source}"
+
+
+def clip_lock(event_id: str) -> str:
+    """String: the recorder replica writing this event's clip (expires)."""
+    return f"{PREFIX}:clips:lock:{event_id}"
 
 
 def notifier_group(sink: str) -> str:

@@ -1,14 +1,17 @@
 """`soundhive up`, `soundhive serve SERVICE` and `soundhive devices`: the streaming pipeline.
 
-`up` runs capture, features, classifier, notifier and api as one process each against
+`up` runs capture, features, classifier, notifier, recorder and api as one process each against
 --redis-url / REDIS_URL, or an embedded redis-server (redis_process.py, on a unix socket) when
 neither is set, whose data is kept in a data directory (data_dir.py; --ephemeral: nothing kept),
 and shows sources, levels, current top labels and recent events until Ctrl-C, SIGINT, SIGTERM or
 SIGHUP (or, with --exit-when-done, until file sources are processed); every service and the
 embedded Redis stop with it. Exit status: 0 done, 1 a source or service failed, 2 a usage
 error, 3 Redis could not be started or was lost, 128 + N after signal N. Metrics and health on
-127.0.0.1: capture :9101, features :9102, classifier :9103, notifier :9104 (--metrics-port-base;
-further replicas: free ports); the events API and dashboard on 127.0.0.1:8000 (--api-port).
+127.0.0.1: capture :9101, features :9102, classifier :9103, notifier :9104, recorder :9105
+(--metrics-port-base; further replicas: free ports); the events API and dashboard on
+127.0.0.1:8000 (--api-port). The recorder's clips go to the data directory's clips/ (with
+--ephemeral, the run's folder: removed at exit). With SOUNDHIVE_PRIVACY=speech the embedded Redis
+keeps nothing on disk, raw audio passing through it.
 """
 
 import inspect
@@ -62,6 +65,10 @@ SERVICE_START_S = 30.0
 NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
 REDIS_LOST = 3  # exit status of `up` when Redis could not be started or was lost
+CLIPS_FOLDER = "clips"  # in the data directory (or the run's folder with --ephemeral)
+PRIVATE_REDIS = ("note: SOUNDHIVE_PRIVACY=speech: the embedded Redis keeps nothing on disk (raw "
+                 "audio passes through it), so the event history, the DeviceHive settings and "
+                 "undelivered events last only this run; clips stay in the data dir")
 
 
 def register(app: typer.Typer) -> None:
@@ -170,7 +177,8 @@ def up(
     metrics_port_base: int = typer.Option(
         SERVICES["capture"].port, "--metrics-port-base", min=0, max=65533,
         help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2, "
-             "notifier +3 (further replicas: free ports, logged); 0: free ports for all."),
+             "notifier +3, recorder +4 (further replicas: free ports, logged); 0: free ports "
+             "for all."),
     api_port: int = typer.Option(
         SERVICES["api"].port, "--api-port", min=0, max=65535,
         help="The events API and dashboard on 127.0.0.1 (0: a free port)."),
@@ -179,7 +187,8 @@ def up(
         help="Stop once every file source has been processed (exit 1 if one failed)."),
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help="Where the embedded Redis keeps the DeviceHive settings, event "
-        "history and undelivered events across runs (default: $XDG_DATA_HOME/soundhive or "
+        "history and undelivered events across runs (not with SOUNDHIVE_PRIVACY=speech), and "
+        "the recorder its clips (clips/) (default: $XDG_DATA_HOME/soundhive or "
         "~/.local/share/soundhive); one `up` at a time per folder.", show_default=False),
     ephemeral: bool = typer.Option(
         False, "--ephemeral", help="Keep nothing: the embedded Redis's data goes with the run."),
@@ -203,13 +212,16 @@ def up(
         fail(str(exc))
     if events_config is not None:
         _check_rules(events_config)
-    # Capture starts last, once the notifier's groups exist: the first events reach every sink.
+    # Capture starts last, once the notifier's and the recorder's groups exist: the first
+    # events reach every sink, and the first audio the recorder's ring.
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
     api_token = _session_token()
-    plan += [("classifier", {})] * classifiers + [("notifier", {}), ("api", {"token": api_token})]
+    plan += [("classifier", {})] * classifiers + [("notifier", {}), ("recorder", {}),
+                                                  ("api", {"token": api_token})]
     plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
     given_redis = _given_redis(redis_url)
     data = _data_dir(given_redis, data_dir, ephemeral)
+    private = _private()
     ports = _ports(plan, metrics_port_base, api_port or free_port())
     api_url = f"http://127.0.0.1:{ports[[name for name, _ in plan].index('api')]}"
     dashboard_url = f"{api_url}/?token={api_token}" if api_token else api_url
@@ -218,7 +230,7 @@ def up(
     logs.mkdir(parents=True, exist_ok=True)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
-    embedded = None if given_redis else _embedded_redis(run_dir, data)
+    embedded = None if given_redis else _embedded_redis(run_dir, None if private else data)
     processes: list[ServiceProcess] = []
     status, keep_logs = 0, log_dir is not None
     try:
@@ -233,14 +245,17 @@ def up(
             "threads": None if FeaturesSettings.env_name("threads") in os.environ
             else threads_per_replica(features),
             "events_config": events_config.resolve() if events_config else None,
+            "clips_dir": (data.path if data else run_dir) / CLIPS_FOLDER,
         }
         stderr.print(f"soundhive up: dashboard and API at {dashboard_url}, Redis {redact(url)}"
                      + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
+        if private and embedded is not None and data is not None:
+            stderr.print(PRIVATE_REDIS, soft_wrap=True)
         client = bus.connect(url)
         if data is not None:
             _forget_last_run(client)
         processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
-        _wait_for_notifier(client, processes)
+        _wait_for_readers(client, processes)
         processes += _start(plan[-1:], ports[-1:], shared_settings, logs)
         status = _watch(client, processes, exit_when_done)
     except Interrupted as stop:
@@ -300,6 +315,14 @@ def _data_dir(given_redis: str | None, option: Path | None, ephemeral: bool) -> 
     if ephemeral or given_redis:
         return None
     return DataDir(option or default_data_dir())
+
+
+def _private() -> bool:
+    """SOUNDHIVE_PRIVACY=speech: raw audio must never reach a disk through Redis."""
+    try:
+        return SERVICES["recorder"].settings.load().privacy == "speech"
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _embedded_redis(run_dir: Path, data: DataDir | None) -> RedisProcess:
@@ -406,19 +429,29 @@ def _watch(client: redis.Redis, processes: list[ServiceProcess], exit_when_done:
             time.sleep(0.25)
 
 
-def _wait_for_notifier(client: redis.Redis, processes: list[ServiceProcess]) -> None:
+def _wait_for_readers(client: redis.Redis, processes: list[ServiceProcess]) -> None:
     deadline = time.monotonic() + SERVICE_START_S
-    while not _notifier_groups(client) and time.monotonic() < deadline:
+    while not (_notifier_groups(client) and _recorder_reads_audio(client)) \
+            and time.monotonic() < deadline:
         _check_services(processes)
         time.sleep(0.1)
 
 
+def _recorder_reads_audio(client: redis.Redis) -> bool:
+    return any(g.group == streams.RECORDER_GROUP
+               for g in bus.group_backlogs(client, [streams.PCM_STREAM]))
+
+
 def _notifier_groups(client: redis.Redis) -> list[dict]:
+    return [g for g in _event_groups(client)
+            if g["name"].decode().startswith(streams.NOTIFIER_GROUP + ":")]
+
+
+def _event_groups(client: redis.Redis) -> list[dict]:
     try:
-        groups = client.xinfo_groups(streams.EVENTS_STREAM)
+        return client.xinfo_groups(streams.EVENTS_STREAM)
     except redis.ResponseError:  # no stream yet
         return []
-    return [g for g in groups if g["name"].decode().startswith(streams.NOTIFIER_GROUP + ":")]
 
 
 def _check_services(processes: list[ServiceProcess]) -> int | None:
@@ -471,13 +504,12 @@ class EventFollower:
 
 
 def _wait_for_deliveries(client: redis.Redis) -> None:
-    """Give the notifier's sinks NOTIFY_DRAIN_S to deliver the last events; a sink that is down
-    keeps its undelivered events in Redis (kept in the data directory; lost with an ephemeral
-    Redis), said in one line."""
+    """Give the notifier's sinks NOTIFY_DRAIN_S to deliver the last events, and the recorder to
+    write their clips; what a sink that is down has not had stays in Redis (kept in the data
+    directory; lost with an ephemeral Redis), said in one line."""
     deadline = time.monotonic() + NOTIFY_DRAIN_S
     while True:
-        behind = {g["name"].decode(): (g.get("lag") or 0) + g["pending"]
-                  for g in _notifier_groups(client) if (g.get("lag") or 0) + g["pending"]}
+        behind = _behind(client)
         if not behind:
             return
         if time.monotonic() > deadline:
@@ -485,6 +517,16 @@ def _wait_for_deliveries(client: redis.Redis) -> None:
                                                      sorted(behind.items())))
             return
         time.sleep(0.25)
+
+
+def _behind(client: redis.Redis) -> dict[str, int]:
+    """Events each notifier group has not delivered, and the clips the recorder has not
+    written yet (its group's unread events and its jobs)."""
+    behind = {g["name"].decode(): (g.get("lag") or 0) + g["pending"]
+              for g in _event_groups(client)}
+    behind[streams.RECORDER_GROUP] = behind.get(streams.RECORDER_GROUP, 0) + client.zcard(
+        streams.CLIP_JOBS)
+    return {name: count for name, count in behind.items() if count}
 
 
 def _drained(client: redis.Redis) -> bool:

@@ -12,8 +12,10 @@ import tarfile
 import warnings
 from pathlib import Path
 
+import redis
 import typer
 
+from shared.redact import where
 from soundhive.console import byte_progress, fail, item_progress, stderr
 
 AUDIOSET_FEATURES_URL = (
@@ -71,7 +73,8 @@ def _read_lines(path: Path) -> list[str]:
 
 def embed(
     folder: Path = typer.Argument(
-        ..., help="Audio folder: one sub-folder per label, or see --labels."
+        ..., help="Audio folder: one sub-folder per label, or see --labels; with "
+        "--from-reviews, the clips folder (SOUNDHIVE_CLIPS_DIR)."
     ),
     out: Path = typer.Option(
         ..., "--out", help="TFRecord file to write; class_names.txt goes beside it."
@@ -98,8 +101,16 @@ def embed(
         "as the AudioSet release; yamnet 0.48, as the features service).",
     ),
     seed: int = typer.Option(0, "--seed", help="Augmentation random seed."),
+    from_reviews: bool = typer.Option(
+        False, "--from-reviews", help="Take the event clips users reviewed: one marked correct "
+        "is an example of its label, one marked wrong a negative of it (needs the pipeline's "
+        "Redis: --redis-url or REDIS_URL)."),
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", envvar="REDIS_URL", show_envvar=False,
+        help="Redis of the pipeline whose reviews --from-reviews reads (default: $REDIS_URL)."),
 ) -> None:
-    """Embed a folder of labelled audio into AudioSet-format TFRecords for `soundhive train`."""
+    """Embed a folder of labelled audio, or the reviewed event clips, into AudioSet-format
+    TFRecords for `soundhive train`."""
     _quiet_tensorflow()
     from shared.audio import AudioError
     from shared.models import ModelError, load_embedder
@@ -111,7 +122,8 @@ def embed(
     if not folder.is_dir():
         fail(f"{folder}: not a folder")
     try:
-        files = from_csv(labels, folder) if labels else from_folders(folder)
+        files = _reviewed(redis_url, folder) if from_reviews else \
+            from_csv(labels, folder) if labels else from_folders(folder)
         names = class_list(files, _read_lines(class_names) if class_names else None)
         embedder = load_embedder(model)
         short: list[Path] = []
@@ -142,6 +154,19 @@ def embed(
     if short:
         stderr.print(f"skipped {len(short)} files shorter than one {model} patch (0.975 s), "
                      f"e.g. {short[0]}", soft_wrap=True, highlight=False)
+
+
+def _reviewed(redis_url: str | None, folder: Path) -> list:
+    """The reviewed clips (shared/training/embed.from_reviews) of the Redis at redis_url."""
+    from shared.training.embed import from_reviews
+
+    if redis_url is None:
+        fail("--from-reviews reads the pipeline's Redis: give --redis-url or set REDIS_URL")
+    with redis.Redis.from_url(redis_url, socket_connect_timeout=5) as client:
+        try:
+            return from_reviews(client, folder)
+        except redis.RedisError as exc:
+            fail(f"cannot read the reviews from {where(redis_url)}: {exc}")
 
 
 # --- train -----------------------------------------------------------------------------------

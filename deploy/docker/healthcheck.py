@@ -9,7 +9,8 @@ import os
 import sys
 import urllib.request
 
-DEFAULT_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104}
+DEFAULT_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104,
+                 "recorder": 9105}
 DEFAULT_API_PORT = 8000
 
 

@@ -2,8 +2,12 @@
 
     GET  /events            detections newest first, filtered, cursor-paged (the HTML history
                             page instead when a browser asks for text/html)   routers/events.py
+    GET  /events.csv        the same, as CSV
     GET  /events/stream     Server-Sent Events, one per start and end; `Last-Event-ID` resumes
                                                                               routers/stream.py
+    GET  /events/{id}/clip, /events/{id}/spectrogram    an event's clip (range requests)
+    POST /events/{id}/review, GET /reviews              verdicts on detections
+                                                                              routers/clips.py
     GET  /sources                                                             routers/sources.py
     GET  /labels, /config/events, /sinks, /config/devicehive                  routers/config.py
     PUT  /config/devicehive the dashboard's DeviceHive form, stored for the notifier
@@ -41,7 +45,7 @@ from services.api.broadcast import Broadcaster
 from services.api.deps import STATIC
 from services.api.lockout import TokenFailureLimit
 from services.api.origin import SameOrigin
-from services.api.routers import classify, config, events, health, sources, stream
+from services.api.routers import classify, clips, config, events, health, sources, stream
 from services.api.settings import ApiSettings
 from shared import bus, metrics
 from shared.models import ModelError, load_model
@@ -72,7 +76,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.add_exception_handler(error, _redis_unavailable)
     app.include_router(health.router)
     app.add_api_route("/", _dashboard, include_in_schema=False)
-    for module in (events, stream, sources, config, classify):
+    for module in (events, stream, clips, sources, config, classify):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -29,7 +29,7 @@ import redis
 import redis.asyncio
 from sse_starlette import ServerSentEvent
 
-from shared import bus, metrics, streams
+from shared import bus, clips, metrics, streams
 from shared.messages import Event, MessageError
 
 RECONNECT_EVENT = "reconnect"  # the last event of a dropped client: reconnect with Last-Event-ID
@@ -62,14 +62,17 @@ class Entry:
     message: bytes
 
     @classmethod
-    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> "Entry | None":
-        """The entry, or None for one that holds no event this version can read."""
+    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes],
+               recording: bool) -> "Entry | None":
+        """The entry, or None for one that holds no event this version can read; while a
+        recorder runs (`recording`), an end carries its clip's links."""
         try:
             event = Event.decode(fields[streams.MESSAGE_FIELD])
         except (MessageError, KeyError):
             return None
         text_id = entry_id.decode()
-        message = ServerSentEvent(json.dumps(event.fields()), event=event.kind, id=text_id)
+        data = event.fields() | clips.announced(event, recording)
+        message = ServerSentEvent(json.dumps(data), event=event.kind, id=text_id)
         return cls(text_id, position(text_id), event.source, frozenset(event.names()),
                    message.encode())
 
@@ -186,9 +189,10 @@ class Broadcaster:
                                          count=min(READ_COUNT, self._queue_size),
                                          block=self._block_ms)
         entries = []
+        recording = bool(reply) and await _recording(self._client)
         for entry_id, fields in reply[0][1] if reply else ():
             self._cursor = entry_id.decode()
-            entry = Entry.decode(entry_id, fields)
+            entry = Entry.decode(entry_id, fields, recording)
             if entry is not None:
                 entries.append(entry)
         return entries
@@ -210,9 +214,14 @@ class Page:
 async def replay(client: redis.asyncio.Redis, after_id: str, entry_filter: Filter) -> Page:
     """One bounded page of the stream after `after_id`."""
     raw = await client.xrange(streams.EVENTS_STREAM, min=f"({after_id}", count=REPLAY_PAGE)
+    recording = bool(raw) and await _recording(client)
     entries = entry_filter.select([entry for entry_id, fields in raw
-                                   if (entry := Entry.decode(entry_id, fields))])
+                                   if (entry := Entry.decode(entry_id, fields, recording))])
     return Page(entries, raw[-1][0].decode() if raw else after_id, len(raw) < REPLAY_PAGE)
+
+
+async def _recording(client: redis.asyncio.Redis) -> bool:
+    return bool(await client.exists(streams.RECORDER_ALIVE))
 
 
 def reconnect_message(reason: str, last_event_id: str | None) -> bytes:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import redis
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Header, HTTPException, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -76,8 +76,22 @@ def require_read(settings: Settings, credentials: Credentials) -> None:
         check_token(settings.token, credentials.credentials if credentials else None)
 
 
+def require_read_or_query_token(
+    settings: Settings,
+    token: Annotated[str | None, Query(
+        description="the read token, for clients that cannot send headers (EventSource, "
+                    "<audio>, <img>)")] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    if token is not None and settings.read_auth:
+        check_token(settings.token, token)
+    else:
+        check_read(settings, authorization)
+
+
 WRITE = Depends(require_write)
 READ = Depends(require_read)
+READ_OR_QUERY_TOKEN = Depends(require_read_or_query_token)
 
 
 def check_read(settings: ApiSettings, authorization: str | None) -> None:

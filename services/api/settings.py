@@ -1,10 +1,12 @@
 """The api service's settings (SOUNDHIVE_API_*, with REDIS_URL and SOUNDHIVE_MODEL as every
-service reads them)."""
+service reads them, and SOUNDHIVE_CLIPS_DIR as the recorder does)."""
 
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.clips import clips_dir_field
 from shared.config import (
     DEFAULT_REDIS_URL,
     CommaSeparated,
@@ -46,6 +48,7 @@ class ApiSettings(SettingsModel):
     cors_origins: CommaSeparated = Field(
         (), description="Comma-separated origins allowed to call the API from a browser.")
     model: str = model_field()
+    clips_dir: Path = clips_dir_field()
     devicehive: DeviceHiveTarget = internal_field(default_factory=DeviceHiveTarget)
 
     @property

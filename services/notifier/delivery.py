@@ -46,7 +46,7 @@ import redis
 from redis.backoff import EqualJitterBackoff
 
 from services.notifier.settings import Filter, NotifierSettings
-from shared import bus, metrics, streams
+from shared import bus, clips, metrics, streams
 from shared.config import Settings
 from shared.messages import DeadLetter, Event, SinkStatus
 
@@ -99,8 +99,9 @@ class Sink(Protocol):
         """Open the session; raise SinkDown."""
         ...
 
-    def send(self, event: Event) -> None:
-        """Deliver one event; raise SinkDown or Rejected."""
+    def send(self, event: Event, links: dict[str, str]) -> None:
+        """Deliver one event with its clip's links (shared/clips.announced); raise SinkDown or
+        Rejected."""
         ...
 
     def tick(self) -> None:
@@ -243,6 +244,7 @@ class Runner:
         self.client = bus.connect(settings.redis_url, settings.block_ms)
         self.health = metrics.Health()
         self.board = Board(sink.name, self.client)
+        self.links = clips.Announcer(self.client, settings.public_url)
         self._failures = 0
         self._next_try = self._next_tick = 0.0
         self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
@@ -346,7 +348,7 @@ class Runner:
             try:
                 if not self.sink.connected():
                     self.sink.connect()
-                self.sink.send(event)
+                self.sink.send(event, self.links(event))
             except SinkDown as exc:
                 self._down(exc)
                 wait = self._backoff.compute(self._failures)

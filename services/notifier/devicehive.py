@@ -70,8 +70,9 @@ def timestamp(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
-def notification(event: Event, name: str) -> dict[str, Any]:
-    parameters = event.fields()
+def notification(event: Event, name: str,
+                 links: dict[str, str] | None = None) -> dict[str, Any]:
+    parameters = event.fields() | (links or {})
     parameters["event_id"] = parameters.pop("id")
     when = event.start_time if event.kind == "start" else event.end_time
     return {"notification": name, "timestamp": timestamp(when or event.start_time),
@@ -191,9 +192,9 @@ class Session:
         self._log_in()
         self._register()
 
-    def insert(self, event: Event) -> None:
+    def insert(self, event: Event, links: dict[str, str]) -> None:
         body = {"deviceId": self.config.device_id,
-                "notification": notification(event, self.config.notification)}
+                "notification": notification(event, self.config.notification, links)}
         path = f"device/{self.config.device_id}/notification"
         try:
             self._call("notification/insert", "POST", path, body, "notification")
@@ -276,11 +277,11 @@ class DeviceHiveSink:
         log.info("connected to DeviceHive %s as device %s", where(self.config.url),
                  self.config.device_id)
 
-    def send(self, event: Event) -> None:
+    def send(self, event: Event, links: dict[str, str]) -> None:
         if self._session is None:
             raise SinkDown("not connected")
         try:
-            self._session.insert(event)
+            self._session.insert(event, links)
         except SinkDown:
             self.close()
             raise

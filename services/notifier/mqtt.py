@@ -6,8 +6,9 @@ default); SOUNDHIVE_MQTT_PREFIX (`soundhive`) roots the topics:
                                that connects later (or Home Assistant after a restart) reads
                                what is sounding now; every state is published again each
                                STATE_REFRESH_S, and the notifier's stop turns every open one OFF;
-    <prefix>/events            every start and end as JSON (the webhook body, not retained):
-                               for automations that want each occurrence;
+    <prefix>/events            every start and end as JSON (the webhook body, not retained, an
+                               end with its clip's URLs): for automations that want each
+                               occurrence;
     <prefix>/<source>/level    the source's level in dBFS, every LEVEL_INTERVAL_S while capture
                                reports it;
     <prefix>/<source>/availability  `online` while capture reports the source running (or it
@@ -247,7 +248,7 @@ class MqttSink:
         if not self._up.wait(CONNECT_WAIT_S):
             raise SinkUnreachable(self._problem)
 
-    def send(self, event: Event) -> None:
+    def send(self, event: Event, links: dict[str, str]) -> None:
         state = ON if event.kind == "start" else OFF
         self._heard.add(event.source)
         if event.kind == "start":
@@ -255,7 +256,7 @@ class MqttSink:
             self._set_availability(event.source, ONLINE)
         self._publish(self.topics.state(event.source, event.label), state, retain=True)
         self.published.set(event.source, event.label, state)
-        self._publish(self.topics.events, body_of(event, round(time.time(), 3)))
+        self._publish(self.topics.events, body_of(event, round(time.time(), 3), links))
 
     def tick(self) -> None:
         """Every LEVEL_INTERVAL_S: each source's level and availability as capture reports it;

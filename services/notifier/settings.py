@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.clips import public_url_field
 from shared.config import (
     CommaSeparated,
     ConfigError,
@@ -167,6 +168,7 @@ class NotifierSettings(Settings):
                                      "refuses (5xx) before it is dead-lettered.")
     notify_backoff_max_s: float = Field(30.0, ge=0.1, description="Longest wait between "
                                         "retries and reconnections.")
+    public_url: str | None = public_url_field()
     devicehive: DeviceHiveSettings = internal_field(default_factory=DeviceHiveSettings)
     mqtt: MqttSettings = internal_field(default_factory=MqttSettings)
     webhook: WebhookSettings = internal_field(default_factory=WebhookSettings)

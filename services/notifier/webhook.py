@@ -1,7 +1,9 @@
 """Webhooks: each event POSTed as JSON to every URL of SOUNDHIVE_WEBHOOK_URLS (comma-separated).
 
 The body is the event as the events API shows it, with `event_id` for `id` (the DeviceHive
-parameters' names) and `sent_at`, the unix time also sent as `X-Soundhive-Timestamp`. Headers:
+parameters' names), an end's `clip` and `spectrogram` URLs while a recorder runs
+(shared/clips.announced: absolute under SOUNDHIVE_PUBLIC_URL) and `sent_at`, the unix time also
+sent as `X-Soundhive-Timestamp`. Headers:
     X-Soundhive-Signature  sha256=<hex HMAC-SHA256 of the body with SOUNDHIVE_WEBHOOK_SECRET (or
                            the file SOUNDHIVE_WEBHOOK_SECRET_FILE names)>. The timestamp is inside
                            the signed body, so a receiver can refuse replays of old bodies;
@@ -40,10 +42,11 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def body_of(event: Event, sent_at: float) -> bytes:
+def body_of(event: Event, sent_at: float, links: dict[str, str] | None = None) -> bytes:
     fields = event.fields()
     fields["event_id"] = fields.pop("id")
-    return json.dumps({**fields, "sent_at": sent_at}, separators=(",", ":")).encode()
+    return json.dumps({**fields, **(links or {}), "sent_at": sent_at},
+                      separators=(",", ":")).encode()
 
 
 class WebhookSink:
@@ -81,10 +84,10 @@ class WebhookSink:
     def close(self) -> None:
         self._http.close()
 
-    def send(self, event: Event) -> None:
+    def send(self, event: Event, links: dict[str, str]) -> None:
         url, key = self.url, f"{event.id}:{event.kind}"
         sent_at = round(time.time(), 3)
-        body = body_of(event, sent_at)
+        body = body_of(event, sent_at, links)
         headers = {"Content-Type": "application/json", "X-Soundhive-Event": quote(key, safe=":/"),
                    "X-Soundhive-Timestamp": str(sent_at),
                    "X-Soundhive-Signature": sign(self._secret, body)}

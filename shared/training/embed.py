@@ -1,8 +1,11 @@
 """A folder of labelled audio -> AudioSet-format TFRecords of embeddings (see datasets.py).
 
-Labels come from sub-folder names (`DIR/<label>/**/file`) or from a CSV of `file,labels` rows
-(file relative to DIR; several labels separated by ';'). Class index i is the i-th of the sorted
-label names, unless a class list is given (to embed an eval set with a train set's classes).
+Labels come from sub-folder names (`DIR/<label>/**/file`), from a CSV of `file,labels` rows
+(file relative to DIR; several labels separated by ';'), or from the reviews of event clips
+(DIR is SOUNDHIVE_CLIPS_DIR: a clip marked correct is an example of its label, one marked wrong
+a negative of it: a clip with no label, its label still among the classes). Class index i is the
+i-th of the sorted label names, unless a class list is given (to embed an eval set with a train
+set's classes).
 
 Framing (`hop_seconds=None`): VGGish as the AudioSet release (one embedding every 0.96 s, the
 incomplete tail dropped, so a file shorter than 0.975 s has none and is skipped); YAMNet every
@@ -15,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import redis
 
-from shared import params
+from shared import clips, params, reviews
 from shared.audio import find_audio_files, frame_patches, load_audio
 from shared.models.base import Embedder
 from shared.models.vggish import RELEASE_HOP_SECONDS, release_patches
@@ -28,6 +32,7 @@ from shared.training.augment import Augmentation
 class LabelledFile:
     path: Path
     labels: tuple[str, ...]
+    negatives: tuple[str, ...] = ()  # classes it is known not to be (a wrong detection)
 
 
 def from_folders(root: Path) -> list[LabelledFile]:
@@ -62,8 +67,26 @@ def from_csv(csv_path: Path, root: Path) -> list[LabelledFile]:
     return files
 
 
+def from_reviews(client: redis.Redis, root: Path) -> list[LabelledFile]:
+    """The reviewed events whose clips are still kept under `root`."""
+    reviewed = reviews.read_all(client)
+    kept = clips.read_many(client, [review.id for review in reviewed])
+    files = []
+    for review in reviewed:
+        clip = kept.get(review.id)
+        if clip is None or clip.status != "ready" or not (root / clip.audio).is_file():
+            continue
+        correct = review.verdict == "correct"
+        files.append(LabelledFile(root / clip.audio, (review.label,) if correct else (),
+                                  () if correct else (review.label,)))
+    if not files:
+        raise datasets.DatasetError(f"no reviewed clips in {root} (mark events correct or "
+                                    "wrong in the event history first)")
+    return files
+
+
 def class_list(files: list[LabelledFile], given: list[str] | None = None) -> list[str]:
-    found = sorted({label for f in files for label in f.labels})
+    found = sorted({label for f in files for label in (*f.labels, *f.negatives)})
     if given is None:
         return found
     unknown = [label for label in found if label not in given]

@@ -53,7 +53,8 @@ def test_events_of_the_real_classifier_filtered_and_paged(pipeline: Services, cl
                                                        reverse=True)
     dog = next(e for e in events if (e["source"], e["label"]) == ("dog.mp3", "Bark"))
     assert set(dog) == {"id", "source", "label", "score", "start", "end", "start_time",
-                        "end_time", "model", "categories"}
+                        "end_time", "model", "categories", "clip", "spectrogram",
+                        "clip_status", "review"}
     assert dog["categories"] == ["Dog", "Domestic animals, pets", "Animal"]
     assert dog["model"] == "yamnet" and 0 <= dog["start"] < dog["end"] <= 7.5
     assert dog["start_time"] < dog["end_time"]

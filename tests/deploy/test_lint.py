@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from deploy_helpers import REPO, dockerfile_stages, load_compose, resolve_target
 
-SERVICES = ("capture", "features", "classifier", "notifier", "api")
+from services.registry import SERVICES
 
 
 def test_hadolint_passes():
@@ -44,9 +44,7 @@ def test_every_target_runs_its_service_as_non_root_with_a_healthcheck():
         assert stage.entrypoint == ["soundhive-entrypoint"], target
         assert stage.env["SOUNDHIVE_SERVICE"] == service, target
         assert stage.healthcheck, target
-        assert stage.exposed == [8000 if service == "api" else
-                                 {"capture": 9101, "features": 9102, "classifier": 9103,
-                                  "notifier": 9104}[service]]
+        assert stage.exposed == [SERVICES[service].port]
     text = (REPO / "Dockerfile").read_text()
     assert "USER 10001:10001" in text
     # TensorFlow is installed in the build-gpu stage only (the GPU targets copy its venv).

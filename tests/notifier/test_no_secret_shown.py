@@ -119,7 +119,7 @@ def test_no_password_or_token_in_any_output(camera, tmp_path: Path, mosquitto: M
     for name in ("/sources", "/events?limit=200", "SSE", "capture-0 /metrics", "webhook",
                  "DeviceHive", "MQTT"):
         assert shown in outputs[name], name
-    assert len([name for name in outputs if name.endswith("/metrics")]) == 5
+    assert len([name for name in outputs if name.endswith("/metrics")]) == 6  # api, 5 services
     for name, text in outputs.items():
         for secret in (PASSWORD, TOKEN, BASIC.split()[1]):
             assert secret not in text, f"{name} shows {secret}"

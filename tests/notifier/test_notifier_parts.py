@@ -182,11 +182,11 @@ def test_session_refreshes_expired_tokens_and_registers_again(stub: DeviceHiveSt
     session = open_session(url, refresh=stub.refresh_token)
     session.open()
     assert "soundhive-test" in stub.devices
-    session.insert(event())
+    session.insert(event(), {})
     time.sleep(0.4)  # the access token expires: 401, refresh, retry
-    session.insert(event("end"))
+    session.insert(event("end"), {})
     del stub.devices["soundhive-test"]  # 404: registered again
-    session.insert(event(ident="again"))
+    session.insert(event(ident="again"), {})
     session.close()
     bodies = [n.body for n in stub.notifications]
     assert [b["parameters"]["kind"] for b in bodies] == ["start", "end", "start"]
@@ -197,7 +197,7 @@ def test_session_refreshes_expired_tokens_and_registers_again(stub: DeviceHiveSt
 def test_session_logs_in_with_a_password(stub: DeviceHiveStub):
     session = open_session(stub.rest_url, login=stub.login, password=stub.password)
     session.open()
-    session.insert(event())
+    session.insert(event(), {})
     assert len(stub.notifications) == 1
 
 

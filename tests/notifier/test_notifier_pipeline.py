@@ -1,5 +1,6 @@
 """A real dog clip replayed through the real pipeline (capture --fast -> features ->
-classifier -> notifier) reaches DeviceHive (the stub), Mosquitto and a webhook receiver."""
+classifier -> notifier, and the recorder) reaches DeviceHive (the stub), Mosquitto and a webhook
+receiver, its end with the URLs of the clip the recorder writes."""
 
 import re
 import urllib.request
@@ -10,17 +11,23 @@ from notifier_helpers import Mosquitto, MqttCollector, WebhookReceiver, retained
 from pipeline_helpers import RedisServer, Services, wait_for
 from test_notifier_service import sink_env, start_notifier
 
+from shared import clips
+
 WAIT_S = 60  # the models load in each process
+PUBLIC_URL = "https://soundhive.example"
 
 
 def test_a_dog_clip_reaches_every_sink(services: Services, redis_server: RedisServer,
                                        clips_dir: Path, mosquitto: Mosquitto,
                                        mqtt_collector: MqttCollector, webhook: WebhookReceiver,
-                                       stub: DeviceHiveStub):
+                                       stub: DeviceHiveStub, tmp_path: Path):
     client = redis_server.client()
+    services.start("recorder", SOUNDHIVE_CLIPS_DIR=str(tmp_path / "clips"))
+    wait_for(lambda: clips.recorder_running(client), WAIT_S, "the recorder")
     notifier = start_notifier(services, client, {"devicehive", "mqtt", "webhook"},
                               **sink_env(mosquitto, webhook, stub.ws_url, stub.refresh_token,
-                                         SOUNDHIVE_WEBHOOK_LABELS="dog"))
+                                         SOUNDHIVE_WEBHOOK_LABELS="dog",
+                                         SOUNDHIVE_PUBLIC_URL=PUBLIC_URL))
     services.start("features")
     services.start("classifier")
     capture = services.start("capture", "--fast", "--source", f"file:{clips_dir / 'dog.mp3'}")
@@ -43,6 +50,17 @@ def test_a_dog_clip_reaches_every_sink(services: Services, redis_server: RedisSe
     parameters = stub.notifications[0].body["parameters"]
     assert parameters["categories"] == ["Dog", "Domestic animals, pets", "Animal"]
     assert webhook.bad_signatures == 0
+    end = webhook.received[-1].body
+    links = clips.clip_urls(end["event_id"], PUBLIC_URL)
+    assert links["clip"].startswith(f"{PUBLIC_URL}/events/dog.mp3%2FBark%2F")
+    ends = [b for b in [*mqtt_collector.events(), *(n.body["parameters"]
+                                                    for n in stub.notifications), end]
+            if (b["event_id"], b["kind"]) == (end["event_id"], "end")]
+    assert len(ends) == 3 and all((b["clip"], b["spectrogram"]) == (
+        links["clip"], links["spectrogram"]) for b in ends), ends
+    assert "clip" not in webhook.received[0].body  # a start: no clip yet
+    wait_for(lambda: clips.read(client, end["event_id"]), WAIT_S, "the clip")
+    assert clips.read(client, end["event_id"]).status == "ready"
 
     port = re.search(r"metrics on :(\d+)", services.log_text(notifier)).group(1)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()

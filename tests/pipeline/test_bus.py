@@ -119,6 +119,21 @@ def test_trimming_keeps_every_entry_a_group_has_not_acknowledged(redis_server: R
     assert bus.backlog(client, STREAM, "nobody") == len(remaining)
 
 
+def test_the_recorders_group_holds_trimming_back_by_at_most_its_hold(redis_server: RedisServer):
+    """A recorder that is stopped (or behind) keeps no entry older than RECORDER_HOLD_S."""
+    client = redis_server.client()
+    now_ms = int(time.time() * 1000)
+    old = [client.xadd(STREAM, {"m": b"x"}, id=f"{now_ms - 200_000 + i}-0") for i in range(300)]
+    recent = [client.xadd(STREAM, {"m": b"x"}, id=f"{now_ms - 10_000 + i}-0") for i in range(300)]
+    client.xgroup_create(STREAM, "features", id="0")
+    client.xgroup_create(STREAM, streams.RECORDER_GROUP, id="0")  # has read nothing
+    client.xreadgroup("features", "c", {STREAM: ">"}, count=600)
+    client.xack(STREAM, "features", *old, *recent)
+    bus.trim_acknowledged(client, STREAM)
+    remaining = {eid for eid, _ in client.xrange(STREAM)}
+    assert set(recent) <= remaining and len(remaining) < 400  # approximate trimming
+
+
 def test_trimming_survives_another_replica_acknowledging_meanwhile(redis_server: RedisServer):
     """XINFO saw entries pending; by the XPENDING that follows, another replica has acked them
     all (this crashed a features replica in bench/pipeline.py --features 2)."""

@@ -68,8 +68,8 @@ def test_up_leaves_nothing_behind_when_stopped(clips_dir: Path, tmp_path: Path, 
         [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}",
          "--metrics-port-base", "0", "--api-port", "0"], cwd=REPO, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    children = wait_for(lambda: len(pids := children_of(up.pid)) == 6 and pids, 120,
-                        "redis-server, capture, features, classifier, notifier and api")
+    children = wait_for(lambda: len(pids := children_of(up.pid)) == 7 and pids, 120,
+                        "redis-server, capture, features, classifier, notifier, recorder and api")
     time.sleep(1)
     up.send_signal(sig)
     assert up.wait(60) == 128 + sig

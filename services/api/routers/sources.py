@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from services.api.deps import ERRORS, READ, ErrorOut, LabelScore, RedisClient
-from services.api.routers.events import EventOut, detection
+from services.api.routers.events import EventOut, detection_rows
 from shared import detections, status
 from shared.status import SourceQuery, SourceView, read_sources
 
@@ -111,7 +111,7 @@ def source_detail(source: str, client: RedisClient) -> dict:
     events, _ = detections.page(client, detections.Query(source=source, limit=DETAIL_EVENTS))
     return {"source": _source(view),
             "levels": [{"t": t, "dbfs": db} for t, db in status.levels(client, source)],
-            "events": [detection(event) for event in events]}
+            "events": detection_rows(client, events)}
 
 
 def _source(view: SourceView) -> dict:

@@ -1,5 +1,6 @@
 """GET /events/stream: Server-Sent Events, one per event start and end, fanned out by the api
-process's one reader (services/api/broadcast.py); `Last-Event-ID` resumes."""
+process's one reader (services/api/broadcast.py); `Last-Event-ID` resumes. While a recorder
+runs, an end carries its `clip` and `spectrogram` URLs (shared/clips.announced)."""
 
 import re
 from collections.abc import AsyncIterator
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import redis
 import redis.asyncio
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from sse_starlette.sse import EventSourceResponse
 
 from services.api.broadcast import (
@@ -20,7 +21,7 @@ from services.api.broadcast import (
     reconnect_message,
     replay,
 )
-from services.api.deps import ERRORS, Settings, check_read, check_token
+from services.api.deps import ERRORS, READ_OR_QUERY_TOKEN
 
 SSE_BLOCK_MS = 1000
 SSE_PING_S = 15
@@ -29,16 +30,11 @@ STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 router = APIRouter(tags=["events"])
 
 
-@router.get("/events/stream", responses=ERRORS)
+@router.get("/events/stream", dependencies=[READ_OR_QUERY_TOKEN], responses=ERRORS)
 async def event_stream(
     request: Request,
-    settings: Settings,
     source: str | None = None,
     label: str | None = None,
-    token: Annotated[str | None, Query(
-        description="the read token, for clients that cannot send headers (EventSource)"
-    )] = None,
-    authorization: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Every event start and end as it happens (`event:` start|end, `id:` its stream id,
@@ -46,10 +42,6 @@ async def event_stream(
     more than SOUNDHIVE_API_SSE_QUEUE events behind, or whose replay Redis fails, gets a last
     event `reconnect` (`data:` the reason and its last event id) and the stream ends:
     reconnect with Last-Event-ID."""
-    if token is not None and settings.read_auth:
-        check_token(settings.token, token)
-    else:
-        check_read(settings, authorization)
     if last_event_id is not None and not STREAM_ID.match(last_event_id):
         raise HTTPException(400, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
                                  "stream sent")

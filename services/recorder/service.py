@@ -1,0 +1,331 @@
+"""Recorder service: each detection event -> a clip of what was heard (Ogg Opus or FLAC) and its
+spectrogram (PNG), under SOUNDHIVE_CLIPS_DIR, recorded in streams.CLIPS_HASH (shared/clips.py).
+
+Three loops of the shared bus, each with the consumer group `recorder`:
+  audio        the audio stream -> each source's ring in Redis (streams.ring_key): its latest
+               SOUNDHIVE_CLIPS_RING_S of chunks (4.2 MB per source at the default 90 s), so any
+               replica can cut any event's clip and a restart loses nothing. The group holds the
+               audio stream's trimming back by at most streams.RECORDER_HOLD_S.
+  predictions  (SOUNDHIVE_PRIVACY=speech only) each chunk's speech score -> the source's speech
+               ring (streams.speech_key): the highest score of Speech and its kinds among the
+               chunk's top labels.
+  events       each event -> a job (streams.CLIP_JOBS), due once the audio up to its end plus
+               the post roll should be in the ring: a start schedules its clip at start + max
+               event + post roll (a longer event's clip is its first SOUNDHIVE_CLIPS_MAX_EVENT_S),
+               its end brings that forward.
+Between reads, the events loop does the due jobs: a job takes a lock (one replica writes a clip),
+cuts [start - pre roll, end + post roll] from the ring (ring.py), and records the outcome once:
+ready (files written atomically), withheld (speech), dropped (its audio was dropped or trimmed
+upstream, or older than the ring: no wrong clip) or skipped (disk full: recording pauses,
+counted and logged, while the rest goes on). A job whose audio is late is retried until
+JOB_WAIT_S past its span; then whatever is missing counts as dropped. Every RETENTION_EVERY_S one
+replica enforces retention (shared/clips.py).
+Metrics and health on SOUNDHIVE_METRICS_PORT (default 9105).
+"""
+
+import errno
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import get_args
+
+import msgspec
+import redis
+import soundfile
+
+from services.recorder import ring, spectrogram
+from services.recorder.settings import RecorderSettings
+from shared import bus, clips, metrics, params, streams
+from shared.errors import UserError, one_line
+from shared.labels import Ontology
+from shared.messages import Clip, ClipStatus, Event, MessageError, PcmChunk, Prediction
+from shared.models.catalog import models_dir
+
+log = logging.getLogger("soundhive.recorder")
+
+JOB_WAIT_S = 60.0  # past the end of a clip's span, its missing audio counts as dropped
+JOB_RETRY_S = 1.0
+JOB_ERROR_RETRY_S = 15.0
+JOBS_PER_TURN = 8
+LOCK_S = 60
+ALIVE_TTL_S = 30
+RETENTION_EVERY_S = 60.0
+RETENTION_LOCK = f"{streams.PREFIX}:clips:retention-lock"
+SPEECH = "Speech"
+SUBTYPES = {"opus": ("OGG", "OPUS"), "flac": ("FLAC", "PCM_16")}
+
+
+class Recorder:
+    """The recorder's Redis side and files; its handlers run in the bus's loops."""
+
+    def __init__(self, settings: RecorderSettings, client: redis.Redis):
+        self.settings, self.redis = settings, client
+        self.folder = settings.clips_dir
+        self.ring_chunks = int(settings.clips_ring_s / ring.CHUNK_HOP_SECONDS) + 1
+        # A source that stops leaves no audio in Redis for long: its ring goes once its last
+        # events' jobs are done with it.
+        self.ring_ttl_s = int(settings.clips_ring_s + 2 * JOB_WAIT_S)
+        self.speech_names = speech_names() if settings.privacy == "speech" else frozenset()
+        self.paused_for: str | None = None
+        self._next_alive = self._next_retention = 0.0
+        metrics.start_at_zero(metrics.CLIPS, get_args(ClipStatus))
+        metrics.start_at_zero(metrics.CLIPS_EXPIRED, list(clips.EXPIRED_REASONS))
+
+    def keep_audio(self, batch: list[bus.Delivery[PcmChunk]]) -> int:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for delivery in batch:
+                key = streams.ring_key(delivery.message.source)
+                pipe.rpush(key, delivery.message.encode())
+                pipe.ltrim(key, -self.ring_chunks, -1)
+                pipe.expire(key, self.ring_ttl_s)
+            pipe.execute()
+        return 0
+
+    def keep_speech(self, batch: list[bus.Delivery[Prediction]]) -> int:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for delivery in batch:
+                p = delivery.message
+                score = max((s for label, s in p.labels if label in self.speech_names),
+                            default=0.0)
+                key = streams.speech_key(p.source)
+                pipe.rpush(key, msgspec.msgpack.encode([p.session, p.seq, score]))
+                pipe.ltrim(key, -self.ring_chunks, -1)
+                pipe.expire(key, self.ring_ttl_s)
+            pipe.execute()
+        return 0
+
+    def plan(self, batch: list[bus.Delivery[Event]]) -> int:
+        """Each event's job: a start's only if its event has none yet, an end's always. An
+        event whose audio is older than the ring (the events stream's history, read by a
+        recorder started after it) is recorded as dropped at once, unless it has a record."""
+        events = [delivery.message for delivery in batch]
+        stale = [e for e in events
+                 if time.time() - self._span_end(e) > self.settings.clips_ring_s]
+        with self.redis.pipeline(transaction=True) as pipe:
+            for event in stale:
+                clips.record_if_new(pipe, self._outcome(event, "dropped", (
+                    f"older than the ring ({self.settings.clips_ring_s:g} s) when the "
+                    "recorder read it")))
+            for event in (e for e in events if e not in stale):
+                if event.kind == "start":
+                    pipe.hsetnx(streams.CLIP_JOB_EVENTS, event.id, event.encode())
+                    pipe.zadd(streams.CLIP_JOBS, {event.id: self._span_end(event)}, nx=True)
+                else:
+                    pipe.hset(streams.CLIP_JOB_EVENTS, event.id, event.encode())
+                    pipe.zadd(streams.CLIP_JOBS, {event.id: self._span_end(event)})
+            written = pipe.execute()
+        metrics.CLIPS.labels("dropped").inc(sum(written[:2 * len(stale):2]))
+        return 0
+
+    def tick(self) -> None:
+        """The due jobs; the recorder's sign of life and retention when due."""
+        now = time.time()
+        for member in self.redis.zrangebyscore(streams.CLIP_JOBS, "-inf", now, start=0,
+                                               num=JOBS_PER_TURN):
+            event_id = member.decode()
+            lock = streams.clip_lock(event_id)
+            if self.redis.set(lock, self.settings.consumer, nx=True, ex=LOCK_S):
+                try:
+                    self._job(event_id)
+                finally:
+                    self.redis.delete(lock)
+        if time.monotonic() >= self._next_alive:
+            self._next_alive = time.monotonic() + ALIVE_TTL_S / 3
+            self.redis.set(streams.RECORDER_ALIVE, self.settings.consumer, ex=ALIVE_TTL_S)
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + RETENTION_EVERY_S
+            self._retention()
+
+    def _retention(self) -> None:
+        if self.redis.set(RETENTION_LOCK, self.settings.consumer, nx=True,
+                          ex=int(RETENTION_EVERY_S)):
+            policy = clips.Retention(self.folder, self.settings.clips_max_age_days,
+                                     int(self.settings.clips_max_gb * 1e9),
+                                     self.settings.clips_keep_per_label)
+            for _, why in clips.enforce_retention(self.redis, policy):
+                metrics.CLIPS_EXPIRED.labels(why).inc()
+
+    def _job(self, event_id: str) -> None:
+        raw = self.redis.hget(streams.CLIP_JOB_EVENTS, event_id)
+        event = _event(raw)
+        if event is None or clips.read(self.redis, event_id) is not None:
+            self._finish(event_id)
+            return
+        try:
+            clip = self._make(event)
+        except Exception as exc:  # a bug or the disk: report, retry later, give up past the wait
+            if isinstance(exc, redis.RedisError):
+                raise
+            log.warning("recorder: the clip of %s failed: %s", event_id, one_line(exc))
+            if time.time() < self._span_end(event) + JOB_WAIT_S:
+                self.redis.zadd(streams.CLIP_JOBS, {event_id: time.time() + JOB_ERROR_RETRY_S})
+                return
+            clip = self._outcome(event, "skipped", f"not written: {one_line(exc)}")
+        if clip is None:
+            self.redis.zadd(streams.CLIP_JOBS, {event_id: time.time() + JOB_RETRY_S})
+            return
+        clips.record(self.redis, clip)
+        metrics.CLIPS.labels(clip.status).inc()
+        self._finish(event_id)
+
+    def _finish(self, event_id: str) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(streams.CLIP_JOBS, event_id)
+            pipe.hdel(streams.CLIP_JOB_EVENTS, event_id)
+            pipe.execute()
+
+    def _make(self, event: Event) -> Clip | None:
+        """The event's clip, written, or why not; None while its audio (or, in privacy mode,
+        its speech scores) are not all in yet."""
+        late = time.time() > self._span_end(event) + JOB_WAIT_S
+        lo, hi = self._span(event)
+        chunks = [PcmChunk.decode(raw) for raw in
+                  self.redis.lrange(streams.ring_key(event.source), 0, -1)]
+        try:
+            audio = ring.cut(chunks, event, lo, hi)
+        except ring.Gap as gap:
+            return self._outcome(event, "dropped", str(gap))
+        if audio is None:
+            return self._outcome(event, "dropped", "the audio after it never arrived") \
+                if late else None
+        if self.speech_names:
+            speech = self._speech(event.source, audio)
+            if speech is None:
+                return self._outcome(event, "withheld", "speech (not known: no prediction)") \
+                    if late else None
+            if speech >= self.settings.privacy_threshold:
+                return self._outcome(event, "withheld", "speech", audio)
+        return self._write(event, audio)
+
+    def _speech(self, source: str, audio: ring.Cut) -> float | None:
+        """The highest speech score of the clip's chunks; None while one is not known."""
+        scores = {}
+        for raw in self.redis.lrange(streams.speech_key(source), 0, -1):
+            session, seq, score = msgspec.msgpack.decode(raw)
+            if session == audio.session:
+                scores[seq] = score
+        if not all(seq in scores for seq in audio.seqs):
+            return None
+        return max(scores[seq] for seq in audio.seqs)
+
+    def _write(self, event: Event, audio: ring.Cut) -> Clip:
+        if (reason := self._disk_full()) is not None:
+            return self._pause(event, audio, reason)
+        stem = clips.file_stem(event.id)
+        name = stem + clips.EXTENSIONS[self.settings.clips_format]
+        image = stem + clips.SPECTROGRAM_EXTENSION
+        file_format, subtype = SUBTYPES[self.settings.clips_format]
+        into = event.start - audio.start
+        marks = (into, into + (event.end - event.start if event.end is not None
+                               else self.settings.clips_max_event_s))
+        try:
+            size = clips.write_atomically(self.folder / name, lambda path: soundfile.write(
+                path, audio.samples, params.SAMPLE_RATE, subtype, format=file_format))
+            size += clips.write_atomically(self.folder / image, lambda path: spectrogram.render(
+                audio.samples, path, f"{event.label} — {event.source}", marks))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            return self._pause(event, audio, "disk full (no space left on device)")
+        self._resume()
+        return Clip(event.id, event.source, event.label, "ready", "", name, image, audio.start,
+                    _seconds(audio), size, time.time())
+
+    def _disk_full(self) -> str | None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.folder).free
+        if free < self.settings.clips_min_free_mb * 2**20:
+            return f"disk full ({free / 2**20:.0f} MB free, SOUNDHIVE_CLIPS_MIN_FREE_MB is " \
+                   f"{self.settings.clips_min_free_mb})"
+        return None
+
+    def _pause(self, event: Event, audio: ring.Cut, reason: str) -> Clip:
+        if self.paused_for is None:
+            log.error("recorder: recording paused: %s in %s; events go on without clips",
+                      reason, self.folder)
+            metrics.RECORDING_PAUSED.set(1)
+        self.paused_for = reason
+        return self._outcome(event, "skipped", reason, audio)
+
+    def _resume(self) -> None:
+        if self.paused_for is not None:
+            log.info("recorder: recording resumed (%s is over)", self.paused_for)
+            metrics.RECORDING_PAUSED.set(0)
+        self.paused_for = None
+
+    def _outcome(self, event: Event, status: ClipStatus, reason: str,
+                 audio: ring.Cut | None = None) -> Clip:
+        """A clip record without files: why there is none."""
+        return Clip(event.id, event.source, event.label, status, reason, "", "",
+                    audio.start if audio else 0.0, _seconds(audio) if audio else 0.0, 0,
+                    time.time())
+
+    def _span(self, event: Event) -> tuple[float, float]:
+        """Seconds from the source's start: pre roll before the start to post roll after the
+        end, or after start + max event while it goes on or if it is longer."""
+        end = event.start + self.settings.clips_max_event_s
+        if event.end is not None:
+            end = min(end, event.end)
+        return event.start - self.settings.clips_pre_roll_s, end + self.settings.clips_post_roll_s
+
+    def _span_end(self, event: Event) -> float:
+        """Unix time when the audio of the clip's span has all been captured."""
+        end = event.start_time + self.settings.clips_max_event_s
+        if event.end_time is not None:
+            end = min(end, event.end_time)
+        return end + self.settings.clips_post_roll_s
+
+
+def _seconds(audio: ring.Cut) -> float:
+    return round(len(audio.samples) / params.SAMPLE_RATE, 3)
+
+
+def _event(raw: bytes | None) -> Event | None:
+    if raw is None:
+        return None
+    try:
+        return Event.decode(raw)
+    except MessageError:
+        return None
+
+
+def speech_names() -> frozenset[str]:
+    """Speech and the names of its kinds in the AudioSet ontology of the models folder."""
+    path = models_dir() / "ontology.json"
+    if not path.is_file():
+        raise UserError(f"SOUNDHIVE_PRIVACY=speech needs the AudioSet ontology ({path}) to know "
+                        "the kinds of speech: run `soundhive models pull`")
+    return frozenset({SPEECH, *Ontology.from_json(path).more_specific_names(SPEECH)})
+
+
+def _loop(settings: RecorderSettings, part: str) -> RecorderSettings:
+    """The settings of one of the recorder's loops: its metrics say which."""
+    return settings.model_copy(update={"service": f"recorder:{part}"})
+
+
+def main(settings: RecorderSettings) -> None:
+    """Until SIGTERM/SIGINT."""
+    client = bus.connect(settings.redis_url, settings.block_ms)
+    recorder = Recorder(settings, client)
+    settings.clips_dir.mkdir(parents=True, exist_ok=True)
+    health = metrics.Health()
+    stopper = bus.Stopper()
+    server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
+    loops = [bus.Worker(_loop(settings, "audio"), streams.PCM_STREAM, streams.RECORDER_GROUP,
+                        PcmChunk, recorder.keep_audio, health, stopper)]
+    if recorder.speech_names:
+        loops.append(bus.Worker(_loop(settings, "speech"), streams.PREDICTIONS_STREAM,
+                                streams.RECORDER_GROUP, Prediction, recorder.keep_speech, health,
+                                stopper))
+    threads = [threading.Thread(target=loop.run, name=loop.stream, daemon=True) for loop in loops]
+    for thread in threads:
+        health.watch(thread.is_alive, f"the recorder's {thread.name} loop died")
+        thread.start()
+    log.info("recorder: clips in %s (%s, privacy %s), metrics on :%d", Path(settings.clips_dir),
+             settings.clips_format, settings.privacy, server.server_port)
+    bus.Worker(_loop(settings, "events"), streams.EVENTS_STREAM, streams.RECORDER_GROUP, Event,
+               recorder.plan, health, stopper, client, tick=recorder.tick).run()
+    for thread in threads:
+        thread.join(10)
