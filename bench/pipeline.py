@@ -23,6 +23,10 @@ In the same run: the raw ceiling (patches/s of the bare embedder on batches of 6
 the features workers' threads together), so efficiency = (largest real-time N * 2 patches /
 0.96 s) / ceiling; and `soundhive classify` over the clips folder (clips/s, x real time).
 
+With --profile DIR: py-spy samples each service (features, classifier, api) for the middle of
+each run; the raw profiles go to DIR, and each service's most sampled functions (self and
+inclusive, % of its samples) to the JSON. The load average is recorded at each run's end.
+
 Writes the JSON and a PNG plot next to it (same name, .png). Needs SOUNDHIVE_MODELS, redis-server
 and the bench extra (./scripts/install.sh installs it). Every process it starts is stopped on
 every exit (and dies with it if killed).
@@ -349,11 +353,78 @@ def features_threads(features: int) -> int:
     return threads_per_replica(features)
 
 
-def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) -> dict:
+PROFILED = ("features", "classifier", "api")
+PROFILE_TOP = 8
+PROFILE_RATE = 100  # samples/s
+
+
+def start_profiles(processes: dict[str, subprocess.Popen], folder: Path, n: int,
+                   seconds: float) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """py-spy on each service for `seconds` (raw collapsed stacks; --nonblocking: the services
+    are not paused to be sampled)."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    started = {}
+    for name, process in processes.items():
+        if name.rstrip("0123456789") in PROFILED:
+            out = folder / f"{n}-{name}.txt"
+            started[name] = (subprocess.Popen(
+                [py_spy, "record", "--pid", str(process.pid), "--duration", str(round(seconds)),
+                 "--rate", str(PROFILE_RATE), "--format", "raw", "--nonblocking",
+                 "--output", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
+    return started
+
+
+def profile_summary(path: Path, seconds: float) -> dict:
+    """The functions most sampled (self: on top of the stack; inclusive: anywhere in it), as
+    % of one core (a thread's samples at PROFILE_RATE over `seconds`; idle threads are not
+    sampled; a runnable thread waiting for a core counts as busy), from py-spy's raw output
+    ("thread;frame;frame;... count" lines)."""
+    own: dict[str, int] = {}
+    anywhere: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].split(":")[0].rstrip(")")
+                  for f in stack.split(";")[1:]]  # the thread's name first
+        total += int(count)
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for frame in set(frames):
+            anywhere[frame] = anywhere.get(frame, 0) + int(count)
+
+    def top(counts: dict[str, int]) -> list[tuple[str, float]]:
+        # Frames under nearly every sample (the thread's entry, the CLI, the loop) say nothing.
+        telling = {name: c for name, c in counts.items() if c < 0.9 * total}
+        ranked = sorted(telling.items(), key=lambda kv: -kv[1])[:PROFILE_TOP]
+        return [(name, round(100 * c / (PROFILE_RATE * seconds), 1)) for name, c in ranked]
+
+    return {"busy_percent_of_core": round(100 * total / (PROFILE_RATE * seconds), 1),
+            "self": top(own), "inclusive": top(anywhere)}
+
+
+def finish_profiles(started: dict[str, tuple[subprocess.Popen, Path]], seconds: float) -> dict:
+    summaries = {}
+    for name, (process, out) in started.items():
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if out.is_file():
+            summaries[name] = profile_summary(out, seconds)
+    return summaries
+
+
+def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
+          profile: Path | None = None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"soundhive-bench-{n}-"))
     server = RedisProcess(folder, port=free_port())
     processes: dict[str, subprocess.Popen] = {}
     mics = listener = None
+    profiles: dict[str, tuple[subprocess.Popen, Path]] = {}
     try:
         server.start()
         client = server.client()
@@ -383,7 +454,11 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
         redis_mem = 0
         last_id = b"0-0"
         next_sample = time.time()
+        profile_at = start + WARMUP_S if profile is not None else float("inf")
         while time.time() < until + CHUNK_SECONDS + 0.5:
+            if time.time() >= profile_at:
+                profile_at = float("inf")
+                profiles = start_profiles(processes, profile, n, seconds - 2 * WARMUP_S)
             for name, process in processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited ({process.returncode}) during the run")
@@ -416,6 +491,7 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
         mics.stop_event.set()
         mics.join(5)
         listener.stop()
+        load_average = os.getloadavg()
         event_latencies = [
             received - (chunk_start + CHUNK_SECONDS)
             for received, event in listener.arrivals
@@ -454,6 +530,8 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
                             for name, v in cpu.items()},
             "rss_mb": {name: v / 2**20 for name, v in rss.items()},
             "redis_used_memory_mb": redis_mem / 2**20,
+            "load_average": [round(x, 2) for x in load_average],
+            "profile": finish_profiles(profiles, seconds - 2 * WARMUP_S),
         }
         # Keeping up also means a chunk is predicted, at p95, before its microphone's next one.
         result["real_time"] = bool(mics.dropped == 0 and pcm_growth < bound
@@ -461,6 +539,10 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
                                    and result["latency_s"]["p95"] < CHUNK_HOP_SECONDS)
         return result
     finally:
+        for process, _ in profiles.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         if mics is not None:
             mics.stop_event.set()
             mics.join(5)
@@ -537,6 +619,8 @@ def main() -> None:
                         help="length of the raw model measurement")
     parser.add_argument("--features", type=int, default=1,
                         help="features worker processes (SOUNDHIVE_THREADS divided among them)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy each service during each run; raw profiles to DIR")
     parser.add_argument("--plot-only", action="store_true",
                         help="only draw the PNG again from the JSON at --out")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/pipeline.json")
@@ -548,6 +632,8 @@ def main() -> None:
         parser.error(f"--seconds must exceed {2 * WARMUP_S:g}")
     if args.ceiling_seconds <= 0 or args.features < 1:
         parser.error("--ceiling-seconds must be positive and --features at least 1")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     quiet_native_stderr()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     backlog_max = Settings().backlog_max
@@ -564,7 +650,7 @@ def main() -> None:
           f"({folder['loaded_real_time_factor']:.0f}x) with the model loaded", file=sys.stderr)
     runs = []
     for n in args.mics:
-        result = run_n(n, args.seconds, clips, backlog_max, args.features)
+        result = run_n(n, args.seconds, clips, backlog_max, args.features, args.profile)
         runs.append(result)
         lat = result["latency_s"]
         print(f"N={n:4d}: {result['predictions_per_s']:7.1f}/"
