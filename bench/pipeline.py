@@ -107,12 +107,19 @@ def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]], threads:
     patches = np.concatenate([patches] * -(-64 // len(patches)))
     patches = patches[:len(patches) // 64 * 64]
 
+    cpu = {"s": 0.0, "patches": 0}
+
     def in_batches(patches: np.ndarray) -> np.ndarray:
-        return np.concatenate([embedder.embed(b) for b in np.split(patches, len(patches) // 64)])
+        started = time.process_time()
+        out = np.concatenate([embedder.embed(b) for b in np.split(patches, len(patches) // 64)])
+        cpu["s"] += time.process_time() - started
+        cpu["patches"] += len(patches)
+        return out
 
     patches_per_s, _ = rate(in_batches, patches, seconds)
     return {"model": "yamnet", "threads": threads, "batch_patches": 64,
-            "patches_per_s": patches_per_s, "chunks_per_s": patches_per_s / PATCHES_PER_CHUNK,
+            "patches_per_s": patches_per_s, "cpu_ms_per_patch": 1000 * cpu["s"] / cpu["patches"],
+            "chunks_per_s": patches_per_s / PATCHES_PER_CHUNK,
             "mics_at_ceiling": patches_per_s / PATCHES_PER_CHUNK * CHUNK_HOP_SECONDS}
 
 
@@ -528,6 +535,10 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
                     "samples": [[round(t, 2), a, b] for t, a, b in lags]},
             "cpu_percent": {name: float(np.mean(v[1:])) if len(v) > 1 else None
                             for name, v in cpu.items()},
+            # CPU time per chunk predicted: how the work divides, much less moved by other
+            # load on the machine than rates are.
+            "cpu_ms_per_chunk": {name: float(np.mean(v[1:])) * 10 / max(predicted / window, 1e-9)
+                                 for name, v in cpu.items() if len(v) > 1},
             "rss_mb": {name: v / 2**20 for name, v in rss.items()},
             "redis_used_memory_mb": redis_mem / 2**20,
             "load_average": [round(x, 2) for x in load_average],
@@ -641,7 +652,8 @@ def main() -> None:
     print(f"{len(clips)} clips, {sum(map(len, clips))} chunks", file=sys.stderr)
     ceiling = raw_ceiling(args.ceiling_seconds, clips,
                           args.features * features_threads(args.features))
-    print(f"raw YAMNet: {ceiling['patches_per_s']:.1f} patches/s "
+    print(f"raw YAMNet: {ceiling['patches_per_s']:.1f} patches/s, "
+          f"{ceiling['cpu_ms_per_patch']:.2f} ms of CPU each "
           f"(= {ceiling['mics_at_ceiling']:.0f} mics)", file=sys.stderr)
     folder = classify_folder_speed()
     print(f"classify {folder['clips']} clips ({folder['audio_s']:.0f} s of audio): "
@@ -651,6 +663,9 @@ def main() -> None:
     runs = []
     for n in args.mics:
         result = run_n(n, args.seconds, clips, backlog_max, args.features, args.profile)
+        # The bare model's CPU per chunk against the whole box's (mics included).
+        result["model_share_of_cpu"] = PATCHES_PER_CHUNK * ceiling["cpu_ms_per_patch"] / sum(
+            result["cpu_ms_per_chunk"].values())
         runs.append(result)
         lat = result["latency_s"]
         print(f"N={n:4d}: {result['predictions_per_s']:7.1f}/"
@@ -661,7 +676,9 @@ def main() -> None:
               f"{result['event_latency_s']['p95'] * 1000:.0f} ms "
               f"({result['event_latency_s']['count']}), lag max {result['lag']['features_max']}+"
               f"{result['lag']['classifier_max']}, dropped {result['dropped_chunks']}, "
-              f"CPU % {cpu_text(result['cpu_percent'])}, real time {result['real_time']}",
+              f"CPU % {cpu_text(result['cpu_percent'])} (model "
+              f"{result['model_share_of_cpu']:.0%} of it), load {result['load_average'][0]:.1f}, "
+              f"real time {result['real_time']}",
               file=sys.stderr)
     best = max((r["mics"] for r in runs if r["real_time"]), default=0)
     limit_found = not runs[-1]["real_time"]
