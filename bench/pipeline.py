@@ -449,6 +449,7 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
         procs["mics"] = psutil.Process()  # this process: the microphones and the measuring
         for p in procs.values():
             p.cpu_percent(None)
+        client.config_resetstat()
         start = time.time() + 0.5
         until = start + seconds
         mics = Mics(server.url, n, clips, start, until, backlog_max)
@@ -499,6 +500,8 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
         mics.join(5)
         listener.stop()
         load_average = os.getloadavg()
+        commands = {name.removeprefix("cmdstat_"): info["calls"]
+                    for name, info in client.info("commandstats").items()}
         event_latencies = [
             received - (chunk_start + CHUNK_SECONDS)
             for received, event in listener.arrivals
@@ -542,6 +545,10 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
             "rss_mb": {name: v / 2**20 for name, v in rss.items()},
             "redis_used_memory_mb": redis_mem / 2**20,
             "load_average": [round(x, 2) for x in load_average],
+            # Every client's (this process's lag probes and reads too), per chunk published.
+            "redis_calls_per_chunk": {name: round(calls / max(mics.published, 1), 2)
+                                      for name, calls in sorted(commands.items(),
+                                                                key=lambda kv: -kv[1])},
             "profile": finish_profiles(profiles, seconds - 2 * WARMUP_S),
         }
         # Keeping up also means a chunk is predicted, at p95, before its microphone's next one.
