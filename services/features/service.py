@@ -21,7 +21,7 @@ import numpy as np
 from services.features.settings import FeaturesSettings
 from shared import bus, metrics, streams
 from shared.messages import Embeddings, PcmChunk
-from shared.models import Embedder, load_embedder
+from shared.models import Embedder, QuantizedEmbedder, load_embedder
 
 log = logging.getLogger("soundhive.features")
 
@@ -32,9 +32,15 @@ def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
     def handle(batch: list[bus.Delivery[PcmChunk]]) -> list[bus.Output]:
         hop = embedder.patch_hop_seconds
         patches = np.concatenate([d.message.patches(hop) for d in batch])
-        vectors = embedder.embed(patches).reshape(len(batch), -1, embedder.embedding_size)
+        quantization = None
+        if isinstance(embedder, QuantizedEmbedder):
+            vectors, quantization = embedder.embed_int8(patches)
+        else:
+            vectors = embedder.embed(patches)
+        vectors = vectors.reshape(len(batch), -1, embedder.embedding_size)
         return [
-            bus.Output(streams.EMBEDDINGS_STREAM, Embeddings.of(d.message, embedder.name, rows))
+            bus.Output(streams.EMBEDDINGS_STREAM,
+                       Embeddings.of(d.message, embedder.name, rows, quantization))
             for d, rows in zip(batch, vectors, strict=True)
         ]
 
