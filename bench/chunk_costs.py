@@ -6,7 +6,8 @@ a chunk's embeddings, float32 against YAMNet's own int8 (with the head's scores 
 
 Real YAMNet scores and embeddings of the public clips (../shared/data/clips). Each figure is the
 best of 5 repeats of `time.process_time`, so other load on the machine moves it less than wall
-time. Run it on two commits to compare (docs/benchmarks.md). Needs SOUNDHIVE_MODELS.
+time. docs/benchmarks.md has the same measurements of cf237b5 (before this script and int8
+embeddings) beside them. Needs SOUNDHIVE_MODELS.
 """
 
 import argparse
