@@ -23,6 +23,10 @@ In the same run: the raw ceiling (patches/s of the bare embedder on batches of 6
 the features workers' threads together), so efficiency = (largest real-time N * 2 patches /
 0.96 s) / ceiling; and `soundhive classify` over the clips folder (clips/s, x real time).
 
+With --profile DIR: py-spy samples each service (features, classifier, api) for the middle of
+each run; the raw profiles go to DIR, and each service's most sampled functions (self and
+inclusive, % of its samples) to the JSON. The load average is recorded at each run's end.
+
 Writes the JSON and a PNG plot next to it (same name, .png). Needs SOUNDHIVE_MODELS, redis-server
 and the bench extra (./scripts/install.sh installs it). Every process it starts is stopped on
 every exit (and dies with it if killed).
@@ -103,12 +107,19 @@ def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]], threads:
     patches = np.concatenate([patches] * -(-64 // len(patches)))
     patches = patches[:len(patches) // 64 * 64]
 
+    cpu = {"s": 0.0, "patches": 0}
+
     def in_batches(patches: np.ndarray) -> np.ndarray:
-        return np.concatenate([embedder.embed(b) for b in np.split(patches, len(patches) // 64)])
+        started = time.process_time()
+        out = np.concatenate([embedder.embed(b) for b in np.split(patches, len(patches) // 64)])
+        cpu["s"] += time.process_time() - started
+        cpu["patches"] += len(patches)
+        return out
 
     patches_per_s, _ = rate(in_batches, patches, seconds)
     return {"model": "yamnet", "threads": threads, "batch_patches": 64,
-            "patches_per_s": patches_per_s, "chunks_per_s": patches_per_s / PATCHES_PER_CHUNK,
+            "patches_per_s": patches_per_s, "cpu_ms_per_patch": 1000 * cpu["s"] / cpu["patches"],
+            "chunks_per_s": patches_per_s / PATCHES_PER_CHUNK,
             "mics_at_ceiling": patches_per_s / PATCHES_PER_CHUNK * CHUNK_HOP_SECONDS}
 
 
@@ -349,11 +360,78 @@ def features_threads(features: int) -> int:
     return threads_per_replica(features)
 
 
-def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) -> dict:
+PROFILED = ("features", "classifier", "api")
+PROFILE_TOP = 8
+PROFILE_RATE = 100  # samples/s
+
+
+def start_profiles(processes: dict[str, subprocess.Popen], folder: Path, n: int,
+                   seconds: float) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """py-spy on each service for `seconds` (raw collapsed stacks; --nonblocking: the services
+    are not paused to be sampled)."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    started = {}
+    for name, process in processes.items():
+        if name.rstrip("0123456789") in PROFILED:
+            out = folder / f"{n}-{name}.txt"
+            started[name] = (subprocess.Popen(
+                [py_spy, "record", "--pid", str(process.pid), "--duration", str(round(seconds)),
+                 "--rate", str(PROFILE_RATE), "--format", "raw", "--nonblocking",
+                 "--output", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
+    return started
+
+
+def profile_summary(path: Path, seconds: float) -> dict:
+    """The functions most sampled (self: on top of the stack; inclusive: anywhere in it), as
+    % of one core (a thread's samples at PROFILE_RATE over `seconds`; idle threads are not
+    sampled; a runnable thread waiting for a core counts as busy), from py-spy's raw output
+    ("thread;frame;frame;... count" lines)."""
+    own: dict[str, int] = {}
+    anywhere: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].split(":")[0].rstrip(")")
+                  for f in stack.split(";")[1:]]  # the thread's name first
+        total += int(count)
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for frame in set(frames):
+            anywhere[frame] = anywhere.get(frame, 0) + int(count)
+
+    def top(counts: dict[str, int]) -> list[tuple[str, float]]:
+        # Frames under nearly every sample (the thread's entry, the CLI, the loop) say nothing.
+        telling = {name: c for name, c in counts.items() if c < 0.9 * total}
+        ranked = sorted(telling.items(), key=lambda kv: -kv[1])[:PROFILE_TOP]
+        return [(name, round(100 * c / (PROFILE_RATE * seconds), 1)) for name, c in ranked]
+
+    return {"busy_percent_of_core": round(100 * total / (PROFILE_RATE * seconds), 1),
+            "self": top(own), "inclusive": top(anywhere)}
+
+
+def finish_profiles(started: dict[str, tuple[subprocess.Popen, Path]], seconds: float) -> dict:
+    summaries = {}
+    for name, (process, out) in started.items():
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if out.is_file():
+            summaries[name] = profile_summary(out, seconds)
+    return summaries
+
+
+def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
+          profile: Path | None = None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"soundhive-bench-{n}-"))
     server = RedisProcess(folder, port=free_port())
     processes: dict[str, subprocess.Popen] = {}
     mics = listener = None
+    profiles: dict[str, tuple[subprocess.Popen, Path]] = {}
     try:
         server.start()
         client = server.client()
@@ -371,6 +449,7 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
         procs["mics"] = psutil.Process()  # this process: the microphones and the measuring
         for p in procs.values():
             p.cpu_percent(None)
+        client.config_resetstat()
         start = time.time() + 0.5
         until = start + seconds
         mics = Mics(server.url, n, clips, start, until, backlog_max)
@@ -383,7 +462,11 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
         redis_mem = 0
         last_id = b"0-0"
         next_sample = time.time()
+        profile_at = start + WARMUP_S if profile is not None else float("inf")
         while time.time() < until + CHUNK_SECONDS + 0.5:
+            if time.time() >= profile_at:
+                profile_at = float("inf")
+                profiles = start_profiles(processes, profile, n, seconds - 2 * WARMUP_S)
             for name, process in processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited ({process.returncode}) during the run")
@@ -416,6 +499,9 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
         mics.stop_event.set()
         mics.join(5)
         listener.stop()
+        load_average = os.getloadavg()
+        commands = {name.removeprefix("cmdstat_"): info["calls"]
+                    for name, info in client.info("commandstats").items()}
         event_latencies = [
             received - (chunk_start + CHUNK_SECONDS)
             for received, event in listener.arrivals
@@ -452,8 +538,18 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
                     "samples": [[round(t, 2), a, b] for t, a, b in lags]},
             "cpu_percent": {name: float(np.mean(v[1:])) if len(v) > 1 else None
                             for name, v in cpu.items()},
+            # CPU time per chunk predicted: how the work divides, much less moved by other
+            # load on the machine than rates are.
+            "cpu_ms_per_chunk": {name: float(np.mean(v[1:])) * 10 / max(predicted / window, 1e-9)
+                                 for name, v in cpu.items() if len(v) > 1},
             "rss_mb": {name: v / 2**20 for name, v in rss.items()},
             "redis_used_memory_mb": redis_mem / 2**20,
+            "load_average": [round(x, 2) for x in load_average],
+            # Every client's (this process's lag probes and reads too), per chunk published.
+            "redis_calls_per_chunk": {name: round(calls / max(mics.published, 1), 2)
+                                      for name, calls in sorted(commands.items(),
+                                                                key=lambda kv: -kv[1])},
+            "profile": finish_profiles(profiles, seconds - 2 * WARMUP_S),
         }
         # Keeping up also means a chunk is predicted, at p95, before its microphone's next one.
         result["real_time"] = bool(mics.dropped == 0 and pcm_growth < bound
@@ -461,6 +557,10 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int) 
                                    and result["latency_s"]["p95"] < CHUNK_HOP_SECONDS)
         return result
     finally:
+        for process, _ in profiles.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         if mics is not None:
             mics.stop_event.set()
             mics.join(5)
@@ -537,6 +637,8 @@ def main() -> None:
                         help="length of the raw model measurement")
     parser.add_argument("--features", type=int, default=1,
                         help="features worker processes (SOUNDHIVE_THREADS divided among them)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy each service during each run; raw profiles to DIR")
     parser.add_argument("--plot-only", action="store_true",
                         help="only draw the PNG again from the JSON at --out")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/pipeline.json")
@@ -548,6 +650,8 @@ def main() -> None:
         parser.error(f"--seconds must exceed {2 * WARMUP_S:g}")
     if args.ceiling_seconds <= 0 or args.features < 1:
         parser.error("--ceiling-seconds must be positive and --features at least 1")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     quiet_native_stderr()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     backlog_max = Settings().backlog_max
@@ -555,7 +659,8 @@ def main() -> None:
     print(f"{len(clips)} clips, {sum(map(len, clips))} chunks", file=sys.stderr)
     ceiling = raw_ceiling(args.ceiling_seconds, clips,
                           args.features * features_threads(args.features))
-    print(f"raw YAMNet: {ceiling['patches_per_s']:.1f} patches/s "
+    print(f"raw YAMNet: {ceiling['patches_per_s']:.1f} patches/s, "
+          f"{ceiling['cpu_ms_per_patch']:.2f} ms of CPU each "
           f"(= {ceiling['mics_at_ceiling']:.0f} mics)", file=sys.stderr)
     folder = classify_folder_speed()
     print(f"classify {folder['clips']} clips ({folder['audio_s']:.0f} s of audio): "
@@ -564,7 +669,10 @@ def main() -> None:
           f"({folder['loaded_real_time_factor']:.0f}x) with the model loaded", file=sys.stderr)
     runs = []
     for n in args.mics:
-        result = run_n(n, args.seconds, clips, backlog_max, args.features)
+        result = run_n(n, args.seconds, clips, backlog_max, args.features, args.profile)
+        # The bare model's CPU per chunk against the whole box's (mics included).
+        result["model_share_of_cpu"] = PATCHES_PER_CHUNK * ceiling["cpu_ms_per_patch"] / sum(
+            result["cpu_ms_per_chunk"].values())
         runs.append(result)
         lat = result["latency_s"]
         print(f"N={n:4d}: {result['predictions_per_s']:7.1f}/"
@@ -575,7 +683,9 @@ def main() -> None:
               f"{result['event_latency_s']['p95'] * 1000:.0f} ms "
               f"({result['event_latency_s']['count']}), lag max {result['lag']['features_max']}+"
               f"{result['lag']['classifier_max']}, dropped {result['dropped_chunks']}, "
-              f"CPU % {cpu_text(result['cpu_percent'])}, real time {result['real_time']}",
+              f"CPU % {cpu_text(result['cpu_percent'])} (model "
+              f"{result['model_share_of_cpu']:.0%} of it), load {result['load_average'][0]:.1f}, "
+              f"real time {result['real_time']}",
               file=sys.stderr)
     best = max((r["mics"] for r in runs if r["real_time"]), default=0)
     limit_found = not runs[-1]["real_time"]

@@ -79,10 +79,14 @@ class Ontology:
 
     def more_specific_names(self, name: str) -> frozenset[str]:
         """Display names of every class below `name` (AudioSet display names are unique)."""
-        mid = self._mid_of.get(name)
-        if mid is None:
-            return frozenset()
-        return frozenset(self._name_of[d] for d in self.descendants(mid) if d in self._name_of)
+        return self._more_specific_names.get(name, frozenset())
+
+    @cached_property
+    def _more_specific_names(self) -> dict[str, frozenset[str]]:
+        # Asked for each ranked label of every prediction: built once, not per call.
+        return {name: frozenset(self._name_of[d] for d in self.descendants(mid)
+                                if d in self._name_of)
+                for name, mid in self._mid_of.items()}
 
 
 @dataclass(frozen=True)

@@ -170,8 +170,13 @@ class PcmChunk(Message):
         if CHUNK_HOP_SAMPLES % hop:
             raise ValueError(f"a patch hop of {hop_seconds} s does not divide the chunk hop "
                              f"({CHUNK_HOP_SECONDS} s)")
-        windows = np.lib.stride_tricks.sliding_window_view(self.samples(), params.PATCH_SAMPLES)
-        return windows[: CHUNK_HOP_SAMPLES : hop].copy()
+        pcm = np.frombuffer(self.pcm, "<i2")
+        # Only the patches' samples are converted, straight from the int16 (as samples() does).
+        windows = np.lib.stride_tricks.as_strided(
+            pcm, (CHUNK_HOP_SAMPLES // hop, params.PATCH_SAMPLES), (hop * 2, 2), writeable=False)
+        patches = windows.astype(np.float32)
+        patches /= 32768.0
+        return patches
 
 
 def level_envelope(samples: np.ndarray) -> bytes:
@@ -190,14 +195,17 @@ def _flat_envelope(rms: float) -> bytes:
 
 
 class Embeddings(Message):
-    """The embeddings of one chunk's patches (float32, row-major [rows, dim]): PATCHES_PER_CHUNK
-    rows every 0.48 s, or one for a model framed as the AudioSet release (every 0.96 s); and the
-    chunk's level envelope (level_envelope)."""
+    """The embeddings of one chunk's patches (row-major [rows, dim]): PATCHES_PER_CHUNK rows
+    every 0.48 s, or one for a model framed as the AudioSet release (every 0.96 s); and the
+    chunk's level envelope (level_envelope). float32, or int8 with their `quantization` where
+    the model's embeddings are int8 to begin with (YAMNet's): a quarter of the bytes, the same
+    values."""
 
     TYPE: ClassVar[str] = "embeddings"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     UPGRADES: ClassVar[dict[int, Callable[[dict], dict]]] = {
         1: lambda obj: {**obj, "envelope": _flat_envelope(obj.get("rms", 0.0))},
+        2: lambda obj: obj,  # float32, as a version 3 without quantization
     }
 
     source: str
@@ -211,38 +219,57 @@ class Embeddings(Message):
     dim: int
     data: bytes
     envelope: bytes  # int8 dBFS per 30 ms frame of the chunk
+    # (scale, zero_point): `data` holds int8 q standing for (q - zero_point) * scale; None:
+    # float32.
+    quantization: tuple[float, int] | None = None
 
     @classmethod
-    def of(cls, chunk: PcmChunk, model: str, vectors: np.ndarray) -> "Embeddings":
-        vectors = np.ascontiguousarray(vectors, "<f4")
+    def of(cls, chunk: PcmChunk, model: str, vectors: np.ndarray,
+           quantization: tuple[float, int] | None = None) -> "Embeddings":
+        """float32 `vectors` [rows, dim], or int8 ones with their `quantization`."""
+        vectors = np.ascontiguousarray(vectors, "<f4" if quantization is None else np.int8)
         return cls(chunk.source, chunk.session, chunk.seq, chunk.t, chunk.offset, chunk.rms,
                    chunk.last, model, int(vectors.shape[1]), vectors.tobytes(),
-                   level_envelope(chunk.samples()))
+                   level_envelope(chunk.samples()), quantization)
 
     def check(self) -> None:
-        row_bytes = 4 * self.dim
+        row_bytes = self._value_bytes * self.dim
         if self.dim <= 0 or len(self.data) % row_bytes \
                 or len(self.data) // row_bytes not in _ROWS_PER_CHUNK:
             raise MessageError(
                 f"embeddings hold {len(self.data)} bytes, expected "
-                f"{' or '.join(map(str, _ROWS_PER_CHUNK))} x {self.dim} float32"
+                f"{' or '.join(map(str, _ROWS_PER_CHUNK))} x {self.dim} "
+                f"{'float32' if self.quantization is None else 'int8'}"
             )
-        if not np.all(np.isfinite(self.vectors())):
-            raise MessageError("embeddings hold NaN or infinite values")
+        if self.quantization is None:
+            if not np.all(np.isfinite(self.vectors())):
+                raise MessageError("embeddings hold NaN or infinite values")
+        elif not (np.isfinite(self.quantization[0]) and self.quantization[0] > 0):
+            raise MessageError(f"embeddings quantization scale {self.quantization[0]} is not "
+                               "a positive number")
         if len(self.envelope) != ENVELOPE_FRAMES:
             raise MessageError(f"embeddings envelope has {len(self.envelope)} frames, "
                                f"expected {ENVELOPE_FRAMES}")
 
     @property
+    def _value_bytes(self) -> int:
+        return 4 if self.quantization is None else 1
+
+    @property
     def rows(self) -> int:
-        return len(self.data) // (4 * self.dim)
+        return len(self.data) // (self._value_bytes * self.dim)
 
     @property
     def patch_hop_seconds(self) -> float:
         return CHUNK_HOP_SECONDS / self.rows
 
     def vectors(self) -> np.ndarray:
-        return np.frombuffer(self.data, "<f4").reshape(self.rows, self.dim)
+        """float32 [rows, dim]."""
+        if self.quantization is None:
+            return np.frombuffer(self.data, "<f4").reshape(self.rows, self.dim)
+        scale, zero_point = self.quantization
+        q = np.frombuffer(self.data, np.int8).reshape(self.rows, self.dim)
+        return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
     def levels(self) -> np.ndarray:
         """float [ENVELOPE_FRAMES] dBFS."""

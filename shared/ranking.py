@@ -25,10 +25,12 @@ def specific_labels(
     """Top-k where each class comes after the descendants preferred to it (shared.hierarchy:
     Bark before Dog before Animal, Guitar before Music); other classes keep their score order.
     The events' labels follow the same rule."""
-    order = [int(i) for i in np.argsort(-scores, kind="stable")]
-    rank = {class_names[i]: position for position, i in enumerate(order)}
-    confident = {class_names[i] for i in order if scores[i] >= SPECIFIC_MIN_SCORE}
-    index_of = {name: i for i, name in enumerate(class_names)}
+    order = np.argsort(-scores, kind="stable")
+    # Only confident classes are ever placed below another: the head of the order.
+    confident_order = order[:np.count_nonzero(scores >= SPECIFIC_MIN_SCORE)].tolist()
+    rank = {class_names[i]: position for position, i in enumerate(confident_order)}
+    confident = rank.keys()
+    index_of = {class_names[i]: i for i in confident_order}
     ranked: list[int] = []
     placed: set[int] = set()
 
@@ -42,7 +44,7 @@ def specific_labels(
                 place(index_of[name])
         ranked.append(i)
 
-    for i in order:
+    for i in order.tolist():
         if len(ranked) >= k:
             break
         place(i)

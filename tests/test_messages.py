@@ -22,6 +22,8 @@ CHUNK = PcmChunk.from_samples("mic1", "s1", 7, 1700000000.5, 6.72,
 EXAMPLES = [
     CHUNK,
     Embeddings.of(CHUNK, "yamnet", np.arange(2 * 1024, dtype=np.float32).reshape(2, 1024)),
+    Embeddings.of(CHUNK, "yamnet", (np.arange(2 * 1024) % 256 - 128).reshape(2, 1024),
+                  (0.0223, -128)),
     Prediction("mic1", "s1", 7, 1700000000.5, 6.72, 0.1, "audioset",
                [("Dog", 0.91), ("Animal", 0.88)], 1700000001.9),
     Event("mic1/Dog/1700000000500", "mic1", "Dog", "start", 0.91, 6.72, None, 1700000000.5,
@@ -44,7 +46,7 @@ def test_the_wire_holds_type_version_and_exactly_the_declared_fields(message: Me
     assert list(wire) == list(message.fields()) == list(type(message).__struct_fields__)
 
 
-EVENT = msgpack.unpackb(EXAMPLES[3].encode(), raw=False)
+EVENT = msgpack.unpackb(EXAMPLES[4].encode(), raw=False)
 
 
 @pytest.mark.parametrize(("raw", "reason"), [
@@ -74,6 +76,25 @@ def test_a_previous_version_is_upgraded_and_decodes_as_the_current_one():
     old = {k: v for k, v in EVENT.items() if k != "categories"}
     assert Event.decode(msgpack.packb({**old, "v": 2})) == Event.decode(
         msgpack.packb({**EVENT, "categories": []}))
+
+
+def test_int8_embeddings_stand_for_their_dequantized_values_in_a_quarter_of_the_bytes():
+    floats, int8 = EXAMPLES[1], EXAMPLES[2]
+    q = np.frombuffer(int8.data, np.int8).astype(np.float32)
+    assert np.array_equal(int8.vectors().ravel(), ((q + 128) * 0.0223).astype(np.float32))
+    assert int8.rows == floats.rows == 2 and len(int8.data) * 4 == len(floats.data)
+
+
+def test_float_embeddings_of_version_2_decode_as_version_3_without_quantization():
+    wire = msgpack.unpackb(EXAMPLES[1].encode(), raw=False)
+    del wire["quantization"]
+    assert Embeddings.decode(msgpack.packb({**wire, "v": 2})) == EXAMPLES[1]
+
+
+def test_int8_embeddings_with_an_unusable_scale_are_refused():
+    wire = msgpack.unpackb(EXAMPLES[2].encode(), raw=False)
+    with pytest.raises(MessageError, match=r"quantization scale 0\.0 is not a positive number"):
+        Embeddings.decode(msgpack.packb({**wire, "quantization": [0.0, -128]}))
 
 
 @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)

@@ -153,12 +153,25 @@ def _url_blocks(url: str) -> Iterator[np.ndarray]:
         if not container.streams.audio:
             raise SourceGone(f"{shown}: no audio stream")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=params.SAMPLE_RATE)
+        # Codec frames are short (an MP3's: 26 ms); yielded one by one, each woke the source's
+        # real-time pacing and chunker: most of capture's CPU with many streams.
+        pending: list[np.ndarray] = []
+        held = 0
         try:
             for frame in container.decode(container.streams.audio[0]):
                 for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1).astype(np.float32)
+                    pending.append(out.to_ndarray().reshape(-1))
+                    held += len(pending[-1])
+                if held >= BLOCK_SAMPLES:
+                    yield np.concatenate(pending).astype(np.float32, copy=False)
+                    pending, held = [], 0
+            failure = None
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"{shown}: {_without_url(exc)}") from None
+            failure = SourceError(f"{shown}: {_without_url(exc)}")
+        if pending:  # the audio received before the end or the failure
+            yield np.concatenate(pending).astype(np.float32, copy=False)
+        if failure is not None:
+            raise failure
 
 
 def _without_url(exc: Exception) -> str:

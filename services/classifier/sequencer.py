@@ -134,6 +134,9 @@ class Plan:
     to_buffer: list[Embeddings] = field(default_factory=list)
     ended_tracks: list[TrackState] = field(default_factory=list)  # their open events end
     dropped_buffers: bool = False  # the reorder hash belongs to an ended session
+    # Whether the source may be in the overdue-gap index (streams.REORDER_GAPS) now: its
+    # committed state waited for a chunk, or is not known.
+    gap_indexed: bool = True
     duplicates: int = 0
     stale: int = 0
     lost: int = 0
@@ -156,7 +159,8 @@ def plan(state: SourceState | Plan | None, messages: Sequence[Embeddings], now: 
          timeout_s: float) -> Plan:
     """Admit a source's newly arrived chunks (stream order) into its sequence, from its state
     (or from resume_after_loss's plan)."""
-    result = state if isinstance(state, Plan) else Plan(state)
+    result = state if isinstance(state, Plan) else Plan(
+        state, gap_indexed=state is None or state.gap_since is not None)
     for message in _by_session_then_seq(messages):
         _admit(result, message)
     if result.state is not None:

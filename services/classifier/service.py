@@ -276,7 +276,8 @@ class Classifier:
             pipe.hset(reorder, mapping={m.seq: m.encode() for m in source_plan.to_buffer})
             pipe.expire(reorder, STATE_TTL_S)
         if state.gap_since is None:
-            pipe.zrem(streams.REORDER_GAPS, source)
+            if source_plan.gap_indexed:
+                pipe.zrem(streams.REORDER_GAPS, source)
         else:
             pipe.zadd(streams.REORDER_GAPS, {source: state.gap_since})
         pipe.set(streams.source_state_key(source), state.dumps(), ex=STATE_TTL_S)

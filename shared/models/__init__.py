@@ -11,6 +11,7 @@ from shared.models.base import (
     Embedder,
     Head,
     ModelError,
+    QuantizedEmbedder,
     WindowHead,
 )
 from shared.models.catalog import DEFAULT_MODEL, MODELS, missing_files, models_dir, spec
@@ -23,6 +24,7 @@ __all__ = [
     "Embedder",
     "Head",
     "ModelError",
+    "QuantizedEmbedder",
     "WindowHead",
     "import_tensorflow_module",
     "load_embedder",

@@ -11,7 +11,7 @@ The classifier scores with a WindowHead: a head over each patch's window of rece
 """
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -28,6 +28,16 @@ class Embedder(Protocol):
     patch_hop_seconds: float  # how often the streaming pipeline embeds a patch
     def embed(self, patches: np.ndarray) -> np.ndarray:
         """float32 waveform patches [n, PATCH_SAMPLES] in [-1, 1] -> float32 embeddings [n, D]."""
+        ...
+
+
+@runtime_checkable
+class QuantizedEmbedder(Embedder, Protocol):
+    """An embedder whose embeddings are int8 to begin with (YAMNet's TFLite graph): the
+    pipeline carries them so, a quarter of the bytes of float32 and the same values."""
+
+    def embed_int8(self, patches: np.ndarray) -> tuple[np.ndarray, tuple[float, int]]:
+        """Waveform patches -> int8 embeddings [n, D] and their (scale, zero_point)."""
         ...
 
 

@@ -114,10 +114,14 @@ class YamnetTFLite:
         return np.stack(rows)
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
+        return self.embedding_quantization.dequantize(self.embed_int8(patches)[0])
+
+    def embed_int8(self, patches: np.ndarray) -> tuple[np.ndarray, tuple[float, int]]:
         q = self._each_patch(patches, EMBEDDING_TENSOR)
         if q.size == 0:
-            return np.empty((0, self.embedding_size), np.float32)
-        return self.embedding_quantization.dequantize(q)
+            q = np.empty((0, self.embedding_size), np.int8)
+        quantization = self.embedding_quantization
+        return q, (quantization.scale, quantization.zero_point)
 
     def whole_model_scores(self, patches: np.ndarray) -> np.ndarray:
         with self._busy:

@@ -43,6 +43,15 @@ def test_an_early_chunk_waits_until_its_predecessor_arrives():
     assert state.next_seq == 3 and state.early == [] and state.gap_since is None
 
 
+def test_only_a_source_that_waited_or_is_unknown_may_be_in_the_overdue_index():
+    assert step(None, [0])[1].gap_indexed  # no state: an old entry may be there
+    waiting, _ = step(None, [1, 2])
+    in_order, _ = step(None, [0])
+    assert step(waiting, [0])[1].gap_indexed  # its gap closes: its entry must go
+    assert not step(in_order, [1])[1].gap_indexed  # nothing to remove
+    assert resume_after_loss(in_order, 0.0).gap_indexed
+
+
 def test_duplicates_are_dropped_wherever_they_come_from():
     state, _ = step(None, [0, 1, 3])
     state, result = step(state, [1, 3, 0])  # redeliveries: done, done, waiting
