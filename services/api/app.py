@@ -43,6 +43,7 @@ from services.api.routers import classify, config, events, health, sources, stre
 from services.api.settings import ApiSettings
 from shared import bus, metrics
 from shared.models import ModelError, load_model
+from shared.topology import Topology
 
 # A scrape waits at most this long for the consumer groups' lag (Prometheus gives up at 10 s).
 GROUPS_TIMEOUT_S = 2.0
@@ -78,14 +79,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
-    groups_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=GROUPS_TIMEOUT_S,
-                                        socket_connect_timeout=GROUPS_TIMEOUT_S)
+    groups = Topology.connect(settings, connect=partial(
+        redis.Redis.from_url, socket_timeout=GROUPS_TIMEOUT_S,
+        socket_connect_timeout=GROUPS_TIMEOUT_S))
     app.state.group_metrics = CollectorRegistry()
-    app.state.group_metrics.register(
-        metrics.ConsumerGroups(partial(bus.group_backlogs, groups_redis)))
+    app.state.group_metrics.register(metrics.ConsumerGroups(groups.group_backlogs))
     pool = {"max_connections": settings.redis_max_connections, "timeout": REDIS_POOL_WAIT_S}
-    app.state.redis = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
-        settings.redis_url, socket_timeout=10, **pool))
+    app.state.topology = Topology.connect(settings, connect=lambda url: redis.Redis.from_pool(
+        redis.BlockingConnectionPool.from_url(url, socket_timeout=10, **pool)))
+    app.state.redis = app.state.topology.home
     app.state.async_redis = redis.asyncio.Redis.from_pool(
         redis.asyncio.BlockingConnectionPool.from_url(
             settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10, **pool))
@@ -99,8 +101,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with app.state.broadcaster.running():
         yield
     await app.state.async_redis.aclose()
-    app.state.redis.close()
-    groups_redis.close()
+    app.state.topology.close()
+    groups.close()
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:

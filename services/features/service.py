@@ -7,6 +7,8 @@ released features see the time scale they were trained on.
 One batch holds up to SOUNDHIVE_BATCH_SIZE chunks from any sources; all their patches go through
 the embedder together. Replicas share the work through the consumer group; it reads no more
 while the classifiers are SOUNDHIVE_BACKLOG_MAX embeddings behind (back-pressure to capture).
+With several shards (SOUNDHIVE_SHARDS) a worker serves those of SOUNDHIVE_SHARD_IDS, or all,
+in turn (shared/bus.py: run_in_turn); each chunk's embeddings go to its own shard.
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9102).
 """
 
@@ -18,6 +20,7 @@ from services.features.settings import FeaturesSettings
 from shared import bus, metrics, streams
 from shared.messages import Embeddings, PcmChunk
 from shared.models import Embedder, load_embedder
+from shared.topology import Topology
 
 log = logging.getLogger("soundhive.features")
 
@@ -41,5 +44,10 @@ def main(settings: FeaturesSettings) -> None:
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("features: model %s (%d threads), metrics on :%d", embedder.name,
              settings.threads, server.server_port)
-    bus.Worker(settings, streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk,
-               make_handler(embedder), health, output=streams.EMBEDDINGS_STREAM).run()
+    topology = Topology.connect(settings, settings.block_ms)
+    stopper = bus.Stopper()
+    handle = make_handler(embedder)
+    bus.run_in_turn([bus.Worker(settings, streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk,
+                                handle, health, stopper, topology.client(shard),
+                                output=streams.EMBEDDINGS_STREAM, shard=shard)
+                     for shard in topology.served], topology.claim_shard_count)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from services.api.deps import ERRORS, STATIC, RedisClient, Settings, check_read
+from services.api.deps import ERRORS, STATIC, Settings, Shards, check_read
 from shared import detections
 from shared.messages import Event
 
@@ -40,7 +40,7 @@ def events(
     request: Request,
     response: Response,
     settings: Settings,
-    client: RedisClient,
+    shards: Shards,
     source: str | None = None,
     label: Annotated[str | None, Query(description="a label or a category of it "
                                        "(label=Animal finds Bark)")] = None,
@@ -60,7 +60,7 @@ def events(
     response.headers.update(headers)
     query = detections.Query(source, label, since, until, min_score, limit, cursor)
     try:
-        found, next_cursor = detections.page(client, query)
+        found, next_cursor = detections.page(shards, query)
     except detections.CursorError as exc:
         raise HTTPException(400, str(exc)) from None
     return {"events": [detection(e) for e in found], "next": next_cursor}
