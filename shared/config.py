@@ -227,8 +227,8 @@ class RedisSettings(SettingsModel):
         "hash slot (its hash tag {sN}), so its transactions stay on one node.")
     shards: int = Field(
         1, ge=1, le=16384, validation_alias="SOUNDHIVE_SHARDS",
-        description="Shards of the streams; a source's shard is CRC-32 of its id modulo "
-        "this. Every service of a pipeline must use the same count: the first to start "
+        description="Shards of the streams; a source's shard is the BLAKE2b hash of its id "
+        "modulo this. Every service of a pipeline must use the same count: the first to start "
         "records it in Redis, the others refuse another (changing it means new, empty "
         "streams: docs/deploy.md).")
     shard_ids: CommaSeparatedInts = Field(

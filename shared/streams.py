@@ -15,14 +15,16 @@ S > 1 every key a source's chunks touch on their way (the pipeline's streams, th
 the classifier's per-source state, the predictions, events and detections it writes in one
 transaction, and their indexes) exists once per shard, its name ending in the shard's hash tag
 `{sN}` (Shard.key): on a Redis Cluster a shard's keys share one slot, so its transactions and
-Lua scripts stay on one node. A source's shard is `shard_of(source, S)`: CRC-32 of its id,
-stable across processes, machines and versions (never Python's salted hash()). The keys that
+Lua scripts stay on one node. A source's shard is `shard_of(source, S)`: the first 8 bytes of
+the BLAKE2b hash of its id, modulo S: stable across processes, machines and versions (never
+Python's salted hash()), and well spread even for ids that differ in one character (CRC-32 is
+linear: "mix0.wav" to "mix7.wav" all fall in shard 0 of 4). The keys that
 are not per source (SOURCES_HASH, SINKS_HASH, HEAD_INFO, DEVICEHIVE_CONFIG, SHARD_COUNT, the
 MQTT sink's) are global: one each, only ever written alone. Readers of a stream (the api, the
 notifier, a recorder) get each shard's name with `shards(S)` and `Shard.key`.
 """
 
-import zlib
+import hashlib
 from dataclasses import dataclass
 
 PREFIX = "soundhive"
@@ -102,8 +104,10 @@ MESSAGE_FIELD = b"m"
 
 
 def shard_of(source: str, count: int) -> int:
-    """The shard of a source among `count`: CRC-32 of its UTF-8 id, modulo the count."""
-    return zlib.crc32(source.encode()) % count
+    """The shard of a source among `count`: its UTF-8 id's BLAKE2b (8 bytes), modulo the
+    count."""
+    digest = hashlib.blake2b(source.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
 
 
 @dataclass(frozen=True)

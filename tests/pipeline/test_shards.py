@@ -32,8 +32,9 @@ def cluster_port() -> int:
                     10, "a free port for a cluster node", interval=0)
 
 
-def test_a_source_shard_is_crc32_and_one_shard_keeps_todays_names():
-    assert streams.shard_of("kitchen", 6) == 4  # zlib.crc32(b"kitchen") % 6: stable forever
+def test_a_source_shard_is_stable_and_one_shard_keeps_todays_names():
+    assert streams.shard_of("kitchen", 6) == 1  # the same in every process, forever
+    assert {streams.shard_of(f"mix{i}.wav", 4) for i in range(6)} == {0, 1, 2, 3}
     assert streams.Shard().key(streams.PCM_STREAM) == "soundhive:pcm"
     assert streams.Shard(3, 4).key(streams.PCM_STREAM) == "soundhive:pcm:{s3}"
     key = streams.Shard(3, 4).key(streams.source_state_key("mic"))
