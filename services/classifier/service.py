@@ -153,7 +153,9 @@ class Classifier:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(*keys, epoch_key)
-                    *raws, epoch = pipe.mget([*keys, epoch_key])
+                    # Read after the WATCH (a change since aborts the EXEC), by the client:
+                    # redis-py's cluster pipelines refuse MGET.
+                    *raws, epoch = self.redis.mget([*keys, epoch_key])
                     now = time.time()
                     plans = [plan(self._state(source, raw, epoch, now), arrivals[source], now,
                                   self.timeout_s)
