@@ -23,7 +23,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from functools import partial
 
 import redis
@@ -98,7 +98,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.model = await asyncio.to_thread(load_model, settings.model)
     except ModelError as exc:  # /readyz says so; everything but /classify still works
         app.state.model_error = str(exc)
-    async with app.state.broadcaster.running():
+    # Over sharded streams the live stream is refused (routers/stream.py): no reader.
+    async with (app.state.broadcaster.running() if settings.shards == 1 else nullcontext()):
         yield
     await app.state.async_redis.aclose()
     app.state.topology.close()

@@ -8,12 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
-from pipeline_helpers import RedisServer, Services, read_all, wait_for
+from pipeline_helpers import RedisServer, Services, read_all, start_api, wait_for
 from test_chaos import clean_events, make_sources, source_args
 
-from shared import streams
+from shared import detections, streams
 from shared.config import ConfigError, Settings
 from shared.messages import Event, Prediction, SourceStatus
 from shared.ports import free_port, port_free
@@ -229,3 +230,31 @@ def test_six_shards_on_a_cluster_survive_a_kill_a_node_restart_and_a_reshard(
         assert all(p.poll() is None for p in (features[1], classifiers[1]))
     finally:
         services.stop_all()
+
+
+def test_the_api_pages_every_shard_as_one_history(services: Services, redis_server: RedisServer):
+    topology = Topology.connect(Settings(redis_url=redis_server.url, shards=4))
+    written = []
+    for n in range(40):  # ten sources over the shards, equal start times among them
+        source = f"mic{n % 10}"
+        written.append(Event(f"{source}/Dog/{n}", source, "Dog", "start", 0.5, float(n), None,
+                             1000.0 + n // 3, None, "yamnet"))
+    for event in written:
+        shard = streams.shard_for(event.source, 4)
+        with topology.client(shard).pipeline() as pipe:
+            detections.write(pipe, event, shard)
+            pipe.execute()
+    url = start_api(services, SOUNDHIVE_SHARDS="4", SOUNDHIVE_API_READ_AUTH="false")
+    seen, cursor = [], None
+    while True:
+        page = httpx.get(f"{url}/events", params={"limit": 7, **(
+            {"cursor": cursor} if cursor else {})}, timeout=10).json()
+        seen += [item["id"] for item in page["events"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    newest_first = sorted(written, key=lambda e: (e.start_time, e.id), reverse=True)
+    assert seen == [e.id for e in newest_first]  # merged, none skipped nor repeated
+    mic3 = httpx.get(f"{url}/events", params={"source": "mic3"}, timeout=10).json()["events"]
+    assert {item["id"] for item in mic3} == {e.id for e in written if e.source == "mic3"}
+    assert httpx.get(f"{url}/events/stream", timeout=10).status_code == 501

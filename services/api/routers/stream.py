@@ -1,5 +1,6 @@
 """GET /events/stream: Server-Sent Events, one per event start and end, fanned out by the api
-process's one reader (services/api/broadcast.py); `Last-Event-ID` resumes."""
+process's one reader (services/api/broadcast.py); `Last-Event-ID` resumes. Not yet over
+sharded streams (SOUNDHIVE_SHARDS > 1): 501, poll /events instead."""
 
 import re
 from collections.abc import AsyncIterator
@@ -29,7 +30,11 @@ STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 router = APIRouter(tags=["events"])
 
 
-@router.get("/events/stream", responses=ERRORS)
+SHARDED = ("the live stream does not read sharded streams yet (SOUNDHIVE_SHARDS > 1): poll "
+           "/events instead")
+
+
+@router.get("/events/stream", responses={**ERRORS, 501: {"description": SHARDED}})
 async def event_stream(
     request: Request,
     settings: Settings,
@@ -50,6 +55,8 @@ async def event_stream(
         check_token(settings.token, token)
     else:
         check_read(settings, authorization)
+    if settings.shards > 1:
+        raise HTTPException(501, SHARDED)
     if last_event_id is not None and not STREAM_ID.match(last_event_id):
         raise HTTPException(400, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
                                  "stream sent")
