@@ -21,7 +21,8 @@ Python's salted hash()), and well spread even for ids that differ in one charact
 linear: "mix0.wav" to "mix7.wav" all fall in shard 0 of 4). The keys that
 are not per source (SOURCES_HASH, SINKS_HASH, HEAD_INFO, DEVICEHIVE_CONFIG, SHARD_COUNT, the
 MQTT sink's) are global: one each, only ever written alone. Readers of a stream (the api, the
-notifier, a recorder) get each shard's name with `shards(S)` and `Shard.key`.
+notifier, a recorder) get each shard's name with `every_shard(name, S)` (or `shards(S)` and
+`Shard.key`).
 """
 
 import hashlib
@@ -132,6 +133,12 @@ def shards(count: int) -> list[Shard]:
 
 def shard_for(source: str, count: int) -> Shard:
     return Shard(shard_of(source, count), count)
+
+
+def every_shard(name: str, count: int) -> list[str]:
+    """A stream's (or key's) name in every shard, in shard order: what a reader of "the audio
+    stream" or "the events stream" reads (a client per name: shared/topology.py)."""
+    return [shard.key(name) for shard in shards(count)]
 
 
 def errors_hash(group: str) -> str:

@@ -14,7 +14,7 @@ import redis
 from pipeline_helpers import RedisServer, Services, read_all, start_api, wait_for
 from test_chaos import clean_events, make_sources, source_args
 
-from shared import detections, streams
+from shared import detections, status, streams
 from shared.config import ConfigError, Settings
 from shared.messages import Event, Prediction, SourceStatus
 from shared.ports import free_port, port_free
@@ -232,7 +232,7 @@ def test_six_shards_on_a_cluster_survive_a_kill_a_node_restart_and_a_reshard(
         services.stop_all()
 
 
-def test_the_api_pages_every_shard_as_one_history(services: Services, redis_server: RedisServer):
+def test_the_api_reads_every_shard_as_one(services: Services, redis_server: RedisServer):
     topology = Topology.connect(Settings(redis_url=redis_server.url, shards=4))
     written = []
     for n in range(40):  # ten sources over the shards, equal start times among them
@@ -244,7 +244,26 @@ def test_the_api_pages_every_shard_as_one_history(services: Services, redis_serv
         with topology.client(shard).pipeline() as pipe:
             detections.write(pipe, event, shard)
             pipe.execute()
+    for source in {event.source for event in written}:
+        shard = streams.shard_for(source, 4)
+        topology.home.hset(streams.SOURCES_HASH, source, SourceStatus(
+            source, "running", "", 0.1, 5, time.time()).encode())
+        with topology.client(shard).pipeline() as pipe:
+            status.record(pipe, Prediction(source, "s", 5, 0.0, 0.0, 0.1, "audioset",
+                                           [("Dog", 0.8)], time.time()), shard)
+            pipe.execute()
+    for shard in topology.every:
+        topology.client(shard).xgroup_create(shard.key(streams.PCM_STREAM),
+                                             streams.FEATURES_GROUP, mkstream=True)
     url = start_api(services, SOUNDHIVE_SHARDS="4", SOUNDHIVE_API_READ_AUTH="false")
+    listed = httpx.get(f"{url}/sources", timeout=10).json()["sources"]
+    assert [(s["source"], s["labels"][0]["label"], s["ongoing"]) for s in listed] == [
+        (f"mic{n}", "Dog", 4) for n in range(10)]
+    detail = httpx.get(f"{url}/sources/mic7/detail", timeout=10).json()
+    assert len(detail["levels"]) == 1 and detail["events"][0]["id"] == "mic7/Dog/37"
+    exported = httpx.get(f"{url}/metrics", timeout=10).text
+    for shard in streams.shards(4):
+        assert f'stream="{shard.key(streams.PCM_STREAM)}"' in exported
     seen, cursor = [], None
     while True:
         page = httpx.get(f"{url}/events", params={"limit": 7, **(
