@@ -23,7 +23,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from functools import partial
 
 import redis
@@ -41,7 +41,7 @@ from services.api.deps import STATIC
 from services.api.lockout import TokenFailureLimit
 from services.api.routers import classify, config, events, health, sources, stream
 from services.api.settings import ApiSettings
-from shared import bus, metrics
+from shared import bus, metrics, streams
 from shared.models import ModelError, load_model
 from shared.topology import Topology
 
@@ -88,22 +88,32 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.topology = Topology.connect(settings, connect=lambda url: redis.Redis.from_pool(
         redis.BlockingConnectionPool.from_url(url, socket_timeout=10, **pool)))
     app.state.redis = app.state.topology.home
-    app.state.async_redis = redis.asyncio.Redis.from_pool(
-        redis.asyncio.BlockingConnectionPool.from_url(
-            settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10, **pool))
-    app.state.broadcaster = Broadcaster(app.state.async_redis, settings.sse_queue,
-                                        stream.SSE_BLOCK_MS)
+    async_servers = _async_servers(settings, pool)
+    topology: Topology = app.state.topology
+    app.state.broadcaster = Broadcaster(
+        [(async_servers[shard.index % len(async_servers)], shard.key(streams.EVENTS_STREAM))
+         for shard in topology.every], settings.sse_queue, stream.SSE_BLOCK_MS)
     app.state.model, app.state.model_error = None, None
     try:
         app.state.model = await asyncio.to_thread(load_model, settings.model)
     except ModelError as exc:  # /readyz says so; everything but /classify still works
         app.state.model_error = str(exc)
-    # Over sharded streams the live stream is refused (routers/stream.py): no reader.
-    async with (app.state.broadcaster.running() if settings.shards == 1 else nullcontext()):
+    async with app.state.broadcaster.running():
         yield
-    await app.state.async_redis.aclose()
+    for server in async_servers:
+        await server.aclose()
     app.state.topology.close()
     groups.close()
+
+
+def _async_servers(settings: ApiSettings, pool: dict) -> list[redis.asyncio.Redis]:
+    """The live stream's clients, one per Redis server (shared/topology.py's order)."""
+    timeout = stream.SSE_BLOCK_MS / 1000 + 10
+    if settings.redis_cluster:
+        return [redis.asyncio.RedisCluster.from_url(settings.redis_url, socket_timeout=timeout)]
+    return [redis.asyncio.Redis.from_pool(redis.asyncio.BlockingConnectionPool.from_url(
+        url, socket_timeout=timeout, **pool)) for url in settings.redis_urls or
+        (settings.redis_url,)]
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:

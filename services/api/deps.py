@@ -8,8 +8,7 @@ answers 429 to an address after too many of those).
     app.state.settings      ApiSettings
     app.state.topology      shared/topology.Topology: every shard's Redis (sync routes)
     app.state.redis         redis.Redis (sync routes): the global keys' (the topology's home)
-    app.state.async_redis   redis.asyncio.Redis (the SSE stream)
-    app.state.broadcaster   services/api/broadcast.Broadcaster (the SSE stream's one reader)
+    app.state.broadcaster   services/api/broadcast.Broadcaster (the SSE stream's readers)
     app.state.model         the AudioModel /classify uses, None when it could not be loaded
     app.state.model_error   why not (one line), None when loaded
     app.state.group_metrics the consumer groups' lag and pending entries, read from Redis at
