@@ -258,25 +258,25 @@ def test_the_api_reads_every_shard_as_one(services: Services, redis_server: Redi
         topology.client(shard).xgroup_create(shard.key(streams.PCM_STREAM),
                                              streams.FEATURES_GROUP, mkstream=True)
     url = start_api(services, SOUNDHIVE_SHARDS="4", SOUNDHIVE_API_READ_AUTH="false")
-    listed = httpx.get(f"{url}/sources", timeout=10).json()["sources"]
+    listed = httpx.get(f"{url}/sources", timeout=30).json()["sources"]
     assert [(s["source"], s["labels"][0]["label"], s["ongoing"]) for s in listed] == [
         (f"mic{n}", "Dog", 4) for n in range(10)]
-    detail = httpx.get(f"{url}/sources/mic7/detail", timeout=10).json()
+    detail = httpx.get(f"{url}/sources/mic7/detail", timeout=30).json()
     assert len(detail["levels"]) == 1 and detail["events"][0]["id"] == "mic7/Dog/37"
-    exported = httpx.get(f"{url}/metrics", timeout=10).text
+    exported = httpx.get(f"{url}/metrics", timeout=30).text
     for shard in streams.shards(4):
         assert f'stream="{shard.key(streams.PCM_STREAM)}"' in exported
     seen, cursor = [], None
     while True:
         page = httpx.get(f"{url}/events", params={"limit": 7, **(
-            {"cursor": cursor} if cursor else {})}, timeout=10).json()
+            {"cursor": cursor} if cursor else {})}, timeout=30).json()
         seen += [item["id"] for item in page["events"]]
         cursor = page["next"]
         if cursor is None:
             break
     newest_first = sorted(written, key=lambda e: (e.start_time, e.id), reverse=True)
     assert seen == [e.id for e in newest_first]  # merged, none skipped nor repeated
-    mic3 = httpx.get(f"{url}/events", params={"source": "mic3"}, timeout=10).json()["events"]
+    mic3 = httpx.get(f"{url}/events", params={"source": "mic3"}, timeout=30).json()["events"]
     assert {item["id"] for item in mic3} == {e.id for e in written if e.source == "mic3"}
 
 
@@ -323,4 +323,4 @@ def test_the_live_stream_reads_every_shard_and_resumes_exactly(services: Service
     missed = set(written) - {event for _, event in received[:40]}
     assert sorted(event for _, event in resumed) == sorted(missed)  # none lost nor twice
     assert httpx.get(f"{url}/events/stream", headers={"Last-Event-ID": "1-0"},
-                     timeout=10).status_code == 400  # one shard's id: not this stream's
+                     timeout=30).status_code == 400  # one shard's id: not this stream's
