@@ -12,6 +12,7 @@ Redis clients that reach it:
     topology.home               the client of the global keys
     topology.served             the shards this worker serves (SOUNDHIVE_SHARD_IDS, or all)
     topology.claim_shard_count()   records SOUNDHIVE_SHARDS in Redis, or refuses another count
+    topology.shard_count_problem()  why not, for a reader (the api's readiness)
     topology.group_backlogs()      every shard's consumer groups, their lag and pending entries
 """
 
@@ -73,11 +74,19 @@ class Topology:
         """Record the shard count where there is none; ConfigError when Redis's data was
         written with another (a RedisError propagates: Redis trouble is waited out)."""
         self.home.set(streams.SHARD_COUNT, self.count, nx=True)
+        problem = self.shard_count_problem()
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def shard_count_problem(self) -> str | None:
+        """Why this shard count is not the one Redis's data was written with (None: it is, or
+        none is recorded yet)."""
         recorded = int(self.home.get(streams.SHARD_COUNT) or self.count)
-        if recorded != self.count:
-            raise ConfigError(f"SOUNDHIVE_SHARDS: this pipeline's Redis was written with "
-                              f"{recorded} shards, not {self.count}: use {recorded} (a new "
-                              f"count needs new streams, docs/deploy.md)")
+        if recorded == self.count:
+            return None
+        return (f"SOUNDHIVE_SHARDS: this pipeline's Redis was written with {recorded} shards, "
+                f"not {self.count}: use {recorded} (a new count needs new streams, "
+                f"docs/deploy.md)")
 
     def group_backlogs(self) -> list[metrics.GroupBacklog]:
         """bus.group_backlogs of every shard's group streams, a round trip per server."""

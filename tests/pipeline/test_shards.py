@@ -66,11 +66,23 @@ def test_an_unreachable_cluster_and_another_shard_count_are_refused(
     with pytest.raises(ConfigError, match=r"^SOUNDHIVE_REDIS_CLUSTER: no cluster node answers"):
         Topology.connect(Settings(redis_url=url, redis_cluster=True))
     Topology.connect(Settings(redis_url=redis_server.url, shards=4)).claim_shard_count()
+    refusal = ("SOUNDHIVE_SHARDS: this pipeline's Redis was written with 4 shards, not 2: use "
+               "4 (a new count needs new streams, docs/deploy.md)")
     worker = services.start("features", SOUNDHIVE_SHARDS="2")
     assert worker.wait(60) == 2
-    assert services.log_text(worker).strip().endswith(
-        "error: SOUNDHIVE_SHARDS: this pipeline's Redis was written with 4 shards, not 2: use "
-        "4 (a new count needs new streams, docs/deploy.md)")
+    assert services.log_text(worker).strip().endswith(f"error: {refusal}")
+    port = free_port()
+    services.start("api", SOUNDHIVE_SHARDS="2", SOUNDHIVE_API_PORT=str(port),
+                   SOUNDHIVE_API_HOST="127.0.0.1")
+    ready = wait_for(lambda: api_readiness(f"http://127.0.0.1:{port}"), WAIT_S, "the api")
+    assert ready.status_code == 503 and refusal in ready.json()["problems"]
+
+
+def api_readiness(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=30)
+    except httpx.HTTPError:
+        return None
 
 
 def sharded(topology: Topology, stream: str, schema: type) -> list:
