@@ -2,6 +2,13 @@
 
     worker = Worker(settings, stream, group, MessageClass, handle)
     worker.run()          # until SIGTERM/SIGINT, then finishes the batch in hand and returns
+    run_in_turn([worker_of_shard_0, worker_of_shard_3, ...])   # several shards, one thread
+
+A worker serves one shard (shared/streams.py) of its stream: it reads, acknowledges, claims,
+dead-letters and writes its outputs in that shard's keys, so each transaction stays in one
+shard (one Redis Cluster slot). run_in_turn serves several shards from one thread, one turn
+of each in turn, their blocking reads sharing block_ms; one shard's Redis trouble holds back
+only that shard's turns.
 
 Each turn of the loop:
   1. every claim interval, XAUTOCLAIM entries idle for claim_idle_s: a dead consumer's work, or
@@ -340,24 +347,30 @@ class Worker(Generic[M]):
         output: str | None = None,
         tick: Callable[[], None] | None = None,
         gone: Callable[[int], None] | None = None,
+        shard: streams.Shard = streams.Shard(),
     ):
-        """`output`: the stream this worker feeds, whose backlog bounds its reading.
+        """`stream`, `output` and the handler's outputs are named as in shared/streams.py;
+        the worker reads and writes them in `shard`.
+        `output`: the stream this worker feeds, whose backlog bounds its reading.
         `tick`: called every turn of the loop (the classifier's overdue reorder gaps).
         `gone`: told how many pending entries a claim found deleted from the stream (the
         events stream's bound trimmed them before their sink had them)."""
         self.settings = settings
-        self.stream, self.group, self.schema, self.handle = stream, group, schema, handle
+        self.shard, self.name = shard, stream
+        self.stream = shard.key(stream)
+        self.group, self.schema, self.handle = group, schema, handle
         self.health = health or metrics.Health()
         self.stopper = stopper or Stopper()
         self.redis = client or connect(settings.redis_url, settings.block_ms)
         self.output, self.tick, self.gone = output, tick, gone
+        self.block_ms = settings.block_ms
         self._service = settings.service
-        self._errors_key = streams.errors_hash(group)
+        self._errors_key = shard.key(streams.errors_hash(group))
         self._group_ready = False
         self._claim_cursor = "0-0"
         self._next_claim = self._next_trim = 0.0
         self._held: list[Delivery[M]] = []  # a batch interrupted by Redis trouble
-        self.leases = Leases(self.redis, stream, group, settings.consumer,
+        self.leases = Leases(self.redis, self.stream, group, settings.consumer,
                              max(0.2, settings.claim_idle_s / 4), self.stopper)
         self.health.watch(self.leases.alive, "the lease renewal thread died")
         for counter in (metrics.MESSAGES_IN, metrics.MESSAGES_OUT, metrics.MESSAGES_FAILED,
@@ -366,20 +379,25 @@ class Worker(Generic[M]):
         metrics.start_at_zero(metrics.DEAD_LETTERS, [self._service], metrics.DEAD_LETTER_KINDS)
 
     def run(self) -> None:
-        weather_ = Weather(self._service, self.health)
+        run_in_turn([self])
+
+    def start(self) -> Weather:
         self.leases.start()
         log.info("%s: consumer %s reading %s as group %s", self._service,
                  self.settings.consumer, self.stream, self.group)
-        while not self.stopper.stopped:
-            try:
-                self.ensure_group()
-                self.step()
-                weather_.clear()
-                self.health.beat()
-            except redis.RedisError as exc:
-                self._group_ready = False
-                self.stopper.wait(weather_.hit(exc))
-        log.info("%s: stopped", self._service)
+        return Weather(self._service, self.health)
+
+    def turn(self, weather_: Weather) -> float:
+        """One step; on Redis trouble, the seconds to wait before this worker's next one."""
+        try:
+            self.ensure_group()
+            self.step()
+        except redis.RedisError as exc:
+            self._group_ready = False
+            return weather_.hit(exc)
+        weather_.clear()
+        self.health.beat()
+        return 0.0
 
     def ensure_group(self) -> None:
         if self._group_ready:
@@ -405,7 +423,7 @@ class Worker(Generic[M]):
         else:
             reply = self.redis.xreadgroup(
                 self.group, self.settings.consumer, {self.stream: ">"},
-                count=self.settings.batch_size, block=self.settings.block_ms,
+                count=self.settings.batch_size, block=self.block_ms,
             )
             self._process([(_text(eid), fields, 1) for _, items in reply or []
                            for eid, fields in items])
@@ -417,11 +435,12 @@ class Worker(Generic[M]):
         if self.output is None:
             return False
         group = streams.CONSUMER_GROUPS[self.output]
-        return backlog(self.redis, self.output, group) >= self.settings.backlog_max
+        return (backlog(self.redis, self.shard.key(self.output), group)
+                >= self.settings.backlog_max)
 
     def _chores(self) -> None:
         now = time.monotonic()
-        if now >= self._next_trim and self.stream in streams.CONSUMER_GROUPS:
+        if now >= self._next_trim and self.name in streams.CONSUMER_GROUPS:
             self._next_trim = now + _TRIM_INTERVAL_S
             trim_acknowledged(self.redis, self.stream)
 
@@ -526,8 +545,8 @@ class Worker(Generic[M]):
         outputs = self.handle(batch)
         with self.redis.pipeline(transaction=True) as pipe:
             for output in outputs if isinstance(outputs, list) else []:
-                publish(pipe, output.stream, output.message, _maxlen(output.stream,
-                                                                     self.settings))
+                publish(pipe, self.shard.key(output.stream), output.message,
+                        _maxlen(output.stream, self.settings))
             ids = [d.entry_id for d in batch]
             pipe.xack(self.stream, self.group, *ids)
             if any(d.deliveries > 1 for d in batch):
@@ -554,11 +573,45 @@ class Worker(Generic[M]):
         log.warning("%s: entry %s dead-lettered: %s", self._service, entry_id, reason)
         letter = DeadLetter.now(self.stream, self.group, entry_id, reason, deliveries, raw)
         with self.redis.pipeline(transaction=True) as pipe:
-            publish(pipe, streams.DEADLETTER_STREAM, letter, self.settings.stream_maxlen)
+            publish(pipe, self.shard.key(streams.DEADLETTER_STREAM), letter,
+                    self.settings.stream_maxlen)
             pipe.xack(self.stream, self.group, entry_id)
             pipe.hdel(self._errors_key, entry_id)
             pipe.execute()
         metrics.DEAD_LETTERS.labels(self._service, kind).inc()
+
+
+def persist(action: Callable[[], None], stopper: Stopper, weather_: Weather) -> None:
+    """Run `action` until it succeeds or the stop, waiting out Redis trouble."""
+    while not stopper.stopped:
+        try:
+            action()
+        except redis.RedisError as exc:
+            stopper.wait(weather_.hit(exc))
+            continue
+        weather_.clear()
+        return
+
+
+def run_in_turn(workers: Sequence[Worker], prepare: Callable[[], None] | None = None) -> None:
+    """Run workers sharing one stopper (each of a shard) from this thread until it stops:
+    one turn of each in turn, each blocking read block_ms / len(workers). A worker meeting
+    Redis trouble sits its turns out for its backoff; the others go on. `prepare` (the shard
+    count's check) runs first, retried while Redis is away; a ConfigError it raises ends
+    the run."""
+    stopper = workers[0].stopper
+    weathers = [worker.start() for worker in workers]
+    for worker in workers:
+        worker.block_ms = max(1, worker.settings.block_ms // len(workers))
+    if prepare is not None:
+        persist(prepare, stopper, weathers[0])
+    resume_at = [0.0] * len(workers)
+    while not stopper.stopped:
+        for i, (worker, weather_) in enumerate(zip(workers, weathers, strict=True)):
+            if time.monotonic() >= resume_at[i] and not stopper.stopped:
+                resume_at[i] = time.monotonic() + worker.turn(weather_)
+        stopper.wait(max(0.0, min(resume_at) - time.monotonic()))
+    log.info("%s: stopped", workers[0].settings.service)
 
 
 def _maxlen(stream: str, settings: Settings) -> int | None:

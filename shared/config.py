@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -49,6 +49,7 @@ def _split_commas(value: Any) -> Any:
 
 # A setting written as "a, b, c" in the environment: a tuple of its non-empty parts.
 CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+CommaSeparatedInts = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
 def usable_cpus() -> int:
@@ -208,20 +209,55 @@ def metrics_port_field(default: int) -> Any:
                  description="Port of /metrics, /healthz and /readyz (0: any free port).")
 
 
+class RedisSettings(SettingsModel):
+    """Where the pipeline's Redis is and how its streams are sharded: every process that
+    reads or writes the streams (the pipeline's services and the api) reads these."""
+
+    redis_url: str = secret_field(
+        DEFAULT_REDIS_URL, "Redis to use, redis://[:password@]host:port/db (`soundhive up` "
+        "starts an embedded one when it is unset); with SOUNDHIVE_REDIS_CLUSTER, any node of "
+        "the cluster.", flag="--redis-url", validation_alias="REDIS_URL")
+    redis_urls: CommaSeparated = secret_field(
+        (), "Several independent Redis servers, comma-separated: shard i lives on server "
+        "i modulo their number, the global keys on the first (REDIS_URL is then unused).",
+        validation_alias="REDIS_URLS")
+    redis_cluster: bool = Field(
+        False, validation_alias="SOUNDHIVE_REDIS_CLUSTER",
+        description="REDIS_URL is a node of a Redis Cluster: each shard's keys share one "
+        "hash slot (its hash tag {sN}), so its transactions stay on one node.")
+    shards: int = Field(
+        1, ge=1, le=16384, validation_alias="SOUNDHIVE_SHARDS",
+        description="Shards of the streams; a source's shard is the BLAKE2b hash of its id "
+        "modulo this. Every service of a pipeline must use the same count: the first to start "
+        "records it in Redis, the others refuse another (changing it means new, empty "
+        "streams: docs/deploy.md).")
+    shard_ids: CommaSeparatedInts = Field(
+        (), validation_alias="SOUNDHIVE_SHARD_IDS",
+        description="The shards this features or classifier worker serves, comma-separated "
+        "(0 to SOUNDHIVE_SHARDS - 1); unset: all of them, in turn.")
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> "RedisSettings":
+        outside = [shard for shard in self.shard_ids if not 0 <= shard < self.shards]
+        if outside:
+            raise ValueError(f"SOUNDHIVE_SHARD_IDS: shard {outside[0]} does not exist "
+                             f"(SOUNDHIVE_SHARDS={self.shards}: 0 to {self.shards - 1})")
+        if self.redis_cluster and self.redis_urls:
+            raise ValueError("REDIS_URLS and SOUNDHIVE_REDIS_CLUSTER exclude each other: a "
+                             "cluster is reached through one node (REDIS_URL)")
+        return self
+
+
 def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class Settings(SettingsModel):
-    """What every pipeline service reads: Redis, its metrics port, and the bus's reading,
-    claiming, dead-lettering and trimming."""
+class Settings(RedisSettings):
+    """What every pipeline service reads: Redis and its shards, its metrics port, and the
+    bus's reading, claiming, dead-lettering and trimming."""
 
     service: str = internal_field(default="")
     consumer: str = internal_field(default_factory=_consumer_name)
-    redis_url: str = secret_field(
-        DEFAULT_REDIS_URL, "Redis to use, redis://[:password@]host:port/db (`soundhive up` "
-        "starts an embedded one when it is unset).", flag="--redis-url",
-        validation_alias="REDIS_URL")
     metrics_port: int = metrics_port_field(0)
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds "
                               "(the images set 0.0.0.0: the network).")

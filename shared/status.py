@@ -4,10 +4,12 @@ going on and its latest one. Read by the api and `soundhive up`; the classifier 
 predictions and levels with record().
 
     record(pipe, prediction)      the classifier, per chunk: latest prediction, level history
-    read_sources(client)          every source's view, in a few round trips whatever their number
+    read_sources(where)           every source's view, in a few round trips whatever their number
     select(views, query)          a filtered, sorted page of them, and how many matched
     summary(views)                counts by state, silent sources, detections going on
-    levels(client, source)        a source's recent levels, oldest first
+    levels(where, source)         a source's recent levels, oldest first
+
+`where`: a client (one shard: today's keys) or a Topology (every shard; shared/detections.py).
 """
 
 import math
@@ -85,22 +87,28 @@ def dbfs(rms: float) -> float:
     return round(max(SILENCE_DBFS, 20 * math.log10(rms)) if rms > 0 else SILENCE_DBFS, 1)
 
 
-def record(pipe: redis.client.Pipeline, prediction: Prediction) -> None:
-    """A source's latest prediction, and its level in the source's history."""
-    pipe.hset(streams.LATEST_PREDICTIONS, prediction.source, prediction.encode())
-    key = streams.source_levels(prediction.source)
+def record(pipe: redis.client.Pipeline, prediction: Prediction,
+           shard: streams.Shard = streams.Shard()) -> None:
+    """A source's latest prediction, and its level in the source's history (in its shard)."""
+    pipe.hset(shard.key(streams.LATEST_PREDICTIONS), prediction.source, prediction.encode())
+    key = shard.key(streams.source_levels(prediction.source))
     pipe.lpush(key, f"{prediction.written_at:.3f} {prediction.rms:.6g}")
     pipe.ltrim(key, 0, LEVEL_HISTORY - 1)
     pipe.expire(key, LEVELS_TTL_S)
 
 
-def read_sources(client: redis.Redis) -> list[SourceView]:
-    """Every source capture reported, sorted by id (six round trips whatever their number)."""
-    statuses = _decode_all(client.hgetall(streams.SOURCES_HASH), SourceStatus)
-    latest = _decode_all(client.hgetall(streams.LATEST_PREDICTIONS), Prediction)
-    ongoing = Counter(event.source for event in detections.ongoing(client))
+def read_sources(where: detections.Where) -> list[SourceView]:
+    """Every source capture reported, sorted by id (six round trips per shard whatever their
+    number)."""
+    places = detections.places(where)
+    statuses = _decode_all(places[0][0].hgetall(streams.SOURCES_HASH), SourceStatus)
+    latest = {}
+    for client, shard in places:
+        latest.update(_decode_all(client.hgetall(shard.key(streams.LATEST_PREDICTIONS)),
+                                  Prediction))
+    ongoing = Counter(event.source for event in detections.ongoing(where))
     names = sorted(statuses)
-    last = detections.latest_by_source(client)
+    last = detections.latest_by_source(where)
     return [SourceView(statuses[name], latest.get(name), ongoing[name], last.get(name))
             for name in names]
 
@@ -124,10 +132,12 @@ def summary(views: list[SourceView]) -> dict:
             "ongoing": sum(view.ongoing for view in views)}
 
 
-def levels(client: redis.Redis, source: str) -> list[tuple[float, float]]:
+def levels(where: detections.Where, source: str) -> list[tuple[float, float]]:
     """(unix time, dBFS) of a source's recent chunks, oldest first."""
+    places = detections.places(where)
+    client, shard = places[streams.shard_of(source, len(places))]
     found = []
-    for raw in reversed(client.lrange(streams.source_levels(source), 0, -1)):
+    for raw in reversed(client.lrange(shard.key(streams.source_levels(source)), 0, -1)):
         t, rms = map(float, raw.split())
         found.append((t, dbfs(rms)))
     return found

@@ -9,7 +9,24 @@ Streams read by a consumer group (CONSUMER_GROUPS) are trimmed only of acknowled
 (shared/bus.py); EVENTS_STREAM is a history (SOUNDHIVE_EVENTS_MAXLEN) that keeps what the
 notifier's sinks have not had, within a bound (SOUNDHIVE_EVENTS_BACKLOG_MAX); the others are
 histories capped at SOUNDHIVE_STREAM_MAXLEN.
+
+Shards (SOUNDHIVE_SHARDS = S): the names below are those of shard 0 of 1, today's keys. With
+S > 1 every key a source's chunks touch on their way (the pipeline's streams, the dead letters,
+the classifier's per-source state, the predictions, events and detections it writes in one
+transaction, and their indexes) exists once per shard, its name ending in the shard's hash tag
+`{sN}` (Shard.key): on a Redis Cluster a shard's keys share one slot, so its transactions and
+Lua scripts stay on one node. A source's shard is `shard_of(source, S)`: the first 8 bytes of
+the BLAKE2b hash of its id, modulo S: stable across processes, machines and versions (never
+Python's salted hash()), and well spread even for ids that differ in one character (CRC-32 is
+linear: "mix0.wav" to "mix7.wav" all fall in shard 0 of 4). The keys that
+are not per source (SOURCES_HASH, SINKS_HASH, HEAD_INFO, DEVICEHIVE_CONFIG, SHARD_COUNT, the
+MQTT sink's) are global: one each, only ever written alone. Readers of a stream (the api, the
+notifier, a recorder) get each shard's name with `every_shard(name, S)` (or `shards(S)` and
+`Shard.key`).
 """
+
+import hashlib
+from dataclasses import dataclass
 
 PREFIX = "soundhive"
 
@@ -106,7 +123,48 @@ EPOCH = f"{PREFIX}:epoch"
 # Sorted set: source id -> unix time since which its sequence waits for a missing chunk.
 REORDER_GAPS = f"{PREFIX}:reorder:gaps"
 
+# String: the shard count the data was written with (SOUNDHIVE_SHARDS), set by the first
+# process that starts; a process configured with another count refuses to start.
+SHARD_COUNT = f"{PREFIX}:shards"
+
 MESSAGE_FIELD = b"m"
+
+
+def shard_of(source: str, count: int) -> int:
+    """The shard of a source among `count`: its UTF-8 id's BLAKE2b (8 bytes), modulo the
+    count."""
+    digest = hashlib.blake2b(source.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One of `count` shards; its keys are the module's names with its hash tag."""
+
+    index: int = 0
+    count: int = 1
+
+    def key(self, name: str) -> str:
+        """`name` in this shard: the name itself when there is one shard (today's keys)."""
+        return name if self.count == 1 else f"{name}:{{s{self.index}}}"
+
+    def __str__(self) -> str:
+        return f"shard {self.index} of {self.count}"
+
+
+def shards(count: int) -> list[Shard]:
+    """Every shard of `count`, in order."""
+    return [Shard(index, count) for index in range(count)]
+
+
+def shard_for(source: str, count: int) -> Shard:
+    return Shard(shard_of(source, count), count)
+
+
+def every_shard(name: str, count: int) -> list[str]:
+    """A stream's (or key's) name in every shard, in shard order: what a reader of "the audio
+    stream" or "the events stream" reads (a client per name: shared/topology.py)."""
+    return [shard.key(name) for shard in shards(count)]
 
 
 def errors_hash(group: str) -> str:

@@ -241,6 +241,9 @@ def up(
         url = given_redis or embedded.url  # type: ignore[union-attr]
         shared_settings = {
             "redis_url": url,
+            # One box, one Redis: the streams are never sharded here (its view reads one
+            # shard), whatever the environment says ("": REDIS_URLS unset).
+            "shards": 1, "redis_cluster": False, "redis_urls": "", "shard_ids": "",
             # Replicas share the cores rather than each taking them all.
             "threads": None if FeaturesSettings.env_name("threads") in os.environ
             else threads_per_replica(features),

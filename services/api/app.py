@@ -47,8 +47,9 @@ from services.api.lockout import TokenFailureLimit
 from services.api.origin import SameOrigin
 from services.api.routers import classify, clips, config, events, health, sources, stream
 from services.api.settings import ApiSettings
-from shared import bus, metrics
+from shared import bus, metrics, streams
 from shared.models import ModelError, load_model
+from shared.topology import Topology
 
 # A scrape waits at most this long for the consumer groups' lag (Prometheus gives up at 10 s).
 GROUPS_TIMEOUT_S = 2.0
@@ -85,19 +86,20 @@ def create_app(settings: ApiSettings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
-    groups_redis = redis.Redis.from_url(settings.redis_url, socket_timeout=GROUPS_TIMEOUT_S,
-                                        socket_connect_timeout=GROUPS_TIMEOUT_S)
+    groups = Topology.connect(settings, connect=partial(
+        redis.Redis.from_url, socket_timeout=GROUPS_TIMEOUT_S,
+        socket_connect_timeout=GROUPS_TIMEOUT_S))
     app.state.group_metrics = CollectorRegistry()
-    app.state.group_metrics.register(
-        metrics.ConsumerGroups(partial(bus.group_backlogs, groups_redis)))
+    app.state.group_metrics.register(metrics.ConsumerGroups(groups.group_backlogs))
     pool = {"max_connections": settings.redis_max_connections, "timeout": REDIS_POOL_WAIT_S}
-    app.state.redis = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
-        settings.redis_url, socket_timeout=10, **pool))
-    app.state.async_redis = redis.asyncio.Redis.from_pool(
-        redis.asyncio.BlockingConnectionPool.from_url(
-            settings.redis_url, socket_timeout=stream.SSE_BLOCK_MS / 1000 + 10, **pool))
-    app.state.broadcaster = Broadcaster(app.state.async_redis, settings.sse_queue,
-                                        stream.SSE_BLOCK_MS)
+    app.state.topology = Topology.connect(settings, connect=lambda url: redis.Redis.from_pool(
+        redis.BlockingConnectionPool.from_url(url, socket_timeout=10, **pool)))
+    app.state.redis = app.state.topology.home
+    async_servers = _async_servers(settings, pool)
+    topology: Topology = app.state.topology
+    app.state.broadcaster = Broadcaster(
+        [(async_servers[shard.index % len(async_servers)], shard.key(streams.EVENTS_STREAM))
+         for shard in topology.every], settings.sse_queue, stream.SSE_BLOCK_MS)
     app.state.model, app.state.model_error = None, None
     try:
         app.state.model = await asyncio.to_thread(load_model, settings.model)
@@ -105,9 +107,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.model_error = str(exc)
     async with app.state.broadcaster.running():
         yield
-    await app.state.async_redis.aclose()
-    app.state.redis.close()
-    groups_redis.close()
+    for server in async_servers:
+        await server.aclose()
+    app.state.topology.close()
+    groups.close()
+
+
+def _async_servers(settings: ApiSettings, pool: dict) -> list[redis.asyncio.Redis]:
+    """The live stream's clients, one per Redis server (shared/topology.py's order)."""
+    timeout = stream.SSE_BLOCK_MS / 1000 + 10
+    if settings.redis_cluster:
+        return [redis.asyncio.RedisCluster.from_url(settings.redis_url, socket_timeout=timeout)]
+    return [redis.asyncio.Redis.from_pool(redis.asyncio.BlockingConnectionPool.from_url(
+        url, socket_timeout=timeout, **pool)) for url in settings.redis_urls or
+        (settings.redis_url,)]
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:

@@ -1,12 +1,14 @@
-"""One Redis reader per api process fans the events stream out to every live-stream client.
+"""One Redis reader per shard of the events stream, per api process, fans the events out to every
+live-stream client.
 
-The reader (Broadcaster.running, entered by the app's lifespan) XREADs streams.EVENTS_STREAM,
-decodes each entry and formats its SSE message once, and offers it to every subscription whose
-filters match. A subscription queues at most `queue_size` messages: a client that falls further
-behind is dropped (its queue freed at once, counted in soundhive_api_sse_dropped_total) and gets
-a final `reconnect` event; reconnecting with Last-Event-ID, it misses nothing the stream still
-holds. Redis trouble: the reader waits it out with backoff and resumes after the last entry it
-read; the clients stay connected meanwhile.
+Each reader (Broadcaster.running, entered by the app's lifespan) XREADs its shard's events
+stream (shared/streams.py; one shard: streams.EVENTS_STREAM itself), decodes each entry and
+formats its SSE message once, and offers it to every subscription whose filters match. A
+subscription queues at most `queue_size` messages: a client that falls further behind is dropped
+(its queue freed at once, counted in soundhive_api_sse_dropped_total) and gets a final
+`reconnect` event; reconnecting with Last-Event-ID, it misses nothing the stream still holds.
+Redis trouble: the reader waits it out with backoff and resumes after the last entry it read;
+the clients stay connected meanwhile.
 
 A client resuming with Last-Event-ID replays what it missed from the stream in bounded pages
 (`replay`, on the request's pooled connection, one XRANGE at a time). Its first page is read
@@ -16,10 +18,17 @@ reader started), so it reaches at least the reader's position then, and every la
 comes live. Live entries at or before
 the last replayed one are skipped (routers/stream.py): stream ids are monotonic, so no entry
 is sent twice or skipped.
+
+Shards. An event's SSE id is the position of every shard's reader when it went out, comma-
+separated in shard order, its own shard's at the event itself: with one shard, the stream id
+alone. Everything before those positions went out before it, so a resume replays each shard
+after its position (one shard after another, each up to a short page) and skips the live
+entries at or before where each shard's replay ended.
 """
 
 import asyncio
 import json
+import re
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -42,8 +51,10 @@ READ_COUNT = 500  # entries per XREAD of the reader
 PAUSE_PER_SUBSCRIPTION_S = 50e-6
 MAX_PAUSE_S = 0.05
 REPLAY_PAGE = 500  # entries per XRANGE of a resuming client
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 Position = tuple[int, int]  # a stream id as numbers, ordered as Redis orders ids
+Reader = tuple[redis.asyncio.Redis, str]  # a shard's events stream and the client of its Redis
 
 
 def position(entry_id: str) -> Position:
@@ -51,30 +62,37 @@ def position(entry_id: str) -> Position:
     return int(milliseconds), int(sequence or 0)
 
 
+def event_id(positions: list[str]) -> str:
+    """The SSE id of an event sent when the shards' readers were at `positions`."""
+    return ",".join(positions)
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One event of the stream, ready to send: its SSE message is formatted once for all."""
 
-    id: str
-    position: Position
+    id: str  # its SSE id (event_id)
+    shard: int
+    position: Position  # in its shard's stream
     source: str
     names: frozenset[str]  # what a label filter matches: the label and its categories
     message: bytes
 
     @classmethod
-    def decode(cls, entry_id: bytes, fields: dict[bytes, bytes],
+    def decode(cls, fields: dict[bytes, bytes], shard: int, positions: list[str],
                recording: bool) -> "Entry | None":
-        """The entry, or None for one that holds no event this version can read; while a
-        recorder runs (`recording`), an end carries its clip's links."""
+        """The entry of `shard` at positions[shard], sent when the shards were at `positions`,
+        or None for one that holds no event this version can read; while a recorder runs
+        (`recording`), an end carries its clip's links."""
         try:
             event = Event.decode(fields[streams.MESSAGE_FIELD])
         except (MessageError, KeyError):
             return None
-        text_id = entry_id.decode()
+        sse_id = event_id(positions)
         data = event.fields() | clips.announced(event, recording)
-        message = ServerSentEvent(json.dumps(data), event=event.kind, id=text_id)
-        return cls(text_id, position(text_id), event.source, frozenset(event.names()),
-                   message.encode())
+        message = ServerSentEvent(json.dumps(data), event=event.kind, id=sse_id)
+        return cls(sse_id, shard, position(positions[shard]), event.source,
+                   frozenset(event.names()), message.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +151,17 @@ class Subscription:
 
 
 class Broadcaster:
-    """The api process's one reader of the events stream and its subscriptions."""
+    """The api process's readers of the events stream's shards and its subscriptions."""
 
-    def __init__(self, client: redis.asyncio.Redis, queue_size: int, block_ms: int = 1000):
-        self._client = client
+    def __init__(self, readers: list[Reader], queue_size: int, block_ms: int = 1000):
+        self.readers = readers
         self._queue_size = queue_size
         self._block_ms = block_ms
         self._subscriptions: set[Subscription] = set()
-        self._cursor: str | None = None  # the last entry read; None until the stream's end is known
-        self.started = asyncio.Event()  # set once the reader knows where the stream ends
+        # Each shard's last entry read; None until the stream's end is known.
+        self._cursors: list[str | None] = [None] * len(readers)
+        self._ready = [asyncio.Event() for _ in readers]
+        self.started = asyncio.Event()  # set once every reader knows where its stream ends
 
     def subscribe(self, entry_filter: Filter) -> Subscription:
         """A subscription to every entry read from now on; unsubscribe it when done."""
@@ -156,20 +176,23 @@ class Broadcaster:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The reader runs as a task while in the context."""
-        reader = asyncio.create_task(self._read_forever(), name="events-broadcaster")
+        """The readers run as tasks while in the context."""
+        tasks = [asyncio.create_task(self._read_forever(shard), name=f"events-reader-{shard}")
+                 for shard in range(len(self.readers))]
         try:
             yield
         finally:
-            reader.cancel()
-            with suppress(asyncio.CancelledError):
-                await reader
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError):
+                    await task
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, shard: int) -> None:
         weather = bus.Weather("api", metrics.Health())
         while True:
             try:
-                entries = await self._read()
+                entries = await self._read(shard)
             except redis.RedisError as exc:
                 await asyncio.sleep(weather.hit(exc))
                 continue
@@ -179,23 +202,31 @@ class Broadcaster:
                 await asyncio.sleep(min(MAX_PAUSE_S,
                                         PAUSE_PER_SUBSCRIPTION_S * len(self._subscriptions)))
 
-    async def _read(self) -> list[Entry]:
-        if self._cursor is None:
-            last = await self._client.xrevrange(streams.EVENTS_STREAM, count=1)
-            self._cursor = last[0][0].decode() if last else "0-0"
-            self.started.set()
+    async def _read(self, shard: int) -> list[Entry]:
+        client, stream = self.readers[shard]
+        if self._cursors[shard] is None:
+            last = await client.xrevrange(stream, count=1)
+            self._cursors[shard] = last[0][0].decode() if last else "0-0"
+            self._ready[shard].set()
+            if all(ready.is_set() for ready in self._ready):
+                self.started.set()
+        await self.started.wait()  # an event's id holds every shard's position
         # Never more at once than a queue holds: a client keeping up is never dropped.
-        reply = await self._client.xread({streams.EVENTS_STREAM: self._cursor},
-                                         count=min(READ_COUNT, self._queue_size),
-                                         block=self._block_ms)
+        reply = await client.xread({stream: self._cursors[shard]},
+                                   count=min(READ_COUNT, self._queue_size),
+                                   block=self._block_ms)
+        # From here to the fan-out nothing awaits: the positions are those the entries go out at.
         entries = []
-        recording = bool(reply) and await _recording(self._client)
+        recording = bool(reply) and await _recording(self.readers)
         for entry_id, fields in reply[0][1] if reply else ():
-            self._cursor = entry_id.decode()
-            entry = Entry.decode(entry_id, fields, recording)
+            self._cursors[shard] = entry_id.decode()
+            entry = Entry.decode(fields, shard, self._positions(), recording)
             if entry is not None:
                 entries.append(entry)
         return entries
+
+    def _positions(self) -> list[str]:
+        return [cursor or "0-0" for cursor in self._cursors]
 
     def _fan_out(self, entries: list[Entry]) -> None:
         dropped = [s for s in self._subscriptions if not s.offer(entries)]
@@ -207,20 +238,41 @@ class Broadcaster:
 @dataclass(frozen=True)
 class Page:
     entries: list[Entry]  # those passing the filter
-    last_id: str  # the last entry read (the next page starts after it)
-    complete: bool  # short: it reached the end of the stream
+    positions: list[str]  # each shard's last entry read (the next page starts after them)
+    shard: int  # the shard the next page reads
+    complete: bool  # the last shard's page was short: it reached the end of every stream
 
 
-async def replay(client: redis.asyncio.Redis, after_id: str, entry_filter: Filter) -> Page:
-    """One bounded page of the stream after `after_id`."""
-    raw = await client.xrange(streams.EVENTS_STREAM, min=f"({after_id}", count=REPLAY_PAGE)
-    recording = bool(raw) and await _recording(client)
-    entries = entry_filter.select([entry for entry_id, fields in raw
-                                   if (entry := Entry.decode(entry_id, fields, recording))])
-    return Page(entries, raw[-1][0].decode() if raw else after_id, len(raw) < REPLAY_PAGE)
+def resume_from(last_event_id: str, shards: int) -> Page | None:
+    """The (empty) page a resume after `last_event_id` starts from; None for an id that is
+    not one of this stream's."""
+    positions = last_event_id.split(",")
+    if len(positions) != shards or not all(STREAM_ID.match(p) for p in positions):
+        return None
+    return Page([], positions, 0, False)
 
 
-async def _recording(client: redis.asyncio.Redis) -> bool:
+async def replay(readers: list[Reader], after: Page, entry_filter: Filter) -> Page:
+    """One bounded page of the shard `after` reads next, after its position."""
+    client, stream = readers[after.shard]
+    positions = list(after.positions)
+    raw = await client.xrange(stream, min=f"({positions[after.shard]}", count=REPLAY_PAGE)
+    recording = bool(raw) and await _recording(readers)
+    entries = []
+    for entry_id, fields in raw:
+        positions[after.shard] = entry_id.decode()
+        entry = Entry.decode(fields, after.shard, positions, recording)
+        if entry is not None:
+            entries.append(entry)
+    short = len(raw) < REPLAY_PAGE
+    last_shard = after.shard == len(readers) - 1
+    return Page(entry_filter.select(entries), positions,
+                after.shard + 1 if short and not last_shard else after.shard, short and last_shard)
+
+
+async def _recording(readers: list[Reader]) -> bool:
+    """Whether a recorder runs (a global key: on the first server, which holds those)."""
+    client, _stream = readers[0]
     return bool(await client.exists(streams.RECORDER_ALIVE))
 
 

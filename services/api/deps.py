@@ -6,9 +6,9 @@ SOUNDHIVE_API_READ_AUTH=1) are refused with 403; a missing or wrong token is 401
 answers 429 to an address after too many of those).
 
     app.state.settings      ApiSettings
-    app.state.redis         redis.Redis (sync routes)
-    app.state.async_redis   redis.asyncio.Redis (the SSE stream)
-    app.state.broadcaster   services/api/broadcast.Broadcaster (the SSE stream's one reader)
+    app.state.topology      shared/topology.Topology: every shard's Redis (sync routes)
+    app.state.redis         redis.Redis (sync routes): the global keys' (the topology's home)
+    app.state.broadcaster   services/api/broadcast.Broadcaster (the SSE stream's readers)
     app.state.model         the AudioModel /classify uses, None when it could not be loaded
     app.state.model_error   why not (one line), None when loaded
     app.state.group_metrics the consumer groups' lag and pending entries, read from Redis at
@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from services.api.settings import ApiSettings
+from shared.topology import Topology
 
 STATIC = Path(__file__).parent / "static"  # the dashboard's files
 
@@ -57,8 +58,13 @@ def redis_client(request: Request) -> redis.Redis:
     return request.app.state.redis
 
 
+def topology(request: Request) -> Topology:
+    return request.app.state.topology
+
+
 Settings = Annotated[ApiSettings, Depends(api_settings)]
 RedisClient = Annotated[redis.Redis, Depends(redis_client)]
+Shards = Annotated[Topology, Depends(topology)]
 
 
 # Declared as a security scheme, so that /docs has an Authorize button for the token.

@@ -8,9 +8,8 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.clips import clips_dir_field
 from shared.config import (
-    DEFAULT_REDIS_URL,
     CommaSeparated,
-    SettingsModel,
+    RedisSettings,
     internal_field,
     model_field,
     secret_field,
@@ -18,13 +17,11 @@ from shared.config import (
 from shared.devicehive import DeviceHiveTarget
 
 
-class ApiSettings(SettingsModel):
+class ApiSettings(RedisSettings):
     """The api: where it listens, who may call it, and how large an upload may be."""
 
     model_config = SettingsConfigDict(env_prefix="SOUNDHIVE_API_")
 
-    redis_url: str = secret_field(DEFAULT_REDIS_URL, "Redis to use (as for every service).",
-                                  flag="--redis-url", validation_alias="REDIS_URL")
     host: str = Field("127.0.0.1", description="Address the api binds (the images set "
                       "0.0.0.0: the network).")
     port: int = Field(8000, ge=0, le=65535, description="Port of the events API, the dashboard, "

@@ -9,6 +9,8 @@ sources (microphones, network streams) cannot wait: past MAX_QUEUED_LIVE chunks 
 queued, its oldest audio is dropped and counted in soundhive_audio_dropped_seconds_total
 {reason=backlog|redis} (and what a stop leaves unwritten: reason=shutdown). Sequence numbers
 are given as chunks are written, so a dropped chunk leaves no hole in a source's sequence.
+With several shards (SOUNDHIVE_SHARDS) each source's chunks go to its shard's audio stream
+(streams.shard_for), and the bound is that of the shard furthest behind.
 
 A source that fails for now (unplugged device, unreachable server) is marked `retrying` and
 retried with backoff (up to 30 s); one that can never be read (missing, empty, truncated or not
@@ -40,6 +42,7 @@ from redis.backoff import EqualJitterBackoff
 from services.capture.settings import CaptureSettings
 from services.capture.sources import SourceGone, SourceSpec, parse_sources
 from shared import bus, metrics, params, streams
+from shared.config import ConfigError
 from shared.errors import one_line
 from shared.messages import (
     CHUNK_HOP_SAMPLES,
@@ -49,6 +52,7 @@ from shared.messages import (
     SourceStatus,
 )
 from shared.redact import redact
+from shared.topology import Topology
 
 log = logging.getLogger("soundhive.capture")
 
@@ -94,7 +98,7 @@ class Publisher:
 
     def __init__(self, settings: CaptureSettings, health: metrics.Health, stopper: bus.Stopper):
         self.settings, self.health, self.stopper = settings, health, stopper
-        self.redis = bus.connect(settings.redis_url)
+        self.topology = Topology.connect(settings)
         self._queue: deque[Queued] = deque()
         self._queued_live: dict[str, int] = {}
         self._in_hand: list[Queued] = []  # taken from the queue, numbered, not yet written
@@ -103,7 +107,8 @@ class Publisher:
         self._cond = threading.Condition()
         self._closing = False
         # Why chunks wait, while they do: "backlog" (the pipeline is behind) or "redis".
-        self._holding_for: str | None = None
+        self._holding_for: str | None = "redis"  # until the shard count is checked
+        self.config_error: ConfigError | None = None  # the shard count refused: it stops
         self.dropped_seconds: Counter[str] = Counter()  # by reason, as the metric
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         health.watch(self._thread.is_alive, "the publisher thread died")
@@ -177,6 +182,13 @@ class Publisher:
 
     def _run(self) -> None:
         weather = bus.Weather("capture", self.health)
+        try:
+            bus.persist(self.topology.claim_shard_count, self.stopper, weather)
+        except ConfigError as exc:
+            self.config_error = exc
+            self.stopper.stop()
+            return
+        self._holding_for = None
         statuses: dict[str, SourceStatus] = {}
         while True:
             with self._cond:
@@ -203,10 +215,12 @@ class Publisher:
                 time.sleep(weather.hit(exc))
 
     def _room(self) -> int:
-        """How many chunks the audio stream takes now: the features group's backlog bound."""
+        """How many chunks the audio streams take now: the features group's backlog bound, on
+        the shard furthest behind."""
         if not self._queue:
             return PUBLISH_BATCH
-        unread = bus.backlog(self.redis, streams.PCM_STREAM, streams.FEATURES_GROUP)
+        unread = max(bus.backlog(self.topology.client(shard), shard.key(streams.PCM_STREAM),
+                                 streams.FEATURES_GROUP) for shard in self.topology.every)
         return min(PUBLISH_BATCH, self.settings.backlog_max - unread)
 
     def _take(self, count: int) -> list[Queued]:
@@ -229,12 +243,18 @@ class Publisher:
     def _write(self, chunks: list[PcmChunk], statuses: dict[str, SourceStatus]) -> None:
         if not (chunks or statuses):
             return
-        with self.redis.pipeline(transaction=False) as pipe:
-            for chunk in chunks:
-                bus.publish(pipe, streams.PCM_STREAM, chunk)
-            for status in statuses.values():
-                pipe.hset(streams.SOURCES_HASH, status.source, status.encode())
-            pipe.execute()
+        pipes = {id(server): server.pipeline(transaction=False)
+                 for server in self.topology.servers}
+        for chunk in chunks:
+            shard = streams.shard_for(chunk.source, self.topology.count)
+            bus.publish(pipes[id(self.topology.client(shard))], shard.key(streams.PCM_STREAM),
+                        chunk)
+        home = pipes[id(self.topology.home)]
+        for status in statuses.values():
+            home.hset(streams.SOURCES_HASH, status.source, status.encode())
+        for pipe in pipes.values():
+            with pipe:
+                pipe.execute()
         for chunk in chunks:
             metrics.CHUNKS_PUBLISHED.labels(chunk.source).inc()
 
@@ -358,6 +378,8 @@ def main(settings: CaptureSettings) -> int:
         while runner.thread.is_alive():
             runner.thread.join(0.5)
     publisher.close()
+    if publisher.config_error is not None:
+        raise publisher.config_error
     failed = [runner.spec.id for runner in runners if runner.failed]
     log.info("capture: stopped%s", f"; failed: {', '.join(failed)}" if failed else "")
     return 1 if failed else 0

@@ -7,6 +7,9 @@ chunk reaches the event tracker and the head's window once, in order, whatever t
 Each replica also remembers the last state it committed of each source, and the Redis epoch
 (streams.EPOCH) it committed it under: a state missing under another epoch was lost with
 Redis's data, and the source resumes from the remembered one (sequencer.py says how).
+With several shards (SOUNDHIVE_SHARDS) a replica runs one Classifier per shard it serves, each
+writing only its shard's keys (a source's state, epoch, outputs and detections share its
+shard's hash tag): every transaction stays in one shard.
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9103).
 """
 
@@ -35,6 +38,7 @@ from shared.messages import (
 from shared.models import AUDIOSET_HEAD, ModelError, WindowHead, load_head, models_dir
 from shared.params import SAMPLE_RATE
 from shared.ranking import specific_labels, top_labels
+from shared.topology import Topology
 
 log = logging.getLogger("soundhive.classifier")
 
@@ -69,8 +73,9 @@ class Scored:
 
 class Classifier:
     def __init__(self, client: redis.Redis, head: WindowHead, tracker: EventTracker,
-                 settings: ClassifierSettings, head_spec: str | None = None):
-        self.redis, self.head, self.tracker = client, head, tracker
+                 settings: ClassifierSettings, head_spec: str | None = None,
+                 shard: streams.Shard = streams.Shard()):
+        self.redis, self.head, self.tracker, self.shard = client, head, tracker, shard
         self.maxlen, self.timeout_s = settings.stream_maxlen, settings.reorder_timeout_s
         self.events_maxlen, self.events_backlog_max = (settings.events_maxlen,
                                                        settings.events_backlog_max)
@@ -106,11 +111,12 @@ class Classifier:
         now = time.monotonic()
         if now >= self._next_chores:
             self._next_chores = now + CHORES_INTERVAL_S
-            detections.trim(self.redis, self.events_maxlen)
-            bus.trim_history(self.redis, streams.EVENTS_STREAM, streams.EVENTS_LOST,
-                             self.events_maxlen, self.events_backlog_max)
+            detections.trim(self.redis, self.events_maxlen, self.shard)
+            bus.trim_history(self.redis, self.shard.key(streams.EVENTS_STREAM),
+                             self.shard.key(streams.EVENTS_LOST), self.events_maxlen,
+                             self.events_backlog_max)
             self.redis.set(streams.HEAD_INFO, json.dumps(self.head_info()))
-        overdue = self.redis.zrangebyscore(streams.REORDER_GAPS, "-inf",
+        overdue = self.redis.zrangebyscore(self.shard.key(streams.REORDER_GAPS), "-inf",
                                            time.time() - self.timeout_s)
         if not overdue:
             return
@@ -141,12 +147,15 @@ class Classifier:
 
     def _advance(self, arrivals: dict[str, list[Embeddings]]) -> int:
         sources = sorted(arrivals)
-        keys = [streams.source_state_key(source) for source in sources]
+        keys = [self.shard.key(streams.source_state_key(source)) for source in sources]
+        epoch_key = self.shard.key(streams.EPOCH)
         while True:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(*keys, streams.EPOCH)
-                    *raws, epoch = pipe.mget([*keys, streams.EPOCH])
+                    pipe.watch(*keys, epoch_key)
+                    # Read after the WATCH (a change since aborts the EXEC), by the client:
+                    # redis-py's cluster pipelines refuse MGET.
+                    *raws, epoch = self.redis.mget([*keys, epoch_key])
                     now = time.time()
                     plans = [plan(self._state(source, raw, epoch, now), arrivals[source], now,
                                   self.timeout_s)
@@ -155,7 +164,7 @@ class Classifier:
                     pipe.multi()
                     if epoch is None:
                         epoch = secrets.token_hex(8).encode()
-                        pipe.set(streams.EPOCH, epoch)
+                        pipe.set(epoch_key, epoch)
                     written = self._write(pipe, sources, scored)
                     pipe.execute()
                 except redis.WatchError:
@@ -191,7 +200,8 @@ class Classifier:
         scored = []
         for source, source_plan in zip(sources, plans, strict=True):
             parked = source_plan.from_buffer
-            raws = pipe.hmget(streams.reorder_key(source), parked) if parked else []
+            reorder = self.shard.key(streams.reorder_key(source))
+            raws = pipe.hmget(reorder, parked) if parked else []
             loaded = {seq: Embeddings.decode(raw) for seq, raw in zip(parked, raws, strict=True)
                       if raw is not None}
             chunks = [source_plan.arrived.get(seq) or loaded[seq] for seq in source_plan.ready
@@ -243,11 +253,12 @@ class Classifier:
             self._write_state(pipe, source, item.plan)
         for message in written:
             if isinstance(message, Prediction):
-                bus.publish(pipe, streams.PREDICTIONS_STREAM, message, self.maxlen)
-                status.record(pipe, message)
-            else:
-                bus.publish(pipe, streams.EVENTS_STREAM, message)  # trimmed by tick()
-                detections.write(pipe, message)
+                bus.publish(pipe, self.shard.key(streams.PREDICTIONS_STREAM), message,
+                            self.maxlen)
+                status.record(pipe, message, self.shard)
+            else:  # trimmed by tick()
+                bus.publish(pipe, self.shard.key(streams.EVENTS_STREAM), message)
+                detections.write(pipe, message, self.shard)
         return written
 
     def _track(self, state: SourceState, m: Embeddings, scores: np.ndarray
@@ -263,11 +274,11 @@ class Classifier:
         )
         return [prediction, *events]
 
-    @staticmethod
-    def _write_state(pipe: redis.client.Pipeline, source: str, source_plan: Plan) -> None:
+    def _write_state(self, pipe: redis.client.Pipeline, source: str, source_plan: Plan) -> None:
         state = source_plan.state
         assert state is not None
-        reorder = streams.reorder_key(source)
+        reorder, gaps = (self.shard.key(name) for name in (streams.reorder_key(source),
+                                                          streams.REORDER_GAPS))
         if source_plan.dropped_buffers:
             pipe.delete(reorder)
         if source_plan.from_buffer:
@@ -277,10 +288,11 @@ class Classifier:
             pipe.expire(reorder, STATE_TTL_S)
         if state.gap_since is None:
             if source_plan.gap_indexed:
-                pipe.zrem(streams.REORDER_GAPS, source)
+                pipe.zrem(gaps, source)
         else:
-            pipe.zadd(streams.REORDER_GAPS, {source: state.gap_since})
-        pipe.set(streams.source_state_key(source), state.dumps(), ex=STATE_TTL_S)
+            pipe.zadd(gaps, {source: state.gap_since})
+        pipe.set(self.shard.key(streams.source_state_key(source)), state.dumps(),
+                 ex=STATE_TTL_S)
 
     @staticmethod
     def _count(sources: list[str], scored: list[Scored], written: list[Prediction | Event]
@@ -311,7 +323,13 @@ def main(settings: ClassifierSettings) -> None:
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("classifier: head %s (%d classes), metrics on :%d", head.name,
              len(head.class_names), server.server_port)
-    client = bus.connect(settings.redis_url, settings.block_ms)
-    classifier = Classifier(client, head, tracker, settings, settings.head)
-    bus.Worker(settings, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP, Embeddings,
-               classifier.handle, health, client=client, tick=classifier.tick).run()
+    topology = Topology.connect(settings, settings.block_ms)
+    stopper = bus.Stopper()
+    workers = []
+    for shard in topology.served:
+        client = topology.client(shard)
+        classifier = Classifier(client, head, tracker, settings, settings.head, shard)
+        workers.append(bus.Worker(settings, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP,
+                                  Embeddings, classifier.handle, health, stopper, client,
+                                  tick=classifier.tick, shard=shard))
+    bus.run_in_turn(workers, topology.claim_shard_count)

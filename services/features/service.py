@@ -9,12 +9,15 @@ the embedder together. A worker runs READERS bus loops (consumers of the group) 
 take turns at the embedder, so that one reads, decodes and writes while another's batch is in
 the model: with one loop the interpreters waited for it (~10 % of the box at saturation).
 Replicas share the work through the consumer group; it reads no more while the classifiers are
-SOUNDHIVE_BACKLOG_MAX embeddings behind (back-pressure to capture).
+SOUNDHIVE_BACKLOG_MAX embeddings behind (back-pressure to capture). With several shards
+(SOUNDHIVE_SHARDS) each loop serves those of SOUNDHIVE_SHARD_IDS, or all, in turn
+(shared/bus.py: run_in_turn); each chunk's embeddings go to its own shard.
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9102).
 """
 
 import logging
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from services.features.settings import FeaturesSettings
 from shared import bus, metrics, streams
 from shared.messages import Embeddings, PcmChunk
 from shared.models import Embedder, QuantizedEmbedder, load_embedder
+from shared.topology import Topology
 
 log = logging.getLogger("soundhive.features")
 
@@ -53,29 +57,32 @@ def main(settings: FeaturesSettings) -> None:
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     log.info("features: model %s (%d threads), metrics on :%d", embedder.name,
              settings.threads, server.server_port)
+    topology = Topology.connect(settings, settings.block_ms)
     stopper = bus.Stopper()
     handle = make_handler(embedder)
     run_together(stopper, [
-        bus.Worker(settings.model_copy(update={"consumer": f"{settings.consumer}-{i}"}),
-                   streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk, handle, health,
-                   stopper, output=streams.EMBEDDINGS_STREAM)
-        for i in range(READERS)])
+        [bus.Worker(settings.model_copy(update={"consumer": f"{settings.consumer}-{i}"}),
+                    streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk, handle, health, stopper,
+                    topology.client(shard), output=streams.EMBEDDINGS_STREAM, shard=shard)
+         for shard in topology.served]
+        for i in range(READERS)], topology.claim_shard_count)
 
 
-def run_together(stopper: bus.Stopper, workers: list[bus.Worker]) -> None:
-    """Each worker's loop in a thread until the stop; a loop that fails stops the others, and
-    its error is raised here."""
+def run_together(stopper: bus.Stopper, loops: list[list[bus.Worker]],
+                 prepare: Callable[[], None]) -> None:
+    """Each loop (its workers: one per shard served, in turn) in a thread until the stop; a
+    loop that fails stops the others, and its error is raised here."""
     failures: list[BaseException] = []
 
-    def run(worker: bus.Worker) -> None:
+    def run(workers: list[bus.Worker]) -> None:
         try:
-            worker.run()
+            bus.run_in_turn(workers, prepare)
         except BaseException as exc:  # raised in the main thread below
             failures.append(exc)
             stopper.stop()
 
-    threads = [threading.Thread(target=run, args=(worker,), name=f"reader-{i}")
-               for i, worker in enumerate(workers)]
+    threads = [threading.Thread(target=run, args=(workers,), name=f"reader-{i}")
+               for i, workers in enumerate(loops)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -6,7 +6,8 @@ sink's group *is* its queue: durable across restarts, in order, and independent 
 sinks: a slow or dead sink only lets its own group fall behind, never the others. An event is
 acknowledged in a sink's group once that sink has it or has given up on it (a dead letter written
 in the same transaction). A new group starts at the end of the stream: enabling a sink never
-replays the history.
+replays the history. With several shards (SOUNDHIVE_SHARDS) a sink's loop reads its group on
+every shard's events stream in turn (bus.run_in_turn): a source's events stay in order.
 
 Bound. The classifier trims the events stream to its history (SOUNDHIVE_EVENTS_MAXLEN) but keeps
 what a sink's group has not been delivered, up to SOUNDHIVE_EVENTS_BACKLOG_MAX entries in all
@@ -49,6 +50,7 @@ from services.notifier.settings import Filter, NotifierSettings
 from shared import bus, clips, metrics, streams
 from shared.config import Settings
 from shared.messages import DeadLetter, Event, SinkStatus
+from shared.topology import Topology
 
 log = logging.getLogger("soundhive.notifier")
 
@@ -234,14 +236,15 @@ class Runner:
     TICK_INTERVAL_S = 0.5
 
     def __init__(self, sink: Sink, rules: Filter, settings: NotifierSettings,
-                 stopper: bus.Stopper):
+                 stopper: bus.Stopper, topology: Topology):
         self.sink, self.gate, self.stopper = sink, Gate(rules), stopper
         self.name, self.group = sink.name, streams.notifier_group(sink.name)
         self.max_attempts = settings.notify_max_attempts
         self._backoff = EqualJitterBackoff(cap=settings.notify_backoff_max_s, base=0.2)
         self.settings: Settings = settings.model_copy(
             update={"service": f"notifier:{sink.name}"})
-        self.client = bus.connect(settings.redis_url, settings.block_ms)
+        self.topology = topology
+        self.client = topology.home
         self.health = metrics.Health()
         self.board = Board(sink.name, self.client)
         self.links = clips.Announcer(self.client, settings.public_url)
@@ -263,20 +266,23 @@ class Runner:
 
     def _run(self) -> None:
         try:
-            self._create_group()
-            bus.Worker(self.settings, streams.EVENTS_STREAM, self.group, Event, self.handle,
-                       self.health, self.stopper, self.client, tick=self.tick,
-                       gone=self.board.lose).run()
+            for shard in self.topology.served:
+                self._create_group(shard)
+            bus.run_in_turn([bus.Worker(self.settings, streams.EVENTS_STREAM, self.group, Event,
+                                        self.handle, self.health, self.stopper,
+                                        self.topology.client(shard), tick=self.tick,
+                                        gone=self.board.lose, shard=shard)
+                             for shard in self.topology.served])
         finally:
             self.sink.close()
             self.board.set("disabled", "the notifier stopped")
 
-    def _create_group(self) -> None:
+    def _create_group(self, shard: streams.Shard) -> None:
         """At the stream's end: a new sink gets the events from now on, not the history."""
         while not self.stopper.stopped:
             try:
-                self.client.xgroup_create(streams.EVENTS_STREAM, self.group, id="$",
-                                          mkstream=True)
+                self.topology.client(shard).xgroup_create(shard.key(streams.EVENTS_STREAM),
+                                                          self.group, id="$", mkstream=True)
                 return
             except redis.ResponseError as exc:
                 if "BUSYGROUP" in str(exc):
@@ -302,21 +308,24 @@ class Runner:
         self.board.tick()
 
     def _take_losses(self) -> None:
-        """Count what the stream's bound dropped before this sink had it (the count is taken
+        """Count what the streams' bound dropped before this sink had it (the count is taken
         away, so replicas count each loss once); end the episode once the group caught up."""
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hget(streams.EVENTS_LOST, self.group)
-            pipe.hdel(streams.EVENTS_LOST, self.group)
-            lost = pipe.execute()[0]
+        lost = 0
+        for shard in self.topology.served:
+            with self.topology.client(shard).pipeline(transaction=True) as pipe:
+                pipe.hget(shard.key(streams.EVENTS_LOST), self.group)
+                pipe.hdel(shard.key(streams.EVENTS_LOST), self.group)
+                lost += int(pipe.execute()[0] or 0)
         if lost:
-            self.board.lose(int(lost))
-        elif self.board.behind and self._caught_up():
+            self.board.lose(lost)
+        elif self.board.behind and all(map(self._caught_up, self.topology.served)):
             self.board.caught_up()
 
-    def _caught_up(self) -> bool:
-        group = next((g for g in self.client.xinfo_groups(streams.EVENTS_STREAM)
+    def _caught_up(self, shard: streams.Shard) -> bool:
+        client, stream = self.topology.client(shard), shard.key(streams.EVENTS_STREAM)
+        group = next((g for g in client.xinfo_groups(stream)
                       if g["name"].decode() == self.group), None)
-        last = self.client.xinfo_stream(streams.EVENTS_STREAM)["last-generated-id"]
+        last = client.xinfo_stream(stream)["last-generated-id"]
         return group is not None and not group["pending"] and group["last-delivered-id"] == last
 
     def handle(self, batch: list[bus.Delivery[Event]]) -> list[bus.Output]:

@@ -22,16 +22,16 @@ from services.notifier.mqtt import MqttSink
 from services.notifier.settings import Filter, NotifierSettings
 from services.notifier.webhook import WebhookSink
 from shared import bus, metrics, streams
+from shared.topology import Topology
 
 log = logging.getLogger("soundhive.notifier")
 
 STOP_WAIT_S = 15.0
 
 
-def build_sinks(settings: NotifierSettings) -> list[tuple[Sink, Filter]]:
-    """The sinks the settings enable, each with its filter; ConfigError (one line) for a bad
-    setting."""
-    client = bus.connect(settings.redis_url, settings.block_ms)
+def build_sinks(settings: NotifierSettings, client: redis.Redis) -> list[tuple[Sink, Filter]]:
+    """The sinks the settings enable, each with its filter (`client`: the global keys');
+    ConfigError (one line) for a bad setting."""
     sinks: list[tuple[Sink, Filter]] = [(DeviceHiveSink(settings.devicehive, client),
                                          settings.devicehive)]
     mqtt = MqttSink.from_settings(settings.mqtt, client)
@@ -41,17 +41,23 @@ def build_sinks(settings: NotifierSettings) -> list[tuple[Sink, Filter]]:
         settings.webhook)]
 
 
-def drop_removed_sinks(client: redis.Redis, sinks: set[str]) -> None:
-    """The queue (group) of a sink no longer configured goes: it would hold the events stream at
-    its bound (SOUNDHIVE_EVENTS_BACKLOG_MAX) for good."""
-    wanted = {streams.notifier_group(sink) for sink in sinks}
+def drop_removed_sinks(topology: Topology, sinks: set[str]) -> None:
+    """The queue (group) of a sink no longer configured goes, on every shard: it would hold the
+    events stream at its bound (SOUNDHIVE_EVENTS_BACKLOG_MAX) for good."""
+    for shard in topology.served:
+        _drop_removed_groups(topology.client(shard), shard, {streams.notifier_group(sink)
+                                                             for sink in sinks})
+
+
+def _drop_removed_groups(client: redis.Redis, shard: streams.Shard, wanted: set[str]) -> None:
+    stream = shard.key(streams.EVENTS_STREAM)
     try:
-        groups = client.xinfo_groups(streams.EVENTS_STREAM)
+        groups = client.xinfo_groups(stream)
         for info in groups:
             group = info["name"].decode()
             if group.startswith(f"{streams.NOTIFIER_GROUP}:") and group not in wanted:
-                client.xgroup_destroy(streams.EVENTS_STREAM, group)
-                client.hdel(streams.EVENTS_LOST, group)
+                client.xgroup_destroy(stream, group)
+                client.hdel(shard.key(streams.EVENTS_LOST), group)
                 log.warning("notifier: sink %s is no longer configured; its queue is dropped",
                             group.partition(":")[2])
     except redis.ResponseError:  # no events stream yet
@@ -64,12 +70,13 @@ def main(settings: NotifierSettings) -> int:
     """Until SIGTERM/SIGINT (0), or until a sink's loop dies of a bug (1: `up` reports it)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs whole URLs: secrets too
     stopper = bus.Stopper()
-    runners = [Runner(sink, rules, settings, stopper) for sink, rules in build_sinks(settings)]
+    topology = Topology.connect(settings, settings.block_ms)
+    runners = [Runner(sink, rules, settings, stopper, topology)
+               for sink, rules in build_sinks(settings, topology.home)]
     for runner in runners:
         metrics.start_at_zero(metrics.DELIVERIES, [runner.name], metrics.DELIVERY_OUTCOMES)
         metrics.start_at_zero(metrics.DELIVERY_LATENCY, [runner.name])
-    with bus.connect(settings.redis_url) as client:
-        drop_removed_sinks(client, {runner.name for runner in runners})
+    drop_removed_sinks(topology, {runner.name for runner in runners})
     health = metrics.Health()
     for runner in runners:
         health.watch(runner.alive, f"the {runner.name} delivery loop died")

@@ -8,6 +8,7 @@ import base64
 import math
 import os
 import re
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,7 +27,8 @@ from shared import streams
 from shared.config import ProcessSettings, describe
 from soundhive.settings_docs import DEPLOY_VARIABLES
 
-LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu", "overlays/monitoring"]
+LAYOUTS = ["base", "overlays/many-microphones", "overlays/gpu", "overlays/monitoring",
+           "overlays/sharded"]
 SCHEMAS = {**KEDA_SCHEMAS, **MONITORING_SCHEMAS}
 K8S_VERSION = kubernetes_validate.latest_version()
 _ENV_NAME = re.compile(r"\b(?:SOUNDHIVE_[A-Z0-9_]*[A-Z0-9]|REDIS_URL)\b")
@@ -125,20 +127,35 @@ def test_keda_scales_features_and_classifier_on_their_consumer_group_lag(rendere
     deployments = by_kind(docs, "Deployment")
     redis_service = by_kind(docs, "Service")["redis"]
     secrets = by_kind(docs, "Secret")
-    group_of = {stream: group for stream, group in streams.CONSUMER_GROUPS.items()}
-    assert set(scaled) == {"features", "classifier"}
+    count = int(by_kind(docs, "ConfigMap")["soundhive-config"]["data"]["SOUNDHIVE_SHARDS"])
+    group_of = {shard.key(stream): group for stream, group in streams.CONSUMER_GROUPS.items()
+                for shard in streams.shards(count)}
+    served = {}  # service -> the streams its ScaledObjects watch
     for name, obj in scaled.items():
         assert obj["spec"]["scaleTargetRef"]["name"] in deployments
-        (trigger,) = obj["spec"]["triggers"]
-        meta = trigger["metadata"]
-        assert trigger["type"] == "redis-streams"
-        assert group_of[meta["stream"]] == meta["consumerGroup"] == name
-        assert int(meta["lagCount"]) > int(meta["activationLagCount"]) > 0
+        service = name.partition("-g")[0]  # a shard group's: features-g0 (overlays/sharded)
+        for trigger in obj["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            assert trigger["type"] == "redis-streams"
+            assert group_of[meta["stream"]] == meta["consumerGroup"] == service
+            assert int(meta["lagCount"]) > int(meta["activationLagCount"]) > 0
+            served.setdefault(service, []).append(meta["stream"])
         host, port = meta["address"].split(":")
         assert host == "redis" and int(port) == redis_service["spec"]["ports"][0]["port"]
         auth = auths[trigger["authenticationRef"]["name"]]
         for ref in auth["spec"]["secretTargetRef"]:
             assert ref["key"] in secrets[ref["name"]]["stringData"]
+    # Every shard's lag scales exactly one Deployment of each.
+    assert {service: sorted(names) for service, names in served.items()} == {
+        service: sorted(name for name, group in group_of.items() if group == service)
+        for service in ("features", "classifier")}
+
+
+def test_the_shard_groups_component_is_its_generators_default_render():
+    generator = runpy.run_path(str(REPO / "deploy/k8s/to_shard_groups.py"))
+    for name, text in generator["render"](6, 3, False).items():
+        assert (K8S / "components/shards" / name).read_text() == text, (
+            "regenerate: .venv/bin/python deploy/k8s/to_shard_groups.py")
 
 
 def accepted_env(service: str) -> set[str]:
@@ -161,7 +178,7 @@ def test_configmap_and_secret_hold_settings_and_every_sink_secret(rendered):
     settings_in_secret = {key for key in secret if _ENV_NAME.fullmatch(key)}
     assert settings_in_secret <= known, sorted(settings_in_secret - known)
     notifier_secrets = {item.env for item in describe(SERVICES["notifier"].settings)
-                        if item.secret and item.env != "REDIS_URL"}
+                        if item.secret and item.env not in ("REDIS_URL", "REDIS_URLS")}
     assert notifier_secrets <= set(secret), sorted(notifier_secrets - set(secret))
     notifier = by_kind(docs, "Deployment")["notifier"]["spec"]["template"]["spec"]
     passed = {var["name"] for var in notifier["containers"][0]["env"]}

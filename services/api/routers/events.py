@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from services.api.deps import ERRORS, READ_OR_QUERY_TOKEN, STATIC, RedisClient, Settings, check_read
+from services.api.deps import ERRORS, READ_OR_QUERY_TOKEN, STATIC, Settings, Shards, check_read
 from shared import clips, detections, reviews
 from shared.messages import Event
+from shared.topology import Topology
 
 MAX_LIMIT = 500
 CSV_MAX_ROWS = 10000
@@ -71,7 +72,7 @@ def events(
     request: Request,
     response: Response,
     settings: Settings,
-    client: RedisClient,
+    shards: Shards,
     filters: Filters,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: str | None = None,
@@ -85,13 +86,13 @@ def events(
         return FileResponse(STATIC / "events.html", headers=headers)
     check_read(settings, authorization)
     response.headers.update(headers)
-    found, next_cursor = _page(client, replace(filters, limit=limit, cursor=cursor))
-    return {"events": detection_rows(client, found), "next": next_cursor}
+    found, next_cursor = _page(shards, replace(filters, limit=limit, cursor=cursor))
+    return {"events": detection_rows(shards.home, found), "next": next_cursor}
 
 
 @router.get("/events.csv", dependencies=[READ_OR_QUERY_TOKEN], responses=ERRORS,
             response_class=Response)
-def events_csv(client: RedisClient, filters: Filters) -> Response:
+def events_csv(shards: Shards, filters: Filters) -> Response:
     """The detections /events finds with the same filters, newest first, as CSV (at most
     CSV_MAX_ROWS; times in UTC, ISO 8601)."""
     out = io.StringIO()
@@ -99,9 +100,9 @@ def events_csv(client: RedisClient, filters: Filters) -> Response:
     writer.writerow(CSV_COLUMNS)
     cursor, rows = None, 0
     while rows < CSV_MAX_ROWS:
-        found, cursor = _page(client, replace(
+        found, cursor = _page(shards, replace(
             filters, limit=min(MAX_LIMIT, CSV_MAX_ROWS - rows), cursor=cursor))
-        for item in detection_rows(client, found):
+        for item in detection_rows(shards.home, found):
             writer.writerow(_csv_row(item))
         rows += len(found)
         if cursor is None:
@@ -111,9 +112,9 @@ def events_csv(client: RedisClient, filters: Filters) -> Response:
         "Cache-Control": "no-store"})
 
 
-def _page(client: redis.Redis, query: detections.Query) -> tuple[list[Event], str | None]:
+def _page(shards: Topology, query: detections.Query) -> tuple[list[Event], str | None]:
     try:
-        return detections.page(client, query)
+        return detections.page(shards, query)
     except detections.CursorError as exc:
         raise HTTPException(400, str(exc)) from None
 

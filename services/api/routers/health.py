@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.api.deps import RedisClient
+from services.api.deps import Shards
 
 router = APIRouter(tags=["health"])
 
@@ -16,10 +16,12 @@ def healthz() -> dict:
 
 
 @router.get("/readyz")
-def readyz(request: Request, response: Response, client: RedisClient) -> dict:
+def readyz(request: Request, response: Response, shards: Shards) -> dict:
     problems = []
     try:
-        client.ping()
+        shards.home.ping()
+        if mismatch := shards.shard_count_problem():
+            problems.append(mismatch)
     except redis.RedisError as exc:
         problems.append(f"redis: {type(exc).__name__}")
     if request.app.state.model is None:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from services.api.deps import ERRORS, READ, ErrorOut, LabelScore, RedisClient
+from services.api.deps import ERRORS, READ, ErrorOut, LabelScore, Shards
 from services.api.routers.events import EventOut, detection_rows
 from shared import detections, status
 from shared.status import SourceQuery, SourceView, read_sources
@@ -72,7 +72,7 @@ class SourceDetailOut(BaseModel):
 
 @router.get("/sources", dependencies=[READ], response_model=SourcesOut, responses=ERRORS)
 def sources(
-    client: RedisClient,
+    shards: Shards,
     q: Annotated[str, Query(max_length=200, description="a part of the source's id, "
                             "any case")] = "",
     state: Annotated[Literal[(*status.STATES, "silent")] | None, Query(
@@ -89,29 +89,29 @@ def sources(
     event; filtered, sorted and paged by the query (without one: all, by id). `total` counts
     every source that matches."""
     query = SourceQuery(q, state, ongoing, sort, order == "desc", offset, limit)
-    page, total = status.select(read_sources(client), query)
+    page, total = status.select(read_sources(shards), query)
     return {"sources": [_source(view) for view in page], "total": total}
 
 
 @router.get("/sources/summary", dependencies=[READ], response_model=SummaryOut,
             responses=ERRORS)
-def summary(client: RedisClient) -> dict:
+def summary(shards: Shards) -> dict:
     """How many sources there are by state, how many are silent, how many detections go on."""
-    return status.summary(read_sources(client))
+    return status.summary(read_sources(shards))
 
 
 @router.get("/sources/{source:path}/detail", dependencies=[READ],
             response_model=SourceDetailOut,
             responses={**ERRORS, 404: {"description": "no such source", "model": ErrorOut}})
-def source_detail(source: str, client: RedisClient) -> dict:
+def source_detail(source: str, shards: Shards) -> dict:
     """One source: what /sources says of it, its recent levels and its latest detections."""
-    view = next((v for v in read_sources(client) if v.status.source == source), None)
+    view = next((v for v in read_sources(shards) if v.status.source == source), None)
     if view is None:
         raise HTTPException(404, f"no source {source!r}")
-    events, _ = detections.page(client, detections.Query(source=source, limit=DETAIL_EVENTS))
+    events, _ = detections.page(shards, detections.Query(source=source, limit=DETAIL_EVENTS))
     return {"source": _source(view),
-            "levels": [{"t": t, "dbfs": db} for t, db in status.levels(client, source)],
-            "events": detection_rows(client, events)}
+            "levels": [{"t": t, "dbfs": db} for t, db in status.levels(shards, source)],
+            "events": detection_rows(shards.home, events)}
 
 
 def _source(view: SourceView) -> dict:

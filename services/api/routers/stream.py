@@ -1,13 +1,12 @@
 """GET /events/stream: Server-Sent Events, one per event start and end, fanned out by the api
-process's one reader (services/api/broadcast.py); `Last-Event-ID` resumes. While a recorder
-runs, an end carries its `clip` and `spectrogram` URLs (shared/clips.announced)."""
+process's readers (services/api/broadcast.py: one per shard); `Last-Event-ID` resumes. While a
+recorder runs, an end carries its `clip` and `spectrogram` URLs (shared/clips.announced)."""
 
-import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated
 
 import redis
-import redis.asyncio
 from fastapi import APIRouter, Header, HTTPException, Request
 from sse_starlette.sse import EventSourceResponse
 
@@ -16,16 +15,17 @@ from services.api.broadcast import (
     Dropped,
     Filter,
     Page,
+    Reader,
     Subscription,
     position,
     reconnect_message,
     replay,
+    resume_from,
 )
-from services.api.deps import ERRORS, READ_OR_QUERY_TOKEN
+from services.api.deps import ERRORS, READ_OR_QUERY_TOKEN, Settings
 
 SSE_BLOCK_MS = 1000
 SSE_PING_S = 15
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 router = APIRouter(tags=["events"])
 
@@ -33,42 +33,47 @@ router = APIRouter(tags=["events"])
 @router.get("/events/stream", dependencies=[READ_OR_QUERY_TOKEN], responses=ERRORS)
 async def event_stream(
     request: Request,
+    settings: Settings,
     source: str | None = None,
     label: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    """Every event start and end as it happens (`event:` start|end, `id:` its stream id,
-    `data:` the event). Reconnecting with Last-Event-ID gets what was missed, once. A client
-    more than SOUNDHIVE_API_SSE_QUEUE events behind, or whose replay Redis fails, gets a last
-    event `reconnect` (`data:` the reason and its last event id) and the stream ends:
-    reconnect with Last-Event-ID."""
-    if last_event_id is not None and not STREAM_ID.match(last_event_id):
-        raise HTTPException(400, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
-                                 "stream sent")
+    """Every event start and end as it happens (`event:` start|end, `id:` its stream id, or with
+    several shards every shard's position when it went out, `data:` the event). Reconnecting
+    with Last-Event-ID gets what was missed, once. A client more than
+    SOUNDHIVE_API_SSE_QUEUE events behind, or whose replay Redis fails, gets a last event
+    `reconnect` (`data:` the reason and its last event id) and the stream ends: reconnect
+    with Last-Event-ID."""
+    resume = None
+    if last_event_id is not None:
+        resume = resume_from(last_event_id, settings.shards)
+        if resume is None:
+            raise HTTPException(400, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
+                                     "stream sent")
     entry_filter = Filter(source, label)
-    aclient: redis.asyncio.Redis = request.app.state.async_redis
+    broadcaster: Broadcaster = request.app.state.broadcaster
     # The first page of a resume is read here, so that no Redis connection to spare is a 503.
-    first = await replay(aclient, last_event_id, entry_filter) if last_event_id else None
+    first = await replay(broadcaster.readers, resume, entry_filter) if resume else None
     return EventSourceResponse(
-        _sse(request.app.state.broadcaster, aclient, entry_filter, first), ping=SSE_PING_S)
+        _sse(broadcaster, broadcaster.readers, entry_filter, first), ping=SSE_PING_S)
 
 
-async def _sse(broadcaster: Broadcaster, aclient: redis.asyncio.Redis, entry_filter: Filter,
+async def _sse(broadcaster: Broadcaster, readers: list[Reader], entry_filter: Filter,
                first_page: Page | None) -> AsyncIterator[bytes]:
     subscription = broadcaster.subscribe(entry_filter)
     sent_id = None
     try:
-        after = None  # live entries up to this replayed one were sent already
+        after = None  # live entries up to these replayed ones (one per shard) were sent already
         if first_page is not None:
-            async for page in _replay_pages(broadcaster, aclient, entry_filter, first_page,
+            async for page in _replay_pages(broadcaster, readers, entry_filter, first_page,
                                             subscription):
                 if page.entries:
                     sent_id = page.entries[-1].id
                     yield b"".join(entry.message for entry in page.entries)
-                after = position(page.last_id)
+                after = [position(entry_id) for entry_id in page.positions]
         while True:
             batch = [entry for entry in await subscription.next_batch()
-                     if after is None or entry.position > after]
+                     if after is None or entry.position > after[entry.shard]]
             if batch:
                 sent_id = batch[-1].id
                 yield b"".join(entry.message for entry in batch)
@@ -80,17 +85,19 @@ async def _sse(broadcaster: Broadcaster, aclient: redis.asyncio.Redis, entry_fil
         broadcaster.unsubscribe(subscription)
 
 
-async def _replay_pages(broadcaster: Broadcaster, aclient: redis.asyncio.Redis,
+async def _replay_pages(broadcaster: Broadcaster, readers: list[Reader],
                         entry_filter: Filter, page: Page, subscription: Subscription
                         ) -> AsyncIterator[Page]:
-    """`page` (read before subscribing), then pages up to a short one read after it and after
-    the reader started (until then, where its live entries will begin is unknown)."""
+    """`page` (read before subscribing), then pages up to the last shard's short one, each
+    shard's read after it and after the readers started (until then, where their live entries
+    will begin is unknown)."""
     yield page
     await broadcaster.started.wait()
+    page = replace(page, shard=0)  # every shard again, from where it got to before
     while True:
         if subscription.dropped:
             raise Dropped
-        page = await replay(aclient, page.last_id, entry_filter)
+        page = await replay(readers, page, entry_filter)
         yield page
         if page.complete:
             return

@@ -1,0 +1,338 @@
+"""Sharded streams (SOUNDHIVE_SHARDS): on one Redis, on two independent servers (REDIS_URLS)
+and on a real 3-master Redis Cluster on loopback, the pipeline's promises hold as on one Redis:
+every chunk predicted once, the same events as a clean 1-Redis run (test_chaos.py's machinery),
+through a killed worker, a cluster node's restart and a reshard of a slot range mid-run."""
+
+import json
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from pipeline_helpers import RedisServer, Services, read_all, start_api, wait_for
+from test_chaos import clean_events, make_sources, source_args
+
+from shared import bus, detections, status, streams
+from shared.config import ConfigError, Settings
+from shared.messages import Event, Prediction, SourceStatus
+from shared.ports import free_port, port_free
+from shared.topology import Topology
+from soundhive.redis_process import RedisProcess
+
+WAIT_S = 180
+CLUSTER_BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port is free too."""
+    return wait_for(lambda: next((port for port in [free_port()]
+                                  if port + CLUSTER_BUS_OFFSET < 65536
+                                  and port_free("127.0.0.1", port + CLUSTER_BUS_OFFSET)), None),
+                    10, "a free port for a cluster node", interval=0)
+
+
+def test_a_source_shard_is_stable_and_one_shard_keeps_todays_names():
+    assert streams.shard_of("kitchen", 6) == 1  # the same in every process, forever
+    assert {streams.shard_of(f"mix{i}.wav", 4) for i in range(6)} == {0, 1, 2, 3}
+    assert streams.Shard().key(streams.PCM_STREAM) == "soundhive:pcm"
+    assert streams.Shard(3, 4).key(streams.PCM_STREAM) == "soundhive:pcm:{s3}"
+    key = streams.Shard(3, 4).key(streams.source_state_key("mic"))
+    assert key == "soundhive:state:mic:{s3}"  # its state shares the shard's slot
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SOUNDHIVE_SHARDS": "4", "SOUNDHIVE_SHARD_IDS": "1,4"},
+     "SOUNDHIVE_SHARD_IDS: shard 4 does not exist (SOUNDHIVE_SHARDS=4: 0 to 3)"),
+    ({"SOUNDHIVE_SHARDS": "0"}, "SOUNDHIVE_SHARDS: Input should be greater than or equal to 1"),
+    ({"REDIS_URLS": "redis://a,redis://b", "SOUNDHIVE_REDIS_CLUSTER": "1"},
+     "REDIS_URLS and SOUNDHIVE_REDIS_CLUSTER exclude each other"),
+])
+def test_bad_shard_settings_are_one_line(monkeypatch, env: dict[str, str], message: str):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as error:
+        Settings()
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+def test_an_unreachable_cluster_and_another_shard_count_are_refused(
+        services: Services, redis_server: RedisServer):
+    url = f"redis://127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError, match=r"^SOUNDHIVE_REDIS_CLUSTER: no cluster node answers"):
+        Topology.connect(Settings(redis_url=url, redis_cluster=True))
+    Topology.connect(Settings(redis_url=redis_server.url, shards=4)).claim_shard_count()
+    refusal = ("SOUNDHIVE_SHARDS: this pipeline's Redis was written with 4 shards, not 2: use "
+               "4 (a new count needs new streams, docs/deploy.md)")
+    worker = services.start("features", SOUNDHIVE_SHARDS="2")
+    assert worker.wait(60) == 2
+    assert services.log_text(worker).strip().endswith(f"error: {refusal}")
+    port = free_port()
+    services.start("api", SOUNDHIVE_SHARDS="2", SOUNDHIVE_API_PORT=str(port),
+                   SOUNDHIVE_API_HOST="127.0.0.1")
+    ready = wait_for(lambda: api_readiness(f"http://127.0.0.1:{port}"), WAIT_S, "the api")
+    assert ready.status_code == 503 and refusal in ready.json()["problems"]
+
+
+def api_readiness(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=30)
+    except httpx.HTTPError:
+        return None
+
+
+def sharded(topology: Topology, stream: str, schema: type) -> list:
+    """Every message still in `stream`, on every shard."""
+    return [message for shard in topology.every
+            for message in read_all(topology.client(shard), shard.key(stream), schema)]
+
+
+def chunks_and_predictions(topology: Topology) -> tuple[set, list]:
+    statuses = [SourceStatus.decode(raw) for raw in topology.home.hvals(streams.SOURCES_HASH)]
+    chunks = {(s.source, seq) for s in statuses if s.state == "finished"
+              for seq in range(s.seq + 1)}
+    return chunks, [(p.source, p.seq) for p in sharded(topology, streams.PREDICTIONS_STREAM,
+                                                      Prediction)]
+
+
+def wait_until_done(topology: Topology, capture: subprocess.Popen) -> tuple[set, list]:
+    assert capture.wait(WAIT_S) == 0
+    wait_for(lambda: (lambda c, p: c and set(p) >= c)(*chunks_and_predictions(topology)),
+             WAIT_S, "a prediction for every chunk")
+    time.sleep(1)  # a duplicate, if any, would have time to appear
+    return chunks_and_predictions(topology)
+
+
+def ended_events(topology: Topology) -> list[tuple[str, str, float, float]]:
+    return sorted((e.source, e.label, round(e.start, 2), round(e.end, 2))
+                  for e in sharded(topology, streams.EVENTS_STREAM, Event) if e.kind == "end")
+
+
+def assert_like_one_redis(topology: Topology, capture: subprocess.Popen, reference: list):
+    chunks, predictions = wait_until_done(topology, capture)
+    assert sorted(predictions) == sorted(chunks)  # every chunk once: none lost, none twice
+    assert ended_events(topology) == reference
+    sources = {source for source, _ in chunks}
+    used = {streams.shard_of(source, topology.count) for source in sources}
+    assert len(used) > 1  # the sources were spread over shards
+
+
+@pytest.fixture
+def second_redis(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis-2")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+def test_four_shards_on_one_or_two_servers_match_one_redis(
+        services: Services, redis_server: RedisServer, second_redis: RedisServer,
+        clips_dir: Path, tmp_path: Path, models_dir: Path, servers: int):
+    paths = make_sources(clips_dir, tmp_path / "sources", 6)
+    reference = clean_events(clips_dir, tmp_path, models_dir, paths)
+    urls = [redis_server.url, second_redis.url][:servers]
+    env = {"SOUNDHIVE_SHARDS": "4", "REDIS_URLS": ",".join(urls)}
+    services.start("features", **env, SOUNDHIVE_SHARD_IDS="0,1")
+    services.start("features", **env, SOUNDHIVE_SHARD_IDS="2,3")
+    services.start("classifier", **env)
+    capture = services.start("capture", "--fast", *source_args(paths), **env)
+    topology = Topology.connect(Settings(redis_urls=urls, shards=4))
+    assert_like_one_redis(topology, capture, reference)
+    if servers == 2:  # shards 1 and 3 live on the second server, nothing of them on the first
+        assert second_redis.client().exists(streams.Shard(1, 4).key(streams.EVENTS_STREAM))
+        assert not redis_server.client().exists(streams.Shard(1, 4).key(streams.EVENTS_STREAM))
+
+
+class Cluster:
+    """A 3-master Redis Cluster on loopback, each node with an AOF (restartable)."""
+
+    def __init__(self, folder: Path, masters: int = 3):
+        self.nodes = [RedisProcess(folder / f"node{i}", port=cluster_port(), appendonly=True,
+                                   extra=("--cluster-enabled", "yes", "--cluster-config-file",
+                                          "nodes.conf", "--cluster-node-timeout", "2000"))
+                      for i in range(masters)]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(["redis-cli", "--cluster", "create",
+                        *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        wait_for(self.ok, 30, "the cluster to be ok")
+
+    def ok(self) -> bool:
+        try:
+            return all(node.client().cluster("info")["cluster_state"] == "ok"
+                       for node in self.nodes)
+        except redis.RedisError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def node_id(self, node: RedisProcess) -> str:
+        return node.client().cluster("myid").decode()
+
+    def owner(self, slot: int) -> RedisProcess:
+        for start, end, (_, port, *_), *_ in self.nodes[0].client().cluster("slots"):
+            if start <= slot <= end:
+                return next(node for node in self.nodes if node.port == port)
+        raise AssertionError(f"slot {slot} has no owner")
+
+    def move_slots_up_to(self, slot: int, to: RedisProcess) -> None:
+        """redis-cli --cluster reshard: the owner's slots from its first to `slot` go to `to`
+        (their keys migrate: clients meet ASK and MOVED meanwhile)."""
+        source = self.owner(slot)
+        first = min(start for start, _, (_, port, *_), *_ in
+                    source.client().cluster("slots") if port == source.port)
+        subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{source.port}",
+                        "--cluster-from", self.node_id(source), "--cluster-to",
+                        self.node_id(to), "--cluster-slots", str(slot - first + 1),
+                        "--cluster-yes"], check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    running = Cluster(tmp_path / "cluster")
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_six_shards_on_a_cluster_survive_a_kill_a_node_restart_and_a_reshard(
+        cluster: Cluster, clips_dir: Path, tmp_path: Path, models_dir: Path):
+    paths = make_sources(clips_dir, tmp_path / "sources", 8)
+    reference = clean_events(clips_dir, tmp_path, models_dir, paths)
+    services = Services(cluster.nodes[0], tmp_path, models_dir)  # its url: a seed node
+    env = {"SOUNDHIVE_SHARDS": "6", "SOUNDHIVE_REDIS_CLUSTER": "1", "SOUNDHIVE_BATCH_SIZE": "4",
+           "SOUNDHIVE_CLAIM_IDLE_S": "2"}
+    try:
+        features = [services.start("features", **env) for _ in range(2)]
+        classifiers = [services.start("classifier", **env) for _ in range(2)]
+        capture = services.start("capture", *source_args(paths), **env)
+        topology = Topology.connect(Settings(redis_url=cluster.url, redis_cluster=True,
+                                             shards=6))
+        wait_for(lambda: len(chunks_and_predictions(topology)[1]) >= 8, WAIT_S,
+                 "first predictions")
+        features[0].send_signal(signal.SIGKILL)
+        classifiers[0].send_signal(signal.SIGKILL)
+        shard_2_slot = redis.crc.key_slot(b"{s2}")
+        other = next(n for n in cluster.nodes if n is not cluster.owner(shard_2_slot))
+        cluster.move_slots_up_to(shard_2_slot, other)
+        shard_0_slot = redis.crc.key_slot(b"{s0}")
+        restarted = cluster.owner(shard_0_slot)
+        restarted.stop()
+        time.sleep(1)
+        restarted.start()
+        wait_for(cluster.ok, 60, "the cluster to be ok again")
+        assert cluster.owner(shard_0_slot) is restarted
+        assert_like_one_redis(topology, capture, reference)
+        assert cluster.owner(shard_2_slot) is other
+        assert all(p.poll() is None for p in (features[1], classifiers[1]))
+    finally:
+        services.stop_all()
+
+
+def test_the_api_reads_every_shard_as_one(services: Services, redis_server: RedisServer):
+    topology = Topology.connect(Settings(redis_url=redis_server.url, shards=4))
+    written = []
+    for n in range(40):  # ten sources over the shards, equal start times among them
+        source = f"mic{n % 10}"
+        written.append(Event(f"{source}/Dog/{n}", source, "Dog", "start", 0.5, float(n), None,
+                             1000.0 + n // 3, None, "yamnet"))
+    for event in written:
+        shard = streams.shard_for(event.source, 4)
+        with topology.client(shard).pipeline() as pipe:
+            detections.write(pipe, event, shard)
+            pipe.execute()
+    for source in {event.source for event in written}:
+        shard = streams.shard_for(source, 4)
+        topology.home.hset(streams.SOURCES_HASH, source, SourceStatus(
+            source, "running", "", 0.1, 5, time.time()).encode())
+        with topology.client(shard).pipeline() as pipe:
+            status.record(pipe, Prediction(source, "s", 5, 0.0, 0.0, 0.1, "audioset",
+                                           [("Dog", 0.8)], time.time()), shard)
+            pipe.execute()
+    for shard in topology.every:
+        topology.client(shard).xgroup_create(shard.key(streams.PCM_STREAM),
+                                             streams.FEATURES_GROUP, mkstream=True)
+    url = start_api(services, SOUNDHIVE_SHARDS="4", SOUNDHIVE_API_READ_AUTH="false")
+    listed = httpx.get(f"{url}/sources", timeout=30).json()["sources"]
+    assert [(s["source"], s["labels"][0]["label"], s["ongoing"]) for s in listed] == [
+        (f"mic{n}", "Dog", 4) for n in range(10)]
+    detail = httpx.get(f"{url}/sources/mic7/detail", timeout=30).json()
+    assert len(detail["levels"]) == 1 and detail["events"][0]["id"] == "mic7/Dog/37"
+    exported = httpx.get(f"{url}/metrics", timeout=30).text
+    for shard in streams.shards(4):
+        assert f'stream="{shard.key(streams.PCM_STREAM)}"' in exported
+    seen, cursor = [], None
+    while True:
+        page = httpx.get(f"{url}/events", params={"limit": 7, **(
+            {"cursor": cursor} if cursor else {})}, timeout=30).json()
+        seen += [item["id"] for item in page["events"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    newest_first = sorted(written, key=lambda e: (e.start_time, e.id), reverse=True)
+    assert seen == [e.id for e in newest_first]  # merged, none skipped nor repeated
+    mic3 = httpx.get(f"{url}/events", params={"source": "mic3"}, timeout=30).json()["events"]
+    assert {item["id"] for item in mic3} == {e.id for e in written if e.source == "mic3"}
+
+
+
+def sse_events(url: str, count: int, last_event_id: str | None = None) -> list[tuple[str, str]]:
+    """The (SSE id, event id) of the first `count` events of the live stream."""
+    found, sse_id = [], None
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    with httpx.stream("GET", f"{url}/events/stream", headers=headers, timeout=WAIT_S) as answer:
+        for line in answer.iter_lines():
+            if line.startswith("id: "):
+                sse_id = line[4:]
+            elif line.startswith("data: "):
+                found.append((sse_id, json.loads(line[6:])["id"]))
+                if len(found) == count:
+                    return found
+    return found
+
+
+def test_the_live_stream_reads_every_shard_and_resumes_exactly(services: Services,
+                                                               redis_server: RedisServer):
+    topology = Topology.connect(Settings(redis_url=redis_server.url, shards=4))
+    url = start_api(services, SOUNDHIVE_SHARDS="4", SOUNDHIVE_API_READ_AUTH="false")
+    written = []
+
+    def publish(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            source = f"mic{n % 10}"
+            event = Event(f"{source}/Dog/{n}", source, "Dog", "start", 0.5, float(n), None,
+                          1000.0 + n, None, "yamnet")
+            shard = streams.shard_for(source, 4)
+            bus.publish(topology.client(shard), shard.key(streams.EVENTS_STREAM), event)
+            written.append(event.id)
+
+    with ThreadPoolExecutor(1) as pool:
+        live = pool.submit(sse_events, url, 60)
+        time.sleep(1)  # connected: what follows comes live
+        publish(0, 60)
+        received = live.result(WAIT_S)
+    assert sorted(event for _, event in received) == sorted(written)
+    assert all(len(sse_id.split(",")) == 4 for sse_id, _ in received)
+    publish(60, 30)  # while nobody listens
+    resumed = sse_events(url, 50, last_event_id=received[39][0])
+    missed = set(written) - {event for _, event in received[:40]}
+    assert sorted(event for _, event in resumed) == sorted(missed)  # none lost nor twice
+    assert httpx.get(f"{url}/events/stream", headers={"Last-Event-ID": "1-0"},
+                     timeout=30).status_code == 400  # one shard's id: not this stream's
