@@ -277,10 +277,12 @@ class Embeddings(Message):
 
 
 class Prediction(Message):
-    """A chunk's top labels: per class, the highest score over the chunk's patches."""
+    """A chunk's top labels (TOP_LABELS of them): per class, the highest score over the chunk's
+    patches."""
 
     TYPE: ClassVar[str] = "prediction"
     VERSION: ClassVar[int] = 1
+    TOP_LABELS: ClassVar[int] = 10
 
     source: str
     session: str

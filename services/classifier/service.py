@@ -42,7 +42,6 @@ from shared.topology import Topology
 
 log = logging.getLogger("soundhive.classifier")
 
-TOP_LABELS = 10
 CHORES_INTERVAL_S = 5.0
 STATE_TTL_S = 7 * 24 * 3600  # a source silent for a week starts afresh
 RELOAD_CHECK_S = 2.0
@@ -266,8 +265,9 @@ class Classifier:
         state.track, events = self.tracker.update(state.track, m, scores)
         peak = scores.max(axis=0)
         names, ontology = self.head.class_names, self.tracker.tree.ontology
-        top = specific_labels(peak, names, ontology, TOP_LABELS) if ontology is not None \
-            else top_labels(peak, names, TOP_LABELS)  # the dashboard's order: Bark before Dog
+        count = Prediction.TOP_LABELS
+        top = specific_labels(peak, names, ontology, count) if ontology is not None \
+            else top_labels(peak, names, count)  # the dashboard's order: Bark before Dog
         prediction = Prediction(
             m.source, m.session, m.seq, m.t, m.offset, m.rms, self.head.name,
             [(name, round(score, 4)) for name, score in top], time.time(),

@@ -8,7 +8,8 @@ Three loops of the shared bus, each with the consumer group `recorder`:
                audio stream's trimming back by at most streams.RECORDER_HOLD_S.
   predictions  (SOUNDHIVE_PRIVACY=speech only) each chunk's speech score -> the source's speech
                ring (streams.speech_key): the highest score of Speech and its kinds among the
-               chunk's top labels.
+               chunk's top labels; with none of them listed, the lowest listed score when the
+               list is full (speech may rank just below it: counted as if it did).
   events       each event -> a job (streams.CLIP_JOBS), due once the audio up to its end plus
                the post roll should be in the ring: a start schedules its clip at start + max
                event + post roll (a longer event's clip is its first SOUNDHIVE_CLIPS_MAX_EVENT_S),
@@ -57,6 +58,18 @@ SPEECH = "Speech"
 SUBTYPES = {"opus": ("OGG", "OPUS"), "flac": ("FLAC", "PCM_16")}
 
 
+
+def speech_score(labels: list[tuple[str, float]], speech_names: frozenset[str] | set[str]
+                 ) -> float:
+    """A chunk's speech score from its top labels: the highest of Speech and its kinds; when
+    none is listed and the list is full (Prediction.TOP_LABELS), the lowest listed score, an upper
+    bound of what speech may have scored below the cut."""
+    listed = [score for label, score in labels if label in speech_names]
+    if listed:
+        return max(listed)
+    return min((score for _, score in labels), default=0.0) \
+        if len(labels) >= Prediction.TOP_LABELS else 0.0
+
 class Recorder:
     """The recorder's Redis side and files; its handlers run in the bus's loops."""
 
@@ -87,8 +100,7 @@ class Recorder:
         with self.redis.pipeline(transaction=False) as pipe:
             for delivery in batch:
                 p = delivery.message
-                score = max((s for label, s in p.labels if label in self.speech_names),
-                            default=0.0)
+                score = speech_score(p.labels, self.speech_names)
                 key = streams.speech_key(p.source)
                 pipe.rpush(key, msgspec.msgpack.encode([p.session, p.seq, score]))
                 pipe.ltrim(key, -self.ring_chunks, -1)

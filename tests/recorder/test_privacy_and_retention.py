@@ -11,13 +11,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import soundfile
 from pipeline_helpers import REPO, RedisServer, Services
 from test_recorder_pipeline import dog_scene, run_pipeline, settled_clips
 
+from services.recorder.service import speech_score
 from shared import clips, streams
 from shared.audio import load_audio
-from shared.messages import Clip
+from shared.messages import Clip, Prediction
 
 
 def speech_scene(clips_dir: Path, folder: Path) -> Path:
@@ -124,3 +126,13 @@ def test_a_full_disk_pauses_recording_with_a_status_not_a_crash(services: Servic
     assert "soundhive_recording_paused 1.0" in text
     assert 'soundhive_clips_total{status="skipped"} 1.0' in text
     assert "recording paused: disk full" in services.log_text(recorder)
+
+
+def test_speech_below_a_full_list_of_top_labels_counts_as_heard():
+    """A prediction lists the chunk's top labels only: with no speech among a full list, speech
+    may have scored up to its lowest score, and counts as if it did; a short list is all."""
+    speech = {"Speech", "Male speech, man speaking"}
+    full = [(f"Label {n}", 0.9 - n * 0.05) for n in range(Prediction.TOP_LABELS)]
+    assert speech_score(full, speech) == pytest.approx(0.45)  # hidden speech, bounded
+    assert speech_score([*full[:-1], ("Male speech, man speaking", 0.3)], speech) == 0.3
+    assert speech_score(full[:3], speech) == 0.0
