@@ -185,7 +185,7 @@ class MqttSink:
         self.redis, self.published = client, Published(client, self.topics.instance)
         self._announced: set[str] = set()
         self._availability: dict[str, str] = {}  # source -> what its topic says
-        self._heard: set[str] = set()  # sources with events since the start
+        self._heard: set[str] = set()  # sources with events that started since the start
         self._up = threading.Event()
         self._problem = "not connected yet"
         self._started = False
@@ -250,7 +250,8 @@ class MqttSink:
 
     def send(self, event: Event, links: dict[str, str]) -> None:
         state = ON if event.kind == "start" else OFF
-        self._heard.add(event.source)
+        if event.start_time >= self._start_time:  # not the end of an earlier run's event
+            self._heard.add(event.source)
         if event.kind == "start":
             self._announce(*sound_config(self.topics, event.source, event.label))
             self._set_availability(event.source, ONLINE)
