@@ -178,9 +178,33 @@ async function refreshSources() {
   }
   showMessage("sources-message", sources.length ? ""
     : filtered() ? "No source matches these filters." : "No sources yet: start capture.");
-  document.querySelector("#sources tbody").replaceChildren(...sources.map(sourceRow));
+  patchRows(document.querySelector("#sources tbody"), sources.map(sourceRow));
   document.getElementById("sources").dataset.loaded = "true";
   showPager();
+}
+
+// The table is refreshed every second: rows and cells that did not change stay the same nodes,
+// so a click (or a selection) on a row is not lost to a refresh between mousedown and mouseup.
+function patchRows(tbody, rows) {
+  const old = [...tbody.children];
+  rows.forEach((row, i) => {
+    const current = old[i];
+    if (!current) tbody.append(row);
+    else if (current.dataset.source !== row.dataset.source) current.replaceWith(row);
+    else patchRow(current, row);
+  });
+  for (const extra of old.slice(rows.length)) extra.remove();
+}
+
+function patchRow(current, row) {
+  for (const { name, value } of row.attributes) {
+    if (current.getAttribute(name) !== value) current.setAttribute(name, value);
+  }
+  [...row.children].forEach((cell, j) => {
+    const was = current.children[j];
+    if (!was) current.append(cell);
+    else if (!was.isEqualNode(cell)) was.replaceWith(cell);
+  });
 }
 
 function showSort() {

@@ -75,7 +75,7 @@ async function review(event, verdict, buttons) {
 function historyRow(event) {
   const ongoing = event.end === null;
   const ongoingBadge = () => el("span", { className: "badge ongoing" },
-    el("span", { className: "icon", ariaHidden: "true" }, "●"), " ongoing");
+    soundhive.icon("dot"), " ongoing");
   const row = el("tr", { className: ongoing ? "ongoing" : "ended" },
     cell("Label", event.label),
     cell("Source", event.source),
