@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 
 import httpx
-from pipeline_helpers import Services, start_api
-from test_recorder_pipeline import dog_scene, run_pipeline, settled_clips
+from pipeline_helpers import Services
+from test_recorder_pipeline import recorded_dog
 
 from shared import clips, streams
 
@@ -16,13 +16,8 @@ TOKEN = "clips-token-8e2a"
 
 def test_clip_range_requests_spectrogram_csv_and_reviews(services: Services, clips_dir: Path,
                                                          tmp_path: Path):
-    folder = tmp_path / "clips"
-    path, _ = dog_scene(clips_dir, tmp_path)
-    run_pipeline(services, path, folder)
-    url = start_api(services, SOUNDHIVE_CLIPS_DIR=str(folder), SOUNDHIVE_API_TOKEN=TOKEN,
-                    SOUNDHIVE_API_READ_AUTH="true")
+    url, folder, event_id, clip = recorded_dog(services, clips_dir, tmp_path, TOKEN)
     client = services.server.client()
-    event_id, clip = next(iter(settled_clips(client, 1).items()))
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     page = httpx.get(f"{url}/events", headers=auth).json()["events"]

@@ -5,9 +5,9 @@ the CSV export work, with reads behind the token (the page takes ?token=)."""
 from pathlib import Path
 
 import httpx
-from pipeline_helpers import Services, start_api
+from pipeline_helpers import Services
 from playwright.sync_api import expect, sync_playwright
-from test_recorder_pipeline import dog_scene, run_pipeline, settled_clips
+from test_recorder_pipeline import recorded_dog
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -17,12 +17,7 @@ TOKEN = "browser-clips-token"
 
 def test_history_plays_a_clip_and_takes_a_review(services: Services, clips_dir: Path,
                                                 tmp_path: Path):
-    folder = tmp_path / "clips"
-    path, _ = dog_scene(clips_dir, tmp_path)
-    run_pipeline(services, path, folder)
-    url = start_api(services, SOUNDHIVE_CLIPS_DIR=str(folder), SOUNDHIVE_API_TOKEN=TOKEN,
-                    SOUNDHIVE_API_READ_AUTH="true")
-    event_id, clip = next(iter(settled_clips(services.server.client(), 1).items()))
+    url, _folder, event_id, clip = recorded_dog(services, clips_dir, tmp_path, TOKEN)
     errors: list[str] = []
     expect.set_options(timeout=30_000)  # a busy machine
     with sync_playwright() as playwright:

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import redis
 import soundfile
-from pipeline_helpers import Services, free_port, read_all, wait_for
+from pipeline_helpers import Services, free_port, read_all, start_api, wait_for
 
 from shared import bus, clips, streams
 from shared.audio import load_audio
@@ -105,3 +105,16 @@ def test_two_recorders_write_each_clip_once(services: Services, clips_dir: Path,
                                   httpx.get(f"http://127.0.0.1:{port}/metrics").text,
                                   re.M)[1]) for port in ports)
     assert written == len(found)
+
+
+def recorded_dog(services: Services, clips_dir: Path, tmp_path: Path, token: str
+                 ) -> tuple[str, Path, str, Clip]:
+    """A dog scene recorded through the real pipeline, and an api with read auth serving its
+    clips: (the api's URL, the clips folder, the event's id, its clip)."""
+    folder = tmp_path / "clips"
+    path, _ = dog_scene(clips_dir, tmp_path)
+    run_pipeline(services, path, folder)
+    url = start_api(services, SOUNDHIVE_CLIPS_DIR=str(folder), SOUNDHIVE_API_TOKEN=token,
+                    SOUNDHIVE_API_READ_AUTH="true")
+    event_id, clip = next(iter(settled_clips(services.server.client(), 1).items()))
+    return url, folder, event_id, clip
