@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 
 import httpx
-from pipeline_helpers import Services, start_api
-from test_recorder_pipeline import dog_scene, run_pipeline, settled_clips
+from pipeline_helpers import Services, dog_scene, start_api
+from test_recorder_pipeline import run_pipeline, settled_clips
 
 from shared import clips, streams
 

@@ -5,9 +5,9 @@ the CSV export work, with reads behind the token (the page takes ?token=)."""
 from pathlib import Path
 
 import httpx
-from pipeline_helpers import Services, start_api
+from pipeline_helpers import Services, dog_scene, start_api
 from playwright.sync_api import expect, sync_playwright
-from test_recorder_pipeline import dog_scene, run_pipeline, settled_clips
+from test_recorder_pipeline import run_pipeline, settled_clips
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
