@@ -18,6 +18,7 @@ from typing import Any
 from services.api.settings import ApiSettings
 from services.capture.settings import CaptureSettings
 from services.classifier.settings import ClassifierSettings
+from services.edge.settings import EdgeSettings
 from services.features.settings import FeaturesSettings
 from services.notifier.settings import NotifierSettings
 from services.recorder.settings import RecorderSettings
@@ -34,6 +35,7 @@ class Service:
     settings: type[SettingsModel]
     port_field: str = "metrics_port"
     host_field: str = "metrics_host"
+    in_cluster: bool = True  # deployed by docker-compose.yml and deploy/k8s (edge: by hand)
 
     @property
     def module(self) -> str:
@@ -77,4 +79,7 @@ SERVICES: dict[str, Service] = {s.name: s for s in (
             RecorderSettings),
     Service("api", "Events API, live stream, uploads and the dashboard.", ApiSettings, "port",
             "host"),
+    Service("edge", "Capture and features in one process near the microphones, only "
+            "embeddings to the cluster; it reads capture's and features' settings.",
+            EdgeSettings, in_cluster=False),
 )}

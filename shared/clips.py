@@ -7,6 +7,10 @@ the reviewed ones.
     SOUNDHIVE_CLIPS_DIR/<2 hex>/<hash of the event id>.png         its spectrogram
     streams.CLIPS_HASH                                             event id -> Clip
 
+With several shards (SOUNDHIVE_SHARDS) the records and their retention indexes are global, kept
+in shard 0's hash tag (records_shard: written in transactions, they share one slot of a Redis
+Cluster); the recorder of any shard writes them there and the api reads them there.
+
 A file name is a function of the event id alone, so replicas and restarts write an event's clip
 to the same place (atomically: a temporary file, then a rename). Retention (enforce_retention)
 removes ready clips oldest first, past SOUNDHIVE_CLIPS_MAX_AGE_DAYS or while they hold more than
@@ -27,6 +31,7 @@ from pydantic import Field
 
 from shared import streams
 from shared.messages import Clip, Event, MessageError
+from shared.streams import Shard
 
 log = logging.getLogger("soundhive.clips")
 
@@ -99,19 +104,27 @@ class Announcer:
         return announced(event, self._running, self.base)
 
 
+def records_shard(count: int) -> Shard:
+    """Where the clip records of a pipeline of `count` shards live (the same keys as with one
+    shard when there is one)."""
+    return Shard(0, count)
+
+
 def describe(clip: Clip) -> str:
     """A clip's status as events show it: "ready", "withheld (speech)", ..."""
     return f"{clip.status} ({clip.reason})" if clip.reason else clip.status
 
 
-def read(client: redis.Redis, event_id: str) -> Clip | None:
-    return _decode(client.hget(streams.CLIPS_HASH, event_id))
+def read(client: redis.Redis, event_id: str, shard: Shard = Shard()) -> Clip | None:
+    """`shard`: records_shard (here and below)."""
+    return _decode(client.hget(shard.key(streams.CLIPS_HASH), event_id))
 
 
-def read_many(client: redis.Redis, event_ids: list[str]) -> dict[str, Clip]:
+def read_many(client: redis.Redis, event_ids: list[str], shard: Shard = Shard()
+              ) -> dict[str, Clip]:
     if not event_ids:
         return {}
-    clips = map(_decode, client.hmget(streams.CLIPS_HASH, event_ids))
+    clips = map(_decode, client.hmget(shard.key(streams.CLIPS_HASH), event_ids))
     return {clip.id: clip for clip in clips if clip is not None}
 
 
@@ -124,22 +137,22 @@ def _decode(raw: bytes | None) -> Clip | None:
         return None
 
 
-def record(client: redis.Redis, clip: Clip) -> None:
+def record(client: redis.Redis, clip: Clip, shard: Shard = Shard()) -> None:
     """Store what became of a clip; a ready one joins the retention's indexes."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.hset(streams.CLIPS_HASH, clip.id, clip.encode())
-        pipe.zadd(streams.CLIP_RECORDS_BY_TIME, {clip.id: clip.written})
+        pipe.hset(shard.key(streams.CLIPS_HASH), clip.id, clip.encode())
+        pipe.zadd(shard.key(streams.CLIP_RECORDS_BY_TIME), {clip.id: clip.written})
         if clip.status == "ready":
-            pipe.zadd(streams.CLIPS_BY_TIME, {clip.id: clip.written})
-            pipe.hincrby(streams.CLIPS_PER_LABEL, clip.label, 1)
-            pipe.incrby(streams.CLIPS_BYTES, clip.size)
+            pipe.zadd(shard.key(streams.CLIPS_BY_TIME), {clip.id: clip.written})
+            pipe.hincrby(shard.key(streams.CLIPS_PER_LABEL), clip.label, 1)
+            pipe.incrby(shard.key(streams.CLIPS_BYTES), clip.size)
         pipe.execute()
 
 
-def record_if_new(pipe: redis.client.Pipeline, clip: Clip) -> None:
+def record_if_new(pipe: redis.client.Pipeline, clip: Clip, shard: Shard = Shard()) -> None:
     """Store a record without files unless the event has one already."""
-    pipe.hsetnx(streams.CLIPS_HASH, clip.id, clip.encode())
-    pipe.zadd(streams.CLIP_RECORDS_BY_TIME, {clip.id: clip.written}, nx=True)
+    pipe.hsetnx(shard.key(streams.CLIPS_HASH), clip.id, clip.encode())
+    pipe.zadd(shard.key(streams.CLIP_RECORDS_BY_TIME), {clip.id: clip.written}, nx=True)
 
 
 @dataclass(frozen=True)
@@ -150,71 +163,73 @@ class Retention:
     keep_per_label: int
 
 
-def enforce_retention(client: redis.Redis, policy: Retention) -> list[tuple[Clip, str]]:
+def enforce_retention(client: redis.Redis, policy: Retention, shard: Shard = Shard()
+                      ) -> list[tuple[Clip, str]]:
     """Expire ready clips oldest first while they are older than the age limit or hold more
     than the size limit, skipping a label's last keep_per_label; returns the expired, each with
     why (a key of EXPIRED_REASONS). Records without files (withheld, dropped, expired ...) are
     forgotten once older than the age limit."""
     oldest_kept = time.time() - policy.max_age_days * 86400
-    expired = _expire_files(client, policy, oldest_kept)
-    _forget_records(client, oldest_kept)
+    expired = _expire_files(client, policy, oldest_kept, shard)
+    _forget_records(client, oldest_kept, shard)
     return expired
 
 
-def _forget_records(client: redis.Redis, oldest_kept: float) -> None:
+def _forget_records(client: redis.Redis, oldest_kept: float, shard: Shard) -> None:
     """Forget the records older than oldest_kept that have no files; a ready one leaves this
     index only (CLIPS_BY_TIME has it: it comes back here when it expires)."""
-    old = [m.decode() for m in client.zrangebyscore(streams.CLIP_RECORDS_BY_TIME, "-inf",
-                                                    oldest_kept, start=0, num=RETENTION_BATCH)]
+    by_time = shard.key(streams.CLIP_RECORDS_BY_TIME)
+    old = [m.decode() for m in client.zrangebyscore(by_time, "-inf", oldest_kept, start=0,
+                                                    num=RETENTION_BATCH)]
     if not old:
         return
-    records = read_many(client, old)
+    records = read_many(client, old, shard)
     with client.pipeline(transaction=True) as pipe:
-        pipe.zrem(streams.CLIP_RECORDS_BY_TIME, *old)
+        pipe.zrem(by_time, *old)
         forgotten = [i for i in old if i not in records or records[i].status != "ready"]
         if forgotten:
-            pipe.hdel(streams.CLIPS_HASH, *forgotten)
+            pipe.hdel(shard.key(streams.CLIPS_HASH), *forgotten)
         pipe.execute()
 
 
-def _expire_files(client: redis.Redis, policy: Retention,
-                  oldest_kept: float) -> list[tuple[Clip, str]]:
+def _expire_files(client: redis.Redis, policy: Retention, oldest_kept: float,
+                  shard: Shard) -> list[tuple[Clip, str]]:
     expired: list[tuple[Clip, str]] = []
     start = 0
     while True:
-        ids = client.zrange(streams.CLIPS_BY_TIME, start, start + RETENTION_BATCH - 1,
-                            withscores=True)
+        ids = client.zrange(shard.key(streams.CLIPS_BY_TIME), start,
+                            start + RETENTION_BATCH - 1, withscores=True)
         if not ids:
             return expired
-        clips = read_many(client, [member.decode() for member, _ in ids])
+        clips = read_many(client, [member.decode() for member, _ in ids], shard)
         for member, written in ids:
-            over_size = int(client.get(streams.CLIPS_BYTES) or 0) > policy.max_bytes
+            over_size = int(client.get(shard.key(streams.CLIPS_BYTES)) or 0) > policy.max_bytes
             if written >= oldest_kept and not over_size:
                 return expired
             clip = clips.get(member.decode())
-            if clip is None or _last_of_label(client, clip, policy.keep_per_label):
+            if clip is None or _last_of_label(client, clip, policy.keep_per_label, shard):
                 start += 1
                 continue
             why = "age" if written < oldest_kept else "size"
-            _expire(client, policy.folder, clip, why)
+            _expire(client, policy.folder, clip, why, shard)
             expired.append((clip, why))
 
 
-def _last_of_label(client: redis.Redis, clip: Clip, keep: int) -> bool:
-    return int(client.hget(streams.CLIPS_PER_LABEL, clip.label) or 0) <= keep
+def _last_of_label(client: redis.Redis, clip: Clip, keep: int, shard: Shard) -> bool:
+    return int(client.hget(shard.key(streams.CLIPS_PER_LABEL), clip.label) or 0) <= keep
 
 
-def _expire(client: redis.Redis, folder: Path, clip: Clip, why: str) -> None:
+def _expire(client: redis.Redis, folder: Path, clip: Clip, why: str, shard: Shard) -> None:
     for name in (clip.audio, clip.spectrogram):
         (folder / name).unlink(missing_ok=True)
     gone = Clip(clip.id, clip.source, clip.label, "expired", EXPIRED_REASONS[why], "", "",
                 clip.start, clip.duration, 0, time.time())
     with client.pipeline(transaction=True) as pipe:
-        pipe.hset(streams.CLIPS_HASH, clip.id, gone.encode())
-        pipe.zadd(streams.CLIP_RECORDS_BY_TIME, {clip.id: gone.written})
-        pipe.zrem(streams.CLIPS_BY_TIME, clip.id)
-        pipe.hincrby(streams.CLIPS_PER_LABEL, clip.label, -1)
-        pipe.incrby(streams.CLIPS_BYTES, -clip.size)
+        pipe.hset(shard.key(streams.CLIPS_HASH), clip.id, gone.encode())
+        pipe.zadd(shard.key(streams.CLIP_RECORDS_BY_TIME), {clip.id: gone.written})
+        pipe.zrem(shard.key(streams.CLIPS_BY_TIME), clip.id)
+        pipe.hincrby(shard.key(streams.CLIPS_PER_LABEL), clip.label, -1)
+        pipe.incrby(shard.key(streams.CLIPS_BYTES), -clip.size)
         pipe.execute()
 
 

@@ -233,8 +233,8 @@ class RedisSettings(SettingsModel):
         "streams: docs/deploy.md).")
     shard_ids: CommaSeparatedInts = Field(
         (), validation_alias="SOUNDHIVE_SHARD_IDS",
-        description="The shards this features or classifier worker serves, comma-separated "
-        "(0 to SOUNDHIVE_SHARDS - 1); unset: all of them, in turn.")
+        description="The shards this features, classifier or recorder worker serves, "
+        "comma-separated (0 to SOUNDHIVE_SHARDS - 1); unset: all of them, in turn.")
 
     @model_validator(mode="after")
     def _check_shards(self) -> "RedisSettings":

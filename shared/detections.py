@@ -118,6 +118,15 @@ def places(where: Where) -> list[tuple[redis.Redis, Shard]]:
     return [(where, Shard())]
 
 
+def find(where: Where, event_id: str) -> Event | None:
+    """An event's latest state, from whichever shard has it; None when there is no such
+    detection (or it was trimmed)."""
+    for client, shard in places(where):
+        if (raw := client.hget(shard.key(streams.DETECTIONS_HASH), event_id)) is not None:
+            return _decode(raw)
+    return None
+
+
 def page(where: Where, query: Query) -> tuple[list[Event], str | None]:
     """Up to query.limit detections, newest start first (of every shard, merged), and the
     cursor of the next page (None when there is no more)."""

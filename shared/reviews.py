@@ -10,15 +10,6 @@ from shared import streams
 from shared.messages import Event, MessageError, Review
 
 
-def detection(client: redis.Redis, event_id: str) -> Event | None:
-    """The event's latest state, None when there is no such detection (or it was trimmed)."""
-    raw = client.hget(streams.DETECTIONS_HASH, event_id)
-    try:
-        return Event.decode(raw) if raw is not None else None
-    except MessageError:
-        return None
-
-
 def write(client: redis.Redis, event: Event, verdict: str, at: float) -> Review:
     review = Review(event.id, event.label, verdict, at)  # type: ignore[arg-type]
     client.hset(streams.REVIEWS_HASH, event.id, review.encode())

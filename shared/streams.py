@@ -20,7 +20,10 @@ the BLAKE2b hash of its id, modulo S: stable across processes, machines and vers
 Python's salted hash()), and well spread even for ids that differ in one character (CRC-32 is
 linear: "mix0.wav" to "mix7.wav" all fall in shard 0 of 4). The keys that
 are not per source (SOURCES_HASH, SINKS_HASH, HEAD_INFO, DEVICEHIVE_CONFIG, SHARD_COUNT, the
-MQTT sink's) are global: one each, only ever written alone. Readers of a stream (the api, the
+MQTT sink's, RECORDER_ALIVE, REVIEWS_HASH) are global: one each, only ever written alone. The
+recorder keeps a source's rings, its events' clip jobs and their locks in the source's shard;
+the clip records and their retention indexes, written together, live in shard 0
+(shared/clips.py: records_shard). Readers of a stream (the api, the
 notifier, a recorder) get each shard's name with `every_shard(name, S)` (or `shards(S)` and
 `Shard.key`).
 """

@@ -71,8 +71,10 @@ def configuration_md() -> str:
         "Each setting is listed once, under the first service that reads it.",
     ]
     for title, summary, items in _sections():
-        lines += ["", f"## {title}", "", summary.strip(), "",
-                  "| Variable | Default | Description |", "| --- | --- | --- |"]
+        lines += ["", f"## {title}", "", summary.strip()]
+        if not items:  # a process reading only settings listed above
+            continue
+        lines += ["", "| Variable | Default | Description |", "| --- | --- | --- |"]
         lines += [f"| `{item.env}`{' (secret)' if item.secret else ''} | `{item.default}` | "
                   f"{item.description.replace('|', '/')} |" for item in items]
     return "\n".join(lines) + "\n"
@@ -88,6 +90,8 @@ def compose_env() -> str:
         "# container, and sets REDIS_URL and the ports itself.",
     ]
     for title, _, items in _sections():
+        if not items:
+            continue
         lines += ["", f"# --- {title}"]
         for item in items:
             secret = f" (secret; or {item.env}_FILE: a file holding it)" if item.secret else ""

@@ -8,12 +8,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
+import soundfile
 
 from services.classifier.events import EventTracker, Rules
 from services.registry import SERVICES
 from shared import streams
+from shared.audio import load_audio
 from shared.hierarchy import LabelTree
 from shared.messages import SourceStatus
 from shared.ports import free_port
@@ -120,3 +123,15 @@ def captured_chunks(client: redis.Redis) -> set[tuple[str, int]]:
     statuses = [SourceStatus.decode(raw) for raw in client.hvals(streams.SOURCES_HASH)]
     assert statuses and all(status.state == "finished" for status in statuses), statuses
     return {(status.source, seq) for status in statuses for seq in range(status.seq + 1)}
+
+
+def dog_scene(clips_dir: Path, folder: Path) -> tuple[Path, np.ndarray]:
+    """The dog clip with 3 s of faint noise before and 4 s after: room for both rolls."""
+    rng = np.random.default_rng(0)
+    dog = load_audio(clips_dir / "dog.mp3")
+    scene = np.concatenate([np.zeros(3 * 16000, np.float32), dog,
+                            np.zeros(4 * 16000, np.float32)])
+    scene += rng.normal(0, 1e-3, len(scene)).astype(np.float32)
+    path = folder / "dog-scene.wav"
+    soundfile.write(path, scene, 16000, "FLOAT")
+    return path, scene

@@ -10,7 +10,7 @@ import sys
 import urllib.request
 
 DEFAULT_PORTS = {"capture": 9101, "features": 9102, "classifier": 9103, "notifier": 9104,
-                 "recorder": 9105}
+                 "recorder": 9105, "edge": 9106}
 DEFAULT_API_PORT = 8000
 
 

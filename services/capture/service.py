@@ -48,6 +48,7 @@ from shared.messages import (
     CHUNK_HOP_SAMPLES,
     CHUNK_HOP_SECONDS,
     CHUNK_SAMPLES,
+    Message,
     PcmChunk,
     SourceStatus,
 )
@@ -94,7 +95,11 @@ class Queued:
 
 class Publisher:
     """The bounded queue between sources and Redis, and the thread that drains it into the audio
-    stream no faster than the features group reads it."""
+    stream no faster than the features group reads it. A subclass may send each chunk as
+    another message (`message`) to another stream (edge mode: services/edge)."""
+
+    stream = streams.PCM_STREAM
+    reader_group = streams.FEATURES_GROUP  # whose backlog bounds the stream
 
     def __init__(self, settings: CaptureSettings, health: metrics.Health, stopper: bus.Stopper):
         self.settings, self.health, self.stopper = settings, health, stopper
@@ -214,13 +219,17 @@ class Publisher:
                 self._holding_for = "redis"
                 time.sleep(weather.hit(exc))
 
+    def messages(self, chunks: list[PcmChunk]) -> list[Message]:
+        """What goes to the stream for each chunk: the chunk itself."""
+        return list(chunks)
+
     def _room(self) -> int:
-        """How many chunks the audio streams take now: the features group's backlog bound, on
-        the shard furthest behind."""
+        """How many chunks the streams take now: their reader group's backlog bound, on the
+        shard furthest behind."""
         if not self._queue:
             return PUBLISH_BATCH
-        unread = max(bus.backlog(self.topology.client(shard), shard.key(streams.PCM_STREAM),
-                                 streams.FEATURES_GROUP) for shard in self.topology.every)
+        unread = max(bus.backlog(self.topology.client(shard), shard.key(self.stream),
+                                 self.reader_group) for shard in self.topology.every)
         return min(PUBLISH_BATCH, self.settings.backlog_max - unread)
 
     def _take(self, count: int) -> list[Queued]:
@@ -245,10 +254,9 @@ class Publisher:
             return
         pipes = {id(server): server.pipeline(transaction=False)
                  for server in self.topology.servers}
-        for chunk in chunks:
+        for chunk, message in zip(chunks, self.messages(chunks) if chunks else [], strict=True):
             shard = streams.shard_for(chunk.source, self.topology.count)
-            bus.publish(pipes[id(self.topology.client(shard))], shard.key(streams.PCM_STREAM),
-                        chunk)
+            bus.publish(pipes[id(self.topology.client(shard))], shard.key(self.stream), message)
         home = pipes[id(self.topology.home)]
         for status in statuses.values():
             home.hset(streams.SOURCES_HASH, status.source, status.encode())
@@ -362,14 +370,14 @@ def _reason(exc: Exception) -> str:
     return redact(one_line(exc))
 
 
-def main(settings: CaptureSettings) -> int:
+def main(settings: CaptureSettings, publisher_class: type[Publisher] = Publisher) -> int:
     """Run every source until it ends or the service is stopped; 1 when a source failed."""
     specs = parse_sources(list(settings.sources))
     fast, save_path = settings.fast, settings.save_path
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     stopper = bus.Stopper()
-    publisher = Publisher(settings, health, stopper)
+    publisher = publisher_class(settings, health, stopper)
     runners = [SourceRunner(spec, publisher, stopper, fast, save_path) for spec in specs]
     log.info("capture: %d source(s), metrics on :%d", len(runners), server.server_port)
     for runner in runners:

@@ -32,21 +32,24 @@ log = logging.getLogger("soundhive.features")
 READERS = 2
 
 
+def embed(embedder: Embedder, chunks: list[PcmChunk]) -> list[Embeddings]:
+    """Each chunk's embeddings, all patches through the embedder together (int8 where the
+    embedder's are: YAMNet's)."""
+    patches = np.concatenate([chunk.patches(embedder.patch_hop_seconds) for chunk in chunks])
+    quantization = None
+    if isinstance(embedder, QuantizedEmbedder):
+        vectors, quantization = embedder.embed_int8(patches)
+    else:
+        vectors = embedder.embed(patches)
+    vectors = vectors.reshape(len(chunks), -1, embedder.embedding_size)
+    return [Embeddings.of(chunk, embedder.name, rows, quantization)
+            for chunk, rows in zip(chunks, vectors, strict=True)]
+
+
 def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
     def handle(batch: list[bus.Delivery[PcmChunk]]) -> list[bus.Output]:
-        hop = embedder.patch_hop_seconds
-        patches = np.concatenate([d.message.patches(hop) for d in batch])
-        quantization = None
-        if isinstance(embedder, QuantizedEmbedder):
-            vectors, quantization = embedder.embed_int8(patches)
-        else:
-            vectors = embedder.embed(patches)
-        vectors = vectors.reshape(len(batch), -1, embedder.embedding_size)
-        return [
-            bus.Output(streams.EMBEDDINGS_STREAM,
-                       Embeddings.of(d.message, embedder.name, rows, quantization))
-            for d, rows in zip(batch, vectors, strict=True)
-        ]
+        return [bus.Output(streams.EMBEDDINGS_STREAM, message)
+                for message in embed(embedder, [d.message for d in batch])]
 
     return handle
 

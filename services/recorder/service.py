@@ -21,14 +21,20 @@ upstream, or older than the ring: no wrong clip) or skipped (disk full: recordin
 counted and logged, while the rest goes on). A job whose audio is late is retried until
 JOB_WAIT_S past its span; then whatever is missing counts as dropped. Every RETENTION_EVERY_S one
 replica enforces retention (shared/clips.py).
+With several shards (SOUNDHIVE_SHARDS) each loop reads its stream in every shard the replica
+serves (SOUNDHIVE_SHARD_IDS, or all), in turn (bus.run_in_turn); a source's rings, its events'
+jobs and their locks are keys of its shard, and the clip records live where clips.records_shard
+says, for every shard.
 Metrics and health on SOUNDHIVE_METRICS_PORT (default 9105).
 """
 
 import errno
+import functools
 import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -43,6 +49,8 @@ from shared.errors import UserError, one_line
 from shared.labels import Ontology
 from shared.messages import Clip, ClipStatus, Event, MessageError, PcmChunk, Prediction
 from shared.models.catalog import models_dir
+from shared.streams import Shard
+from shared.topology import Topology
 
 log = logging.getLogger("soundhive.recorder")
 
@@ -73,8 +81,10 @@ def speech_score(labels: list[tuple[str, float]], speech_names: frozenset[str] |
 class Recorder:
     """The recorder's Redis side and files; its handlers run in the bus's loops."""
 
-    def __init__(self, settings: RecorderSettings, client: redis.Redis):
-        self.settings, self.redis = settings, client
+    def __init__(self, settings: RecorderSettings, topology: Topology):
+        self.settings, self.topology = settings, topology
+        self.records_shard = clips.records_shard(topology.count)
+        self.records = topology.client(self.records_shard)
         self.folder = settings.clips_dir
         self.ring_chunks = int(settings.clips_ring_s / ring.CHUNK_HOP_SECONDS) + 1
         # A source that stops leaves no audio in Redis for long: its ring goes once its last
@@ -86,115 +96,121 @@ class Recorder:
         metrics.start_at_zero(metrics.CLIPS, get_args(ClipStatus))
         metrics.start_at_zero(metrics.CLIPS_EXPIRED, list(clips.EXPIRED_REASONS))
 
-    def keep_audio(self, batch: list[bus.Delivery[PcmChunk]]) -> int:
-        with self.redis.pipeline(transaction=False) as pipe:
+    def keep_audio(self, shard: Shard, batch: list[bus.Delivery[PcmChunk]]) -> int:
+        with self.topology.client(shard).pipeline(transaction=False) as pipe:
             for delivery in batch:
-                key = streams.ring_key(delivery.message.source)
+                key = shard.key(streams.ring_key(delivery.message.source))
                 pipe.rpush(key, delivery.message.encode())
                 pipe.ltrim(key, -self.ring_chunks, -1)
                 pipe.expire(key, self.ring_ttl_s)
             pipe.execute()
         return 0
 
-    def keep_speech(self, batch: list[bus.Delivery[Prediction]]) -> int:
-        with self.redis.pipeline(transaction=False) as pipe:
+    def keep_speech(self, shard: Shard, batch: list[bus.Delivery[Prediction]]) -> int:
+        with self.topology.client(shard).pipeline(transaction=False) as pipe:
             for delivery in batch:
                 p = delivery.message
                 score = speech_score(p.labels, self.speech_names)
-                key = streams.speech_key(p.source)
+                key = shard.key(streams.speech_key(p.source))
                 pipe.rpush(key, msgspec.msgpack.encode([p.session, p.seq, score]))
                 pipe.ltrim(key, -self.ring_chunks, -1)
                 pipe.expire(key, self.ring_ttl_s)
             pipe.execute()
         return 0
 
-    def plan(self, batch: list[bus.Delivery[Event]]) -> int:
+    def plan(self, shard: Shard, batch: list[bus.Delivery[Event]]) -> int:
         """Each event's job: a start's only if its event has none yet, an end's always. An
         event whose audio is older than the ring (the events stream's history, read by a
         recorder started after it) is recorded as dropped at once, unless it has a record."""
         events = [delivery.message for delivery in batch]
         stale = [e for e in events
                  if time.time() - self._span_end(e) > self.settings.clips_ring_s]
-        with self.redis.pipeline(transaction=True) as pipe:
-            for event in stale:
-                clips.record_if_new(pipe, self._outcome(event, "dropped", (
-                    f"older than the ring ({self.settings.clips_ring_s:g} s) when the "
-                    "recorder read it")))
+        if stale:
+            with self.records.pipeline(transaction=True) as pipe:
+                for event in stale:
+                    clips.record_if_new(pipe, self._outcome(event, "dropped", (
+                        f"older than the ring ({self.settings.clips_ring_s:g} s) when the "
+                        "recorder read it")), self.records_shard)
+                metrics.CLIPS.labels("dropped").inc(sum(pipe.execute()[::2]))
+        jobs, job_events = shard.key(streams.CLIP_JOBS), shard.key(streams.CLIP_JOB_EVENTS)
+        with self.topology.client(shard).pipeline(transaction=True) as pipe:
             for event in (e for e in events if e not in stale):
                 if event.kind == "start":
-                    pipe.hsetnx(streams.CLIP_JOB_EVENTS, event.id, event.encode())
-                    pipe.zadd(streams.CLIP_JOBS, {event.id: self._span_end(event)}, nx=True)
+                    pipe.hsetnx(job_events, event.id, event.encode())
+                    pipe.zadd(jobs, {event.id: self._span_end(event)}, nx=True)
                 else:
-                    pipe.hset(streams.CLIP_JOB_EVENTS, event.id, event.encode())
-                    pipe.zadd(streams.CLIP_JOBS, {event.id: self._span_end(event)})
-            written = pipe.execute()
-        metrics.CLIPS.labels("dropped").inc(sum(written[:2 * len(stale):2]))
+                    pipe.hset(job_events, event.id, event.encode())
+                    pipe.zadd(jobs, {event.id: self._span_end(event)})
+            pipe.execute()
         return 0
 
-    def tick(self) -> None:
-        """The due jobs; the recorder's sign of life and retention when due."""
-        now = time.time()
-        for member in self.redis.zrangebyscore(streams.CLIP_JOBS, "-inf", now, start=0,
-                                               num=JOBS_PER_TURN):
+    def tick(self, shard: Shard) -> None:
+        """The shard's due jobs; the recorder's sign of life and retention when due."""
+        client = self.topology.client(shard)
+        for member in client.zrangebyscore(shard.key(streams.CLIP_JOBS), "-inf", time.time(),
+                                           start=0, num=JOBS_PER_TURN):
             event_id = member.decode()
-            lock = streams.clip_lock(event_id)
-            if self.redis.set(lock, self.settings.consumer, nx=True, ex=LOCK_S):
+            lock = shard.key(streams.clip_lock(event_id))
+            if client.set(lock, self.settings.consumer, nx=True, ex=LOCK_S):
                 try:
-                    self._job(event_id)
+                    self._job(shard, event_id)
                 finally:
-                    self.redis.delete(lock)
+                    client.delete(lock)
         if time.monotonic() >= self._next_alive:
             self._next_alive = time.monotonic() + ALIVE_TTL_S / 3
-            self.redis.set(streams.RECORDER_ALIVE, self.settings.consumer, ex=ALIVE_TTL_S)
+            self.topology.home.set(streams.RECORDER_ALIVE, self.settings.consumer,
+                                   ex=ALIVE_TTL_S)
         if time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + RETENTION_EVERY_S
             self._retention()
 
     def _retention(self) -> None:
-        if self.redis.set(RETENTION_LOCK, self.settings.consumer, nx=True,
-                          ex=int(RETENTION_EVERY_S)):
+        if self.topology.home.set(RETENTION_LOCK, self.settings.consumer, nx=True,
+                                  ex=int(RETENTION_EVERY_S)):
             policy = clips.Retention(self.folder, self.settings.clips_max_age_days,
                                      int(self.settings.clips_max_gb * 1e9),
                                      self.settings.clips_keep_per_label)
-            for _, why in clips.enforce_retention(self.redis, policy):
+            for _, why in clips.enforce_retention(self.records, policy, self.records_shard):
                 metrics.CLIPS_EXPIRED.labels(why).inc()
 
-    def _job(self, event_id: str) -> None:
-        raw = self.redis.hget(streams.CLIP_JOB_EVENTS, event_id)
-        event = _event(raw)
-        if event is None or clips.read(self.redis, event_id) is not None:
-            self._finish(event_id)
+    def _job(self, shard: Shard, event_id: str) -> None:
+        client = self.topology.client(shard)
+        event = _event(client.hget(shard.key(streams.CLIP_JOB_EVENTS), event_id))
+        if event is None or clips.read(self.records, event_id, self.records_shard) is not None:
+            self._finish(shard, event_id)
             return
         try:
-            clip = self._make(event)
+            clip = self._make(shard, event)
         except Exception as exc:  # a bug or the disk: report, retry later, give up past the wait
             if isinstance(exc, redis.RedisError):
                 raise
             log.warning("recorder: the clip of %s failed: %s", event_id, one_line(exc))
             if time.time() < self._span_end(event) + JOB_WAIT_S:
-                self.redis.zadd(streams.CLIP_JOBS, {event_id: time.time() + JOB_ERROR_RETRY_S})
+                client.zadd(shard.key(streams.CLIP_JOBS),
+                            {event_id: time.time() + JOB_ERROR_RETRY_S})
                 return
             clip = self._outcome(event, "skipped", f"not written: {one_line(exc)}")
         if clip is None:
-            self.redis.zadd(streams.CLIP_JOBS, {event_id: time.time() + JOB_RETRY_S})
+            client.zadd(shard.key(streams.CLIP_JOBS), {event_id: time.time() + JOB_RETRY_S})
             return
-        clips.record(self.redis, clip)
+        clips.record(self.records, clip, self.records_shard)
         metrics.CLIPS.labels(clip.status).inc()
-        self._finish(event_id)
+        self._finish(shard, event_id)
 
-    def _finish(self, event_id: str) -> None:
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(streams.CLIP_JOBS, event_id)
-            pipe.hdel(streams.CLIP_JOB_EVENTS, event_id)
+    def _finish(self, shard: Shard, event_id: str) -> None:
+        with self.topology.client(shard).pipeline(transaction=True) as pipe:
+            pipe.zrem(shard.key(streams.CLIP_JOBS), event_id)
+            pipe.hdel(shard.key(streams.CLIP_JOB_EVENTS), event_id)
             pipe.execute()
 
-    def _make(self, event: Event) -> Clip | None:
+    def _make(self, shard: Shard, event: Event) -> Clip | None:
         """The event's clip, written, or why not; None while its audio (or, in privacy mode,
         its speech scores) are not all in yet."""
         late = time.time() > self._span_end(event) + JOB_WAIT_S
         lo, hi = self._span(event)
+        client = self.topology.client(shard)
         chunks = [PcmChunk.decode(raw) for raw in
-                  self.redis.lrange(streams.ring_key(event.source), 0, -1)]
+                  client.lrange(shard.key(streams.ring_key(event.source)), 0, -1)]
         try:
             audio = ring.cut(chunks, event, lo, hi)
         except ring.Gap as gap:
@@ -203,7 +219,7 @@ class Recorder:
             return self._outcome(event, "dropped", "the audio after it never arrived") \
                 if late else None
         if self.speech_names:
-            speech = self._speech(event.source, audio)
+            speech = self._speech(shard, event.source, audio)
             if speech is None:
                 return self._outcome(event, "withheld", "speech (not known: no prediction)") \
                     if late else None
@@ -211,10 +227,11 @@ class Recorder:
                 return self._outcome(event, "withheld", "speech", audio)
         return self._write(event, audio)
 
-    def _speech(self, source: str, audio: ring.Cut) -> float | None:
+    def _speech(self, shard: Shard, source: str, audio: ring.Cut) -> float | None:
         """The highest speech score of the clip's chunks; None while one is not known."""
         scores = {}
-        for raw in self.redis.lrange(streams.speech_key(source), 0, -1):
+        client = self.topology.client(shard)
+        for raw in client.lrange(shard.key(streams.speech_key(source)), 0, -1):
             session, seq, score = msgspec.msgpack.decode(raw)
             if session == audio.session:
                 scores[seq] = score
@@ -319,25 +336,36 @@ def _loop(settings: RecorderSettings, part: str) -> RecorderSettings:
 
 def main(settings: RecorderSettings) -> None:
     """Until SIGTERM/SIGINT."""
-    client = bus.connect(settings.redis_url, settings.block_ms)
-    recorder = Recorder(settings, client)
+    topology = Topology.connect(settings, settings.block_ms)
+    recorder = Recorder(settings, topology)
     settings.clips_dir.mkdir(parents=True, exist_ok=True)
     health = metrics.Health()
     stopper = bus.Stopper()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
-    loops = [bus.Worker(_loop(settings, "audio"), streams.PCM_STREAM, streams.RECORDER_GROUP,
-                        PcmChunk, recorder.keep_audio, health, stopper)]
+
+    def workers(part: str, stream: str, schema: type, handle: Callable, tick: bool = False
+                ) -> list[bus.Worker]:
+        """The loop's worker of each shard served."""
+        return [bus.Worker(_loop(settings, part), stream, streams.RECORDER_GROUP, schema,
+                           functools.partial(handle, shard), health, stopper,
+                           topology.client(shard), shard=shard,
+                           tick=functools.partial(recorder.tick, shard) if tick else None)
+                for shard in topology.served]
+
+    loops = [workers("audio", streams.PCM_STREAM, PcmChunk, recorder.keep_audio)]
     if recorder.speech_names:
-        loops.append(bus.Worker(_loop(settings, "speech"), streams.PREDICTIONS_STREAM,
-                                streams.RECORDER_GROUP, Prediction, recorder.keep_speech, health,
-                                stopper))
-    threads = [threading.Thread(target=loop.run, name=loop.stream, daemon=True) for loop in loops]
+        loops.append(workers("speech", streams.PREDICTIONS_STREAM, Prediction,
+                             recorder.keep_speech))
+    threads = [threading.Thread(target=bus.run_in_turn, args=(loop,), name=loop[0].name,
+                                daemon=True) for loop in loops]
     for thread in threads:
         health.watch(thread.is_alive, f"the recorder's {thread.name} loop died")
         thread.start()
-    log.info("recorder: clips in %s (%s, privacy %s), metrics on :%d", Path(settings.clips_dir),
-             settings.clips_format, settings.privacy, server.server_port)
-    bus.Worker(_loop(settings, "events"), streams.EVENTS_STREAM, streams.RECORDER_GROUP, Event,
-               recorder.plan, health, stopper, client, tick=recorder.tick).run()
+    log.info("recorder: clips in %s (%s, privacy %s), %s served, metrics on :%d",
+             Path(settings.clips_dir), settings.clips_format, settings.privacy,
+             ", ".join(map(str, topology.served)), server.server_port)
+    bus.run_in_turn(workers("events", streams.EVENTS_STREAM, Event, recorder.plan, tick=True),
+                    topology.claim_shard_count)
     for thread in threads:
         thread.join(10)
+    topology.close()

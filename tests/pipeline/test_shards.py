@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from pipeline_helpers import RedisServer, Services, read_all, start_api, wait_for
+import soundfile
+from pipeline_helpers import RedisServer, Services, dog_scene, read_all, start_api, wait_for
 from test_chaos import clean_events, make_sources, source_args
 
-from shared import bus, detections, status, streams
+from shared import bus, clips, detections, status, streams
 from shared.config import ConfigError, Settings
-from shared.messages import Event, Prediction, SourceStatus
+from shared.messages import Clip, Event, Prediction, SourceStatus
 from shared.ports import free_port, port_free
 from shared.topology import Topology
 from soundhive.redis_process import RedisProcess
@@ -336,3 +337,60 @@ def test_the_live_stream_reads_every_shard_and_resumes_exactly(services: Service
     assert sorted(event for _, event in resumed) == sorted(missed)  # none lost nor twice
     assert httpx.get(f"{url}/events/stream", headers={"Last-Event-ID": "1-0"},
                      timeout=30).status_code == 400  # one shard's id: not this stream's
+
+
+@pytest.mark.parametrize("where", ["one Redis", "a cluster"])
+def test_the_recorder_records_a_sharded_source_and_the_api_serves_its_clip(
+        where: str, request: pytest.FixtureRequest, clips_dir: Path, tmp_path: Path,
+        models_dir: Path):
+    """SOUNDHIVE_SHARDS=4: the dog of a source outside shard 0 gets its clip (its rings and
+    job in its shard, its record in clips.records_shard: on a cluster, other slots)."""
+    source, shards = "garden", 4
+    shard, records = streams.shard_for(source, shards), clips.records_shard(shards)
+    assert shard != records
+    server = request.getfixturevalue("redis_server") if where == "one Redis" \
+        else request.getfixturevalue("cluster").nodes[0]
+    env = {"SOUNDHIVE_SHARDS": str(shards),
+           **({"SOUNDHIVE_REDIS_CLUSTER": "1"} if where == "a cluster" else {})}
+    topology = Topology.connect(Settings(redis_url=server.url, shards=shards,
+                                         redis_cluster=where == "a cluster"))
+    client = topology.client(shard)
+    services = Services(server, tmp_path, models_dir)
+    folder = tmp_path / "clips"
+    path, _ = dog_scene(clips_dir, tmp_path)
+    try:
+        services.start("recorder", SOUNDHIVE_CLIPS_DIR=str(folder), **env)
+        services.start("features", **env)
+        services.start("classifier", **env)
+        wait_for(lambda: streams.RECORDER_GROUP in {g.group for g in bus.group_backlogs(
+            client, [shard.key(streams.PCM_STREAM)])}, 60,
+            "the recorder's group on the source's shard of the audio stream")
+        services.start("capture", "--fast", "--source", f"{source}=file:{path}", **env)
+
+        def settled() -> dict[str, Clip] | None:
+            ends = [e for e in read_all(client, shard.key(streams.EVENTS_STREAM), Event)
+                    if e.kind == "end"]
+            found = clips.read_many(topology.client(records), [e.id for e in ends], records)
+            return found if ends and len(found) == len(ends) else None
+
+        event_id, clip = next(iter(wait_for(settled, WAIT_S, "the dog's clip").items()))
+        assert clip.status == "ready" and clip.source == source, clip
+        audio, rate = soundfile.read(folder / clip.audio, dtype="float32")
+        assert rate == 16000 and len(audio) / rate >= 4  # both rolls at least
+        assert client.exists(shard.key(streams.ring_key(source)))
+        token = "shards-token-5c1d"
+        url = start_api(services, SOUNDHIVE_CLIPS_DIR=str(folder), SOUNDHIVE_API_TOKEN=token,
+                        **env)
+        shown = next(e for e in httpx.get(f"{url}/events").json()["events"]
+                     if e["id"] == event_id)
+        assert shown["clip_status"] == "ready"
+        served = httpx.get(f"{url}{shown['clip']}")
+        assert served.status_code == 200 and served.content == (folder / clip.audio).read_bytes()
+        review = httpx.post(f"{url}/events/{event_id.replace('/', '%2F')}/review",
+                            json={"verdict": "correct"},
+                            headers={"Authorization": f"Bearer {token}"})
+        assert review.status_code == 200, review.text  # the event found in its shard
+        assert next(e for e in httpx.get(f"{url}/events").json()["events"]
+                    if e["id"] == event_id)["review"] == "correct"
+    finally:
+        services.stop_all()

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
-from pipeline_helpers import REPO, RedisServer, Services
-from test_recorder_pipeline import dog_scene, run_pipeline, settled_clips
+from pipeline_helpers import REPO, RedisServer, Services, dog_scene
+from test_recorder_pipeline import run_pipeline, settled_clips
 
 from services.recorder.service import speech_score
 from shared import clips, streams

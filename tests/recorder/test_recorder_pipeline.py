@@ -9,10 +9,9 @@ import httpx
 import numpy as np
 import redis
 import soundfile
-from pipeline_helpers import Services, free_port, read_all, start_api, wait_for
+from pipeline_helpers import Services, dog_scene, free_port, read_all, start_api, wait_for
 
 from shared import bus, clips, streams
-from shared.audio import load_audio
 from shared.messages import CHUNK_HOP_SECONDS, Clip, Event
 
 
@@ -36,18 +35,6 @@ def settled_clips(client: redis.Redis, count: int) -> dict[str, Clip]:
         found = clips.read_many(client, [e.id for e in ends])
         return found if len(ends) >= count and len(found) == len(ends) else None
     return wait_for(done, 180, "a clip record for every event")
-
-
-def dog_scene(clips_dir: Path, folder: Path) -> tuple[Path, np.ndarray]:
-    """The dog clip with 3 s of faint noise before and 4 s after: room for both rolls."""
-    rng = np.random.default_rng(0)
-    dog = load_audio(clips_dir / "dog.mp3")
-    scene = np.concatenate([np.zeros(3 * 16000, np.float32), dog,
-                            np.zeros(4 * 16000, np.float32)])
-    scene += rng.normal(0, 1e-3, len(scene)).astype(np.float32)
-    path = folder / "dog-scene.wav"
-    soundfile.write(path, scene, 16000, "FLOAT")
-    return path, scene
 
 
 def test_a_dog_gives_a_clip_of_the_event_with_its_rolls(services: Services, clips_dir: Path,

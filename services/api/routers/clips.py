@@ -13,15 +13,23 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import redis
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from services.api.deps import ERRORS, READ, READ_OR_QUERY_TOKEN, WRITE, RedisClient, Settings
-from shared import clips, reviews, streams
+from services.api.deps import (
+    ERRORS,
+    READ,
+    READ_OR_QUERY_TOKEN,
+    WRITE,
+    RedisClient,
+    Settings,
+    Shards,
+)
+from shared import clips, detections, reviews, streams
 from shared.messages import Clip
+from shared.topology import Topology
 
 
 class EventIdConvertor(Convertor[str]):
@@ -48,18 +56,18 @@ RETRY_AFTER_S = 5
 
 @router.get("/events/{event_id:event_id}/clip", dependencies=[READ_OR_QUERY_TOKEN],
             responses=CLIP_ERRORS, response_class=FileResponse)
-def clip_audio(event_id: str, settings: Settings, client: RedisClient) -> FileResponse:
+def clip_audio(event_id: str, settings: Settings, shards: Shards) -> FileResponse:
     """The event's clip: `pre roll` before its start to `post roll` after its end. Supports
     `Range` (a player seeks)."""
-    clip = _ready_clip(client, event_id)
+    clip = _ready_clip(shards, event_id)
     return _file(settings.clips_dir, clip.audio, event_id)
 
 
 @router.get("/events/{event_id:event_id}/spectrogram", dependencies=[READ_OR_QUERY_TOKEN],
             responses=CLIP_ERRORS, response_class=FileResponse)
-def clip_spectrogram(event_id: str, settings: Settings, client: RedisClient) -> FileResponse:
+def clip_spectrogram(event_id: str, settings: Settings, shards: Shards) -> FileResponse:
     """The clip's log-mel spectrogram (PNG), the event's start and end marked."""
-    clip = _ready_clip(client, event_id)
+    clip = _ready_clip(shards, event_id)
     return _file(settings.clips_dir, clip.spectrogram, event_id)
 
 
@@ -76,10 +84,10 @@ class ReviewOut(BaseModel):
 
 @router.post("/events/{event_id:event_id}/review", dependencies=[WRITE], responses=CLIP_ERRORS,
              response_model=ReviewOut)
-def review(event_id: str, body: ReviewIn, client: RedisClient) -> dict:
+def review(event_id: str, body: ReviewIn, client: RedisClient, shards: Shards) -> dict:
     """Mark a detection correct or wrong (a later review replaces it). Wrong ones become
     negatives of their label for `soundhive embed --from-reviews`."""
-    event = reviews.detection(client, event_id)
+    event = detections.find(shards, event_id)
     if event is None:
         raise HTTPException(404, f"no event {event_id!r}")
     return reviews.write(client, event, body.verdict, time.time()).fields()
@@ -96,15 +104,18 @@ def review_counts(client: RedisClient) -> dict:
     return reviews.counts(client)
 
 
-def _ready_clip(client: redis.Redis, event_id: str) -> Clip:
-    clip = clips.read(client, event_id)
+def _ready_clip(shards: Topology, event_id: str) -> Clip:
+    records = clips.records_shard(shards.count)
+    clip = clips.read(shards.client(records), event_id, records)
     if clip is None:
-        if client.zscore(streams.CLIP_JOBS, event_id) is not None:
+        event = detections.find(shards, event_id)
+        if event is None:
+            raise HTTPException(404, f"no event {event_id!r}")
+        shard = streams.shard_for(event.source, shards.count)
+        if shards.client(shard).zscore(shard.key(streams.CLIP_JOBS), event_id) is not None:
             raise HTTPException(404, "the clip is not written yet", headers={
                 "Retry-After": str(RETRY_AFTER_S)})
-        known = client.hexists(streams.DETECTIONS_HASH, event_id)
-        raise HTTPException(404, "no clip was recorded for this event" if known
-                            else f"no event {event_id!r}")
+        raise HTTPException(404, "no clip was recorded for this event")
     if clip.status != "ready":
         raise HTTPException(410, f"clip {clips.describe(clip)}")
     return clip

@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import redis
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
@@ -87,7 +86,7 @@ def events(
     check_read(settings, authorization)
     response.headers.update(headers)
     found, next_cursor = _page(shards, replace(filters, limit=limit, cursor=cursor))
-    return {"events": detection_rows(shards.home, found), "next": next_cursor}
+    return {"events": detection_rows(shards, found), "next": next_cursor}
 
 
 @router.get("/events.csv", dependencies=[READ_OR_QUERY_TOKEN], responses=ERRORS,
@@ -102,7 +101,7 @@ def events_csv(shards: Shards, filters: Filters) -> Response:
     while rows < CSV_MAX_ROWS:
         found, cursor = _page(shards, replace(
             filters, limit=min(MAX_LIMIT, CSV_MAX_ROWS - rows), cursor=cursor))
-        for item in detection_rows(shards.home, found):
+        for item in detection_rows(shards, found):
             writer.writerow(_csv_row(item))
         rows += len(found)
         if cursor is None:
@@ -124,11 +123,13 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in accept and "application/json" not in accept
 
 
-def detection_rows(client: redis.Redis, found: list[Event]) -> list[dict]:
+def detection_rows(shards: Topology, found: list[Event]) -> list[dict]:
     """Detections as /events shows them: each event without `kind` (`end` null says it goes
     on), with its clip's links and status, and its review."""
     ids = [event.id for event in found]
-    kept, verdicts = clips.read_many(client, ids), reviews.verdicts(client, ids)
+    records = clips.records_shard(shards.count)
+    kept = clips.read_many(shards.client(records), ids, records)
+    verdicts = reviews.verdicts(shards.home, ids)
     shown = []
     for event in found:
         fields = event.fields()

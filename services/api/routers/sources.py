@@ -111,7 +111,7 @@ def source_detail(source: str, shards: Shards) -> dict:
     events, _ = detections.page(shards, detections.Query(source=source, limit=DETAIL_EVENTS))
     return {"source": _source(view),
             "levels": [{"t": t, "dbfs": db} for t, db in status.levels(shards, source)],
-            "events": detection_rows(shards.home, events)}
+            "events": detection_rows(shards, events)}
 
 
 def _source(view: SourceView) -> dict:
