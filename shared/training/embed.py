@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from shared import clips, params, reviews
+from shared import clips, params, reviews, streams
 from shared.audio import find_audio_files, frame_patches, load_audio
 from shared.models.base import Embedder
 from shared.models.vggish import RELEASE_HOP_SECONDS, release_patches
@@ -68,9 +68,12 @@ def from_csv(csv_path: Path, root: Path) -> list[LabelledFile]:
 
 
 def from_reviews(client: redis.Redis, root: Path) -> list[LabelledFile]:
-    """The reviewed events whose clips are still kept under `root`."""
+    """The reviewed events whose clips are still kept under `root` (the clip records are where
+    the pipeline's recorded shard count puts them)."""
     reviewed = reviews.read_all(client)
-    kept = clips.read_many(client, [review.id for review in reviewed])
+    shards = int(client.get(streams.SHARD_COUNT) or 1)
+    kept = clips.read_many(client, [review.id for review in reviewed],
+                           clips.records_shard(shards))
     files = []
     for review in reviewed:
         clip = kept.get(review.id)
