@@ -285,6 +285,14 @@ class Settings(RedisSettings):
         "that are behind (about 300 bytes each: 150 MB); past it the oldest go, counted per "
         "sink as soundhive_deliveries_total{outcome=\"lost\"}. At least SOUNDHIVE_EVENTS_MAXLEN.")
 
+    @model_validator(mode="after")
+    def _check_events_bounds(self) -> "Settings":
+        if self.events_backlog_max < self.events_maxlen:
+            raise ValueError(f"SOUNDHIVE_EVENTS_BACKLOG_MAX ({self.events_backlog_max}) is "
+                             f"below SOUNDHIVE_EVENTS_MAXLEN ({self.events_maxlen}): the bound "
+                             "on what sinks hold must keep at least the history")
+        return self
+
 
 def model_field() -> Any:
     return Field("yamnet", validation_alias="SOUNDHIVE_MODEL",

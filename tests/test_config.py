@@ -111,3 +111,12 @@ def test_up_uses_the_redis_the_environment_names_even_from_a_file(monkeypatch, t
     monkeypatch.setenv("REDIS_URL_FILE", str(tmp_path / "url"))
     assert _given_redis(None) == "redis://:pw@redis.example:6379/0"
     assert _given_redis("redis://other:1/0") == "redis://other:1/0"
+
+
+def test_the_events_bound_below_the_history_is_refused(monkeypatch):
+    monkeypatch.setenv("SOUNDHIVE_EVENTS_MAXLEN", "100")
+    monkeypatch.setenv("SOUNDHIVE_EVENTS_BACKLOG_MAX", "50")
+    with pytest.raises(ConfigError, match=r"SOUNDHIVE_EVENTS_BACKLOG_MAX .* below "
+                                          r"SOUNDHIVE_EVENTS_MAXLEN") as error:
+        FeaturesSettings()
+    assert "\n" not in str(error.value)
