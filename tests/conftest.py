@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from notifier.notifier_helpers import WebhookReceiver
 from pipeline_helpers import SHARED, RedisServer, Services
 
 
@@ -51,6 +52,15 @@ def http_folder(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """A signature-checking webhook receiver on loopback (tests/notifier/notifier_helpers.py)."""
+    receiver = WebhookReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from devicehive_stub import DeviceHiveStub
-from notifier_helpers import Catcher, Mosquitto, MqttCollector, WebhookReceiver
+from notifier_helpers import Catcher, Mosquitto, MqttCollector
 from pipeline_helpers import wait_for
 
 
@@ -27,14 +27,6 @@ def mqtt_collector(mosquitto: Mosquitto) -> Iterator[MqttCollector]:
     wait_for(collector.client.is_connected, 10, "the test's MQTT subscriber")
     yield collector
     collector.stop()
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    receiver.start()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ ends, at a sink too."""
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,14 +35,6 @@ def lost_total(metrics_url: str) -> float:
 
 def open_ids(events: list[Event]) -> set[str]:
     return {e.id for e in events if e.kind == "start"} - {e.id for e in events if e.kind == "end"}
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    receiver.start()
-    yield receiver
-    receiver.stop()
 
 
 def erase(client: redis.Redis, server: RedisServer, how: str) -> tuple[list, list]:
