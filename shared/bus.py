@@ -128,8 +128,9 @@ class Weather:
     """Waits out Redis trouble: logs a kind of trouble once when it starts and once when it
     clears, counts every failed try, and gives the backoff before the next one."""
 
-    def __init__(self, service: str, health: metrics.Health):
-        self.service, self.health = service, health
+    def __init__(self, service: str, health: metrics.Health, part: str = ""):
+        """`part`: what of the process meets the trouble (a shard), for its readiness."""
+        self.service, self.health, self.part = service, health, part
         metrics.start_at_zero(metrics.REDIS_ERRORS, [service], metrics.REDIS_ERROR_KINDS)
         self._backoff = EqualJitterBackoff(cap=2.0, base=0.1)
         self._failures = 0
@@ -145,7 +146,7 @@ class Weather:
                         self.service, kind, _reason(exc))
             self._since = self._since or time.monotonic()
             self._kind = kind
-        self.health.fail(f"redis {kind}")
+        self.health.fail(f"redis {kind}", self.part)
         self._failures += 1
         return self._backoff.compute(self._failures)
 
@@ -365,6 +366,7 @@ class Worker(Generic[M]):
         self.output, self.tick, self.gone = output, tick, gone
         self.block_ms = settings.block_ms
         self._service = settings.service
+        self._part = str(shard) if shard.count > 1 else ""  # its readiness's part
         self._errors_key = shard.key(streams.errors_hash(group))
         self._group_ready = False
         self._claim_cursor = "0-0"
@@ -385,7 +387,7 @@ class Worker(Generic[M]):
         self.leases.start()
         log.info("%s: consumer %s reading %s as group %s", self._service,
                  self.settings.consumer, self.stream, self.group)
-        return Weather(self._service, self.health)
+        return Weather(self._service, self.health, self._part)
 
     def turn(self, weather_: Weather) -> float:
         """One step; on Redis trouble, the seconds to wait before this worker's next one."""
@@ -396,7 +398,7 @@ class Worker(Generic[M]):
             self._group_ready = False
             return weather_.hit(exc)
         weather_.clear()
-        self.health.beat()
+        self.health.beat(self._part)
         return 0.0
 
     def ensure_group(self) -> None:

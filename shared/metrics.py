@@ -235,14 +235,17 @@ class Health:
 
     Live (/healthz): every watched part works (watch) and the main loop turns: it calls beat()
     after a good turn, or fail(reason) after a turn that met trouble it waits out (Redis
-    unreachable), at least every stale_after_s. Ready (/readyz): live, the last turn was good,
-    and every required condition holds (require). Redis trouble makes a service unready, never
-    un-live: restarting it would not bring Redis back."""
+    unreachable), at least every stale_after_s. Ready (/readyz): live, the last turn of every
+    part was good, and every required condition holds (require). A process serving several
+    shards beats and fails per shard (`part`): one shard's trouble keeps it unready, whatever
+    the others' turns do, and the reason names every such shard (sorted). Redis trouble makes
+    a service unready, never un-live: restarting it would not bring Redis back."""
 
     def __init__(self, stale_after_s: float = 60.0):
         self.stale_after_s = stale_after_s
         self._last_turn = time.monotonic()
-        self._problem: str | None = None
+        self._problems: dict[str, str] = {}  # part ("": the whole process) -> its trouble
+        self._lock = threading.Lock()
         self._live_checks: list[tuple[str, Callable[[], bool]]] = []
         self._ready_checks: list[tuple[str, Callable[[], bool]]] = []
 
@@ -254,13 +257,15 @@ class Health:
         """A condition the process needs to do its job now."""
         self._ready_checks.append((what, check))
 
-    def beat(self) -> None:
-        self._last_turn = time.monotonic()
-        self._problem = None
+    def beat(self, part: str = "") -> None:
+        with self._lock:
+            self._last_turn = time.monotonic()
+            self._problems.pop(part, None)
 
-    def fail(self, reason: str) -> None:
-        self._last_turn = time.monotonic()
-        self._problem = reason
+    def fail(self, reason: str, part: str = "") -> None:
+        with self._lock:
+            self._last_turn = time.monotonic()
+            self._problems[part] = reason
 
     def liveness(self) -> tuple[bool, str]:
         for what, check in self._live_checks:
@@ -275,8 +280,11 @@ class Health:
         live, reason = self.liveness()
         if not live:
             return live, reason
-        if self._problem:
-            return False, self._problem
+        with self._lock:
+            problems = sorted(self._problems.items())
+        if problems:
+            return False, "; ".join(f"{part}: {reason}" if part else reason
+                                    for part, reason in problems)
         for what, check in self._ready_checks:
             if not check():
                 return False, what

@@ -14,10 +14,12 @@ Redis clients that reach it:
     topology.claim_shard_count()   records SOUNDHIVE_SHARDS in Redis, or refuses another count
     topology.shard_count_problem()  why not, for a reader (the api's readiness)
     topology.group_backlogs()      every shard's consumer groups, their lag and pending entries
+    topology.unreachable_shards()  which served shards' Redis does not answer now (readiness)
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 from redis.cluster import RedisCluster
@@ -97,6 +99,35 @@ class Topology:
         return [backlog for server in self.servers
                 for backlog in bus.group_backlogs(server, names.get(id(server), []))]
 
+    def unreachable_shards(self) -> list[str]:
+        """One line per Redis server (or cluster node) of the served shards that does not
+        answer a PING now, naming its shards, in shard order; [] when every one answers."""
+        probes: dict[str, tuple[Callable[[], object], list[int]]] = {}
+        for shard in self.served:
+            client = self.client(shard)
+            where, probe = str(id(client)), client.ping
+            if isinstance(client, RedisCluster):
+                try:
+                    node = client.get_node_from_key(shard.key(streams.PCM_STREAM))
+                except RedisClusterException:  # its slot has no node now
+                    node = None
+                where = node.name if node else "no node"
+                probe = partial(client.ping, target_nodes=node) if node else _no_node
+            probes.setdefault(where, (probe, []))[1].append(shard.index)
+        problems = []
+        for probe, indexes in probes.values():
+            try:
+                probe()
+            except (redis.RedisError, RedisClusterException) as exc:
+                kind = bus.weather(exc) or type(exc).__name__
+                problems.append(f"redis {kind} on shard{'s' * (len(indexes) > 1)} "
+                                f"{', '.join(map(str, indexes))}")
+        return problems
+
     def close(self) -> None:
         for server in self.servers:
             server.close()
+
+
+def _no_node() -> None:
+    raise RedisClusterException("no cluster node serves the slot")

@@ -149,6 +149,40 @@ def test_four_shards_on_one_or_two_servers_match_one_redis(
         assert not redis_server.client().exists(streams.Shard(1, 4).key(streams.EVENTS_STREAM))
 
 
+def readiness(url: str) -> tuple[int, str] | None:
+    try:
+        answer = httpx.get(url, timeout=10)
+    except httpx.HTTPError:
+        return None
+    return answer.status_code, answer.text
+
+
+def test_readiness_names_the_shard_whose_redis_is_away_at_every_probe(
+        services: Services, redis_server: RedisServer, second_redis: RedisServer):
+    """A worker serving both shards of two servers and the api: while the second server is
+    down, every probe says not ready because of shard 1 (the good turns of shard 0 do not make
+    it flap), and both are ready again when it is back."""
+    env = {"SOUNDHIVE_SHARDS": "2", "REDIS_URLS": f"{redis_server.url},{second_redis.url}"}
+    port = free_port()
+    services.start("classifier", SOUNDHIVE_METRICS_PORT=str(port), **env)
+    worker, api = f"http://127.0.0.1:{port}/readyz", f"{start_api(services, **env)}/readyz"
+    for url in (worker, api):
+        wait_for(lambda url=url: (readiness(url) or (0,))[0] == 200, 60, f"{url} ready")
+    second_redis.stop()
+    wait_for(lambda: (readiness(worker) or (0,))[0] == 503, 60, "the worker to notice")
+    probes = []
+    for _ in range(20):
+        probes.append(readiness(worker))
+        time.sleep(0.2)
+    assert probes == [(503, "shard 1 of 2: redis unreachable\n")] * 20
+    status_code, text = readiness(api)
+    assert status_code == 503 and json.loads(text)["problems"] == [
+        "redis unreachable on shard 1"]
+    second_redis.start()
+    for url in (worker, api):
+        wait_for(lambda url=url: (readiness(url) or (0,))[0] == 200, 60, f"{url} ready again")
+
+
 class Cluster:
     """A 3-master Redis Cluster on loopback, each node with an AOF (restartable)."""
 

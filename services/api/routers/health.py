@@ -17,9 +17,10 @@ def healthz() -> dict:
 
 @router.get("/readyz")
 def readyz(request: Request, response: Response, shards: Shards) -> dict:
-    problems = []
+    """Ready when the Redis of every shard answers (one problem per server or cluster node
+    that does not, naming its shards), the shard count is the pipeline's and the model loaded."""
+    problems = shards.unreachable_shards()
     try:
-        shards.home.ping()
         if mismatch := shards.shard_count_problem():
             problems.append(mismatch)
     except redis.RedisError as exc:
