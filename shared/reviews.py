@@ -3,11 +3,13 @@ Review). The api writes them; the events show them; `soundhive embed --from-revi
 reviewed clips into training data (a wrong one: a negative of its label)."""
 
 from collections import Counter
+from pathlib import Path
 
 import redis
 
-from shared import streams
+from shared import clips, streams
 from shared.messages import Event, MessageError, Review
+from shared.topology import Topology
 
 
 def write(client: redis.Redis, event: Event, verdict: str, at: float) -> Review:
@@ -24,6 +26,19 @@ def read_all(client: redis.Redis) -> list[Review]:
         except MessageError:
             continue
     return found
+
+
+def kept_clips(topology: Topology, root: Path) -> list[tuple[Review, Path]]:
+    """The reviews whose event's clip is ready and still under `root`, with its audio file.
+    The clip records are where the pipeline's recorded shard count puts them, on its one
+    Redis, servers or cluster (the topology's)."""
+    reviewed = read_all(topology.home)
+    records = clips.records_shard(int(topology.home.get(streams.SHARD_COUNT) or 1))
+    kept = clips.read_many(topology.client(records), [review.id for review in reviewed],
+                           records)
+    return [(review, root / clip.audio) for review in reviewed
+            if (clip := kept.get(review.id)) is not None and clip.status == "ready"
+            and (root / clip.audio).is_file()]
 
 
 def verdicts(client: redis.Redis, event_ids: list[str]) -> dict[str, str]:

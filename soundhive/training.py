@@ -158,15 +158,23 @@ def embed(
 
 def _reviewed(redis_url: str | None, folder: Path) -> list:
     """The reviewed clips (shared/training/embed.from_reviews) of the Redis at redis_url."""
+    from shared.config import ConfigError, RedisSettings
+    from shared.topology import Topology
     from shared.training.embed import from_reviews
 
-    if redis_url is None:
-        fail("--from-reviews reads the pipeline's Redis: give --redis-url or set REDIS_URL")
-    with redis.Redis.from_url(redis_url, socket_connect_timeout=5) as client:
-        try:
-            return from_reviews(client, folder)
-        except redis.RedisError as exc:
-            fail(f"cannot read the reviews from {where(redis_url)}: {exc}")
+    try:  # REDIS_URLS, SOUNDHIVE_REDIS_CLUSTER: read as the pipeline's services read them
+        settings = RedisSettings(**({"redis_url": redis_url} if redis_url else {}))
+        if not (redis_url or settings.redis_urls):
+            fail("--from-reviews reads the pipeline's Redis: give --redis-url or set REDIS_URL")
+        topology = Topology.connect(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        return from_reviews(topology, folder)
+    except redis.RedisError as exc:
+        fail(f"cannot read the reviews from {where(redis_url or settings.redis_urls[0])}: {exc}")
+    finally:
+        topology.close()
 
 
 # --- train -----------------------------------------------------------------------------------

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import redis
 
-from shared import clips, params, reviews, streams
+from shared import params, reviews
 from shared.audio import find_audio_files, frame_patches, load_audio
 from shared.models.base import Embedder
 from shared.models.vggish import RELEASE_HOP_SECONDS, release_patches
+from shared.topology import Topology
 from shared.training import datasets
 from shared.training.augment import Augmentation
 
@@ -67,21 +67,11 @@ def from_csv(csv_path: Path, root: Path) -> list[LabelledFile]:
     return files
 
 
-def from_reviews(client: redis.Redis, root: Path) -> list[LabelledFile]:
-    """The reviewed events whose clips are still kept under `root` (the clip records are where
-    the pipeline's recorded shard count puts them)."""
-    reviewed = reviews.read_all(client)
-    shards = int(client.get(streams.SHARD_COUNT) or 1)
-    kept = clips.read_many(client, [review.id for review in reviewed],
-                           clips.records_shard(shards))
-    files = []
-    for review in reviewed:
-        clip = kept.get(review.id)
-        if clip is None or clip.status != "ready" or not (root / clip.audio).is_file():
-            continue
-        correct = review.verdict == "correct"
-        files.append(LabelledFile(root / clip.audio, (review.label,) if correct else (),
-                                  () if correct else (review.label,)))
+def from_reviews(topology: Topology, root: Path) -> list[LabelledFile]:
+    """The reviewed events whose clips are still kept under `root` (reviews.kept_clips)."""
+    files = [LabelledFile(path, (review.label,) if review.verdict == "correct" else (),
+                          () if review.verdict == "correct" else (review.label,))
+             for review, path in reviews.kept_clips(topology, root)]
     if not files:
         raise datasets.DatasetError(f"no reviewed clips in {root} (mark events correct or "
                                     "wrong in the event history first)")
