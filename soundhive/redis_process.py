@@ -1,4 +1,5 @@
-"""A private redis-server process: the embedded Redis of `soundhive up`, and the tests' Redis.
+"""A private redis-server process: the embedded Redis of `soundhive up`, and the tests' Redis;
+a Redis Cluster of such processes on loopback (the tests' and the bus benchmark's cluster).
 
 It listens on a unix socket in its folder (or a TCP port on 127.0.0.1), keeps nothing on disk
 unless asked (`appendonly`: an AOF in `data`, by default its folder), and is killed with its
@@ -17,9 +18,11 @@ from pathlib import Path
 import redis
 
 from shared.errors import UserError
+from shared.ports import free_port, port_free
 
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT_S = 20.0
+CLUSTER_BUS_OFFSET = 10000  # a cluster node's bus listens on its port + 10000
 
 
 class RedisProcessError(UserError, RuntimeError):
@@ -89,3 +92,58 @@ class RedisProcess:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
+
+
+class LoopbackCluster:
+    """A Redis Cluster of `masters` redis-server processes on 127.0.0.1, no replicas, each
+    with an AOF (a node restarts with its data); start() creates it (redis-cli --cluster
+    create) and waits until every node says it is ok."""
+
+    def __init__(self, folder: Path, masters: int = 3):
+        self.nodes = [RedisProcess(folder / f"node{i}", port=_cluster_port(), appendonly=True,
+                                   extra=("--cluster-enabled", "yes", "--cluster-config-file",
+                                          "nodes.conf", "--cluster-node-timeout", "2000"))
+                      for i in range(masters)]
+
+    @property
+    def url(self) -> str:
+        """A seed node's URL."""
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        """Start the nodes and create the cluster; on failure, every node started is stopped."""
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run(["redis-cli", "--cluster", "create",
+                            *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                            "--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, capture_output=True, timeout=60)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not self.ok():
+                if time.monotonic() > deadline:
+                    raise RedisProcessError("the loopback Redis Cluster is not ok after "
+                                            f"{START_TIMEOUT_S:.0f} s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def ok(self) -> bool:
+        try:
+            return all(node.client().cluster("info")["cluster_state"] == "ok"
+                       for node in self.nodes)
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port is free too."""
+    while True:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET < 65536 and port_free("127.0.0.1", port + CLUSTER_BUS_OFFSET):
+            return port

@@ -47,14 +47,15 @@ def chaos_services(aof_redis: RedisServer, tmp_path: Path, models_dir: Path):
     running.stop_all()
 
 
-def make_sources(clips_dir: Path, folder: Path, count: int) -> list[Path]:
-    """`count` files of SOURCE_SECONDS, each the real clips in another order."""
+def make_sources(clips_dir: Path, folder: Path, count: int,
+                 seconds: float = SOURCE_SECONDS) -> list[Path]:
+    """`count` files of `seconds`, each the real clips in another order."""
     clips = [load_audio(path) for path in find_audio_files(clips_dir)]
     folder.mkdir()
     paths = []
     for i in range(count):
         order = clips[3 * i:] + clips[:3 * i]
-        audio = np.concatenate(order)[: int(SOURCE_SECONDS * 16000)]
+        audio = np.concatenate(order)[: int(seconds * 16000)]
         paths.append(folder / f"mix{i}.wav")
         soundfile.write(paths[-1], audio, 16000)
     return paths

@@ -17,23 +17,15 @@ import soundfile
 from pipeline_helpers import RedisServer, Services, dog_scene, read_all, start_api, wait_for
 from test_chaos import clean_events, make_sources, source_args
 
-from shared import bus, clips, detections, status, streams
+from shared import bus, clips, detections, reviews, status, streams
 from shared.config import ConfigError, Settings
 from shared.messages import Clip, Event, Prediction, SourceStatus
-from shared.ports import free_port, port_free
+from shared.ports import free_port
 from shared.topology import Topology
-from soundhive.redis_process import RedisProcess
+from soundhive.redis_process import LoopbackCluster, RedisProcess
 
 WAIT_S = 180
-CLUSTER_BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port is free too."""
-    return wait_for(lambda: next((port for port in [free_port()]
-                                  if port + CLUSTER_BUS_OFFSET < 65536
-                                  and port_free("127.0.0.1", port + CLUSTER_BUS_OFFSET)), None),
-                    10, "a free port for a cluster node", interval=0)
+CLUSTER_SOURCE_SECONDS = 16.0  # each of the 32 sources' real-time audio: the reshard fits in it
 
 
 def test_a_source_shard_is_stable_and_one_shard_keeps_todays_names():
@@ -183,34 +175,8 @@ def test_readiness_names_the_shard_whose_redis_is_away_at_every_probe(
         wait_for(lambda url=url: (readiness(url) or (0,))[0] == 200, 60, f"{url} ready again")
 
 
-class Cluster:
-    """A 3-master Redis Cluster on loopback, each node with an AOF (restartable)."""
-
-    def __init__(self, folder: Path, masters: int = 3):
-        self.nodes = [RedisProcess(folder / f"node{i}", port=cluster_port(), appendonly=True,
-                                   extra=("--cluster-enabled", "yes", "--cluster-config-file",
-                                          "nodes.conf", "--cluster-node-timeout", "2000"))
-                      for i in range(masters)]
-
-    def start(self) -> None:
-        for node in self.nodes:
-            node.start()
-        subprocess.run(["redis-cli", "--cluster", "create",
-                        *(f"127.0.0.1:{node.port}" for node in self.nodes),
-                        "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
-        wait_for(self.ok, 30, "the cluster to be ok")
-
-    def ok(self) -> bool:
-        try:
-            return all(node.client().cluster("info")["cluster_state"] == "ok"
-                       for node in self.nodes)
-        except redis.RedisError:
-            return False
-
-    @property
-    def url(self) -> str:
-        return self.nodes[0].url
+class Cluster(LoopbackCluster):
+    """The loopback cluster, resharded and inspected as the tests need."""
 
     def node_id(self, node: RedisProcess) -> str:
         return node.client().cluster("myid").decode()
@@ -232,24 +198,38 @@ class Cluster:
                         self.node_id(to), "--cluster-slots", str(slot - first + 1),
                         "--cluster-yes"], check=True, capture_output=True, timeout=120)
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+    def redirections(self) -> int:
+        """The MOVED and ASK replies every node gave since it started (INFO errorstats)."""
+        return sum(node.client().info("errorstats").get(f"errorstat_{reply}", {}).get("count", 0)
+                   for node in self.nodes for reply in ("MOVED", "ASK"))
 
 
 @pytest.fixture
 def cluster(tmp_path: Path):
     running = Cluster(tmp_path / "cluster")
+    running.start()
     try:
-        running.start()
         yield running
     finally:
         running.stop()
 
 
+def workers_reading(topology: Topology) -> bool:
+    """Whether the workers (their models loaded) created each pipeline group on every shard."""
+    try:
+        return all(any(found["name"].decode() == group for found in
+                       topology.client(shard).xinfo_groups(shard.key(stream)))
+                   for shard in topology.every
+                   for stream, group in streams.CONSUMER_GROUPS.items())
+    except redis.ResponseError:  # a stream not created yet
+        return False
+
+
 def test_six_shards_on_a_cluster_survive_a_kill_a_node_restart_and_a_reshard(
         cluster: Cluster, clips_dir: Path, tmp_path: Path, models_dir: Path):
-    paths = make_sources(clips_dir, tmp_path / "sources", 8)
+    """32 real-time sources (of CLUSTER_SOURCE_SECONDS: the suite's time stays bounded);
+    the reshard happens while capture still sends, and the pipeline meets its MOVED or ASK."""
+    paths = make_sources(clips_dir, tmp_path / "sources", 32, CLUSTER_SOURCE_SECONDS)
     reference = clean_events(clips_dir, tmp_path, models_dir, paths)
     services = Services(cluster.nodes[0], tmp_path, models_dir)  # its url: a seed node
     env = {"SOUNDHIVE_SHARDS": "6", "SOUNDHIVE_REDIS_CLUSTER": "1", "SOUNDHIVE_BATCH_SIZE": "4",
@@ -257,25 +237,30 @@ def test_six_shards_on_a_cluster_survive_a_kill_a_node_restart_and_a_reshard(
     try:
         features = [services.start("features", **env) for _ in range(2)]
         classifiers = [services.start("classifier", **env) for _ in range(2)]
-        capture = services.start("capture", *source_args(paths), **env)
         topology = Topology.connect(Settings(redis_url=cluster.url, redis_cluster=True,
                                              shards=6))
+        wait_for(lambda: workers_reading(topology), WAIT_S, "the workers reading")
+        capture = services.start("capture", *source_args(paths), **env)
         wait_for(lambda: len(chunks_and_predictions(topology)[1]) >= 8, WAIT_S,
                  "first predictions")
+        moved_slot = redis.crc.key_slot(b"{s0}")  # 175th of its owner (even split): quick to move
+        other = next(n for n in cluster.nodes if n is not cluster.owner(moved_slot))
+        redirected = cluster.redirections()
+        cluster.move_slots_up_to(moved_slot, other)
+        assert capture.poll() is None  # the reshard came mid-traffic, not after it
+        wait_for(lambda: cluster.redirections() > redirected, 30,
+                 "the pipeline to meet a MOVED or an ASK")
         features[0].send_signal(signal.SIGKILL)
         classifiers[0].send_signal(signal.SIGKILL)
-        shard_2_slot = redis.crc.key_slot(b"{s2}")
-        other = next(n for n in cluster.nodes if n is not cluster.owner(shard_2_slot))
-        cluster.move_slots_up_to(shard_2_slot, other)
-        shard_0_slot = redis.crc.key_slot(b"{s0}")
-        restarted = cluster.owner(shard_0_slot)
+        shard_4_slot = redis.crc.key_slot(b"{s4}")
+        restarted = cluster.owner(shard_4_slot)
         restarted.stop()
         time.sleep(1)
         restarted.start()
         wait_for(cluster.ok, 60, "the cluster to be ok again")
-        assert cluster.owner(shard_0_slot) is restarted
+        assert cluster.owner(shard_4_slot) is restarted
         assert_like_one_redis(topology, capture, reference)
-        assert cluster.owner(shard_2_slot) is other
+        assert cluster.owner(moved_slot) is other
         assert all(p.poll() is None for p in (features[1], classifiers[1]))
     finally:
         services.stop_all()
@@ -428,3 +413,30 @@ def test_the_recorder_records_a_sharded_source_and_the_api_serves_its_clip(
                     if e["id"] == event_id)["review"] == "correct"
     finally:
         services.stop_all()
+
+
+def test_reviewed_clips_are_found_on_a_cluster(cluster: Cluster, tmp_path: Path):
+    """`soundhive embed --from-reviews`'s record finding (the embedding itself: tests/training):
+    seeded by a node that holds neither the reviews nor the clip records, with no shard count
+    given, it reads both through the cluster."""
+    shards = 4
+    Topology.connect(Settings(redis_url=cluster.url, redis_cluster=True, shards=shards)
+                     ).claim_shard_count()
+    records = clips.records_shard(shards)
+    holders = {cluster.owner(redis.crc.key_slot(key.encode())) for key in (
+        records.key(streams.CLIPS_HASH), streams.REVIEWS_HASH)}
+    seed = next(node for node in cluster.nodes if node not in holders)
+    topology = Topology.connect(Settings(redis_url=seed.url, redis_cluster=True))
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for n, verdict in enumerate(("correct", "wrong", "correct")):
+        event = Event(f"yard/Bark/{n}", "yard", "Bark", "end", 0.9, 0.0, 5.0, 0.0, 5.0, "yamnet")
+        (folder / f"{n}.ogg").write_bytes(b"kept")
+        clips.record(topology.client(records), Clip(event.id, "yard", "Bark", "ready", "",
+                                                    f"{n}.ogg", f"{n}.png", 0.0, 5.0, 4, 0.0),
+                     records)
+        reviews.write(topology.home, event, verdict, float(n))
+    (folder / "2.ogg").unlink()  # expired meanwhile
+    kept = reviews.kept_clips(topology, folder)
+    assert sorted((review.id, review.verdict, path.name) for review, path in kept) == [
+        ("yard/Bark/0", "correct", "0.ogg"), ("yard/Bark/1", "wrong", "1.ogg")]
