@@ -1,29 +1,37 @@
-"""The bus without the model: what one Redis node spends per live microphone.
+"""The bus without the model: what one Redis node, and a 3-master Redis Cluster, spend per live
+microphone, measured in one run on this machine.
 
 N simulated microphones write a chunk each every 0.96 s (46.5 KB of PCM, as capture does) into
 S shards; features workers with a STAND-IN embedder (FixedVectors: costs nothing, returns the
 same vector for every patch; never a model) turn them into embeddings; the real classifier
 (AudioSet head, event rules) writes predictions, events and detections in its transactions.
-Redis's own CPU time, commands, bytes and memory are read from INFO before and after:
+Each Redis node's own CPU time, commands, bytes and memory are read from INFO before and after:
 
-    .venv/bin/python bench/bus_capacity.py [--mics 200 400] [--seconds 30] [--shards 4]
+    .venv/bin/python bench/bus_capacity.py [--mics 200 400] [--seconds 20] [--shards 6]
 
-Needs SOUNDHIVE_MODELS (the classifier's head) and redis-server; writes
-bench/results/bus_capacity.json. On a small machine the Python workers run out of CPU long
-before Redis does: the figure to keep is Redis's cost per microphone, from which one node's
-capacity is extrapolated (a core's worth of Redis CPU), not measured.
+Both buses are started by the benchmark on loopback (TCP) and stopped on every exit path: one
+redis-server, and a cluster of 3 (soundhive/redis_process.py LoopbackCluster, the services with
+SOUNDHIVE_REDIS_CLUSTER=1). Needs SOUNDHIVE_MODELS (the classifier's head), redis-server and
+redis-cli; writes bench/results/bus_capacity.json with the command, commit and load average.
+
+On a small machine the Python workers run out of CPU long before Redis does, and the cluster's
+nodes share the same cores: the figure to keep is Redis's CPU per microphone (all nodes
+together), from which a node's capacity is extrapolated (a core's worth of Redis CPU), not
+measured.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import machine
 import numpy as np
 
 from services.features.service import make_handler
@@ -31,10 +39,14 @@ from services.features.settings import FeaturesSettings
 from services.registry import SERVICES
 from shared import bus, streams
 from shared.messages import CHUNK_HOP_SECONDS, CHUNK_SAMPLES, PcmChunk
+from shared.ports import free_port
 from shared.topology import Topology
-from soundhive.redis_process import RedisProcess
+from soundhive.redis_process import LoopbackCluster, RedisProcess
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bus_capacity.json"
+BUSES = ("one Redis", "3-master cluster")
+WORKERS_LOAD_S = 8.0
+CATCH_UP_S = 3.0
 
 
 class FixedVectors:
@@ -61,89 +73,136 @@ def stand_in_features() -> None:
                      for shard in topology.served])
 
 
-def microphones(topology: Topology, count: int, seconds: float, stop: threading.Event) -> int:
-    """Write `count` microphones' chunks in real time for `seconds`; returns chunks written."""
+@contextlib.contextmanager
+def running_bus(kind: str, folder: Path) -> Iterator[tuple[dict[str, str], list[RedisProcess]]]:
+    """The bus's environment for the services and its nodes, stopped on every exit path."""
+    if kind == "one Redis":
+        node = RedisProcess(folder / "redis", port=free_port())
+        node.start()
+        try:
+            yield {"REDIS_URL": node.url}, [node]
+        finally:
+            node.stop()
+        return
+    cluster = LoopbackCluster(folder / "cluster")
+    cluster.start()
+    try:
+        yield {"REDIS_URL": cluster.url, "SOUNDHIVE_REDIS_CLUSTER": "1"}, cluster.nodes
+    finally:
+        cluster.stop()
+
+
+def microphones(topology: Topology, count: int, seconds: float) -> tuple[int, int]:
+    """Write `count` microphones' chunks in real time for `seconds`; returns the chunks written
+    and the ticks whose writes ended after the next tick was due (the writer fell behind)."""
     noise = np.random.default_rng(0).uniform(-0.1, 0.1, CHUNK_SAMPLES).astype(np.float32)
-    written, started = 0, time.time()
+    sources = [f"mic{mic:05d}" for mic in range(count)]
+    keys = [streams.shard_for(source, topology.count).key(streams.PCM_STREAM)
+            for source in sources]
+    written, late, started = 0, 0, time.time()
     for tick in range(int(seconds / CHUNK_HOP_SECONDS)):
         with topology.home.pipeline(transaction=False) as pipe:
-            for mic in range(count):
-                source = f"mic{mic:05d}"
+            for source, key in zip(sources, keys, strict=True):
                 chunk = PcmChunk.from_samples(source, "bench", tick, time.time(),
                                               tick * CHUNK_HOP_SECONDS, noise, False)
-                shard = streams.shard_for(source, topology.count)
-                bus.publish(pipe, shard.key(streams.PCM_STREAM), chunk)
+                bus.publish(pipe, key, chunk)
             pipe.execute()
         written += count
-        if stop.wait(max(0.0, started + (tick + 1) * CHUNK_HOP_SECONDS - time.time())):
-            break
-    return written
+        wait = started + (tick + 1) * CHUNK_HOP_SECONDS - time.time()
+        late += wait < 0
+        time.sleep(max(0.0, wait))
+    return written, late
 
 
-def redis_figures(client) -> dict:
-    info = client.info()
+def node_figures(node: RedisProcess) -> dict:
+    info = node.client().info()
     return {"cpu_s": info["used_cpu_user"] + info["used_cpu_sys"],
             "commands": info["total_commands_processed"],
             "bytes_in": info["total_net_input_bytes"], "bytes_out": info["total_net_output_bytes"],
             "memory": info["used_memory"]}
 
 
-def run(mics: int, seconds: float, shards: int, workers: int) -> dict:
-    with tempfile.TemporaryDirectory() as folder:
-        server = RedisProcess(Path(folder), port=None)
-        server.start()
-        env = {"REDIS_URL": server.url, "SOUNDHIVE_SHARDS": str(shards),
-               "SOUNDHIVE_METRICS_PORT": "0", "SOUNDHIVE_LOG_LEVEL": "WARNING"}
+def backlog(topology: Topology, stream: str) -> int:
+    """Entries in `stream` on every shard."""
+    return sum(topology.client(shard).xlen(shard.key(stream)) for shard in topology.every)
+
+
+def run(kind: str, mics: int, seconds: float, shards: int, workers: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder, running_bus(kind, Path(folder)) as (env, nodes):
+        env |= {"SOUNDHIVE_SHARDS": str(shards), "SOUNDHIVE_METRICS_PORT": "0",
+                "SOUNDHIVE_LOG_LEVEL": "WARNING"}
         children = [subprocess.Popen([sys.executable, __file__, "--stand-in-features"],
                                      env={**dict(os.environ), **env}) for _ in range(workers)]
         children += [SERVICES["classifier"].launch({**dict(os.environ), **env})
                      for _ in range(workers)]
         try:
-            topology = Topology.connect(FeaturesSettings(redis_url=server.url, shards=shards))
-            time.sleep(8)  # the workers load
-            before, started = redis_figures(server.client()), time.monotonic()
-            written = microphones(topology, mics, seconds, threading.Event())
-            after, elapsed = redis_figures(server.client()), time.monotonic() - started
-            time.sleep(3)  # the workers catch up with the last chunks
-            predicted = sum(server.client().xlen(shard.key(streams.PREDICTIONS_STREAM))
-                            for shard in topology.every)
+            settings = FeaturesSettings(redis_url=env["REDIS_URL"], shards=shards,
+                                        redis_cluster="SOUNDHIVE_REDIS_CLUSTER" in env)
+            topology = Topology.connect(settings)
+            time.sleep(WORKERS_LOAD_S)
+            before, started = [node_figures(n) for n in nodes], time.monotonic()
+            written, late = microphones(topology, mics, seconds)
+            after, elapsed = [node_figures(n) for n in nodes], time.monotonic() - started
+            pcm_backlog = backlog(topology, streams.PCM_STREAM)
+            time.sleep(CATCH_UP_S)
+            predicted = backlog(topology, streams.PREDICTIONS_STREAM)
+            topology.close()
         finally:
             for child in children:
                 child.terminate()
             for child in children:
                 child.wait(20)
-            server.stop()
-    cpu = (after["cpu_s"] - before["cpu_s"]) / elapsed
+    return figures(kind, mics, shards, elapsed, written, late, pcm_backlog, predicted,
+                   before, after)
+
+
+def figures(kind: str, mics: int, shards: int, elapsed: float, written: int, late: int,
+            pcm_backlog: int, predicted: int, before: list[dict], after: list[dict]) -> dict:
+    def rate(name: str, node: int) -> float:
+        return (after[node][name] - before[node][name]) / elapsed
+
+    nodes = range(len(before))
+    cpu = [rate("cpu_s", node) for node in nodes]
     return {
-        "microphones": mics, "shards": shards, "seconds": round(elapsed, 1),
-        "chunks_written": written,
+        "bus": kind, "microphones": mics, "shards": shards, "seconds": round(elapsed, 1),
+        "chunks_written": written, "writer_late_ticks": late,
+        "pcm_backlog_at_end": pcm_backlog,
         "predictions_in_streams": predicted,
-        "redis_cpu_fraction": round(cpu, 3),
-        "redis_cpu_ms_per_mic_second": round(1000 * cpu / mics, 3),
-        "commands_per_s": round((after["commands"] - before["commands"]) / elapsed),
-        "bytes_in_per_s": round((after["bytes_in"] - before["bytes_in"]) / elapsed),
-        "bytes_out_per_s": round((after["bytes_out"] - before["bytes_out"]) / elapsed),
-        "memory_bytes_per_mic": round((after["memory"] - before["memory"]) / mics),
-        "mics_per_redis_core_extrapolated": round(mics / cpu) if cpu else None,
+        "redis_cpu_fraction_per_node": [round(c, 3) for c in cpu],
+        "redis_cpu_ms_per_mic_second": round(1000 * sum(cpu) / mics, 3),
+        "commands_per_s": round(sum(rate("commands", node) for node in nodes)),
+        "bytes_in_per_s": round(sum(rate("bytes_in", node) for node in nodes)),
+        "bytes_out_per_s": round(sum(rate("bytes_out", node) for node in nodes)),
+        "memory_bytes_per_mic": round(sum(after[n]["memory"] - before[n]["memory"]
+                                          for n in nodes) / mics),
+        "mics_per_redis_core_extrapolated": round(mics / sum(cpu)) if sum(cpu) else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mics", type=int, nargs="+", default=[200, 400])
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--shards", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2, help="features and classifiers each")
+    parser.add_argument("--buses", nargs="+", choices=BUSES, default=list(BUSES))
     parser.add_argument("--stand-in-features", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.stand_in_features:
         stand_in_features()
         return
-    results = [run(mics, options.seconds, options.shards, options.workers)
-               for mics in options.mics]
-    for result in results:
-        print(json.dumps(result))
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    runs = []
+    for kind in options.buses:
+        for mics in options.mics:
+            runs.append(run(kind, mics, options.seconds, options.shards, options.workers))
+            print(json.dumps(runs[-1]), flush=True)
+    RESULTS.write_text(json.dumps({
+        "command": {"argv": sys.argv[1:], "commit": machine.git_commit()},
+        "machine": machine.describe(), "load_average_before": load_before,
+        "stand_in_embedder": "FixedVectors: no model, a fixed vector per patch", "runs": runs,
+    }, indent=2) + "\n")
 
 
 if __name__ == "__main__":
