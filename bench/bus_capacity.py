@@ -5,7 +5,9 @@ N simulated microphones write a chunk each every 0.96 s (46.5 KB of PCM, as capt
 S shards; features workers with a STAND-IN embedder (FixedVectors: costs nothing, returns the
 same vector for every patch; never a model) turn them into embeddings; the real classifier
 (AudioSet head, event rules) writes predictions, events and detections in its transactions.
-Each Redis node's own CPU time, commands, bytes and memory are read from INFO before and after:
+Each Redis node's own CPU time, commands, bytes and memory are read from INFO before and after,
+and over IDLE_S with the workers polling and no microphone (the floor the per-microphone cost is
+taken above):
 
     .venv/bin/python bench/bus_capacity.py [--mics 200 400] [--seconds 20] [--shards 6]
 
@@ -33,6 +35,8 @@ from pathlib import Path
 
 import machine
 import numpy as np
+import redis
+from redis.cluster import RedisCluster
 
 from services.features.service import make_handler
 from services.features.settings import FeaturesSettings
@@ -46,6 +50,7 @@ from soundhive.redis_process import LoopbackCluster, RedisProcess
 RESULTS = Path(__file__).resolve().parent / "results" / "bus_capacity.json"
 BUSES = ("one Redis", "3-master cluster")
 WORKERS_LOAD_S = 8.0
+IDLE_S = 5.0  # the workers' polling with no microphone: Redis's floor, subtracted per microphone
 CATCH_UP_S = 3.0
 
 
@@ -94,24 +99,38 @@ def running_bus(kind: str, folder: Path) -> Iterator[tuple[dict[str, str], list[
 
 def microphones(topology: Topology, count: int, seconds: float) -> tuple[int, int]:
     """Write `count` microphones' chunks in real time for `seconds`; returns the chunks written
-    and the ticks whose writes ended after the next tick was due (the writer fell behind)."""
+    and the ticks whose writes ended after the next tick was due (the writer fell behind).
+    Each tick is one pipeline per Redis node, of plain clients (redis-py's cluster pipeline
+    routes each command in Python: on this machine it, not Redis, fell behind at 50
+    microphones)."""
     noise = np.random.default_rng(0).uniform(-0.1, 0.1, CHUNK_SAMPLES).astype(np.float32)
-    sources = [f"mic{mic:05d}" for mic in range(count)]
-    keys = [streams.shard_for(source, topology.count).key(streams.PCM_STREAM)
-            for source in sources]
+    by_node: dict[int, tuple[redis.Redis, list[tuple[str, str]]]] = {}
+    for mic in range(count):
+        source = f"mic{mic:05d}"
+        key = streams.shard_for(source, topology.count).key(streams.PCM_STREAM)
+        client = node_client(topology, key)
+        by_node.setdefault(id(client), (client, []))[1].append((source, key))
     written, late, started = 0, 0, time.time()
     for tick in range(int(seconds / CHUNK_HOP_SECONDS)):
-        with topology.home.pipeline(transaction=False) as pipe:
-            for source, key in zip(sources, keys, strict=True):
-                chunk = PcmChunk.from_samples(source, "bench", tick, time.time(),
-                                              tick * CHUNK_HOP_SECONDS, noise, False)
-                bus.publish(pipe, key, chunk)
-            pipe.execute()
+        for client, mics in by_node.values():
+            with client.pipeline(transaction=False) as pipe:
+                for source, key in mics:
+                    chunk = PcmChunk.from_samples(source, "bench", tick, time.time(),
+                                                  tick * CHUNK_HOP_SECONDS, noise, False)
+                    bus.publish(pipe, key, chunk)
+                pipe.execute()
         written += count
         wait = started + (tick + 1) * CHUNK_HOP_SECONDS - time.time()
         late += wait < 0
         time.sleep(max(0.0, wait))
     return written, late
+
+
+def node_client(topology: Topology, key: str) -> redis.Redis:
+    """A plain client of the Redis node holding `key`."""
+    if isinstance(topology.home, RedisCluster):
+        return topology.home.get_node_from_key(key).redis_connection
+    return topology.home
 
 
 def node_figures(node: RedisProcess) -> dict:
@@ -140,42 +159,50 @@ def run(kind: str, mics: int, seconds: float, shards: int, workers: int) -> dict
                                         redis_cluster="SOUNDHIVE_REDIS_CLUSTER" in env)
             topology = Topology.connect(settings)
             time.sleep(WORKERS_LOAD_S)
+            idle = [node_figures(n) for n in nodes]
+            time.sleep(IDLE_S)
             before, started = [node_figures(n) for n in nodes], time.monotonic()
             written, late = microphones(topology, mics, seconds)
             after, elapsed = [node_figures(n) for n in nodes], time.monotonic() - started
-            pcm_backlog = backlog(topology, streams.PCM_STREAM)
-            time.sleep(CATCH_UP_S)
-            predicted = backlog(topology, streams.PREDICTIONS_STREAM)
+            backlogs = {stream: backlog(topology, stream)
+                        for stream in (streams.PCM_STREAM, streams.EMBEDDINGS_STREAM)}
             topology.close()
         finally:
             for child in children:
                 child.terminate()
             for child in children:
                 child.wait(20)
-    return figures(kind, mics, shards, elapsed, written, late, pcm_backlog, predicted,
-                   before, after)
+    return figures(kind, mics, shards, elapsed, written, late, backlogs, idle, before, after)
 
 
 def figures(kind: str, mics: int, shards: int, elapsed: float, written: int, late: int,
-            pcm_backlog: int, predicted: int, before: list[dict], after: list[dict]) -> dict:
+            backlogs: dict[str, int], idle: list[dict], before: list[dict], after: list[dict]
+            ) -> dict:
     def rate(name: str, node: int) -> float:
         return (after[node][name] - before[node][name]) / elapsed
 
     nodes = range(len(before))
     cpu = [rate("cpu_s", node) for node in nodes]
+    idle_cpu = [(before[n]["cpu_s"] - idle[n]["cpu_s"]) / IDLE_S for n in nodes]
+    above_idle = sum(cpu) - sum(idle_cpu)
     return {
         "bus": kind, "microphones": mics, "shards": shards, "seconds": round(elapsed, 1),
         "chunks_written": written, "writer_late_ticks": late,
-        "pcm_backlog_at_end": pcm_backlog,
-        "predictions_in_streams": predicted,
+        "backlog_at_end": backlogs,
         "redis_cpu_fraction_per_node": [round(c, 3) for c in cpu],
+        "idle_redis_cpu_fraction_per_node": [round(c, 3) for c in idle_cpu],
+        "idle_commands_per_s": round(sum(before[n]["commands"] - idle[n]["commands"]
+                                         for n in nodes) / IDLE_S),
         "redis_cpu_ms_per_mic_second": round(1000 * sum(cpu) / mics, 3),
+        "redis_cpu_ms_per_mic_second_above_idle": round(1000 * above_idle / mics, 3),
         "commands_per_s": round(sum(rate("commands", node) for node in nodes)),
         "bytes_in_per_s": round(sum(rate("bytes_in", node) for node in nodes)),
         "bytes_out_per_s": round(sum(rate("bytes_out", node) for node in nodes)),
         "memory_bytes_per_mic": round(sum(after[n]["memory"] - before[n]["memory"]
                                           for n in nodes) / mics),
-        "mics_per_redis_core_extrapolated": round(mics / sum(cpu)) if sum(cpu) else None,
+        "mics_per_redis_core_extrapolated": round(mics / sum(cpu)),
+        "mics_per_redis_core_above_idle_extrapolated": round(mics / above_idle)
+        if above_idle > 0 else None,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
