@@ -89,7 +89,7 @@ def running_bus(kind: str, folder: Path) -> Iterator[tuple[dict[str, str], list[
         finally:
             node.stop()
         return
-    cluster = LoopbackCluster(folder / "cluster")
+    cluster = LoopbackCluster(folder / "cluster", node_timeout_ms=30000)  # a loaded machine
     cluster.start()
     try:
         yield {"REDIS_URL": cluster.url, "SOUNDHIVE_REDIS_CLUSTER": "1"}, cluster.nodes

@@ -99,10 +99,14 @@ class LoopbackCluster:
     with an AOF (a node restarts with its data); start() creates it (redis-cli --cluster
     create) and waits until every node says it is ok."""
 
-    def __init__(self, folder: Path, masters: int = 3):
+    def __init__(self, folder: Path, masters: int = 3, node_timeout_ms: int = 2000):
+        """`node_timeout_ms`: how long a silent node is failed after (the cluster is then down
+        until it answers): short for the tests' restarts, long on a machine busy enough to
+        delay its answers."""
         self.nodes = [RedisProcess(folder / f"node{i}", port=_cluster_port(), appendonly=True,
                                    extra=("--cluster-enabled", "yes", "--cluster-config-file",
-                                          "nodes.conf", "--cluster-node-timeout", "2000"))
+                                          "nodes.conf", "--cluster-node-timeout",
+                                          str(node_timeout_ms)))
                       for i in range(masters)]
 
     @property
