@@ -149,6 +149,12 @@ def readiness(url: str) -> tuple[int, str] | None:
     return answer.status_code, answer.text
 
 
+def unready_because(api_readyz: str) -> list[str] | None:
+    """The api's problems while it answers 503, else None."""
+    answer = readiness(api_readyz)
+    return json.loads(answer[1])["problems"] if answer and answer[0] == 503 else None
+
+
 def test_readiness_names_the_shard_whose_redis_is_away_at_every_probe(
         services: Services, redis_server: RedisServer, second_redis: RedisServer):
     """A worker serving both shards of two servers and the api: while the second server is
@@ -262,6 +268,26 @@ def test_six_shards_on_a_cluster_survive_a_kill_a_node_restart_and_a_reshard(
         assert_like_one_redis(topology, capture, reference)
         assert cluster.owner(moved_slot) is other
         assert all(p.poll() is None for p in (features[1], classifiers[1]))
+    finally:
+        services.stop_all()
+
+
+def test_the_api_is_unready_naming_the_shards_of_a_stopped_cluster_node(
+        cluster: Cluster, tmp_path: Path, models_dir: Path):
+    env = {"SOUNDHIVE_SHARDS": "6", "SOUNDHIVE_REDIS_CLUSTER": "1"}
+    services = Services(cluster.nodes[0], tmp_path, models_dir)
+    try:
+        url = f"{start_api(services, **env)}/readyz"
+        stopped = cluster.owner(redis.crc.key_slot(b"{s3}"))
+        on_it = [shard.index for shard in streams.shards(6)
+                 if cluster.owner(redis.crc.key_slot(f"{{s{shard.index}}}".encode()))
+                 is stopped]
+        stopped.stop()
+        problems = wait_for(lambda: unready_because(url), 60, "the api unready")
+        names = ", ".join(map(str, on_it))
+        assert f"redis unreachable on shard{'s' * (len(on_it) > 1)} {names}" in problems
+        stopped.start()
+        wait_for(lambda: (readiness(url) or (0,))[0] == 200, 60, "ready again")
     finally:
         services.stop_all()
 
