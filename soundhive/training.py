@@ -104,7 +104,8 @@ def embed(
     from_reviews: bool = typer.Option(
         False, "--from-reviews", help="Take the event clips users reviewed: one marked correct "
         "is an example of its label, one marked wrong a negative of it (needs the pipeline's "
-        "Redis: --redis-url or REDIS_URL)."),
+        "Redis: --redis-url or REDIS_URL, or REDIS_URLS; SOUNDHIVE_REDIS_CLUSTER=1 for a "
+        "cluster)."),
     redis_url: str | None = typer.Option(
         None, "--redis-url", envvar="REDIS_URL", show_envvar=False,
         help="Redis of the pipeline whose reviews --from-reviews reads (default: $REDIS_URL)."),
