@@ -20,11 +20,12 @@ def readyz(request: Request, response: Response, shards: Shards) -> dict:
     """Ready when the Redis of every shard answers (one problem per server or cluster node
     that does not, naming its shards), the shard count is the pipeline's and the model loaded."""
     problems = shards.unreachable_shards()
-    try:
-        if mismatch := shards.shard_count_problem():
-            problems.append(mismatch)
-    except redis.RedisError as exc:
-        problems.append(f"redis: {type(exc).__name__}")
+    if not problems:  # the shard count is read from shard 0's server: only when it answers
+        try:
+            if mismatch := shards.shard_count_problem():
+                problems.append(mismatch)
+        except redis.RedisError as exc:
+            problems.append(f"redis: {type(exc).__name__}")
     if request.app.state.model is None:
         problems.append(request.app.state.model_error)
     response.status_code = 503 if problems else 200
