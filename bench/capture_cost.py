@@ -7,8 +7,9 @@ production).
                                            [--out bench/results/issue20/capture_cost.json]
 
 Every stream is an endless MP3 (128 kbit/s, 44.1 kHz stereo, as internet radio is: a public clip
-looped and encoded by ffmpeg). HTTP: this process serves each client the file as fast as it
-reads it (capture replays network streams in real time, so TCP's flow control paces the server).
+and 9.6 s of silence, looped and encoded by ffmpeg). HTTP: this process serves each client the
+file as fast as it reads it (capture replays network streams in real time, so TCP's flow control
+paces the server).
 RTSP: GStreamer's RTSP server (bench/rtsp_radio.py, under the system Python) sends MP3 over RTP
 in real time, one shared pipeline for every client; it needs
 `apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good`.
@@ -53,6 +54,7 @@ CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_S = 8.0
 LOOP_S = 60
+SILENCE_S = 9.6
 PROTOCOLS = ("http", "rtsp")
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good"
@@ -60,10 +62,13 @@ RTSP_START_S = 10.0
 
 
 def radio_mp3(folder: Path) -> Path:
-    """A public clip looped to LOOP_S seconds, as a 128 kbit/s 44.1 kHz stereo MP3."""
+    """A public clip and SILENCE_S of silence, looped to LOOP_S seconds, as a 128 kbit/s
+    44.1 kHz stereo MP3 (the silence lets the clip's events end and start again)."""
     clip = find_audio_files(CLIPS)[0]
-    out = folder / "radio.mp3"
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "-1", "-i", str(clip), "-t",
+    cycle, out = folder / "cycle.wav", folder / "radio.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-af", f"apad=pad_dur={SILENCE_S}",
+                    "-y", str(cycle)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "-1", "-i", str(cycle), "-t",
                     str(LOOP_S), "-ac", "2", "-ar", "44100", "-b:a", "128k", "-y", str(out)],
                    check=True)
     return out
