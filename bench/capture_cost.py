@@ -1,18 +1,27 @@
-"""Capture's cost per network stream: N live HTTP audio streams served on loopback, read by one
-real capture process (`soundhive serve capture`, PyAV decoding and resampling as in production).
+"""Capture's cost per network stream: N live audio streams served on loopback (HTTP or RTSP),
+read by real capture processes (`soundhive serve capture`, PyAV decoding and resampling as in
+production).
 
     .venv/bin/python bench/capture_cost.py [--streams 25,50,100] [--seconds 30]
+                                           [--protocol http|rtsp] [--processes 1]
                                            [--out bench/results/issue20/capture_cost.json]
 
-The server sends every client an endless MP3 (128 kbit/s, 44.1 kHz stereo, as internet radio
-is: a public clip looped and encoded by ffmpeg), as fast as the client reads it; capture replays
-network streams in real time, so TCP's flow control paces the server. A private redis-server
-takes the chunks; this process trims the PCM stream so that capture never holds back (nothing
-reads it). Per N: capture's CPU (user + system, from its start and over the measured window
-after a warm-up), its RSS, the chunks it published against N / 0.96 per second, and from those
-the CPU per stream and the streams one core would hold. The load average is recorded: CPU time
-is less moved than wall time by other work on the machine, not unmoved. Every process it starts
-is stopped on every exit.
+Every stream is an endless MP3 (128 kbit/s, 44.1 kHz stereo, as internet radio is: a public clip
+and 9.6 s of silence, looped and encoded by ffmpeg). HTTP: this process serves each client the
+file as fast as it reads it (capture replays network streams in real time, so TCP's flow control
+paces the server).
+RTSP: GStreamer's RTSP server (bench/rtsp_radio.py, under the system Python) sends MP3 over RTP
+in real time, one shared pipeline for every client; it needs
+`apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good`.
+The N streams are divided among --processes capture processes (as several capture services,
+each with its share of the sources). A private redis-server takes the chunks; this process trims
+the PCM stream so that capture never holds back (nothing reads it). Per N: capture's CPU (user +
+system of every capture process, over the measured window after a warm-up), its RSS, the chunks
+published against N / 0.96 per second, and from those the CPU per stream and the streams one
+core would hold, and the CPU per chunk delivered (on a loaded machine capture may fall behind,
+and then its CPU per stream reads low). The load average is recorded: CPU time is less moved
+than wall time by other work on the machine, not unmoved. Every process it starts is stopped on
+every exit.
 """
 
 import argparse
@@ -25,8 +34,10 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import TracebackType
 
 import machine
 import psutil
@@ -43,20 +54,57 @@ CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_S = 8.0
 LOOP_S = 60
+SILENCE_S = 9.6
+PROTOCOLS = ("http", "rtsp")
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_PACKAGES = "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good"
+RTSP_START_S = 10.0
 
 
-def radio_mp3(folder: Path) -> bytes:
-    """A public clip looped to LOOP_S seconds, as a 128 kbit/s 44.1 kHz stereo MP3."""
+def radio_mp3(folder: Path) -> Path:
+    """A public clip and SILENCE_S of silence, looped to LOOP_S seconds, as a 128 kbit/s
+    44.1 kHz stereo MP3 (the silence lets the clip's events end and start again)."""
     clip = find_audio_files(CLIPS)[0]
-    out = folder / "radio.mp3"
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "-1", "-i", str(clip), "-t",
+    cycle, out = folder / "cycle.wav", folder / "radio.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-af", f"apad=pad_dur={SILENCE_S}",
+                    "-y", str(cycle)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "-1", "-i", str(cycle), "-t",
                     str(LOOP_S), "-ac", "2", "-ar", "44100", "-b:a", "128k", "-y", str(out)],
                    check=True)
-    return out.read_bytes()
+    return out
 
 
-def serve_radio(mp3: bytes) -> ThreadingHTTPServer:
-    class Radio(BaseHTTPRequestHandler):
+class Radio(AbstractContextManager):
+    """The endless MP3 served on loopback by `protocol`; `urls(n)`: what n streams read."""
+
+    def __init__(self, protocol: str, folder: Path):
+        self.protocol, self.mp3 = protocol, radio_mp3(folder)
+        self._http: ThreadingHTTPServer | None = None
+        self._rtsp: subprocess.Popen | None = None
+        self.port = free_port()
+
+    def __enter__(self) -> "Radio":
+        if self.protocol == "http":
+            self._http = _serve_http(self.mp3.read_bytes(), self.port)
+        else:
+            self._rtsp = _serve_rtsp(self.mp3, self.port)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+        if self._rtsp is not None:
+            _stop(self._rtsp)
+
+    def urls(self, n: int) -> list[str]:
+        if self.protocol == "http":
+            return [f"http://127.0.0.1:{self.port}/{i}" for i in range(n)]
+        return [f"rtsp://127.0.0.1:{self.port}/radio"] * n
+
+
+def _serve_http(mp3: bytes, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "audio/mpeg")
@@ -70,58 +118,121 @@ def serve_radio(mp3: bytes) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Radio)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
-def run_n(n: int, seconds: float, port: int, folder: Path) -> dict:
+def _serve_rtsp(mp3: Path, port: int) -> subprocess.Popen:
+    missing = f"RTSP needs GStreamer's RTSP server: apt-get install {RTSP_PACKAGES}"
+    if not Path(SYSTEM_PYTHON).exists():
+        raise RuntimeError(missing)
+    server = subprocess.Popen([SYSTEM_PYTHON, str(REPO / "bench/rtsp_radio.py"), str(mp3),
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, preexec_fn=die_with_parent)
+    ready = threading.Timer(RTSP_START_S, server.kill)
+    ready.start()
+    line = server.stdout.readline()  # type: ignore[union-attr]
+    ready.cancel()
+    if line.strip() != "ready":
+        _stop(server)
+        error = server.stderr.read()  # type: ignore[union-attr]
+        raise RuntimeError(missing if "gi" in error and "Error" in error
+                           else f"the RTSP server did not start: {error.strip()[-500:]}")
+    return server
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def launch_capture(urls: list[str], first: int, redis_url: str, log: Path,
+                   metrics_port: int = 0) -> subprocess.Popen:
+    """A capture process reading `urls` as sources radio{first:04d}, radio{first+1:04d}, ..."""
+    options = [arg for i, url in enumerate(urls, first)
+               for arg in ("--source", f"radio{i:04d}=url:{url}")]
+    with log.open("wb") as out:
+        return SERVICES["capture"].launch(
+            dict(os.environ), {"redis_url": redis_url, "metrics_port": metrics_port},
+            tuple(options), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent)
+
+
+def launch_captures(urls: list[str], processes: int, redis_url: str, folder: Path
+                    ) -> list[subprocess.Popen]:
+    """The streams divided among `processes` capture processes, in contiguous shares."""
+    share = -(-len(urls) // processes)
+    captures: list[subprocess.Popen] = []
+    try:
+        for first in range(0, len(urls), share):
+            captures.append(launch_capture(urls[first:first + share], first, redis_url,
+                                           folder / f"capture-{len(urls)}-{first}.log"))
+    except BaseException:
+        stop_all(captures)
+        raise
+    return captures
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        _stop(process)
+
+
+def check_alive(captures: list[subprocess.Popen], folder: Path) -> None:
+    for capture in captures:
+        if capture.poll() is not None:
+            logs = sorted(folder.glob("capture-*.log"))
+            tail = logs[-1].read_text(errors="replace")[-2000:] if logs else ""
+            raise RuntimeError(f"capture exited ({capture.returncode}):\n{tail}")
+
+
+def run_n(urls: list[str], processes: int, seconds: float, folder: Path) -> dict:
+    n = len(urls)
     redis_server = RedisProcess(folder / f"redis-{n}", port=free_port())
-    capture = None
+    captures: list[subprocess.Popen] = []
     try:
         redis_server.start()
         client = redis_server.client()
-        options = [arg for i in range(n)
-                   for arg in ("--source", f"radio{i:04d}=url:http://127.0.0.1:{port}/{i}")]
-        with (folder / f"capture-{n}.log").open("wb") as log:
-            capture = SERVICES["capture"].launch(
-                dict(os.environ), {"redis_url": redis_server.url, "metrics_port": 0},
-                tuple(options), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent)
-        process = psutil.Process(capture.pid)
+        captures = launch_captures(urls, processes, redis_server.url, folder)
+        watched = [psutil.Process(capture.pid) for capture in captures]
         started = time.monotonic()
         window_start = None
         while time.monotonic() - started < WARMUP_S + seconds:
-            if capture.poll() is not None:
-                tail = (folder / f"capture-{n}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"capture exited ({capture.returncode}):\n{tail}")
+            check_alive(captures, folder)
             client.xtrim(streams.PCM_STREAM, maxlen=200)
             if window_start is None and time.monotonic() - started >= WARMUP_S:
-                window_start = (time.monotonic(), sum(process.cpu_times()[:2]),
-                                _added(client))
+                window_start = (time.monotonic(), [_cpu(p) for p in watched], _added(client))
             time.sleep(0.25)
         assert window_start is not None
         wall = time.monotonic() - window_start[0]
-        cpu = sum(process.cpu_times()[:2]) - window_start[1]
+        cpu_each = [100 * (_cpu(p) - before) / wall for p, before in zip(watched, window_start[1],
+                                                                          strict=True)]
+        cpu_percent = sum(cpu_each)
+        rss_mb = sum(p.memory_info().rss for p in watched) / 2**20
         chunks = _added(client) - window_start[2]
-        cpu_percent = 100 * cpu / wall
-        return {"streams": n, "window_s": wall, "cpu_percent": cpu_percent,
+        return {"streams": n, "processes": len(captures), "window_s": wall,
+                "cpu_percent": cpu_percent, "cpu_percent_each": cpu_each,
                 "cpu_percent_per_stream": cpu_percent / n,
                 "streams_per_core": 100 / (cpu_percent / n),
-                "rss_mb": process.memory_info().rss / 2**20,
-                "rss_mb_per_stream": process.memory_info().rss / 2**20 / n,
+                # Per chunk delivered: the fairer figure when a loaded machine delays streams.
+                "cpu_ms_per_chunk": 1000 * cpu_percent / 100 / max(chunks / wall, 1e-9),
+                "rss_mb": rss_mb, "rss_mb_per_stream": rss_mb / n,
                 "chunks_per_s": chunks / wall, "expected_chunks_per_s": n / CHUNK_HOP_SECONDS,
                 "load_average": [round(x, 2) for x in os.getloadavg()]}
     finally:
-        if capture is not None and capture.poll() is None:
-            capture.terminate()
-            try:
-                capture.wait(15)
-            except subprocess.TimeoutExpired:
-                capture.kill()
-                capture.wait()
+        stop_all(captures)
         redis_server.stop()
+
+
+def _cpu(process: psutil.Process) -> float:
+    return sum(process.cpu_times()[:2])
 
 
 def _added(client: redis.Redis) -> int:
@@ -137,30 +248,40 @@ def main() -> None:
     parser.add_argument("--streams", default="25,50,100",
                         help="comma-separated numbers of streams, one run each")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window of a run")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http",
+                        help="how the streams are served (rtsp needs GStreamer's RTSP server)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="capture processes the streams are divided among")
     parser.add_argument("--out", type=Path,
                         default=REPO / "bench/results/issue20/capture_cost.json")
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error("--processes: at least 1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     counts = [int(x) for x in args.streams.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="soundhive-capture-bench-"))
     try:
-        server = serve_radio(radio_mp3(folder))
         runs = []
-        for n in counts:
-            result = run_n(n, args.seconds, server.server_address[1], folder)
-            runs.append(result)
-            print(f"N={n}: capture {result['cpu_percent']:.0f} % CPU "
-                  f"({result['cpu_percent_per_stream']:.2f} % per stream, "
-                  f"~{result['streams_per_core']:.0f} streams per core), RSS "
-                  f"{result['rss_mb']:.0f} MB, {result['chunks_per_s']:.1f}/"
-                  f"{result['expected_chunks_per_s']:.1f} chunks/s, load "
-                  f"{result['load_average'][0]:.1f}", file=sys.stderr)
-        server.shutdown()
+        with Radio(args.protocol, folder) as radio:
+            for n in counts:
+                result = run_n(radio.urls(n), args.processes, args.seconds, folder)
+                runs.append(result)
+                print(f"N={n} ({args.protocol}, {result['processes']} process(es)): capture "
+                      f"{result['cpu_percent']:.0f} % CPU "
+                      f"({result['cpu_percent_per_stream']:.2f} % per stream, "
+                      f"~{result['streams_per_core']:.0f} streams per core), RSS "
+                      f"{result['rss_mb']:.0f} MB, {result['chunks_per_s']:.1f}/"
+                      f"{result['expected_chunks_per_s']:.1f} chunks/s "
+                      f"({result['cpu_ms_per_chunk']:.1f} ms of CPU each), load "
+                      f"{result['load_average'][0]:.1f}", file=sys.stderr)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    streams_served = {"http": "HTTP, MP3 128 kbit/s 44.1 kHz stereo, loopback",
+                      "rtsp": "RTSP (GStreamer, MP3 over RTP/UDP), 128 kbit/s 44.1 kHz stereo, "
+                              "loopback"}
     report = {"machine": machine.describe(),
               "command": {"argv": sys.argv[1:], "commit": machine.git_commit()},
-              "stream": "HTTP, MP3 128 kbit/s 44.1 kHz stereo, loopback", "runs": runs}
+              "stream": streams_served[args.protocol], "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
 

@@ -2,7 +2,8 @@
 chunk's event reaches an api client; with the raw model ceiling measured in the same run.
 
     .venv/bin/python bench/pipeline.py [--mics 200,400,600,800,1000] [--seconds 40]
-                                       [--features 1] [--out bench/results/pipeline.json]
+                                       [--features 1] [--capture http|rtsp]
+                                       [--capture-processes 1] [--out bench/results/pipeline.json]
 
 For each N: a private redis-server; features (--features replicas, SOUNDHIVE_THREADS divided
 among them), classifier and api as separate processes, as `soundhive up` runs them; a client of
@@ -12,6 +13,11 @@ microphone, phases spread over the hop, with correct source/session/seq/t. Each 
 over a real clip from ../shared/data/clips (a different clip and start per microphone) followed by
 9.6 s of silence, so its events start and end. Like capture, it drops live audio (counted) while
 the features group is SOUNDHIVE_BACKLOG_MAX chunks behind.
+
+With --capture http|rtsp, the full system instead: N network streams served on loopback (the
+endless MP3 of bench/capture_cost.py) read by real capture processes (--capture-processes, the
+streams divided among them) on the same machine; their CPU and RSS are reported with the other
+services', and their dropped audio is read from their metrics.
 
 Per N: predictions/s against N / 0.96; both groups' lag sampled every second; latency from a
 chunk's last sample to its prediction (written_at) and to its start event arriving at the SSE
@@ -43,6 +49,8 @@ import tempfile
 import threading
 import time
 import uuid
+from bisect import bisect_right
+from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -50,6 +58,7 @@ import machine
 import numpy as np
 import psutil
 import redis
+from capture_cost import PROTOCOLS, Radio, launch_capture, stop_all
 from runtimes import rate
 
 from services.features.settings import FeaturesSettings
@@ -227,6 +236,61 @@ class Mics(threading.Thread):
                         pipe.execute()
                     self.published += len(due)
             self.stop_event.wait(TICK_S)
+
+
+class CapturedStreams:
+    """N network streams read by real capture processes, in Mics' place: what they published
+    and dropped (from capture's metrics), and each source's chunk starts (from predictions)."""
+
+    def __init__(self, redis_url: str, urls: list[str], processes: int, logs: Path):
+        self.client = redis.Redis.from_url(redis_url)
+        self.error: BaseException | None = None
+        self.late_max_s = 0.0  # capture paces itself; nothing to be late
+        self.stop_event = threading.Event()
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._metrics_ports: list[int] = []
+        share = -(-len(urls) // processes)
+        try:
+            for first in range(0, len(urls), share):
+                port = free_port()
+                self._metrics_ports.append(port)
+                self.processes[f"capture{first // share}"] = launch_capture(
+                    urls[first:first + share], first, redis_url, logs / f"capture-{first}.log",
+                    metrics_port=port)
+        except BaseException:
+            stop_all(list(self.processes.values()))
+            raise
+        self._chunk_starts: dict[str, list[float]] | None = None
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> None:
+        pass
+
+    @property
+    def published(self) -> int:
+        return int(self.client.xinfo_stream(streams.PCM_STREAM)["entries-added"])
+
+    @property
+    def dropped(self) -> int:
+        seconds = sum(float(line.rsplit(" ", 1)[1])
+                      for port in self._metrics_ports
+                      for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
+                      if line.startswith("soundhive_audio_dropped_seconds_total{"))
+        return round(seconds / CHUNK_HOP_SECONDS)
+
+    def chunk_start(self, source: str, t: float) -> float:
+        """The start of `source`'s chunk that holds time t (its latest chunk starting by t)."""
+        if self._chunk_starts is None:
+            self._chunk_starts = {}
+            for _, fields in self.client.xrange(streams.PREDICTIONS_STREAM):
+                p = Prediction.decode(fields[streams.MESSAGE_FIELD])
+                self._chunk_starts.setdefault(p.source, []).append(p.t)
+            for starts in self._chunk_starts.values():
+                starts.sort()
+        starts = self._chunk_starts.get(source, [t])
+        return starts[max(0, bisect_right(starts, t + 1e-3) - 1)]
 
 
 def lag(client: redis.Redis, stream: str, group: str) -> int:
@@ -426,11 +490,13 @@ def finish_profiles(started: dict[str, tuple[subprocess.Popen, Path]], seconds: 
 
 
 def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
-          profile: Path | None = None) -> dict:
+          profile: Path | None = None, radio: Radio | None = None,
+          capture_processes: int = 1) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"soundhive-bench-{n}-"))
     server = RedisProcess(folder, port=free_port())
     processes: dict[str, subprocess.Popen] = {}
-    mics = listener = None
+    mics: Mics | CapturedStreams | None = None
+    listener = None
     profiles: dict[str, tuple[subprocess.Popen, Path]] = {}
     try:
         server.start()
@@ -444,15 +510,21 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
         listener.connected.wait(10)
         if listener.error is not None:
             raise listener.error
+        if radio is not None:
+            mics = CapturedStreams(server.url, radio.urls(n), capture_processes, folder)
+            processes |= mics.processes
         procs = {name: psutil.Process(p.pid) for name, p in processes.items()}
         procs["redis"] = psutil.Process(server.process.pid)  # type: ignore[union-attr]
-        procs["mics"] = psutil.Process()  # this process: the microphones and the measuring
+        # This process: the simulated microphones and the measuring (only the measuring and the
+        # HTTP streams' server with --capture).
+        procs["mics" if radio is None else "bench"] = psutil.Process()
         for p in procs.values():
             p.cpu_percent(None)
         client.config_resetstat()
         start = time.time() + 0.5
         until = start + seconds
-        mics = Mics(server.url, n, clips, start, until, backlog_max)
+        if mics is None:
+            mics = Mics(server.url, n, clips, start, until, backlog_max)
         mics.start()
         lags: list[tuple[float, int, int]] = []
         latencies: list[float] = []
@@ -479,7 +551,7 @@ def run_n(n: int, seconds: float, clips: list, backlog_max: int, features: int,
                 for entry_id, fields in items:
                     last_id = entry_id
                     p = Prediction.decode(fields[streams.MESSAGE_FIELD])
-                    if p.t >= start + WARMUP_S:
+                    if start + WARMUP_S <= p.t < until:
                         predicted += 1
                         latencies.append(p.written_at - (p.t + CHUNK_SECONDS))
             now = time.time()
@@ -637,6 +709,11 @@ def main() -> None:
                         help="length of the raw model measurement")
     parser.add_argument("--features", type=int, default=1,
                         help="features worker processes (SOUNDHIVE_THREADS divided among them)")
+    parser.add_argument("--capture", choices=PROTOCOLS,
+                        help="the full system: real capture reading N network streams served "
+                        "this way, in place of simulated microphones")
+    parser.add_argument("--capture-processes", type=int, default=1,
+                        help="with --capture: capture processes the streams are divided among")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy each service during each run; raw profiles to DIR")
     parser.add_argument("--plot-only", action="store_true",
@@ -648,8 +725,9 @@ def main() -> None:
         return
     if args.seconds <= 2 * WARMUP_S:
         parser.error(f"--seconds must exceed {2 * WARMUP_S:g}")
-    if args.ceiling_seconds <= 0 or args.features < 1:
-        parser.error("--ceiling-seconds must be positive and --features at least 1")
+    if args.ceiling_seconds <= 0 or args.features < 1 or args.capture_processes < 1:
+        parser.error("--ceiling-seconds must be positive, --features and --capture-processes "
+                     "at least 1")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     quiet_native_stderr()
@@ -668,25 +746,42 @@ def main() -> None:
           f"time, start-up included), {folder['loaded_clips_per_s']:.0f} clips/s "
           f"({folder['loaded_real_time_factor']:.0f}x) with the model loaded", file=sys.stderr)
     runs = []
-    for n in args.mics:
-        result = run_n(n, args.seconds, clips, backlog_max, args.features, args.profile)
-        # The bare model's CPU per chunk against the whole box's (mics included).
-        result["model_share_of_cpu"] = PATCHES_PER_CHUNK * ceiling["cpu_ms_per_patch"] / sum(
-            result["cpu_ms_per_chunk"].values())
-        runs.append(result)
-        lat = result["latency_s"]
-        print(f"N={n:4d}: {result['predictions_per_s']:7.1f}/"
-              f"{result['expected_predictions_per_s']:.1f} pred/s, latency p50 "
-              f"{lat['p50'] * 1000:.0f} p95 {lat['p95'] * 1000:.0f} "
-              f"p99 {lat['p99'] * 1000:.0f} ms, event at api p50 "
-              f"{result['event_latency_s']['p50'] * 1000:.0f} p95 "
-              f"{result['event_latency_s']['p95'] * 1000:.0f} ms "
-              f"({result['event_latency_s']['count']}), lag max {result['lag']['features_max']}+"
-              f"{result['lag']['classifier_max']}, dropped {result['dropped_chunks']}, "
-              f"CPU % {cpu_text(result['cpu_percent'])} (model "
-              f"{result['model_share_of_cpu']:.0%} of it), load {result['load_average'][0]:.1f}, "
-              f"real time {result['real_time']}",
-              file=sys.stderr)
+    radio_folder = Path(tempfile.mkdtemp(prefix="soundhive-radio-"))
+    radio = Radio(args.capture, radio_folder) if args.capture else None
+    try:
+        with radio or nullcontext():
+            for n in args.mics:
+                runs.append(one_run(n, args, clips, backlog_max, ceiling, radio))
+    finally:
+        shutil.rmtree(radio_folder, ignore_errors=True)
+    report_runs(args, runs, ceiling, folder, backlog_max)
+
+
+def one_run(n: int, args: argparse.Namespace, clips: list, backlog_max: int, ceiling: dict,
+            radio: Radio | None) -> dict:
+    result = run_n(n, args.seconds, clips, backlog_max, args.features, args.profile, radio,
+                   args.capture_processes)
+    # The bare model's CPU per chunk against the whole box's (mics or capture included).
+    result["model_share_of_cpu"] = PATCHES_PER_CHUNK * ceiling["cpu_ms_per_patch"] / sum(
+        result["cpu_ms_per_chunk"].values())
+    lat = result["latency_s"]
+    print(f"N={n:4d}: {result['predictions_per_s']:7.1f}/"
+          f"{result['expected_predictions_per_s']:.1f} pred/s, latency p50 "
+          f"{lat['p50'] * 1000:.0f} p95 {lat['p95'] * 1000:.0f} "
+          f"p99 {lat['p99'] * 1000:.0f} ms, event at api p50 "
+          f"{result['event_latency_s']['p50'] * 1000:.0f} p95 "
+          f"{result['event_latency_s']['p95'] * 1000:.0f} ms "
+          f"({result['event_latency_s']['count']}), lag max {result['lag']['features_max']}+"
+          f"{result['lag']['classifier_max']}, dropped {result['dropped_chunks']}, "
+          f"CPU % {cpu_text(result['cpu_percent'])} (model "
+          f"{result['model_share_of_cpu']:.0%} of it), load {result['load_average'][0]:.1f}, "
+          f"real time {result['real_time']}",
+          file=sys.stderr)
+    return result
+
+
+def report_runs(args: argparse.Namespace, runs: list[dict], ceiling: dict, folder: dict,
+                backlog_max: int) -> None:
     best = max((r["mics"] for r in runs if r["real_time"]), default=0)
     limit_found = not runs[-1]["real_time"]
     if not limit_found:
@@ -697,7 +792,8 @@ def main() -> None:
         "command": {"argv": sys.argv[1:], "commit": machine.git_commit(),
                     "features": args.features, "threads": features_threads(args.features),
                     "batch_size": Settings().batch_size,
-                    "backlog_max": backlog_max},
+                    "backlog_max": backlog_max, "capture": args.capture,
+                    "capture_processes": args.capture_processes if args.capture else None},
         "limit_found": limit_found,
         "ceiling": ceiling, "classify_folder": folder, "max_real_time_mics": best,
         "efficiency": best * PATCHES_PER_CHUNK / CHUNK_HOP_SECONDS / ceiling["patches_per_s"],
