@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
+import machine
 import numpy as np
 import psutil
 
@@ -252,7 +253,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--client-processes", type=int, default=2)
     args = parser.parse_args()
-    result: dict = {}
+    result: dict = {"machine": machine.describe(),
+                    "command": {"argv": sys.argv[1:], "commit": machine.git_commit()}}
     with tempfile.TemporaryDirectory(prefix="soundhive-api-bench-") as tmp:
         server = RedisProcess(Path(tmp), port=free_port())
         server.start()
