@@ -6,7 +6,8 @@ free ports:
 - the events per second the SSE stream delivers to one client (--stream);
 - fan-out: --clients concurrent SSE clients (asyncio sockets, spread over --client-processes
   processes) while events are published at --rate per second for --seconds: whether every
-  client received every event in order, the event -> client latency (from the entry's Redis
+  client received every event in order (given up to DRAIN_S after the last one: on a loaded
+  machine the tail takes seconds), the event -> client latency (from the entry's Redis
   stream id, which is Redis's clock in ms, to its arrival), the api's RSS and the CPU each
   process used.
 
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 import httpx
+import machine
 import numpy as np
 import psutil
 
@@ -110,6 +112,7 @@ def sse_rate(url: str, client, count: int) -> dict:
 
 STREAM_ID = re.compile(rb"^id: (\d+)-(\d+)\r?$", re.MULTILINE)
 MAX_LATENCY_MS = 60_000
+DRAIN_S = 30  # after the last event, the most the clients are given to receive every event
 
 
 class SseCounter(asyncio.Protocol):
@@ -118,8 +121,9 @@ class SseCounter(asyncio.Protocol):
     the ms of its stream id) to a histogram shared by the process. Chunked framing needs no
     decoding: every chunk holds whole SSE messages."""
 
-    def __init__(self, request: bytes, histogram: np.ndarray, earliest: dict):
+    def __init__(self, request: bytes, histogram: np.ndarray, earliest: dict, delivered):
         self.request, self.histogram, self.earliest = request, histogram, earliest
+        self.delivered = delivered  # the process's count, shared with the benchmark's
         self.status: bytes | None = None
         self.received, self.last, self.in_order = 0, (0, 0), True
         self.closed = asyncio.Event()
@@ -135,7 +139,9 @@ class SseCounter(asyncio.Protocol):
         data = self._tail + data
         cut = data.rfind(b"\n") + 1
         self._tail = data[cut:]
-        for milliseconds, sequence in STREAM_ID.findall(data, 0, cut):
+        ids = STREAM_ID.findall(data, 0, cut)
+        self.delivered.value += len(ids)
+        for milliseconds, sequence in ids:
             position = int(milliseconds), int(sequence)
             self.in_order &= position > self.last
             self.last = position
@@ -148,20 +154,22 @@ class SseCounter(asyncio.Protocol):
         self.closed.set()
 
 
-def sse_clients(port: int, count: int, connected, stop, results) -> None:
-    """A client process: `count` SSE clients until `stop`, then their figures on `results`."""
+def sse_clients(port: int, count: int, connected, stop, results, delivered) -> None:
+    """A client process: `count` SSE clients until `stop`, then their figures on `results`;
+    the events they received so far, all together, in `delivered`."""
     allow_many_connections()
-    results.put(asyncio.run(_run_clients(port, count, connected, stop)))
+    results.put(asyncio.run(_run_clients(port, count, connected, stop, delivered)))
 
 
-async def _run_clients(port: int, count: int, connected, stop) -> dict:
+async def _run_clients(port: int, count: int, connected, stop, delivered) -> dict:
     loop = asyncio.get_running_loop()
     histogram = np.zeros(MAX_LATENCY_MS + 1, np.int64)
     earliest: dict[tuple[int, int], float] = {}  # event -> its latency to the first client
     request = f"GET /events/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     clients = []
     for _ in range(count):
-        _, client = await loop.create_connection(lambda: SseCounter(request, histogram, earliest),
+        _, client = await loop.create_connection(lambda: SseCounter(request, histogram, earliest,
+                                                                    delivered),
                                                  "127.0.0.1", port)
         clients.append(client)
     while any(c.status is None for c in clients):
@@ -186,8 +194,10 @@ def fan_out(url: str, port: int, client, processes: dict[str, psutil.Process], a
     context = multiprocessing.get_context("spawn")
     connected, results, stop = context.Queue(), context.Queue(), context.Event()
     shares = np.array_split(np.arange(args.clients), args.client_processes)
+    delivered = [context.RawValue("q", 0) for _ in shares]
     workers = [context.Process(target=sse_clients, args=(port, len(share), connected, stop,
-                                                          results)) for share in shares]
+                                                          results, count))
+               for share, count in zip(shares, delivered, strict=True)]
     for worker in workers:
         worker.start()
     statuses = {s for _ in workers for s in connected.get(timeout=300)}
@@ -205,7 +215,10 @@ def fan_out(url: str, port: int, client, processes: dict[str, psutil.Process], a
         published += 1
         if n % round(args.rate) == 0:
             rss.append(processes["api"].memory_info().rss)
-    time.sleep(2)  # the last events' way to the clients
+    drained = time.monotonic() + DRAIN_S  # the last events' way to the clients
+    while (sum(count.value for count in delivered) < published * args.clients
+           and time.monotonic() < drained):
+        time.sleep(0.1)
     elapsed = time.monotonic() - started
     cpu = {name: round(100 * (sum(p.cpu_times()[:2]) - cpu_before[name]) / elapsed)
            for name, p in watched.items()}
@@ -252,7 +265,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--client-processes", type=int, default=2)
     args = parser.parse_args()
-    result: dict = {}
+    result: dict = {"machine": machine.describe(),
+                    "command": {"argv": sys.argv[1:], "commit": machine.git_commit()}}
     with tempfile.TemporaryDirectory(prefix="soundhive-api-bench-") as tmp:
         server = RedisProcess(Path(tmp), port=free_port())
         server.start()

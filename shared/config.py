@@ -112,11 +112,13 @@ class _SecretFiles(PydanticBaseSettingsSource):
         for name, info in self.settings_cls.model_fields.items():
             variable = f"{self.settings_cls.env_name(name)}_FILE"
             if is_secret(info) and (path := os.environ.get(variable)):
-                values[name] = _read_secret(variable, path)
+                values[name] = read_secret(variable, path)
         return values
 
 
-def _read_secret(variable: str, path: str) -> str:
+def read_secret(variable: str, path: str) -> str:
+    """The content of the secret file `path` (named by `variable`), stripped; ConfigError in
+    one line when it cannot be read or is empty."""
     try:
         value = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:

@@ -38,6 +38,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from services.capture.settings import split_sources
 from services.capture.sources import SOURCE_FORMS, SourceError, list_devices, parse_sources
 from services.classifier.events import Rules, RulesError
 from services.features.settings import FeaturesSettings
@@ -50,6 +51,7 @@ from shared.config import (
     SettingsModel,
     describe,
     is_secret,
+    read_secret,
     threads_per_replica,
 )
 from shared.messages import Event, MessageError
@@ -60,7 +62,7 @@ from soundhive.console import USAGE_ERROR, fail, stderr, warn
 from soundhive.data_dir import PERSISTENCE, DataDir, DataDirError, default_data_dir
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
 
-SOURCE_HELP = SOURCE_FORMS + " Repeatable."
+SOURCE_HELP = SOURCE_FORMS + " Repeatable; default: mic (unless --sources-file gives sources)."
 SERVICE_START_S = 30.0
 NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
@@ -163,7 +165,12 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
 
 
 def up(
-    source: list[str] = typer.Option(["mic"], "--source", "-s", help=SOURCE_HELP),
+    source: list[str] | None = typer.Option(None, "--source", "-s", help=SOURCE_HELP,
+                                            show_default=False),
+    sources_file: Path | None = typer.Option(
+        None, "--sources-file", help="More sources, from this file (as "
+        "SOUNDHIVE_CAPTURE_SOURCES_FILE: space-separated or a JSON list): a URL's password "
+        "typed after --source is shown by `ps` to every local user, one in a file is not."),
     fast: bool = typer.Option(False, "--fast", help="Replay files as fast as the pipeline "
                               "takes them (default: in real time)."),
     save_path: Path | None = typer.Option(None, "--save-path", help="Keep captured audio (WAV)."),
@@ -206,10 +213,7 @@ def up(
     Exit status: 0 done, 1 a source or service failed, 2 a usage error, 3 Redis could not be
     started or was lost, 128 + N after signal N.
     """
-    try:
-        parse_sources(source)
-    except SourceError as exc:
-        fail(str(exc))
+    source = _sources(source or [], sources_file)
     if events_config is not None:
         _check_rules(events_config)
     # Capture starts last, once the notifier's and the recorder's groups exist: the first
@@ -285,6 +289,24 @@ def up(
             stderr.print(f"service logs kept in {logs}")
         shutil.rmtree(run_dir, ignore_errors=True)
     raise typer.Exit(status)
+
+
+def _sources(given: list[str], sources_file: Path | None) -> list[str]:
+    """--source's and --sources-file's sources (default: the default microphone), checked;
+    a usage error in one line naming no secret."""
+    try:
+        listed = split_sources(read_secret("--sources-file", str(sources_file))
+                               ) if sources_file else []
+    except ConfigError as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(f"--sources-file {sources_file}: {exc}")
+    sources = given + listed or ["mic"]
+    try:
+        parse_sources(sources)
+    except SourceError as exc:
+        fail(str(exc))
+    return sources
 
 
 def _session_token() -> str | None:

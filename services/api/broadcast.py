@@ -3,12 +3,17 @@ live-stream client.
 
 Each reader (Broadcaster.running, entered by the app's lifespan) XREADs its shard's events
 stream (shared/streams.py; one shard: streams.EVENTS_STREAM itself), decodes each entry and
-formats its SSE message once, and offers it to every subscription whose filters match. A
-subscription queues at most `queue_size` messages: a client that falls further behind is dropped
-(its queue freed at once, counted in soundhive_api_sse_dropped_total) and gets a final
-`reconnect` event; reconnecting with Last-Event-ID, it misses nothing the stream still holds.
-Redis trouble: the reader waits it out with backoff and resumes after the last entry it read;
-the clients stay connected meanwhile.
+formats its SSE message once, and offers the read to every subscription at once, as soon as
+XREAD returns: the bytes of what a read holds for a filter are joined once for every
+subscription with that filter (Batch). A subscription queues at most `queue_size` entries: a
+client that falls further behind is dropped (its queue freed at once, counted in
+soundhive_api_sse_dropped_total) and gets a final `reconnect` event; reconnecting with
+Last-Event-ID, it misses nothing the stream still holds. A client whose previous write has not
+gone out yet when more arrives gets them all in its next write: under load the writes coalesce
+by themselves. Redis trouble: the reader waits it out with backoff and resumes after the last
+entry it read; the clients stay connected meanwhile. Every SSE_PING_S a heartbeat wakes every
+subscription (one timer for all); when the api stops, every subscription ends with a
+`reconnect` event.
 
 A client resuming with Last-Event-ID replays what it missed from the stream in bounded pages
 (`replay`, on the request's pooled connection, one XRANGE at a time). Its first page is read
@@ -29,7 +34,6 @@ entries at or before where each shard's replay ended.
 import asyncio
 import json
 import re
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -44,12 +48,6 @@ from shared.messages import Event, MessageError
 RECONNECT_EVENT = "reconnect"  # the last event of a dropped client: reconnect with Last-Event-ID
 RECONNECT_RETRY_MS = 1000  # the `retry:` a dropped client is given (EventSource waits that long)
 READ_COUNT = 500  # entries per XREAD of the reader
-# After a fan-out the reader waits this long per subscription (up to the cap) before reading
-# again, so that events arriving meanwhile go out together: a write to a client's socket costs
-# about 20 us however little it carries, so at 1,000 clients one write per event per client
-# would take a whole core at 50 events/s. A lone dashboard waits nothing to speak of.
-PAUSE_PER_SUBSCRIPTION_S = 50e-6
-MAX_PAUSE_S = 0.05
 REPLAY_PAGE = 500  # entries per XRANGE of a resuming client
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -110,8 +108,27 @@ class Filter:
         return [entry for entry in entries if self.matches(entry)]
 
 
-class Dropped(Exception):
-    """The client fell more than its queue behind."""
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Entries to send together and their SSE messages joined (one write's bytes)."""
+
+    entries: list[Entry]
+    message: bytes
+
+    @classmethod
+    def of(cls, entries: list[Entry]) -> "Batch":
+        return cls(entries, b"".join(entry.message for entry in entries))
+
+    @classmethod
+    def joined(cls, batches: list["Batch"]) -> "Batch":
+        if len(batches) == 1:
+            return batches[0]
+        return cls([entry for batch in batches for entry in batch.entries],
+                   b"".join(batch.message for batch in batches))
+
+
+class Ended(Exception):
+    """The api ends this client's stream: the reason (the client should reconnect)."""
 
 
 class Subscription:
@@ -119,44 +136,62 @@ class Subscription:
 
     def __init__(self, entry_filter: Filter, queue_size: int):
         self.filter = entry_filter
-        self.dropped = False
         self.size = queue_size
-        self._queue: deque[Entry] = deque()
-        self._waiting = asyncio.Event()
+        self.ended: str | None = None  # why the api ends the stream
+        self._batches: list[Batch] = []
+        self._queued = 0  # entries in _batches
+        self._heartbeat = False
+        self._wakeup: asyncio.Future[None] | None = None
 
-    def offer(self, entries: list[Entry]) -> bool:
-        """Queue those of `entries` that pass the filter; False (and the queue freed) when they
-        would overflow it."""
-        wanted = self.filter.select(entries)
-        if not wanted:
-            return True
-        if len(self._queue) + len(wanted) > self.size:
-            self._queue.clear()
-            self.dropped = True
-            self._waiting.set()
+    def offer(self, batch: Batch) -> bool:
+        """Queue `batch` (its entries passed the filter); False (and the queue freed) when it
+        would overflow the queue."""
+        if self._queued + len(batch.entries) > self.size:
+            self.end(f"too slow: more than {self.size} events behind")
             return False
-        self._queue.extend(wanted)
-        self._waiting.set()
+        self._batches.append(batch)
+        self._queued += len(batch.entries)
+        self._wake()
         return True
 
-    async def next_batch(self) -> list[Entry]:
-        """Every entry queued since the last call, once there is one; Dropped when dropped."""
-        await self._waiting.wait()
-        self._waiting.clear()
-        if self.dropped:
-            raise Dropped
-        batch = list(self._queue)
-        self._queue.clear()
-        return batch
+    def beat(self) -> None:
+        """A heartbeat is due (when nothing else is queued)."""
+        self._heartbeat = True
+        self._wake()
+
+    def end(self, reason: str) -> None:
+        self.ended = reason
+        self._batches.clear()
+        self._queued = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def next_batch(self) -> Batch | None:
+        """Every entry queued since the last call, once there is one, or None for a heartbeat;
+        Ended when the api ends the stream."""
+        while not (self._batches or self._heartbeat or self.ended):
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        self._heartbeat = False
+        if self.ended:
+            raise Ended(self.ended)
+        batches, self._batches, self._queued = self._batches, [], 0
+        return Batch.joined(batches) if batches else None
 
 
 class Broadcaster:
     """The api process's readers of the events stream's shards and its subscriptions."""
 
-    def __init__(self, readers: list[Reader], queue_size: int, block_ms: int = 1000):
+    def __init__(self, readers: list[Reader], queue_size: int, block_ms: int = 1000,
+                 heartbeat_s: float = 15):
         self.readers = readers
         self._queue_size = queue_size
         self._block_ms = block_ms
+        self._heartbeat_s = heartbeat_s
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._subscriptions: set[Subscription] = set()
         # Each shard's last entry read; None until the stream's end is known.
         self._cursors: list[str | None] = [None] * len(readers)
@@ -174,11 +209,25 @@ class Broadcaster:
         self._subscriptions.discard(subscription)
         metrics.SSE_CLIENTS.dec()
 
+    def stop_soon(self) -> None:
+        """End every stream (with a `reconnect` event), soon; safe from a signal handler: the
+        server waits for its open responses to end before it stops, and a live one never would.
+        """
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._end_all, "the api is stopping")
+
+    def _end_all(self, reason: str) -> None:
+        for subscription in self._subscriptions:
+            subscription.end(reason)
+        self._subscriptions.clear()
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The readers run as tasks while in the context."""
+        """The readers and the heartbeat run as tasks while in the context."""
+        self._loop = asyncio.get_running_loop()
         tasks = [asyncio.create_task(self._read_forever(shard), name=f"events-reader-{shard}")
                  for shard in range(len(self.readers))]
+        tasks.append(asyncio.create_task(self._beat_forever(), name="events-heartbeat"))
         try:
             yield
         finally:
@@ -199,8 +248,12 @@ class Broadcaster:
             weather.clear()
             if entries:
                 self._fan_out(entries)
-                await asyncio.sleep(min(MAX_PAUSE_S,
-                                        PAUSE_PER_SUBSCRIPTION_S * len(self._subscriptions)))
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            for subscription in self._subscriptions:
+                subscription.beat()
 
     async def _read(self, shard: int) -> list[Entry]:
         client, stream = self.readers[shard]
@@ -229,7 +282,15 @@ class Broadcaster:
         return [cursor or "0-0" for cursor in self._cursors]
 
     def _fan_out(self, entries: list[Entry]) -> None:
-        dropped = [s for s in self._subscriptions if not s.offer(entries)]
+        batches: dict[Filter, Batch] = {}  # what passes each filter, joined once
+        dropped = []
+        for subscription in self._subscriptions:
+            batch = batches.get(subscription.filter)
+            if batch is None:
+                batch = batches[subscription.filter] = Batch.of(
+                    subscription.filter.select(entries))
+            if batch.entries and not subscription.offer(batch):
+                dropped.append(subscription)
         for subscription in dropped:
             self._subscriptions.discard(subscription)
             metrics.SSE_DROPPED.inc()

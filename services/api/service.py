@@ -3,6 +3,7 @@
 import ipaddress
 import logging
 import resource
+from types import FrameType
 
 import uvicorn
 
@@ -22,8 +23,19 @@ def main(settings: ApiSettings) -> None:
     if (exposure := _exposure(settings)) is not None:
         log.warning(exposure)
     # log_config=None: uvicorn's lines go through the service's (redacting) log handler.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False, log_config=None)
+    _Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                           log_level="warning", access_log=False, log_config=None)).run()
+
+
+class _Server(uvicorn.Server):
+    """Ends the live streams when told to stop: uvicorn waits for open responses to end first,
+    and a live stream never would."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        broadcaster = getattr(self.config.app.state, "broadcaster", None)  # once started
+        if broadcaster is not None:
+            broadcaster.stop_soon()
 
 
 def _check_port(host: str, port: int) -> None:

@@ -29,9 +29,7 @@ class CaptureSettings(Settings):
     @field_validator("sources", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return json.loads(value) if value.lstrip().startswith("[") else value.split()
-        return value
+        return split_sources(value) if isinstance(value, str) else value
 
     @field_validator("sources")
     @classmethod
@@ -39,3 +37,17 @@ class CaptureSettings(Settings):
         if not value:
             raise ValueError("capture needs at least one source (--source)")
         return value
+
+
+def split_sources(text: str) -> list[str]:
+    """SOUNDHIVE_CAPTURE_SOURCES's (and its file's) text: space-separated, or a JSON list of
+    strings; ValueError (naming no source) otherwise."""
+    if not text.lstrip().startswith("["):
+        return text.split()
+    try:
+        sources = json.loads(text)
+    except ValueError:
+        raise ValueError("the sources are not a valid JSON list") from None
+    if not (isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
+        raise ValueError("the sources are not a JSON list of strings")
+    return sources

@@ -172,6 +172,10 @@ def test_uploads_auth_and_devicehive_settings(services: Services, clips_dir: Pat
         detail = answer.json()["detail"]
         assert isinstance(detail, str) and "\n" not in detail and str(tmp_path) not in detail
     assert classify("ok.wav", wav, field="upload").status_code == 422  # wrong field name
+    two = httpx.post(f"{url}/classify", files=[("file", ("a.wav", wav)), ("file", ("b.mp3", dog))],
+                     headers=auth, timeout=60)  # only one would be classified
+    assert two.status_code == 400
+    assert two.json()["detail"] == "the form holds 2 `file` parts: send one file per request"
 
     form = {"url": "https://dh.example/api/rest", "device_id": "hall-1",
             "notification": "sound_event", "refresh_token": "rt-secret"}

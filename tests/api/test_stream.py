@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ import redis
 from pipeline_helpers import RedisServer, Services, start_api, wait_for
 
 from services.api.broadcast import RECONNECT_EVENT, REPLAY_PAGE
+from services.api.routers import stream
 from shared import bus, streams
 from shared.messages import Event
 
@@ -249,3 +251,21 @@ def test_no_free_redis_connection_is_503_with_retry_after(
     assert len(refused) >= 4
     for _, _, retry_after, body in refused:
         assert retry_after == "1" and "retry shortly" in json.loads(body)["detail"]
+
+
+def test_heartbeats_keep_an_idle_stream_alive_and_stopping_the_api_ends_it_with_reconnect(
+        services: Services, redis_server: RedisServer):
+    url = start_api(services)
+    api = services.processes[-1][0]
+    listener = Listener(url)
+    sent = publish(redis_server.client(), 0, 2)
+    wait_for(lambda: listener.ids() == sent, WAIT_S, "the events")
+    wait_for(lambda: any(line.startswith(":") for line in list(listener.lines)),
+             stream.SSE_PING_S + 10, "a heartbeat")
+    api.send_signal(signal.SIGTERM)
+    api.wait(10)  # it does not wait for the open stream to end by itself
+    assert listener.ended.wait(WAIT_S)
+    last = parse(list(listener.lines))[-1]
+    assert last["event"] == RECONNECT_EVENT
+    assert json.loads(last["data"]) == {"reason": "the api is stopping",
+                                        "last_event_id": sent[-1]}

@@ -2,9 +2,10 @@
 `soundhive up` with every sink on: the real URL opens the stream (the camera refuses any
 other), and neither secret shows anywhere: the api (/sources, /events, SSE, /sinks, /metrics),
 every service's /metrics, MQTT topics and payloads (Home Assistant discovery included), webhook
-bodies, DeviceHive notifications, every service's log, and up's stdout (event lines) and
-stderr. A second, named source that answers 404 puts an error naming its URL in its status
-and in capture's log."""
+bodies, DeviceHive notifications, every service's log, up's stdout (event lines) and stderr,
+and the command lines of `up` and every process under it (the sources come from
+--sources-file). A second, named source that answers 404 puts an error naming its URL in its
+status and in capture's log."""
 
 import base64
 import http.server
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psutil
 import pytest
 from devicehive_stub import DeviceHiveStub
 from notifier_helpers import Mosquitto, MqttCollector, WebhookReceiver
@@ -75,13 +77,15 @@ def test_no_password_or_token_in_any_output(camera, tmp_path: Path, mosquitto: M
     env |= sink_env(mosquitto, webhook, stub.ws_url, stub.refresh_token)
     api = f"http://127.0.0.1:{free_port()}"
     logs, out, err = tmp_path / "logs", tmp_path / "up.out", tmp_path / "up.err"
+    sources = tmp_path / "sources"  # not on a command line, where `ps` shows it
+    sources.write_text(json.dumps([
+        f"url:http://viewer:{PASSWORD}@127.0.0.1:{port}/dog.mp3?{secret_query}",
+        f"door=url:http://viewer:{PASSWORD}@127.0.0.1:{port}/gone.mp3?{secret_query}"]))
     with out.open("w") as stdout, err.open("w") as stderr:
         up = subprocess.Popen(
             [sys.executable, "-m", "soundhive", "up", "--fast", "--metrics-port-base", "0",
              "--api-port", api.rsplit(":", 1)[1], "--log-dir", str(logs),
-             "--source", f"url:http://viewer:{PASSWORD}@127.0.0.1:{port}/dog.mp3?{secret_query}",
-             "--source", f"door=url:http://viewer:{PASSWORD}@127.0.0.1:{port}/gone.mp3?"
-             f"{secret_query}"],
+             "--sources-file", str(sources)],
             cwd=REPO, env=env, stdout=stdout, stderr=stderr, preexec_fn=die_with_parent)
     try:
         def barks(bodies: list[dict]) -> list[str]:
@@ -93,8 +97,9 @@ def test_no_password_or_token_in_any_output(camera, tmp_path: Path, mosquitto: M
                  "the Bark start and end at every sink")
         door = wait_for(lambda: (s := _sources(api).get("door")) and s["state"] == "retrying"
                         and s, WAIT_S, "the named source to fail and retry")
-        outputs = {path: httpx.get(f"{api}{path}").text
-                   for path in ("/sources", "/events?limit=200", "/sinks", "/metrics")}
+        outputs = {"command lines": _command_lines(up.pid)}
+        outputs |= {path: httpx.get(f"{api}{path}").text
+                    for path in ("/sources", "/events?limit=200", "/sinks", "/metrics")}
         outputs["SSE"] = _sse(api)
         for log in sorted(logs.glob("*.log")):
             if port_seen := re.search(r"metrics on :(\d+)", log.read_text()):
@@ -123,6 +128,15 @@ def test_no_password_or_token_in_any_output(camera, tmp_path: Path, mosquitto: M
     for name, text in outputs.items():
         for secret in (PASSWORD, TOKEN, BASIC.split()[1]):
             assert secret not in text, f"{name} shows {secret}"
+
+
+def _command_lines(pid: int) -> str:
+    """The command lines of `up` and of every process under it (what `ps` shows anyone)."""
+    up = psutil.Process(pid)
+    processes = [up, *up.children(recursive=True)]
+    assert {"capture", "api", "redis-server"} <= {
+        word for p in processes for word in [*p.cmdline(), p.name()]}
+    return "\n".join(" ".join(p.cmdline()) for p in processes)
 
 
 def _sources(api: str) -> dict[str, dict]:

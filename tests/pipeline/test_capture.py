@@ -91,6 +91,30 @@ def test_bad_source_is_one_line_error():
         "error: bad --source 'nope:x': use [NAME=]mic[:DEVICE], file:PATH or url:URL")
 
 
+def test_a_bad_sources_file_is_one_line_error_naming_no_secret(tmp_path: Path):
+    def up(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "soundhive", "up", "--sources-file",
+                               str(path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "bad").write_text("yard=url:rtsp://admin:S3cret@cam/x url:ftp://admin:S3cret@cam/x")
+    (tmp_path / "json").write_text('["url:rtsp://admin:S3cret@cam/x", 3]')
+    (tmp_path / "cut").write_text('["url:rtsp://admin:S3cret@cam/x", ')
+    expected = {
+        "missing": f"--sources-file: cannot read {tmp_path / 'missing'} (No such file or "
+                   "directory)",
+        "empty": f"--sources-file: {tmp_path / 'empty'} is empty",
+        "bad": "bad --source 'url:ftp://cam/x': a URL starts with one of http://, https://, "
+               "rtsp://, rtsps://, rtmp://, rtp://, udp://, tcp://, srt://",
+        "json": f"--sources-file {tmp_path / 'json'}: the sources are not a JSON list of "
+                "strings",
+        "cut": f"--sources-file {tmp_path / 'cut'}: the sources are not a valid JSON list"}
+    for name, error in expected.items():
+        result = up(tmp_path / name)
+        assert result.returncode == 2, name
+        assert result.stderr.strip() == f"error: {error}", name
+
+
 def test_unreadable_files_fail_once_while_others_run(
         services: Services, redis_server: RedisServer, clips_dir: Path, tmp_path: Path):
     from shared.messages import SourceStatus

@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from pydantic import BaseModel
 
 from services.api.deps import ERRORS, WRITE, LabelScore, Settings
@@ -27,7 +27,15 @@ class ClassifyOut(BaseModel):
     timeline: list[dict] | None = None
 
 
-@router.post("/classify", dependencies=[WRITE], response_model=ClassifyOut,
+async def _one_file(request: Request) -> None:
+    """400 for a form holding several files, of which only the last would be classified."""
+    files = (await request.form()).getlist("file")  # the form FastAPI parsed (cached)
+    if len(files) > 1:
+        raise HTTPException(400, f"the form holds {len(files)} `file` parts: send one file per "
+                                 "request")
+
+
+@router.post("/classify", dependencies=[WRITE, Depends(_one_file)], response_model=ClassifyOut,
              response_model_exclude_none=True, responses=ERRORS)
 def classify(
     request: Request,
