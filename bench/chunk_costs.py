@@ -15,6 +15,7 @@ embeddings) beside them. Needs SOUNDHIVE_MODELS.
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -62,7 +63,8 @@ def best_us(work: Callable[[], object], per: int, repeats: int = 5, loops: int =
 
 def classifier_loop(embeddings: list[Embeddings], batch: int) -> dict:
     """The classifier's bus worker over SOURCES sources' chunks (the clips' embeddings in turn,
-    each source in sequence), already in the embeddings stream, read `batch` at a time: CPU µs
+    each source in sequence; new sources in each repeat, so that each does the same work),
+    already in the embeddings stream, read `batch` at a time: CPU µs
     per chunk of this process (the worker) and of Redis (best of 3), Redis commands per chunk.
     BLAS on one thread, as the services run (services/runner.py)."""
     with tempfile.TemporaryDirectory() as folder, threadpool_limits(1, user_api="blas"):
@@ -92,7 +94,7 @@ def classifier_loop(embeddings: list[Embeddings], batch: int) -> dict:
                         for i in range(SOURCES):
                             chunk = embeddings[(i * 7 + k) % len(embeddings)]
                             bus.publish(pipe, streams.EMBEDDINGS_STREAM, msgspec.structs.replace(
-                                chunk, source=f"mic{i}", seq=repeat * ROUNDS + k))
+                                chunk, source=f"{repeat}/mic{i}", seq=k))
                     pipe.execute()
                 client.config_resetstat()
                 redis_before = redis_process.cpu_times()
@@ -171,6 +173,7 @@ def main() -> None:
         "classifier_loop": {f"batch_{batch}": classifier_loop(as_int8, batch)
                             for batch in (1, 32)},
     }
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k not in ("machine", "command")}))
