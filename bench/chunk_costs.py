@@ -1,6 +1,9 @@
 """What the pipeline spends per chunk outside the model, in CPU time: the classifier's label
-order of a prediction (`specific_labels`), the features worker's patch cutting, and the bytes of
-a chunk's embeddings, float32 against YAMNet's own int8 (with the head's scores compared).
+order of a prediction (`specific_labels`), the features worker's patch cutting, the bytes of
+a chunk's embeddings, float32 against YAMNet's own int8 (with the head's scores compared), and
+the classifier's whole loop per chunk (`classifier_loop`: its bus worker reading the clips'
+embeddings of SOURCES sources from a private Redis in batches of 1 and of 32, the audioset head
+and the shipped rules): its CPU, Redis's, and the Redis commands per chunk.
 
     .venv/bin/python bench/chunk_costs.py [--out bench/results/issue20/chunk_costs.json]
 
@@ -12,24 +15,38 @@ embeddings) beside them. Needs SOUNDHIVE_MODELS.
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import machine
+import msgspec
 import numpy as np
+import psutil
+from threadpoolctl import threadpool_limits
 
+from services.classifier.events import EventTracker, Rules
+from services.classifier.service import Classifier, label_tree, model_name
+from services.classifier.settings import ClassifierSettings
+from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
 from shared.inference import classify_file
 from shared.labels import Ontology
 from shared.messages import CHUNK_HOP_SAMPLES, CHUNK_SAMPLES, Embeddings, PcmChunk
-from shared.models import ModelError, QuantizedEmbedder, load_model, models_dir
+from shared.models import ModelError, QuantizedEmbedder, load_head, load_model, models_dir
+from shared.models.yamnet import YamnetHead
 from shared.native import quiet_native_stderr
+from shared.ports import free_port
 from shared.ranking import specific_labels
+from soundhive.redis_process import RedisProcess
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 REPO = Path(__file__).resolve().parents[1]
+SOURCES = 100
+ROUNDS = 12  # chunks per source in each measurement
 
 
 def best_us(work: Callable[[], object], per: int, repeats: int = 5, loops: int = 20) -> float:
@@ -42,6 +59,75 @@ def best_us(work: Callable[[], object], per: int, repeats: int = 5, loops: int =
             work()
         times.append((time.process_time() - started) / loops / per * 1e6)
     return min(times)
+
+
+def classifier_loop(embeddings: list[Embeddings], batch: int) -> dict:
+    """The classifier's bus worker over SOURCES sources' chunks (the clips' embeddings in turn,
+    each source in sequence; new sources in each repeat, so that each does the same work),
+    already in the embeddings stream, read `batch` at a time: CPU µs
+    per chunk of this process (the worker) and of Redis (best of 3), Redis commands per chunk.
+    BLAS on one thread, as the services run (services/runner.py)."""
+    with tempfile.TemporaryDirectory() as folder, threadpool_limits(1, user_api="blas"):
+        server = RedisProcess(Path(folder), port=free_port())
+        server.start()
+        try:
+            client = server.client()
+            settings = ClassifierSettings(redis_url=server.url, batch_size=batch, block_ms=1)
+            head = load_head(settings.head, settings.model)
+            tracker = EventTracker(Rules.load(), label_tree(head.class_names), model_name(head))
+            classifier = Classifier(client, head, tracker, settings)
+            handled = [0]
+
+            def handle(deliveries: list, acknowledgement: bus.Acknowledgement) -> int:
+                handled[0] += len(deliveries)
+                return classifier.handle(deliveries, acknowledgement)
+
+            worker = bus.Worker(settings, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP,
+                                Embeddings, handle, stopper=bus.Stopper(False),
+                                client=client, tick=classifier.tick, acknowledging=True)
+            worker.ensure_group()
+            redis_process = psutil.Process(server.process.pid)  # type: ignore[union-attr]
+            best: dict | None = None
+            for repeat in range(3):
+                with client.pipeline(transaction=False) as pipe:
+                    for k in range(ROUNDS):
+                        for i in range(SOURCES):
+                            chunk = embeddings[(i * 7 + k) % len(embeddings)]
+                            bus.publish(pipe, streams.EMBEDDINGS_STREAM, msgspec.structs.replace(
+                                chunk, source=f"{repeat}/mic{i}", seq=k))
+                    pipe.execute()
+                client.config_resetstat()
+                redis_before = redis_process.cpu_times()
+                started = time.process_time()
+                handled[0] = 0
+                while handled[0] < ROUNDS * SOURCES:
+                    worker.step()
+                ours = time.process_time() - started
+                redis_after = redis_process.cpu_times()
+                theirs = (redis_after.user + redis_after.system
+                          - redis_before.user - redis_before.system)
+                count = ROUNDS * SOURCES
+                commands = {name.removeprefix("cmdstat_"): round(info["calls"] / count, 2)
+                            for name, info in client.info("commandstats").items()
+                            if name not in ("cmdstat_config|resetstat", "cmdstat_info")}
+                run = {"classifier_us_per_chunk": 1e6 * ours / count,
+                       "redis_us_per_chunk": 1e6 * theirs / count,
+                       "redis_commands_per_chunk": round(sum(commands.values()), 2),
+                       "commands": dict(sorted(commands.items(), key=lambda kv: -kv[1]))}
+                if best is None or run["classifier_us_per_chunk"] < best["classifier_us_per_chunk"]:
+                    best = run
+            assert best is not None
+            return best
+        finally:
+            server.stop()
+
+
+def head_us_per_chunk(head: YamnetHead, embeddings: np.ndarray) -> dict:
+    """CPU µs per chunk of the YAMNet head's scores, for a batch of one chunk (two patches: what
+    the classifier scores at low load) and of 32; BLAS on one thread, as the services run."""
+    with threadpool_limits(1, user_api="blas"):
+        return {f"batch_{n}": best_us(lambda n=n: head.score(embeddings[:2 * n]), n)
+                for n in (1, 32)}
 
 
 def main() -> None:
@@ -78,12 +164,16 @@ def main() -> None:
         "specific_labels_us_per_prediction": best_us(
             lambda: [specific_labels(s, names, ontology, 10) for s in scores], len(scores)),
         "patches_us_per_chunk": best_us(lambda: [c.patches() for c in chunks], len(chunks)),
+        "head_us_per_chunk": head_us_per_chunk(model.head, floats),
         "embeddings_bytes_per_chunk": {"float32": len(as_float[0].encode()),
                                        "int8": len(as_int8[0].encode())},
         "int8_embeddings_equal": bool(np.array_equal(read_back, floats)),
         "int8_scores_max_abs_diff": float(np.max(np.abs(
             model.head.score(read_back) - model.head.score(floats)))),
+        "classifier_loop": {f"batch_{batch}": classifier_loop(as_int8, batch)
+                            for batch in (1, 32)},
     }
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k not in ("machine", "command")}))

@@ -16,12 +16,15 @@ Each turn of the loop:
      long it takes: a lease thread renews its in-flight entries (XCLAIM JUSTID resets their idle
      time) every claim_idle_s / 4, so takeover is quick and never doubles a slow worker's work;
   2. unless the output stream's backlog is past its bound (back-pressure: nothing piles up
-     downstream of a stalled consumer), XREADGROUP COUNT batch_size BLOCK block_ms new entries;
+     downstream of a stalled consumer; looked at every _BACKLOG_CHECK_S), XREADGROUP COUNT
+     batch_size BLOCK block_ms new entries;
   3. decode each entry (shared/messages.py); a malformed one, or one delivered more than
      max_deliveries times, goes to the dead-letter stream with the reason and is acknowledged;
   4. `handle(deliveries)` returns the output messages; they are written and the inputs
      acknowledged in one MULTI/EXEC, so an output is never lost: at-least-once. A handler may
-     write its own outputs (the classifier does, transactionally) and return a count instead.
+     write its own outputs and return a count instead; one that writes them in a transaction
+     of its own (the classifier: `acknowledging`) is given the batch's Acknowledgement to
+     queue in it, so outputs and acknowledgement commit together in one round trip.
      A batch that raises is retried one by one; an entry raising PermanentError (a message this
      service can never use) is dead-lettered at once, any other error leaves it pending to be
      retried after claim_idle_s, up to max_deliveries. A handler interrupted by the stop
@@ -59,6 +62,10 @@ M = TypeVar("M", bound=Message)
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 _TRIM_INTERVAL_S = 1.0
 _BACKPRESSURE_WAIT_S = 0.2
+# The output's backlog is looked at no more often than this: at low load a turn is one entry,
+# and a look each turn was a round trip per entry. A bound thousands of entries deep moves by a
+# few entries in that time.
+_BACKLOG_CHECK_S = 0.1
 
 
 class PermanentError(Exception):
@@ -83,7 +90,26 @@ class Output:
     message: Message
 
 
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What acknowledges a batch: XACK of its entries, and their failure notes deleted where
+    an earlier delivery of one failed."""
+
+    stream: str
+    group: str
+    errors_key: str
+    ids: tuple[str, ...]
+    redelivered: bool
+
+    def queue(self, pipe: redis.client.Pipeline) -> None:
+        pipe.xack(self.stream, self.group, *self.ids)
+        if self.redelivered:
+            pipe.hdel(self.errors_key, *self.ids)
+
+
 Handler = Callable[[list[Delivery[M]]], list[Output] | int]
+# Writes its outputs in its own transaction, the Acknowledgement queued in it; returns a count.
+AcknowledgingHandler = Callable[[list[Delivery[M]], Acknowledgement], int]
 
 
 def connect(url: str, block_ms: int = 1000) -> redis.Redis:
@@ -341,7 +367,7 @@ class Worker(Generic[M]):
         stream: str,
         group: str,
         schema: type[M],
-        handle: Handler[M],
+        handle: Handler[M] | AcknowledgingHandler[M],
         health: metrics.Health | None = None,
         stopper: Stopper | None = None,
         client: redis.Redis | None = None,
@@ -349,13 +375,15 @@ class Worker(Generic[M]):
         tick: Callable[[], None] | None = None,
         gone: Callable[[int], None] | None = None,
         shard: streams.Shard = streams.Shard(),
+        acknowledging: bool = False,
     ):
         """`stream`, `output` and the handler's outputs are named as in shared/streams.py;
         the worker reads and writes them in `shard`.
         `output`: the stream this worker feeds, whose backlog bounds its reading.
         `tick`: called every turn of the loop (the classifier's overdue reorder gaps).
         `gone`: told how many pending entries a claim found deleted from the stream (the
-        events stream's bound trimmed them before their sink had them)."""
+        events stream's bound trimmed them before their sink had them).
+        `acknowledging`: `handle` is an AcknowledgingHandler."""
         self.settings = settings
         self.shard, self.name = shard, stream
         self.stream = shard.key(stream)
@@ -364,13 +392,15 @@ class Worker(Generic[M]):
         self.stopper = stopper or Stopper()
         self.redis = client or connect(settings.redis_url, settings.block_ms)
         self.output, self.tick, self.gone = output, tick, gone
+        self.acknowledging = acknowledging
         self.block_ms = settings.block_ms
         self._service = settings.service
         self._part = str(shard) if shard.count > 1 else ""  # its readiness's part
         self._errors_key = shard.key(streams.errors_hash(group))
         self._group_ready = False
         self._claim_cursor = "0-0"
-        self._next_claim = self._next_trim = 0.0
+        self._next_claim = self._next_trim = self._next_backlog_check = 0.0
+        self._downstream_was_full = False
         self._held: list[Delivery[M]] = []  # a batch interrupted by Redis trouble
         self.leases = Leases(self.redis, self.stream, group, settings.consumer,
                              max(0.2, settings.claim_idle_s / 4), self.stopper)
@@ -436,9 +466,13 @@ class Worker(Generic[M]):
     def _downstream_full(self) -> bool:
         if self.output is None:
             return False
-        group = streams.CONSUMER_GROUPS[self.output]
-        return (backlog(self.redis, self.shard.key(self.output), group)
-                >= self.settings.backlog_max)
+        now = time.monotonic()
+        if now >= self._next_backlog_check:
+            self._next_backlog_check = now + _BACKLOG_CHECK_S
+            group = streams.CONSUMER_GROUPS[self.output]
+            self._downstream_was_full = (backlog(self.redis, self.shard.key(self.output), group)
+                                         >= self.settings.backlog_max)
+        return self._downstream_was_full
 
     def _chores(self) -> None:
         now = time.monotonic()
@@ -544,17 +578,20 @@ class Worker(Generic[M]):
 
     def _handle(self, batch: list[Delivery[M]]) -> None:
         started = time.perf_counter()
-        outputs = self.handle(batch)
-        with self.redis.pipeline(transaction=True) as pipe:
-            for output in outputs if isinstance(outputs, list) else []:
-                publish(pipe, self.shard.key(output.stream), output.message,
-                        _maxlen(output.stream, self.settings))
-            ids = [d.entry_id for d in batch]
-            pipe.xack(self.stream, self.group, *ids)
-            if any(d.deliveries > 1 for d in batch):
-                pipe.hdel(self._errors_key, *ids)
-            pipe.execute()
-        written = len(outputs) if isinstance(outputs, list) else outputs
+        acknowledgement = Acknowledgement(self.stream, self.group, self._errors_key,
+                                          tuple(d.entry_id for d in batch),
+                                          any(d.deliveries > 1 for d in batch))
+        if self.acknowledging:
+            written = self.handle(batch, acknowledgement)
+        else:
+            outputs = self.handle(batch)
+            with self.redis.pipeline(transaction=True) as pipe:
+                for output in outputs if isinstance(outputs, list) else []:
+                    publish(pipe, self.shard.key(output.stream), output.message,
+                            _maxlen(output.stream, self.settings))
+                acknowledgement.queue(pipe)
+                pipe.execute()
+            written = len(outputs) if isinstance(outputs, list) else outputs
         metrics.MESSAGES_OUT.labels(self._service).inc(written)
         metrics.BATCH_SIZE.labels(self._service).observe(len(batch))
         metrics.PROCESSING_SECONDS.labels(self._service).observe(time.perf_counter() - started)

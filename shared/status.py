@@ -3,7 +3,7 @@ classifier's latest prediction for it (level, top labels), its recent levels, it
 going on and its latest one. Read by the api and `soundhive up`; the classifier writes the
 predictions and levels with record().
 
-    record(pipe, prediction)      the classifier, per chunk: latest prediction, level history
+    record(pipe, predictions)     the classifier, per batch: latest predictions, level history
     read_sources(where)           every source's view, in a few round trips whatever their number
     select(views, query)          a filtered, sorted page of them, and how many matched
     summary(views)                counts by state, silent sources, detections going on
@@ -13,7 +13,8 @@ predictions and levels with record().
 """
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -87,14 +88,22 @@ def dbfs(rms: float) -> float:
     return round(max(SILENCE_DBFS, 20 * math.log10(rms)) if rms > 0 else SILENCE_DBFS, 1)
 
 
-def record(pipe: redis.client.Pipeline, prediction: Prediction,
+def record(pipe: redis.client.Pipeline, predictions: Sequence[Prediction],
            shard: streams.Shard = streams.Shard()) -> None:
-    """A source's latest prediction, and its level in the source's history (in its shard)."""
-    pipe.hset(shard.key(streams.LATEST_PREDICTIONS), prediction.source, prediction.encode())
-    key = shard.key(streams.source_levels(prediction.source))
-    pipe.lpush(key, f"{prediction.written_at:.3f} {prediction.rms:.6g}")
-    pipe.ltrim(key, 0, LEVEL_HISTORY - 1)
-    pipe.expire(key, LEVELS_TTL_S)
+    """Sources' latest predictions, and their levels in each source's history (in its shard),
+    from predictions in each source's order: one HSET for all, three commands per source."""
+    if not predictions:
+        return
+    pipe.hset(shard.key(streams.LATEST_PREDICTIONS),
+              mapping={p.source: p.encode() for p in predictions})  # each source's last
+    levels: dict[str, list[str]] = defaultdict(list)
+    for prediction in predictions:
+        levels[prediction.source].append(f"{prediction.written_at:.3f} {prediction.rms:.6g}")
+    for source, entries in levels.items():
+        key = shard.key(streams.source_levels(source))
+        pipe.lpush(key, *entries)  # the newest first, as one LPUSH each
+        pipe.ltrim(key, 0, LEVEL_HISTORY - 1)
+        pipe.expire(key, LEVELS_TTL_S)
 
 
 def read_sources(where: detections.Where) -> list[SourceView]:

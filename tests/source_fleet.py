@@ -39,12 +39,12 @@ def write_sources(client: redis.Redis, count: int, levels: int = 5) -> None:
             source, state, "device unplugged" if state == "failed" else "", rms_of(index), 10,
             now).encode())
         label = LABELS[index % len(LABELS)]
-        for seq in range(levels):
-            score = round(0.3 + (index % 70) / 100, 4)
-            status.record(pipe, Prediction(source, "s1", seq, now, seq * 1.45, rms_of(index) *
-                                           (1 + seq / 10), "yamnet", [(label, score),
-                                                                      ("Animal", 0.1)],
-                          now - (levels - seq) * 1.45))
+        score = round(0.3 + (index % 70) / 100, 4)
+        status.record(pipe, [Prediction(source, "s1", seq, now, seq * 1.45, rms_of(index) *
+                                        (1 + seq / 10), "yamnet", [(label, score),
+                                                                   ("Animal", 0.1)],
+                                        now - (levels - seq) * 1.45)
+                             for seq in range(levels)])
         write_event(pipe, source, label, now - count + index, ongoing=index % 3 == 0)
     pipe.execute()
 

@@ -43,6 +43,7 @@ from shared.topology import Topology
 log = logging.getLogger("soundhive.classifier")
 
 CHORES_INTERVAL_S = 5.0
+OVERDUE_CHECK_S = 0.25  # how often the overdue reorder gaps are looked for (not every turn)
 STATE_TTL_S = 7 * 24 * 3600  # a source silent for a week starts afresh
 RELOAD_CHECK_S = 2.0
 
@@ -80,7 +81,7 @@ class Classifier:
                                                        settings.events_backlog_max)
         self.head_spec = head_spec or head.name
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_S
-        self._next_chores = 0.0
+        self._next_chores = self._next_overdue_check = 0.0
         self._epoch: bytes | None = None  # the Redis epoch of the last commit
         # Each source's last committed state, and the epoch it was committed under.
         self._committed: dict[str, tuple[bytes, SourceState]] = {}
@@ -90,8 +91,10 @@ class Classifier:
         return {"head": self.head.name, "model": model_name(self.head),
                 "labels": self.head.class_names, "rules": self.tracker.rules.summary()}
 
-    def handle(self, batch: list[bus.Delivery[Embeddings]]) -> int:
-        """Admit a batch into its sources' sequences; returns the number of messages written."""
+    def handle(self, batch: list[bus.Delivery[Embeddings]],
+               acknowledgement: bus.Acknowledgement | None = None) -> int:
+        """Admit a batch into its sources' sequences, acknowledged (where it comes from the
+        bus) in the same transaction; returns the number of messages written."""
         self._reload_if_replaced()
         arrivals: dict[str, list[Embeddings]] = defaultdict(list)
         for delivery in batch:
@@ -101,12 +104,13 @@ class Classifier:
                     f"head {self.head.name} scores {self.head.embedding_model} embeddings, "
                     f"got {message.model}")
             arrivals[message.source].append(message)
-        return self._advance(arrivals)
+        return self._advance(arrivals, acknowledgement)
 
     def tick(self) -> None:
         """The chores: keep the detections and the events stream bounded and say which head is
         in service, now and then; move on the sources that have waited too long for a missing
-        chunk."""
+        chunk (looked for every OVERDUE_CHECK_S: one round trip a turn was one per chunk at
+        low load)."""
         now = time.monotonic()
         if now >= self._next_chores:
             self._next_chores = now + CHORES_INTERVAL_S
@@ -115,6 +119,9 @@ class Classifier:
                              self.shard.key(streams.EVENTS_LOST), self.events_maxlen,
                              self.events_backlog_max)
             self.redis.set(streams.HEAD_INFO, json.dumps(self.head_info()))
+        if now < self._next_overdue_check:
+            return
+        self._next_overdue_check = now + OVERDUE_CHECK_S
         overdue = self.redis.zrangebyscore(self.shard.key(streams.REORDER_GAPS), "-inf",
                                            time.time() - self.timeout_s)
         if not overdue:
@@ -144,7 +151,8 @@ class Classifier:
         self.head, self.tracker = head, tracker
         log.info("reloaded head %s (%d classes)", head.name, len(head.class_names))
 
-    def _advance(self, arrivals: dict[str, list[Embeddings]]) -> int:
+    def _advance(self, arrivals: dict[str, list[Embeddings]],
+                 acknowledgement: bus.Acknowledgement | None = None) -> int:
         sources = sorted(arrivals)
         keys = [self.shard.key(streams.source_state_key(source)) for source in sources]
         epoch_key = self.shard.key(streams.EPOCH)
@@ -165,6 +173,8 @@ class Classifier:
                         epoch = secrets.token_hex(8).encode()
                         pipe.set(epoch_key, epoch)
                     written = self._write(pipe, sources, scored)
+                    if acknowledgement is not None:
+                        acknowledgement.queue(pipe)
                     pipe.execute()
                 except redis.WatchError:
                     continue  # another replica advanced one of these sources: plan again
@@ -254,10 +264,10 @@ class Classifier:
             if isinstance(message, Prediction):
                 bus.publish(pipe, self.shard.key(streams.PREDICTIONS_STREAM), message,
                             self.maxlen)
-                status.record(pipe, message, self.shard)
             else:  # trimmed by tick()
                 bus.publish(pipe, self.shard.key(streams.EVENTS_STREAM), message)
                 detections.write(pipe, message, self.shard)
+        status.record(pipe, [m for m in written if isinstance(m, Prediction)], self.shard)
         return written
 
     def _track(self, state: SourceState, m: Embeddings, scores: np.ndarray
@@ -331,5 +341,5 @@ def main(settings: ClassifierSettings) -> None:
         classifier = Classifier(client, head, tracker, settings, settings.head, shard)
         workers.append(bus.Worker(settings, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP,
                                   Embeddings, classifier.handle, health, stopper, client,
-                                  tick=classifier.tick, shard=shard))
+                                  tick=classifier.tick, shard=shard, acknowledging=True))
     bus.run_in_turn(workers, topology.claim_shard_count)

@@ -173,3 +173,37 @@ def test_a_read_only_replica_is_waited_out(redis_server: RedisServer, start_work
         primary.stop()
     bus.publish(client, STREAM, event(2))
     wait_for(lambda: recorder.handled == ["e1", "e2"], 10, "work to resume")
+
+
+def test_an_acknowledging_handler_commits_its_outputs_and_acknowledgement_together(
+        redis_server: RedisServer):
+    client = redis_server.client()
+    client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    config = Settings(service="test", redis_url=redis_server.url, consumer="c", block_ms=100,
+                      batch_size=1, claim_idle_s=1.0)
+    fail = [True]
+
+    def handle(batch: list[bus.Delivery[Event]], acknowledgement: bus.Acknowledgement) -> int:
+        with client.pipeline(transaction=True) as pipe:
+            for delivery in batch:
+                bus.publish(pipe, "test:out", delivery.message)
+            acknowledgement.queue(pipe)
+            if fail[0]:
+                pipe.reset()  # the transaction is abandoned: neither outputs nor acknowledgement
+                raise RuntimeError("lost the race")
+            pipe.execute()
+        return len(batch)
+
+    worker = bus.Worker(config, STREAM, GROUP, Event, handle, stopper=bus.Stopper(False),
+                        client=client, acknowledging=True)
+    worker.ensure_group()
+    bus.publish(client, STREAM, event(1))
+    worker.step()
+    assert client.xlen("test:out") == 0
+    assert client.xpending(STREAM, GROUP)["pending"] == 1  # retried after claim_idle_s
+    fail[0] = False
+    time.sleep(1.1)  # claim_idle_s: the entry is idle, and a claim is due
+    worker.step()  # claims it and handles it again
+    assert client.xlen("test:out") == 1
+    assert client.xpending(STREAM, GROUP)["pending"] == 0
+    assert client.hlen(streams.errors_hash(GROUP)) == 0  # the failure note went with the ack

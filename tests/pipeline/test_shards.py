@@ -309,8 +309,8 @@ def test_the_api_reads_every_shard_as_one(services: Services, redis_server: Redi
         topology.home.hset(streams.SOURCES_HASH, source, SourceStatus(
             source, "running", "", 0.1, 5, time.time()).encode())
         with topology.client(shard).pipeline() as pipe:
-            status.record(pipe, Prediction(source, "s", 5, 0.0, 0.0, 0.1, "audioset",
-                                           [("Dog", 0.8)], time.time()), shard)
+            status.record(pipe, [Prediction(source, "s", 5, 0.0, 0.0, 0.1, "audioset",
+                                            [("Dog", 0.8)], time.time())], shard)
             pipe.execute()
     for shard in topology.every:
         topology.client(shard).xgroup_create(shard.key(streams.PCM_STREAM),
