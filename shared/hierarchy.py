@@ -52,11 +52,16 @@ class LabelTree:
 
     def most_specific(self, scores: np.ndarray, i: int, eligible: np.ndarray) -> int:
         """From class i, descend to the highest-scoring eligible descendant that is preferred
-        (prefers_specific) to where the descent stands, until none is."""
+        (prefers_specific) to where the descent stands, until none is, or until two unrelated
+        ones are (Cat and Dog under Domestic animals): the model cannot tell which, so the
+        label both are kinds of is the most specific one it is sure of."""
         while True:
             below = self.descendants[i]
             below = below[eligible[below]] if len(below) else below
             better = [int(d) for d in below if prefers_specific(scores[d], scores[i])]
             if not better:
                 return i
-            i = max(better, key=lambda d: scores[d])
+            best = max(better, key=lambda d: scores[d])
+            if any(d not in self.related[best] for d in better):
+                return i
+            i = best

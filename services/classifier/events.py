@@ -16,9 +16,10 @@ default_rules.yaml; a user's YAML/JSON file (SOUNDHIVE_EVENTS_CONFIG) overrides 
   `default_threshold`), it is allowed (`allow`/`deny` match a label or any of its categories),
   the gate is open, and no open event of the source is of its branch (the label itself, an
   ancestor or a descendant). With `hierarchy: specific` (the default) the event is named by the
-  most specific label preferred to it (shared.hierarchy: Dog 0.8 -> Bark 0.5) and carries its
-  ancestors as `categories`: one bark is one Bark event, not Animal + Dog + Bark + ...
-  With `hierarchy: all` every label is its own event (the pre-0.2 behaviour).
+  most specific label preferred to it (shared.hierarchy: Dog 0.8 -> Bark 0.5; Cat and Dog both
+  preferred: "Domestic animals, pets") and carries its ancestors as `categories`: one bark is
+  one Bark event, not Animal + Dog + Bark + ... With `hierarchy: all` every label is its own
+  event (the pre-0.2 behaviour).
 - **Confirmation.** The label's branch must have reached its threshold in `confirm_patches`
   patches in a row, unless it scores `sure_score` or more (off by default: smoothing does the
   same work without losing the sounds heard in two patches at 0.5 and 0.3).

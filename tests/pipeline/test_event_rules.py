@@ -65,6 +65,14 @@ def test_a_branch_confident_only_at_its_parent_names_the_parent(tree):
         ("Music", "start", []), ("Music", "end", [])]
 
 
+def test_two_unrelated_confident_kinds_keep_the_label_both_are_kinds_of(tree):
+    everything = np.ones(len(NAMES), bool)
+    cat_or_dog = np.array(scores(Animal=0.9, Domestic_animals=0.85, Dog=0.7, Cat=0.6))
+    assert NAMES[tree.most_specific(cat_or_dog, 0, everything)] == "Domestic animals, pets"
+    dog = np.array(scores(Animal=0.9, Domestic_animals=0.85, Dog=0.7, Bark=0.6, Cat=0.05))
+    assert NAMES[tree.most_specific(dog, 0, everything)] == "Bark"
+
+
 def test_hierarchy_all_makes_one_event_per_label(tree):
     tracker = EventTracker(Rules.shipped(hierarchy="all", confirm_patches=1), tree)
     _, events = feed(tracker, [scores(Animal=0.9, Dog=0.8, Bark=0.7)] * 2)
