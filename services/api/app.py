@@ -44,7 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.broadcast import Broadcaster
 from services.api.deps import STATIC
 from services.api.lockout import TokenFailureLimit
-from services.api.origin import SameOrigin
+from services.api.origin import KnownHost, SameOrigin, allowed_hosts
 from services.api.routers import classify, clips, config, events, health, sources, stream
 from services.api.settings import ApiSettings
 from shared import bus, metrics, streams
@@ -68,6 +68,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(TokenFailureLimit)
     app.add_middleware(SameOrigin, allowed=settings.cors_origins)
+    app.add_middleware(KnownHost, allowed=allowed_hosts(settings.allowed_hosts, settings.host))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "PUT", "POST"],

@@ -318,6 +318,9 @@ async def replay(readers: list[Reader], after: Page, entry_filter: Filter) -> Pa
     client, stream = readers[after.shard]
     positions = list(after.positions)
     raw = await client.xrange(stream, min=f"({positions[after.shard]}", count=REPLAY_PAGE)
+    if not raw:  # an id from beyond the stream's end (a Redis that lost its data) resumes there
+        positions[after.shard] = min(positions[after.shard], await _last_id(client, stream),
+                                     key=position)
     recording = bool(raw) and await _recording(readers)
     entries = []
     for entry_id, fields in raw:
@@ -329,6 +332,16 @@ async def replay(readers: list[Reader], after: Page, entry_filter: Filter) -> Pa
     last_shard = after.shard == len(readers) - 1
     return Page(entry_filter.select(entries), positions,
                 after.shard + 1 if short and not last_shard else after.shard, short and last_shard)
+
+
+async def _last_id(client: redis.asyncio.Redis, stream: str) -> str:
+    """The id of the last entry ever added to `stream` ("0-0" while it does not exist)."""
+    try:
+        info = await client.xinfo_stream(stream)
+    except redis.ResponseError:  # no such key
+        return "0-0"
+    last = info["last-generated-id"]
+    return last.decode() if isinstance(last, bytes) else last
 
 
 async def _recording(readers: list[Reader]) -> bool:

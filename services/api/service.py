@@ -1,6 +1,5 @@
 """Runs the api (app.py) with uvicorn on SOUNDHIVE_API_HOST:SOUNDHIVE_API_PORT."""
 
-import ipaddress
 import logging
 import resource
 from types import FrameType
@@ -8,6 +7,7 @@ from types import FrameType
 import uvicorn
 
 from services.api.app import create_app
+from services.api.origin import is_loopback
 from services.api.settings import ApiSettings
 from shared.metrics import PortInUse
 from shared.ports import port_free
@@ -23,7 +23,11 @@ def main(settings: ApiSettings) -> None:
     if (exposure := _exposure(settings)) is not None:
         log.warning(exposure)
     # log_config=None: uvicorn's lines go through the service's (redacting) log handler.
+    # X-Forwarded-For only from the listed proxies: uvicorn would trust it from 127.0.0.1, so
+    # any local user could pick a new address for each wrong token and skip the lockout.
+    proxies = list(settings.forwarded_allow_ips)
     _Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                           proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
                            log_level="warning", access_log=False, log_config=None)).run()
 
 
@@ -47,7 +51,7 @@ def _check_port(host: str, port: int) -> None:
 def _exposure(settings: ApiSettings) -> str | None:
     """One line when the api answers reads without a token (writes never) on an address other
     machines reach."""
-    if settings.read_auth or _is_loopback(settings.host):
+    if settings.read_auth or is_loopback(settings.host):
         return None
     where = f"{settings.host}:{settings.port}"
     if settings.token is None:
@@ -55,13 +59,6 @@ def _exposure(settings: ApiSettings) -> str | None:
                 f"notifier states are readable by anyone reaching {where}")
     return (f"api: events, sources and notifier states are readable without the token by "
             f"anyone reaching {where} (SOUNDHIVE_API_READ_AUTH=1 protects them)")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def allow_many_connections() -> None:

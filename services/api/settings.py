@@ -44,6 +44,16 @@ class ApiSettings(RedisSettings):
         "behind is sent a `reconnect` event and disconnected (it resumes with Last-Event-ID).")
     cors_origins: CommaSeparated = Field(
         (), description="Comma-separated origins allowed to call the API from a browser.")
+    allowed_hosts: CommaSeparated = Field(
+        (), description="Comma-separated host names (the Host header, without its port) the "
+        "api answers; others get 400, but for /healthz and /readyz. Empty: only localhost, "
+        "127.0.0.1 and ::1 while it binds a loopback address (a web page whose name is made "
+        "to resolve to this machine, DNS rebinding, is refused), any name otherwise; `*` "
+        "allows any.")
+    forwarded_allow_ips: CommaSeparated = Field(
+        (), description="Comma-separated addresses of reverse proxies whose X-Forwarded-For "
+        "names the client (for the wrong-token lockout, per address). Empty: the client is "
+        "the connection's peer, and X-Forwarded-For is ignored.")
     model: str = model_field()
     clips_dir: Path = clips_dir_field()
     devicehive: DeviceHiveTarget = internal_field(default_factory=DeviceHiveTarget)

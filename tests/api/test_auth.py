@@ -103,3 +103,25 @@ def test_a_page_of_another_origin_can_neither_write_nor_lock_the_owner_out(servi
     same = {"Origin": url}  # the dashboard's own requests
     assert httpx.put(f"{url}/config/devicehive", json=FORM, headers=same | good
                      ).status_code == 200
+
+
+def test_a_page_whose_name_resolves_to_the_api_is_refused_and_forwarded_addresses_are_not_trusted(
+        services: Services):
+    """DNS rebinding: a page of evil.example whose name is made to resolve to 127.0.0.1 sends
+    Host and Origin evil.example; a loopback api answers only loopback names. Wrong tokens with
+    a new X-Forwarded-For each still count against the connection's address."""
+    url = start_api(services, SOUNDHIVE_API_TOKEN=TOKEN)
+    rebound = {"Host": "evil.example:8000", "Origin": "http://evil.example:8000"}
+    answer = httpx.get(f"{url}/events", headers=rebound)
+    assert answer.status_code == 400 and "SOUNDHIVE_API_ALLOWED_HOSTS" in answer.json()["detail"]
+    assert httpx.get(f"{url}/events", headers={"Host": "localhost"}).status_code == 200
+    statuses = [httpx.put(f"{url}/config/devicehive", json=FORM, headers={
+        "Authorization": f"Bearer wrong{n}", "X-Forwarded-For": f"10.0.0.{n}"}).status_code
+        for n in range(FAILURES_ALLOWED.amount + 2)]
+    assert statuses[-1] == 429, statuses
+
+
+def test_allowed_hosts_names_the_hosts_a_proxied_api_answers(services: Services):
+    url = start_api(services, SOUNDHIVE_API_ALLOWED_HOSTS="sound.example")
+    assert httpx.get(f"{url}/events", headers={"Host": "sound.example"}).status_code == 200
+    assert httpx.get(f"{url}/events").status_code == 400  # 127.0.0.1 is no longer listed

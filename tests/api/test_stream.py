@@ -269,3 +269,16 @@ def test_heartbeats_keep_an_idle_stream_alive_and_stopping_the_api_ends_it_with_
     assert last["event"] == RECONNECT_EVENT
     assert json.loads(last["data"]) == {"reason": "the api is stopping",
                                         "last_event_id": sent[-1]}
+
+
+def test_a_last_event_id_beyond_the_stream_resumes_at_its_end(
+        services: Services, redis_server: RedisServer):
+    """An id from a Redis that has since lost its data (or a forged one) is later than every
+    entry: the client gets what comes next, not silence forever."""
+    url = start_api(services)
+    client = redis_server.client()
+    publish(client, 0, 5)
+    listener = Listener(url, headers={"Last-Event-ID": "99999999999999-0"})
+    fresh = publish(client, 5, 3)
+    wait_for(lambda: len(listener.ids()) >= 3, WAIT_S, "the events after the resume")
+    assert listener.ids() == fresh
