@@ -42,6 +42,8 @@ MEDIA_TYPES = {".ogg": "audio/ogg", ".flac": "audio/flac", ".png": "image/png"}
 SPECTROGRAM_EXTENSION = ".png"
 RETENTION_BATCH = 200
 RECORDER_CHECK_S = 5.0
+PRIVATE_FOLDER = 0o700  # recorded audio: only the services' user reads it
+PRIVATE_FILE = 0o600
 EXPIRED_REASONS = {"age": "removed by retention: older than SOUNDHIVE_CLIPS_MAX_AGE_DAYS",
                    "size": "removed by retention: over SOUNDHIVE_CLIPS_MAX_GB"}
 
@@ -235,11 +237,13 @@ def _expire(client: redis.Redis, folder: Path, clip: Clip, why: str, shard: Shar
 
 def write_atomically(path: Path, write: Any) -> int:
     """write(temporary path) then rename it to `path` (a reader never sees half a file);
-    returns its size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    returns its size. Recorded audio is private: folders 0700, files 0600 (every service runs
+    as one user)."""
+    path.parent.mkdir(PRIVATE_FOLDER, parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         write(partial)
+        partial.chmod(PRIVATE_FILE)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

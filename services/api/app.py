@@ -34,6 +34,7 @@ from functools import partial
 import redis
 import redis.asyncio
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -76,6 +77,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(_CountRequests)
     for error in bus.CONNECTION_ERRORS:
         app.add_exception_handler(error, _redis_unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(health.router)
     app.add_api_route("/", _dashboard, include_in_schema=False)
     for module in (events, stream, clips, sources, config, classify):
@@ -122,6 +124,17 @@ def _async_servers(settings: ApiSettings, pool: dict) -> list[redis.asyncio.Redi
     return [redis.asyncio.Redis.from_pool(redis.asyncio.BlockingConnectionPool.from_url(
         url, socket_timeout=timeout, **pool)) for url in settings.redis_urls or
         (settings.redis_url,)]
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """422 with a one-line detail naming each bad field, without echoing the input (FastAPI's
+    default list repeats it, tokens and passwords of a rejected form included)."""
+    assert isinstance(exc, RequestValidationError)
+    reasons = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"][1:]) or str(error["loc"][0])
+        reasons.append(f"{field}: {str(error['msg']).removeprefix('Value error, ')}")
+    return JSONResponse({"detail": "; ".join(reasons)}, 422)
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:

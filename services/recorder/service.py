@@ -263,7 +263,7 @@ class Recorder:
                     _seconds(audio), size, time.time())
 
     def _disk_full(self) -> str | None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(clips.PRIVATE_FOLDER, parents=True, exist_ok=True)
         free = shutil.disk_usage(self.folder).free
         if free < self.settings.clips_min_free_mb * 2**20:
             return f"disk full ({free / 2**20:.0f} MB free, SOUNDHIVE_CLIPS_MIN_FREE_MB is " \
@@ -338,7 +338,7 @@ def main(settings: RecorderSettings) -> None:
     """Until SIGTERM/SIGINT."""
     topology = Topology.connect(settings, settings.block_ms)
     recorder = Recorder(settings, topology)
-    settings.clips_dir.mkdir(parents=True, exist_ok=True)
+    settings.clips_dir.mkdir(clips.PRIVATE_FOLDER, parents=True, exist_ok=True)
     health = metrics.Health()
     stopper = bus.Stopper()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)

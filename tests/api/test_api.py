@@ -192,6 +192,11 @@ def test_uploads_auth_and_devicehive_settings(services: Services, clips_dir: Pat
     for bad, code in (({**form, "device_id": "hall 1"}, 422), ({**form, "url": "ftp://x"}, 400),
                       ({**form, "url": "https://elsewhere.example/api/rest"}, 400)):
         assert httpx.put(f"{url}/config/devicehive", json=bad, headers=auth).status_code == code
+    unfinished = {key: value for key, value in form.items() if key != "device_id"}
+    refused = httpx.put(f"{url}/config/devicehive", json=unfinished, headers=auth)
+    detail = refused.json()["detail"]  # one line naming the field, the input not echoed
+    assert refused.status_code == 422 and detail == "device_id: Field required", detail
+    assert "rt-secret" not in refused.text
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert TOKEN not in logs and "rt-secret" not in logs
 

@@ -4,6 +4,7 @@ pipeline."""
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -63,7 +64,10 @@ def test_up_in_privacy_mode_keeps_no_redis_on_disk_and_clips_in_its_data_dir(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "keeps nothing on disk" in result.stderr
     assert not [p for p in (data / "redis").rglob("*") if p.is_file()]  # no AOF, no dump
-    assert list((data / "clips").rglob("*.ogg")), result.stderr[-2000:]
+    recorded = list((data / "clips").rglob("*.ogg"))
+    assert recorded, result.stderr[-2000:]
+    assert stat.S_IMODE((data / "clips").stat().st_mode) == clips.PRIVATE_FOLDER
+    assert {stat.S_IMODE(path.stat().st_mode) for path in recorded} == {clips.PRIVATE_FILE}
 
 
 def fake_clip(client, folder: Path, event_id: str, label: str, written: float,

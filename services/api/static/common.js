@@ -67,15 +67,9 @@ const soundhive = {
     return { ok: response.ok, status: response.status, body };
   },
 
-  // The one-line reason of a failed request, from FastAPI's {"detail": ...}.
+  // The one-line reason of a failed request: the api's {"detail": "..."}.
   errorText(result) {
     const detail = result.body && result.body.detail;
-    if (Array.isArray(detail)) {
-      return detail.map((d) => {
-        const field = (d.loc || []).slice(1).join(".");
-        return `${field}: ${String(d.msg).replace(/^Value error, /, "")}`;
-      }).join("; ");
-    }
     return detail ? String(detail) : `HTTP ${result.status}`;
   },
 
