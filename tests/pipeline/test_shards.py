@@ -66,6 +66,7 @@ def test_an_unreachable_cluster_and_another_shard_count_are_refused(
     worker = services.start("features", SOUNDHIVE_SHARDS="2")
     assert worker.wait(60) == 2
     assert services.log_text(worker).strip().endswith(f"error: {refusal}")
+    assert "model" not in services.log_text(worker)  # refused before loading it, reading nothing
     port = free_port()
     services.start("api", SOUNDHIVE_SHARDS="2", SOUNDHIVE_API_PORT=str(port),
                    SOUNDHIVE_API_HOST="127.0.0.1")
