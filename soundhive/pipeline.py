@@ -102,10 +102,10 @@ def devices(
 
 
 def _cli_type(info: FieldInfo) -> Any:
-    """The type a CLI option of this field takes (lists: a repeatable option)."""
+    """The type a CLI option of this field takes (a tuple: a repeatable option of its items)."""
     annotation = info.annotation
     if get_origin(annotation) is tuple:
-        return list[str]
+        return list[get_args(annotation)[0]]  # type: ignore[misc]
     args = [a for a in get_args(annotation) if a is not type(None)]
     return args[0] if get_origin(annotation) in (Union, UnionType) else annotation
 
