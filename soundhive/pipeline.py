@@ -185,8 +185,9 @@ def up(
     classifiers: int = typer.Option(1, "--classifiers", min=1, help="Classifier processes."),
     events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
     log_dir: Path | None = typer.Option(
-        None, "--log-dir", help="Keep the service logs here (default: a temporary folder, "
-        "removed at exit unless a service failed)."),
+        None, "--log-dir", help="Keep the service logs here (default: "
+        "$TMPDIR/soundhive-up-*/logs, removed at exit unless a service failed; an `up` killed "
+        "with SIGKILL cannot remove it)."),
     metrics_port_base: int = typer.Option(
         SERVICES["capture"].port, "--metrics-port-base", min=0, max=65533,
         help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2, "
