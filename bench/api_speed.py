@@ -255,15 +255,25 @@ def _percentile(histogram: np.ndarray, q: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--history", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--stream", type=int, default=20_000)
-    parser.add_argument("--sources", type=int, default=500)
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=50)
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--client-processes", type=int, default=2)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--history", type=int, default=100_000,
+                        help="detections in the history GET /events reads (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=300,
+                        help="GET requests timed per query (default: %(default)s)")
+    parser.add_argument("--stream", type=int, default=20_000,
+                        help="events sent through SSE to one client (default: %(default)s)")
+    parser.add_argument("--sources", type=int, default=500,
+                        help="sources listed by GET /sources and /sources/summary "
+                             "(default: %(default)s)")
+    parser.add_argument("--clients", type=int, default=1000,
+                        help="concurrent SSE clients in the fan-out part (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=50,
+                        help="events published per second during fan-out (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=30,
+                        help="how long the fan-out publishes (default: %(default)s)")
+    parser.add_argument("--client-processes", type=int, default=2,
+                        help="processes the SSE clients are spread over (default: %(default)s)")
     args = parser.parse_args()
     result: dict = {"machine": machine.describe(),
                     "command": {"argv": sys.argv[1:], "commit": machine.git_commit()}}

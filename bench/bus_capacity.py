@@ -208,12 +208,17 @@ def figures(kind: str, mics: int, shards: int, elapsed: float, written: int, lat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mics", type=int, nargs="+", default=[200, 400])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--shards", type=int, default=6)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mics", type=int, nargs="+", default=[200, 400],
+                        help="microphone counts, one run each per bus (default: 200 400)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="how long each run writes (default: %(default)s)")
+    parser.add_argument("--shards", type=int, default=6,
+                        help="shards the streams are split into (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="features and classifiers each")
-    parser.add_argument("--buses", nargs="+", choices=BUSES, default=list(BUSES))
+    parser.add_argument("--buses", nargs="+", choices=BUSES, default=list(BUSES),
+                        help="the buses to measure (default: all)")
     parser.add_argument("--stand-in-features", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.stand_in_features:

@@ -92,7 +92,8 @@ def write(table: dict[str, float], path: Path, command: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=60, help="how many 60 s scenes (60)")
     parser.add_argument("--seed", type=int, default=0, help="which scenes (0)")
     parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="the public clips")

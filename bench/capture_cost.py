@@ -244,7 +244,8 @@ def _added(client: redis.Redis) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", default="25,50,100",
                         help="comma-separated numbers of streams, one run each")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window of a run")
@@ -253,7 +254,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1,
                         help="capture processes the streams are divided among")
     parser.add_argument("--out", type=Path,
-                        default=REPO / "bench/results/issue20/capture_cost.json")
+                        default=REPO / "bench/results/issue20/capture_cost.json",
+                        help="write the JSON report here (default: %(default)s)")
     args = parser.parse_args()
     if args.processes < 1:
         parser.error("--processes: at least 1")

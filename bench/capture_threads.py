@@ -70,12 +70,14 @@ def run(mp3: bytes, streams: int, threads: int, seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--threads", default="100,4,1", help="comma-separated thread counts")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each run")
     parser.add_argument("--out", type=Path,
-                        default=REPO / "bench/results/issue20/capture_threads.json")
+                        default=REPO / "bench/results/issue20/capture_threads.json",
+                        help="write the JSON report here (default: %(default)s)")
     args = parser.parse_args()
     counts = [int(x) for x in args.threads.split(",")]
     if args.streams < 1 or any(not 1 <= k <= args.streams for k in counts):

@@ -199,14 +199,22 @@ def report(run: dict, reference: list[tuple]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sources", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--features", type=int, default=2)
-    parser.add_argument("--classifiers", type=int, default=2)
-    parser.add_argument("--kill-every", type=float, default=15.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=int, default=8,
+                        help="real-time file sources (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=120.0,
+                        help="how long the faulty run lasts (default: %(default)s)")
+    parser.add_argument("--features", type=int, default=2,
+                        help="features replicas (default: %(default)s)")
+    parser.add_argument("--classifiers", type=int, default=2,
+                        help="classifier replicas (default: %(default)s)")
+    parser.add_argument("--kill-every", type=float, default=15.0,
+                        help="seconds between SIGKILLs of a random worker (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random choices (default: %(default)s)")
+    parser.add_argument("--out", type=Path,
+                        help="also write the JSON report to this file")
     args = parser.parse_args()
     random.seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="soundhive-chaos-") as tmp:

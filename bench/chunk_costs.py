@@ -131,8 +131,10 @@ def head_us_per_chunk(head: YamnetHead, embeddings: np.ndarray) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/issue20/chunk_costs.json")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/issue20/chunk_costs.json",
+                        help="write the JSON report here (default: %(default)s)")
     args = parser.parse_args()
     quiet_native_stderr()
     model = load_model("yamnet")

@@ -54,7 +54,8 @@ def normal_clip(url: str, api: psutil.Process, clip: Path, runs: int = 7) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", type=Path, default=REPO.parent / "shared/data/clips/dog.mp3")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soundhive-upload-bench-") as tmp:

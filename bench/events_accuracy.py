@@ -380,7 +380,8 @@ def print_table(report: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=60, help="number of 60 s scenes")
     parser.add_argument("--seed", type=int, default=0,
                         help="scene set (0 to tune on; another to check generalisation)")

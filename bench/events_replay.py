@@ -119,7 +119,8 @@ def print_misses(scenes: list[Scene], ours: dict, naive: dict, judge: Judge,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--events-config", type=Path)

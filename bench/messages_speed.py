@@ -81,7 +81,8 @@ def measure(sources: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", required=True, help="key of this run in the results file")
     parser.add_argument("--sources", type=int, default=700, help="live sources, 1 chunk/s each")
     args = parser.parse_args()

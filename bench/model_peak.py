@@ -81,9 +81,11 @@ def cpu_per_patch(seconds: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/issue20/model_peak.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/issue20/model_peak.json",
+                        help="write the JSON report here (default: %(default)s)")
     args = parser.parse_args()
     quiet_native_stderr()
     macs = model_macs(models_dir() / "yamnet.tflite")

@@ -735,7 +735,8 @@ def mic_counts(text: str) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mics", type=mic_counts, default="200,400,600,700,800,900",
                         help="comma-separated numbers of microphones, one run each")
     parser.add_argument("--seconds", type=float, default=40.0, help="length of each run")
@@ -752,7 +753,8 @@ def main() -> None:
                         help="py-spy each service during each run; raw profiles to DIR")
     parser.add_argument("--plot-only", action="store_true",
                         help="only draw the PNG again from the JSON at --out")
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/pipeline.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/pipeline.json",
+                        help="write the JSON report here (default: %(default)s)")
     args = parser.parse_args()
     if args.plot_only:
         plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))

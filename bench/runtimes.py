@@ -308,12 +308,14 @@ def markdown(rows: list[dict], columns: dict[str, str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per runtime")
     parser.add_argument("--patches", type=int, default=512, help="YAMNet patches per pass")
     parser.add_argument("--vggish-patches", type=int, default=128)
     parser.add_argument("--no-vggish", action="store_true", help="YAMNet only (no TensorFlow)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/runtimes.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/runtimes.json",
+                        help="write the JSON report here (default: %(default)s)")
     args = parser.parse_args()
     if args.patches < 1 or args.vggish_patches < 1 or args.seconds <= 0:
         parser.error("--patches and --vggish-patches must be at least 1, --seconds positive")

@@ -244,6 +244,10 @@ class RedisSettings(SettingsModel):
         if outside:
             raise ValueError(f"SOUNDHIVE_SHARD_IDS: shard {outside[0]} does not exist "
                              f"(SOUNDHIVE_SHARDS={self.shards}: 0 to {self.shards - 1})")
+        repeated = sorted({shard for shard in self.shard_ids if self.shard_ids.count(shard) > 1})
+        if repeated:
+            raise ValueError(f"SOUNDHIVE_SHARD_IDS: shard {repeated[0]} is listed twice (each "
+                             "shard once)")
         if self.redis_cluster and self.redis_urls:
             raise ValueError("REDIS_URLS and SOUNDHIVE_REDIS_CLUSTER exclude each other: a "
                              "cluster is reached through one node (REDIS_URL)")

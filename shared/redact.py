@@ -46,7 +46,8 @@ def _mask_parameters(text: str) -> str:
 def _mask_parameter(match: re.Match) -> str:
     name, value = match[1], match[2]
     if value and is_secret_name(name):
-        return f"{name}={MASK}"
+        # A ':' ending the value is a message's separator ("cannot open URL: reason").
+        return f"{name}={MASK}" + (":" if value.endswith(":") else "")
     # A value runs wide (see _PARAMETER): the parameters it swallowed (channel=1?token=...).
     return f"{name}={_mask_parameters(value)}"
 

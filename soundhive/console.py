@@ -44,7 +44,7 @@ def item_progress(disable: bool = False) -> Progress:
 
 
 def byte_progress() -> Progress:
-    """A bar for downloads."""
+    """A bar for downloads, gone when it stops: a failure leaves its one-line error alone."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -52,4 +52,5 @@ def byte_progress() -> Progress:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=stderr,
+        transient=True,
     )

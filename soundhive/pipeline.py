@@ -68,6 +68,8 @@ NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
 REDIS_LOST = 3  # exit status of `up` when Redis could not be started or was lost
 CLIPS_FOLDER = "clips"  # in the data directory (or the run's folder with --ephemeral)
+# The sharding settings `up` overrides: one box, one Redis, one shard (its view reads one).
+SHARDING_FIELDS = ("shards", "shard_ids", "redis_urls", "redis_cluster")
 PRIVATE_REDIS = ("note: SOUNDHIVE_PRIVACY=speech: the embedded Redis keeps nothing on disk (raw "
                  "audio passes through it), so the event history, the DeviceHive settings and "
                  "undelivered events last only this run; clips stay in the data dir")
@@ -100,10 +102,10 @@ def devices(
 
 
 def _cli_type(info: FieldInfo) -> Any:
-    """The type a CLI option of this field takes (lists: a repeatable option)."""
+    """The type a CLI option of this field takes (a tuple: a repeatable option of its items)."""
     annotation = info.annotation
     if get_origin(annotation) is tuple:
-        return list[str]
+        return list[get_args(annotation)[0]]  # type: ignore[misc]
     args = [a for a in get_args(annotation) if a is not type(None)]
     return args[0] if get_origin(annotation) in (Union, UnionType) else annotation
 
@@ -164,6 +166,10 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
     raise Interrupted(signum)
 
 
+class ShardedRedisError(Exception):
+    """The Redis `up` was given holds a sharded pipeline's streams."""
+
+
 def up(
     source: list[str] | None = typer.Option(None, "--source", "-s", help=SOURCE_HELP,
                                             show_default=False),
@@ -179,8 +185,9 @@ def up(
     classifiers: int = typer.Option(1, "--classifiers", min=1, help="Classifier processes."),
     events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
     log_dir: Path | None = typer.Option(
-        None, "--log-dir", help="Keep the service logs here (default: a temporary folder, "
-        "removed at exit unless a service failed)."),
+        None, "--log-dir", help="Keep the service logs here (default: "
+        "$TMPDIR/soundhive-up-*/logs, removed at exit unless a service failed; an `up` killed "
+        "with SIGKILL cannot remove it)."),
     metrics_port_base: int = typer.Option(
         SERVICES["capture"].port, "--metrics-port-base", min=0, max=65533,
         help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2, "
@@ -224,6 +231,7 @@ def up(
                                                   ("api", {"token": api_token})]
     plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
     given_redis = _given_redis(redis_url)
+    _note_ignored_sharding()
     data = _data_dir(given_redis, data_dir, ephemeral)
     private = _private()
     ports = _ports(plan, metrics_port_base, api_port or free_port())
@@ -243,10 +251,11 @@ def up(
         if embedded is not None:
             embedded.start()
         url = given_redis or embedded.url  # type: ignore[union-attr]
+        client = bus.connect(url)
+        _check_unsharded(client)
         shared_settings = {
             "redis_url": url,
-            # One box, one Redis: the streams are never sharded here (its view reads one
-            # shard), whatever the environment says ("": REDIS_URLS unset).
+            # Whatever the environment says ("": REDIS_URLS unset).
             "shards": 1, "redis_cluster": False, "redis_urls": "", "shard_ids": "",
             # Replicas share the cores rather than each taking them all.
             "threads": None if FeaturesSettings.env_name("threads") in os.environ
@@ -258,7 +267,6 @@ def up(
                      + (f", service logs in {logs}" if keep_logs else ""), soft_wrap=True)
         if private and embedded is not None and data is not None:
             stderr.print(PRIVATE_REDIS, soft_wrap=True)
-        client = bus.connect(url)
         if data is not None:
             _forget_last_run(client)
         processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
@@ -267,7 +275,7 @@ def up(
         status = _watch(client, processes, exit_when_done)
     except Interrupted as stop:
         status = 128 + stop.signum
-    except DataDirError as exc:
+    except (DataDirError, ShardedRedisError) as exc:
         warn(str(exc))
         status = USAGE_ERROR
     except RedisProcessError as exc:
@@ -356,6 +364,27 @@ def _embedded_redis(run_dir: Path, data: DataDir | None) -> RedisProcess:
     if data is None:
         return RedisProcess(run_dir)
     return RedisProcess(run_dir, appendonly=True, extra=PERSISTENCE, data=data.redis)
+
+
+def _note_ignored_sharding() -> None:
+    """One line naming the sharding settings the environment sets, which `up` ignores."""
+    names = [Settings.env_name(field) for field in SHARDING_FIELDS]
+    ignored = [name for name in names if os.environ.get(name)]
+    if ignored:
+        stderr.print(f"note: `up` runs one shard on one Redis and ignores {', '.join(ignored)} "
+                     "(a sharded pipeline: `soundhive serve SERVICE`, docs/deploy.md)",
+                     soft_wrap=True)
+
+
+def _check_unsharded(client: redis.Redis) -> None:
+    """Before anything starts or writes: `up` runs one shard, so a Redis whose streams were
+    written with more (streams.SHARD_COUNT) is refused."""
+    recorded = int(client.get(streams.SHARD_COUNT) or 1)
+    if recorded != 1:
+        raise ShardedRedisError(
+            f"this Redis holds a pipeline sharded {recorded} ways (SOUNDHIVE_SHARDS={recorded}) "
+            "and `up` runs unsharded: use `soundhive serve SERVICE` with "
+            f"SOUNDHIVE_SHARDS={recorded}, or another Redis (--redis-url) or data dir")
 
 
 def _forget_last_run(client: redis.Redis) -> None:

@@ -453,7 +453,7 @@ def pull(
 
 
 def _download(url: str, archive: Path, sha256: str) -> str | None:
-    """Download with a progress bar that is cleared on failure; returns the error, if any."""
+    """Download with a progress bar (transient); returns the error, if any."""
     from shared.download import DownloadError, download
 
     with byte_progress() as progress:
@@ -466,7 +466,6 @@ def _download(url: str, archive: Path, sha256: str) -> str | None:
                 lambda done, total: progress.update(task, completed=done, total=total),
             )
         except DownloadError as exc:
-            progress.remove_task(task)
             return str(exc)
     return None
 

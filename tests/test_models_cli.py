@@ -61,6 +61,7 @@ def test_pull_offline_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("SOUNDHIVE_MODELS", str(tmp_path))
     result = runner.invoke(app, ["models", "pull", "tiny"])
     assert result.exit_code == 2 and "cannot download" in result.output
+    assert "\n" not in result.output.strip(), result.output  # the error, no leftover bar
 
 
 def test_pull_unknown_model():

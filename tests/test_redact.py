@@ -46,6 +46,9 @@ def test_urls_inside_text_are_redacted_and_the_rest_is_left():
             "(then GET /events/stream?token=T0k and 3 = 3 key=value)")
     assert redact(text) == ("[Errno 111] Connection refused: 'http://127.0.0.1:1/x.mp3?token=***' "
                             "(then GET /events/stream?token=*** and 3 = 3 key=value)")
+    # The separator after a URL ending with a secret stays: "cannot open URL: reason".
+    assert redact("cannot open rtsp://cam/live?token=T0k: Connection refused") == (
+        "cannot open rtsp://cam/live?token=***: Connection refused")
 
 
 def test_log_lines_and_their_exceptions_are_redacted():

@@ -55,13 +55,15 @@ def make_handler(embedder: Embedder) -> bus.Handler[PcmChunk]:
 
 
 def main(settings: FeaturesSettings) -> None:
-    embedder = load_embedder(settings.model, threads=settings.threads)
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
-    log.info("features: model %s (%d threads), metrics on :%d", embedder.name,
-             settings.threads, server.server_port)
     topology = Topology.connect(settings, settings.block_ms)
     stopper = bus.Stopper()
+    # Another shard count is refused before the model loads and anything reads.
+    bus.persist(topology.claim_shard_count, stopper, bus.Weather("features", health))
+    embedder = load_embedder(settings.model, threads=settings.threads)
+    log.info("features: model %s (%d threads), metrics on :%d", embedder.name,
+             settings.threads, server.server_port)
     handle = make_handler(embedder)
     run_together(stopper, [
         [bus.Worker(settings.model_copy(update={"consumer": f"{settings.consumer}-{i}"}),

@@ -40,6 +40,8 @@ def test_a_source_shard_is_stable_and_one_shard_keeps_todays_names():
 @pytest.mark.parametrize(("env", "message"), [
     ({"SOUNDHIVE_SHARDS": "4", "SOUNDHIVE_SHARD_IDS": "1,4"},
      "SOUNDHIVE_SHARD_IDS: shard 4 does not exist (SOUNDHIVE_SHARDS=4: 0 to 3)"),
+    ({"SOUNDHIVE_SHARDS": "4", "SOUNDHIVE_SHARD_IDS": "0,2,0"},
+     "SOUNDHIVE_SHARD_IDS: shard 0 is listed twice (each shard once)"),
     ({"SOUNDHIVE_SHARDS": "0"}, "SOUNDHIVE_SHARDS: Input should be greater than or equal to 1"),
     ({"REDIS_URLS": "redis://a,redis://b", "SOUNDHIVE_REDIS_CLUSTER": "1"},
      "REDIS_URLS and SOUNDHIVE_REDIS_CLUSTER exclude each other"),
@@ -64,6 +66,7 @@ def test_an_unreachable_cluster_and_another_shard_count_are_refused(
     worker = services.start("features", SOUNDHIVE_SHARDS="2")
     assert worker.wait(60) == 2
     assert services.log_text(worker).strip().endswith(f"error: {refusal}")
+    assert "model" not in services.log_text(worker)  # refused before loading it, reading nothing
     port = free_port()
     services.start("api", SOUNDHIVE_SHARDS="2", SOUNDHIVE_API_PORT=str(port),
                    SOUNDHIVE_API_HOST="127.0.0.1")

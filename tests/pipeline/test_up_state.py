@@ -1,6 +1,7 @@
 """`soundhive up` keeps its state in a data directory across runs (DeviceHive settings, history,
 a sink's undelivered events), one `up` at a time; it stops on SIGINT even when started with
-SIGINT ignored; its exit status tells Redis lost (3) from a usage error (2)."""
+SIGINT ignored; its exit status tells Redis lost (3) from a usage error (2), such as a sharded
+Redis."""
 
 import os
 import re
@@ -118,3 +119,18 @@ def test_a_bad_events_config_stops_up_before_anything_starts(tmp_path: Path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"error: {bad}: hold_s: ")
+
+
+def test_up_refuses_a_sharded_redis_before_anything_starts(redis_server, tmp_path: Path):
+    client = redis.Redis.from_url(redis_server.url)
+    client.set(streams.SHARD_COUNT, 2)  # as a `serve` pipeline with SOUNDHIVE_SHARDS=2 leaves it
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "soundhive", "up", "--redis-url", redis_server.url, *QUIET],
+        cwd=REPO, env={**env, "SOUNDHIVE_SHARDS": "2"}, capture_output=True, text=True,
+        timeout=WAIT_S)
+    assert result.returncode == 2, result.stderr
+    note, error = result.stderr.strip().splitlines()
+    assert note.startswith("note: `up` runs one shard on one Redis and ignores SOUNDHIVE_SHARDS ")
+    assert error.startswith("error: this Redis holds a pipeline sharded 2 ways")
+    assert client.keys() == [streams.SHARD_COUNT.encode()]  # no unsharded stream left behind
