@@ -4,9 +4,9 @@ a chunk's embeddings, float32 against YAMNet's own int8 (with the head's scores 
 the classifier's whole loop per chunk (`classifier_loop`: its bus worker reading the clips'
 embeddings of SOURCES sources from a private Redis in batches of 1 and of 32, the audioset head
 and the shipped rules): its CPU, Redis's, and the Redis commands per chunk; and the event rules
-alone (`event_rules`: EventTracker.update over the clips' chunks, YAMNet's scores, shipped
-rules), also as each --rules-from git revision had them, in turn in the same run, with whether
-their events are the same.
+alone (`event_rules`: EventTracker.update over the clips' chunks ROUNDS times as one source,
+YAMNet's scores, shipped rules), also as each --rules-from git revision had them, in turn in the
+same run, with whether their events are the same.
 
     .venv/bin/python bench/chunk_costs.py [--out bench/results/issue20/chunk_costs.json]
         [--rules-from REVISION ...]
@@ -232,8 +232,9 @@ def main() -> None:
                             for batch in (1, 32)},
         "event_rules": event_rules(
             [msgspec.structs.replace(m, seq=n, offset=n * CHUNK_HOP_SECONDS,
-                                     t=n * CHUNK_HOP_SECONDS) for n, m in enumerate(as_int8)],
-            model.head.score(read_back).reshape(len(chunks), 2, -1),
+                                     t=n * CHUNK_HOP_SECONDS)
+             for n, m in enumerate(as_int8 * ROUNDS)],
+            np.tile(model.head.score(read_back).reshape(len(chunks), 2, -1), (ROUNDS, 1, 1)),
             LabelTree(names, ontology), args.rules_from),
     }
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
