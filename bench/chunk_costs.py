@@ -139,8 +139,11 @@ def classifier_loop(embeddings: list[Embeddings], batch: int) -> dict:
 
 def events_module_of(revision: str) -> ModuleType:
     """services/classifier/events.py as git `revision` had it (the rest as checked out)."""
-    source = subprocess.run(["git", "show", f"{revision}:services/classifier/events.py"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(["git", "show", f"{revision}:services/classifier/events.py"],
+                           cwd=REPO, capture_output=True, text=True)
+    if shown.returncode != 0:
+        sys.exit(f"error: --rules-from {revision}: no services/classifier/events.py there")
+    source = shown.stdout
     name = f"events_at_{revision.replace('^', '_').replace('~', '_')}"
     spec = importlib.util.spec_from_loader(name, loader=None, origin=events.__file__)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -151,11 +154,11 @@ def events_module_of(revision: str) -> ModuleType:
 
 
 def event_rules(chunks: list[Embeddings], scores: np.ndarray, tree: LabelTree,
-                revisions: list[str], repeats: int = 5) -> dict:
+                revisions: dict[str, ModuleType], repeats: int = 5) -> dict:
     """CPU µs per chunk of EventTracker.update (shipped rules) over `chunks` as one source's
-    (scores [chunks, patches, classes]), for this checkout and each revision, in turn (best of
-    `repeats`); and whether each revision's events equal this checkout's."""
-    modules = {"checkout": events, **{r: events_module_of(r) for r in revisions}}
+    (scores [chunks, patches, classes]), for this checkout and each revision's events module,
+    in turn (best of `repeats`); and whether each revision's events equal this checkout's."""
+    modules = {"checkout": events, **revisions}
     trackers = {k: m.EventTracker(m.Rules.load(), tree, "yamnet") for k, m in modules.items()}
 
     def replay(name: str) -> list[dict]:
@@ -192,6 +195,7 @@ def main() -> None:
     parser.add_argument("--rules-from", nargs="*", default=[], metavar="REVISION",
                         help="also time the event rules as these git revisions had them")
     args = parser.parse_args()
+    earlier_rules = {revision: events_module_of(revision) for revision in args.rules_from}
     quiet_native_stderr()
     model = load_model("yamnet")
     files = find_audio_files(CLIPS)
@@ -235,7 +239,7 @@ def main() -> None:
                                      t=n * CHUNK_HOP_SECONDS)
              for n, m in enumerate(as_int8 * ROUNDS)],
             np.tile(model.head.score(read_back).reshape(len(chunks), 2, -1), (ROUNDS, 1, 1)),
-            LabelTree(names, ontology), args.rules_from),
+            LabelTree(names, ontology), earlier_rules),
     }
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
