@@ -3,9 +3,13 @@ order of a prediction (`specific_labels`), the features worker's patch cutting, 
 a chunk's embeddings, float32 against YAMNet's own int8 (with the head's scores compared), and
 the classifier's whole loop per chunk (`classifier_loop`: its bus worker reading the clips'
 embeddings of SOURCES sources from a private Redis in batches of 1 and of 32, the audioset head
-and the shipped rules): its CPU, Redis's, and the Redis commands per chunk.
+and the shipped rules): its CPU, Redis's, and the Redis commands per chunk; and the event rules
+alone (`event_rules`: EventTracker.update over the clips' chunks ROUNDS times as one source,
+YAMNet's scores, shipped rules), also as each --rules-from git revision had them, in turn in the
+same run, with whether their events are the same.
 
     .venv/bin/python bench/chunk_costs.py [--out bench/results/issue20/chunk_costs.json]
+        [--rules-from REVISION ...]
 
 Real YAMNet scores and embeddings of the public clips (../shared/data/clips). Each figure is the
 best of 5 repeats of `time.process_time`, so other load on the machine moves it less than wall
@@ -14,13 +18,16 @@ embeddings) beside them. Needs SOUNDHIVE_MODELS.
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import machine
 import msgspec
@@ -28,14 +35,22 @@ import numpy as np
 import psutil
 from threadpoolctl import threadpool_limits
 
+from services.classifier import events
 from services.classifier.events import EventTracker, Rules
 from services.classifier.service import Classifier, label_tree, model_name
 from services.classifier.settings import ClassifierSettings
 from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
+from shared.hierarchy import LabelTree
 from shared.inference import classify_file
 from shared.labels import Ontology
-from shared.messages import CHUNK_HOP_SAMPLES, CHUNK_SAMPLES, Embeddings, PcmChunk
+from shared.messages import (
+    CHUNK_HOP_SAMPLES,
+    CHUNK_HOP_SECONDS,
+    CHUNK_SAMPLES,
+    Embeddings,
+    PcmChunk,
+)
 from shared.models import ModelError, QuantizedEmbedder, load_head, load_model, models_dir
 from shared.models.yamnet import YamnetHead
 from shared.native import quiet_native_stderr
@@ -122,6 +137,50 @@ def classifier_loop(embeddings: list[Embeddings], batch: int) -> dict:
             server.stop()
 
 
+def events_module_of(revision: str) -> ModuleType:
+    """services/classifier/events.py as git `revision` had it (the rest as checked out)."""
+    shown = subprocess.run(["git", "show", f"{revision}:services/classifier/events.py"],
+                           cwd=REPO, capture_output=True, text=True)
+    if shown.returncode != 0:
+        sys.exit(f"error: --rules-from {revision}: no services/classifier/events.py there")
+    source = shown.stdout
+    name = f"events_at_{revision.replace('^', '_').replace('~', '_')}"
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=events.__file__)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    module.__file__ = events.__file__  # its default_rules.yaml
+    sys.modules[name] = module  # msgspec resolves the state's annotations through it
+    exec(compile(source, f"{revision}:services/classifier/events.py", "exec"), module.__dict__)
+    return module
+
+
+def event_rules(chunks: list[Embeddings], scores: np.ndarray, tree: LabelTree,
+                revisions: dict[str, ModuleType], repeats: int = 5) -> dict:
+    """CPU µs per chunk of EventTracker.update (shipped rules) over `chunks` as one source's
+    (scores [chunks, patches, classes]), for this checkout and each revision's events module,
+    in turn (best of `repeats`); and whether each revision's events equal this checkout's."""
+    modules = {"checkout": events, **revisions}
+    trackers = {k: m.EventTracker(m.Rules.load(), tree, "yamnet") for k, m in modules.items()}
+
+    def replay(name: str) -> list[dict]:
+        state, found = modules[name].TrackState(), []
+        for chunk, rows in zip(chunks, scores, strict=True):
+            state, new = trackers[name].update(state, chunk, rows)
+            found += new
+        return [msgspec.to_builtins(e) for e in found]
+
+    found = {name: replay(name) for name in modules}
+    best = dict.fromkeys(modules, float("inf"))
+    for _ in range(repeats):
+        for name in modules:
+            started = time.process_time()
+            replay(name)
+            spent = (time.process_time() - started) / len(chunks) * 1e6
+            best[name] = min(best[name], spent)
+    return {"chunks": len(chunks), "events": len(found["checkout"]),
+            "us_per_chunk": best,
+            "same_events": {r: found[r] == found["checkout"] for r in revisions}}
+
+
 def head_us_per_chunk(head: YamnetHead, embeddings: np.ndarray) -> dict:
     """CPU µs per chunk of the YAMNet head's scores, for a batch of one chunk (two patches: what
     the classifier scores at low load) and of 32; BLAS on one thread, as the services run."""
@@ -135,7 +194,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/issue20/chunk_costs.json",
                         help="write the JSON report here (default: %(default)s)")
+    parser.add_argument("--rules-from", nargs="*", default=[], metavar="REVISION",
+                        help="also time the event rules as these git revisions had them")
     args = parser.parse_args()
+    earlier_rules = {revision: events_module_of(revision) for revision in args.rules_from}
     quiet_native_stderr()
     model = load_model("yamnet")
     files = find_audio_files(CLIPS)
@@ -174,6 +236,12 @@ def main() -> None:
             model.head.score(read_back) - model.head.score(floats)))),
         "classifier_loop": {f"batch_{batch}": classifier_loop(as_int8, batch)
                             for batch in (1, 32)},
+        "event_rules": event_rules(
+            [msgspec.structs.replace(m, seq=n, offset=n * CHUNK_HOP_SECONDS,
+                                     t=n * CHUNK_HOP_SECONDS)
+             for n, m in enumerate(as_int8 * ROUNDS)],
+            np.tile(model.head.score(read_back).reshape(len(chunks), 2, -1), (ROUNDS, 1, 1)),
+            LabelTree(names, ontology), earlier_rules),
     }
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ minutes of a pipeline run, to tune the rules. The figures of record come from
 bench/events_accuracy.py (the real pipeline); this one is for trying.
 
     .venv/bin/python bench/events_replay.py [--scenes 60] [--seed 0] [--events-config FILE]
-        [--set key=value ...] [--cache DIR] [--misses]
+        [--set key=value ...] [--cache DIR] [--misses] [--events-out FILE]
 
 It builds the scenes of events_accuracy.py, cuts each into the chunks capture makes (1.455 s
 every 0.96 s, the last zero-padded), scores their patches with YAMNet (cached in --cache by seed
@@ -11,13 +11,17 @@ and scene count, so the next try only replays) and feeds them in order to the cl
 EventTracker with the rules (default_rules.yaml, --events-config, then each --set). The pipeline's
 scores differ from these only by its int8 embeddings (bench/edge.py: 0.0 on the public clips).
 The naive reference is scored on the same patches. --misses lists the sounds naive finds and
-the rules do not, with what each system said near them.
+the rules do not, with what each system said near them. --events-out writes every event the
+rules emit (every field, JSON): a change to the rules' code that should change no event is
+checked by comparing the files of the two revisions.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import yaml
 from events_accuracy import (
@@ -35,7 +39,7 @@ from services.classifier.events import EventTracker, Rules, TrackState
 from shared import params
 from shared.hierarchy import LabelTree
 from shared.labels import ClassMap, Ontology
-from shared.messages import Embeddings, PcmChunk, level_envelope
+from shared.messages import Embeddings, Event, PcmChunk, level_envelope
 from shared.models import load_model
 from shared.models.catalog import models_dir
 
@@ -78,12 +82,16 @@ def scene_inputs(scenes: list[Scene], cache: Path, key: str
 
 
 def replay(tracker: EventTracker, messages: list[Embeddings], scores: np.ndarray
-           ) -> list[Detection]:
+           ) -> list[Event]:
     state, found = TrackState(), []
     for message, rows in zip(messages, scores, strict=True):
         state, events = tracker.update(state, message, rows)
-        found += [Detection(e.label, e.start, e.end) for e in events if e.kind == "end"]
+        found += events
     return found
+
+
+def detections(events: list[Event]) -> list[Detection]:
+    return [Detection(e.label, e.start, e.end) for e in events if e.kind == "end"]
 
 
 def rules_from(args: argparse.Namespace) -> Rules:
@@ -130,6 +138,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--misses", action="store_true",
                         help="list the sounds naive finds and the rules miss")
+    parser.add_argument("--events-out", type=Path,
+                        help="write every event of the rules (all fields) here, as JSON")
     args = parser.parse_args()
     scenes = build_scenes(load_library(args.clips), args.scenes, args.seed)
     inputs = scene_inputs(scenes, args.cache, f"seed{args.seed}-n{args.scenes}")
@@ -137,7 +147,10 @@ def main() -> None:
     names = ClassMap.from_csv(models_dir() / "yamnet_class_map.csv").names
     tracker = EventTracker(rules_from(args), LabelTree(names, ontology), "yamnet")
     judge = Judge(ontology)
-    ours = {s.name: replay(tracker, m, x) for s, (m, x) in zip(scenes, inputs, strict=True)}
+    events = {s.name: replay(tracker, m, x) for s, (m, x) in zip(scenes, inputs, strict=True)}
+    if args.events_out:
+        args.events_out.write_text(json.dumps(msgspec.to_builtins(events)))
+    ours = {name: detections(found) for name, found in events.items()}
     naive = {s.name: naive_detections(x.reshape(-1, len(names)), names)
              for s, (_, x) in zip(scenes, inputs, strict=True)}
     if args.misses:

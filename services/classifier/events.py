@@ -199,7 +199,7 @@ class EventTracker:
         self._min_db = 20 * np.log10(max(rules.min_rms, 1e-6))
         self._specific = rules.hierarchy == "specific"
         self._keepers_of: dict[tuple[str, str], np.ndarray] = {}
-        self._related = [np.array(sorted(r), np.int64) for r in tree.related]
+        self._rivals_of: dict[int, np.ndarray | None] = {}  # eligible classes outside i's branch
 
     def update(self, state: TrackState, chunk: Embeddings, scores: np.ndarray
                ) -> tuple[TrackState, list[Event]]:
@@ -209,7 +209,7 @@ class EventTracker:
         history = np.concatenate([np.array(state.before, np.float32), levels])
         kept = history[:len(history) - len(levels) + HOP_FRAMES][-LOOKBACK_FRAMES:]
         state = TrackState({k: copy.copy(e) for k, e in state.open.items()},
-                           state.floor_db, [int(x) for x in kept], dict(state.runs),
+                           state.floor_db, kept.astype(int).tolist(), dict(state.runs),
                            list(state.recent))
         hop = chunk.patch_hop_seconds
         for row, patch_scores in enumerate(scores):
@@ -237,11 +237,19 @@ class EventTracker:
         size = self.rules.smooth_patches
         if size == 1:
             return row, row
-        earlier = [np.frombuffer(r, "<f2").astype(np.float32) for r in state.recent
-                   if len(r) == 2 * len(row)]
-        state.recent = [r.astype("<f2").tobytes() for r in [*earlier, row][-(size - 1):]]
-        window = np.stack([*earlier, row])
-        return window.mean(axis=0), window.max(axis=0)
+        earlier = [r for r in state.recent if len(r) == 2 * len(row)]
+        state.recent = [*earlier, row.astype("<f2").tobytes()][-(size - 1):]
+        # np.stack(window).mean(axis=0) and .max(axis=0), to the bit: the rows added in order
+        # in their common dtype, then divided by their count
+        dtype = np.result_type(row, np.float32)
+        window = [*(np.frombuffer(r, "<f2").astype(dtype) for r in earlier),
+                  row.astype(dtype, copy=False)]
+        total, highest = window[0].copy(), window[0].copy()
+        for later in window[1:]:
+            total += later
+            np.maximum(highest, later, out=highest)
+        total /= np.intp(len(window))
+        return total, highest
 
     def _patch(self, state: TrackState, source: str, patch: "_Patch", raw: np.ndarray
                ) -> list[Event]:
@@ -258,7 +266,7 @@ class EventTracker:
                   for label, event in list(state.open.items())
                   if patch.offset - event.last_up > self.rules.hold_s]
         gate_open = patch.level >= self._min_db and patch.above_floor(self.rules.gate_db)
-        confident = np.flatnonzero(self._eligible & (row >= self._on))
+        confident = np.nonzero(self._eligible & (row >= self._on))[0]
         state.runs = {self.tree.class_names[i]: 1 + self._run_before(state.runs, int(i))
                       for i in confident}
         events += self._starts(state, source, patch, (row, highest), up, gate_open, confident)
@@ -266,8 +274,8 @@ class EventTracker:
 
     def _run_before(self, runs: dict[str, int], i: int) -> int:
         """Patches in a row, up to the last, in which class i's branch reached a threshold."""
-        names = self.tree.class_names
-        return max((runs.get(names[j], 0) for j in self._related[i]), default=0)
+        related, index = self.tree.related[i], self._index
+        return max((n for name, n in runs.items() if index.get(name, -1) in related), default=0)
 
     def _starts(self, state: TrackState, source: str, patch: "_Patch",
                 scores: tuple[np.ndarray, np.ndarray], up: np.ndarray, gate_open: bool,
@@ -302,9 +310,12 @@ class EventTracker:
     def _dominates(self, row: np.ndarray, i: int) -> bool:
         """Whether class i scores at least `dominance` x every eligible class outside its
         branch: the patch's main sound, not a lesser guess beside it."""
-        rivals = self._eligible.copy()
-        rivals[self._related[i]] = False
-        return not rivals.any() or row[i] >= self.rules.dominance * row[rivals].max()
+        if i not in self._rivals_of:
+            rivals = self._eligible.copy()
+            rivals[sorted(self.tree.related[i])] = False
+            self._rivals_of[i] = rivals if rivals.any() else None
+        rivals = self._rivals_of[i]
+        return rivals is None or row[i] >= self.rules.dominance * row[rivals].max()
 
     def _open_ancestor(self, state: TrackState, i: int) -> str | None:
         """The open event, if any, named by a strict ancestor of class i (specific mode): the
@@ -344,6 +355,22 @@ class EventTracker:
             categories=list(self.tree.categories[self._index[event.label]]))
 
 
+def quiet_level(levels: np.ndarray) -> float:
+    """np.percentile(levels, FLOOR_PERCENTILE) to the bit (numpy 2's linear method: the two
+    order statistics around it, interpolated in the levels' dtype), at a fraction of its
+    overhead."""
+    position = (len(levels) - 1) * (FLOOR_PERCENTILE / 100)
+    below = int(position)
+    above = min(below + 1, len(levels) - 1)
+    ordered = np.partition(levels, (below, above))
+    low, high = ordered[below], ordered[above]
+    gamma = position - below
+    diff = high - low
+    if gamma >= 0.5:
+        return float(high - diff * (1 - gamma))
+    return float(low + diff * gamma)
+
+
 class _Patch:
     """One patch: where it starts, its level envelope (and up to a chunk hop of the envelope
     before it, where an onset may be) and the floor it is heard over."""
@@ -352,12 +379,15 @@ class _Patch:
                  floor_db: float | None):
         self.offset, self.when = offset, when
         self.earlier, self.levels = envelope[:lead], envelope[lead:]
-        self.level = float(10 * np.log10(np.mean(np.power(10.0, self.levels / 10.0))))
+        power = np.power(10.0, self.levels / 10.0)
+        # np.mean's own sum and division, without its overhead (a patch's every 0.48 s)
+        mean_power = power.dtype.type(np.add.reduce(power) / np.intp(len(power)))
+        self.level = float(10 * np.log10(mean_power))
         self.floor_db = floor_db
         self.loudest = float(self.levels.max())
         # The background as this patch hears it: its quiet frames, not its mean, so a source
         # that starts in the middle of a sound does not take the sound for its floor.
-        self.quiet = float(np.percentile(self.levels, FLOOR_PERCENTILE))
+        self.quiet = quiet_level(self.levels)
 
     def above_floor(self, gate_db: float) -> bool:
         return self.floor_db is None or self.level >= self.floor_db + gate_db

@@ -8,7 +8,14 @@ import msgpack
 import numpy as np
 import pytest
 
-from services.classifier.events import EventTracker, Rules, RulesError, TrackState
+from services.classifier.events import (
+    FLOOR_PERCENTILE,
+    EventTracker,
+    Rules,
+    RulesError,
+    TrackState,
+    quiet_level,
+)
 from services.classifier.sequencer import SourceState
 from shared.hierarchy import LabelTree
 from shared.labels import Ontology
@@ -187,6 +194,16 @@ def test_a_source_that_starts_in_the_middle_of_a_sound_still_reports_it(tree):
     _, events = tracker.update(TrackState(), chunk(0, bleats),
                                    np.array([scores(Speech=0.75)] * 2))
     assert [e.label for e in events] == ["Speech"]  # the floor is the pauses, not the sound
+
+
+def test_the_floors_quiet_level_is_numpys_percentile_to_the_bit():
+    """The floor is state a replica reads back: its own percentile must not move a bit."""
+    rng = np.random.default_rng(0)
+    for size in [*range(1, 40), 48]:
+        for _ in range(50):
+            levels = rng.integers(-128, 1, size).astype(np.float32)
+            levels[rng.random(size) < 0.5] = levels[0]  # ties, as in a steady background
+            assert quiet_level(levels.copy()) == float(np.percentile(levels, FLOOR_PERCENTILE))
 
 
 def test_onset_and_end_are_placed_where_the_sound_is(tree):
