@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -43,7 +44,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.broadcast import Broadcaster
-from services.api.deps import STATIC
+from services.api.deps import STATIC, ErrorOut
 from services.api.lockout import TokenFailureLimit
 from services.api.origin import KnownHost, SameOrigin, allowed_hosts
 from services.api.routers import classify, clips, config, events, health, sources, stream
@@ -83,7 +84,23 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for module in (events, stream, clips, sources, config, classify):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _document_one_line_errors(app)
     return app
+
+
+def _document_one_line_errors(app: FastAPI) -> None:
+    """The OpenAPI schema's 422 body as _invalid_request answers it: `detail` one string."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = generate().get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = ErrorOut.model_json_schema()
+                schemas.pop("ValidationError", None)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @asynccontextmanager
