@@ -36,6 +36,7 @@ import httpx
 import machine
 import numpy as np
 import psutil
+from machine import REPO
 
 from services.api.service import allow_many_connections
 from services.registry import SERVICES
@@ -44,9 +45,8 @@ from shared.messages import Event
 from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from source_fleet import write_sources  # noqa: E402  (the tests' sources, written as the pipeline does)
+from source_fleet import write_sources
 
 EVENT_QUERIES = [{}, {"source": "mic7"}, {"label": "Siren", "min_score": 0.9}, {"limit": 200},
                  {"since": 1.7e9 + 50_000, "until": 1.7e9 + 60_000}]

@@ -42,6 +42,7 @@ from types import TracebackType
 import machine
 import psutil
 import redis
+from machine import CLIPS, REPO
 
 from services.registry import SERVICES
 from shared import streams
@@ -50,8 +51,6 @@ from shared.messages import CHUNK_HOP_SECONDS
 from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
-CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
-REPO = Path(__file__).resolve().parents[1]
 WARMUP_S = 8.0
 LOOP_S = 60
 SILENCE_S = 9.6

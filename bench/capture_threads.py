@@ -25,10 +25,10 @@ from pathlib import Path
 import av
 import machine
 from capture_cost import radio_mp3
+from machine import REPO
 
 from shared import params
 
-REPO = Path(__file__).resolve().parents[1]
 BLOCK_SAMPLES = params.SAMPLE_RATE // 10  # as capture's network sources
 
 

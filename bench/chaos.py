@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import redis
 import soundfile
+from machine import CLIPS, REPO
 
 from services.registry import SERVICES
 from shared import streams
@@ -34,8 +35,6 @@ from shared.messages import CHUNK_SAMPLES, Event, Prediction, SourceStatus
 from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
-CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
-REPO = Path(__file__).resolve().parents[1]
 CHUNK_SECONDS = CHUNK_SAMPLES / 16000
 RECOVERY_WINDOW_S = 10.0
 GARBAGE = [b"\xc1 not msgpack", b"\x93\x01\x02\x03", b"\x81\xa4type\xa3pcm"]

@@ -33,6 +33,7 @@ import machine
 import msgspec
 import numpy as np
 import psutil
+from machine import CLIPS, REPO
 from threadpoolctl import threadpool_limits
 
 from services.classifier import events
@@ -58,8 +59,6 @@ from shared.ports import free_port
 from shared.ranking import specific_labels
 from soundhive.redis_process import RedisProcess
 
-CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = 100
 ROUNDS = 12  # chunks per source in each measurement
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import httpx
 import machine
 import psutil
+from machine import REPO
 
 from services.registry import SERVICES
 from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from audio_bombs import PeakRss, silent_flac  # noqa: E402  (the tests' files and sampler)
+from audio_bombs import PeakRss, silent_flac  # the tests' files and sampler
 
 TOKEN = "bench-token"
 

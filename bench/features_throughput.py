@@ -11,9 +11,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from machine import CLIPS
 
 from services.capture.service import Chunker
 from services.features.service import make_handler
@@ -23,8 +23,6 @@ from shared.audio import find_audio_files, load_audio
 from shared.messages import PcmChunk
 from shared.models import load_embedder
 from shared.ports import free_port
-
-CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 
 
 def chunks_of_clips(count: int) -> list[PcmChunk]:

@@ -1,5 +1,5 @@
-"""The machine and the commit a benchmark ran on, for its report (figures differ between
-machines and commits)."""
+"""Where the benchmarks find the repo and the public clips; the machine and the commit a
+benchmark ran on, for its report (figures differ between machines and commits)."""
 
 import platform
 import subprocess
@@ -8,6 +8,7 @@ from pathlib import Path
 from shared.config import usable_cpus
 
 REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO.parent / "shared" / "data" / "clips"  # the public test clips beside the repo
 
 
 def describe() -> dict:

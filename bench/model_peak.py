@@ -22,6 +22,7 @@ from pathlib import Path
 
 import machine
 import numpy as np
+from machine import REPO
 from runtimes import clip_patches
 
 from shared.models import ModelError
@@ -29,7 +30,6 @@ from shared.models.catalog import models_dir
 from shared.models.yamnet import YamnetTFLite
 from shared.native import quiet_native_stderr
 
-REPO = Path(__file__).resolve().parents[1]
 MACS_PER_CYCLE = {"avx512_vnni": 128, "avx_vnni": 64, "avx2": 64, "amx_int8": 1024}
 
 

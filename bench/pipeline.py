@@ -68,6 +68,7 @@ import numpy as np
 import psutil
 import redis
 from capture_cost import PROTOCOLS, Radio, launch_capture, stop_all
+from machine import CLIPS, REPO
 from runtimes import rate
 
 from services.features.settings import FeaturesSettings
@@ -88,8 +89,6 @@ from shared.native import quiet_native_stderr
 from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
 
-CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
-REPO = Path(__file__).resolve().parents[1]
 CHUNK_SECONDS = CHUNK_SAMPLES / 16000
 # Chunks captured this early in a run are left out of latency; predictions written this early,
 # out of throughput.

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import machine
 import numpy as np
+from machine import CLIPS, REPO
 
 from shared import params
 from shared.audio import find_audio_files, frame_patches, load_audio
@@ -45,8 +46,6 @@ from shared.models.catalog import models_dir
 from shared.models.yamnet import EMBEDDING_TENSOR, YamnetHead, YamnetTFLite
 from shared.native import quiet_native_stderr
 
-CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
-REPO = Path(__file__).resolve().parents[1]
 CORES = usable_cpus()
 Embed = Callable[[np.ndarray], np.ndarray]  # patches [n, 15600] -> embeddings [n, 1024]
 
