@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import CLIPS
 
 from shared import params
 from shared.audio import find_audio_files, frame_patches, load_audio
@@ -47,5 +48,4 @@ def main(clips_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else default)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else CLIPS)
