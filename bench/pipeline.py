@@ -33,9 +33,10 @@ RSS per process (this one: "mics"); Redis memory.
 Real time = nothing dropped, neither lag grows over the second half of the run, throughput at
 least 95 % of N / 0.96, and p95 chunk-to-prediction latency under one chunk hop (0.96 s).
 
-In the same run: the raw ceiling (patches/s of the bare embedder on batches of 64 patches, with
-the features workers' threads together), so efficiency = (largest real-time N * 2 patches /
-0.96 s) / ceiling; and `soundhive classify` over the clips folder (clips/s, x real time).
+In the same run: the raw ceiling (patches/s of the bare embedder on batches of 32 chunks of two
+patches, called as the features worker calls it, with the features workers' threads together),
+so efficiency = (largest real-time N * 2 patches / 0.96 s) / ceiling; and `soundhive classify`
+over the clips folder (clips/s, x real time).
 
 With --profile DIR: py-spy samples each service (features, classifier, api) for the middle of
 each run; the raw profiles go to DIR, and each service's most sampled functions (self and
@@ -80,11 +81,12 @@ from shared.messages import (
     CHUNK_HOP_SAMPLES,
     CHUNK_HOP_SECONDS,
     CHUNK_SAMPLES,
+    PATCH_HOP_SECONDS,
     PATCHES_PER_CHUNK,
     PcmChunk,
     Prediction,
 )
-from shared.models import ModelError
+from shared.models import ModelError, QuantizedEmbedder
 from shared.native import quiet_native_stderr
 from shared.ports import free_port
 from soundhive.redis_process import RedisProcess, die_with_parent
@@ -96,6 +98,7 @@ WARMUP_S = 5.0
 SERVICE_START_S = 120.0
 TICK_S = 0.01
 SILENT_CHUNKS = 10  # 9.6 s of quiet between a microphone's clip loops (events hold 1 s)
+CEILING_BATCH = 32  # chunks: the features worker's default batch
 
 
 def clip_chunks() -> list[list[tuple[bytes, float]]]:
@@ -116,30 +119,35 @@ def clip_chunks() -> list[list[tuple[bytes, float]]]:
 
 
 def raw_ceiling(seconds: float, clips: list[list[tuple[bytes, float]]], threads: int) -> dict:
-    """Patches/s of the bare embedder on batches of 64 patches (in this process), with as many
-    inference threads as all the features workers have together."""
+    """Patches/s of the bare embedder on batches of 32 chunks (64 patches), called as the
+    features worker calls it, in this process, with as many inference threads as all the
+    features workers have together."""
     from shared.models import load_embedder
 
     embedder = load_embedder("yamnet", threads=threads)
-    patches = np.concatenate([
-        PcmChunk("x", "x", 0, 0.0, 0.0, rms, pcm).patches() for clip in clips for pcm, rms in clip])
-    patches = np.concatenate([patches] * -(-64 // len(patches)))
-    patches = patches[:len(patches) // 64 * 64]
+    assert isinstance(embedder, QuantizedEmbedder)
+    chunks = np.stack([PcmChunk("x", "x", 0, 0.0, 0.0, rms, pcm).pcm_samples()
+                       for clip in clips for pcm, rms in clip])
+    chunks = np.concatenate([chunks] * -(-CEILING_BATCH // len(chunks)))
+    chunks = chunks[:len(chunks) // CEILING_BATCH * CEILING_BATCH]
 
     cpu = {"s": 0.0, "patches": 0}
 
-    def in_batches(patches: np.ndarray) -> np.ndarray:
+    def in_batches(chunks: np.ndarray) -> np.ndarray:
         started = time.process_time()
-        out = np.concatenate([embedder.embed(b) for b in np.split(patches, len(patches) // 64)])
+        out = np.concatenate([embedder.embed_int8(batch, PATCH_HOP_SECONDS)[0]
+                              for batch in np.split(chunks, len(chunks) // CEILING_BATCH)])
         cpu["s"] += time.process_time() - started
-        cpu["patches"] += len(patches)
+        cpu["patches"] += len(out)
         return out
 
-    patches_per_s, _ = rate(in_batches, patches, seconds)
-    return {"model": "yamnet", "threads": threads, "batch_patches": 64,
+    chunks_per_s, _ = rate(in_batches, chunks, seconds)
+    patches_per_s = chunks_per_s * PATCHES_PER_CHUNK
+    return {"model": "yamnet", "threads": threads,
+            "batch_patches": CEILING_BATCH * PATCHES_PER_CHUNK,
             "patches_per_s": patches_per_s, "cpu_ms_per_patch": 1000 * cpu["s"] / cpu["patches"],
-            "chunks_per_s": patches_per_s / PATCHES_PER_CHUNK,
-            "mics_at_ceiling": patches_per_s / PATCHES_PER_CHUNK * CHUNK_HOP_SECONDS}
+            "chunks_per_s": chunks_per_s,
+            "mics_at_ceiling": chunks_per_s * CHUNK_HOP_SECONDS}
 
 
 def classify_folder_speed(repeats: int = 3) -> dict:

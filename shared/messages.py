@@ -146,7 +146,7 @@ class PcmChunk(Message):
         last: bool,
     ) -> "PcmChunk":
         """float32 samples in [-1, 1] (exactly CHUNK_SAMPLES) -> a chunk."""
-        pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
+        pcm = np.clip(np.round(samples * params.PCM_FULL_SCALE), -32768, 32767).astype("<i2")
         rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
         return cls(source, session, seq, t, offset, rms, pcm.tobytes(), last)
 
@@ -161,7 +161,11 @@ class PcmChunk(Message):
             )
 
     def samples(self) -> np.ndarray:
-        return np.frombuffer(self.pcm, "<i2").astype(np.float32) / 32768.0
+        return self.pcm_samples().astype(np.float32) / params.PCM_FULL_SCALE
+
+    def pcm_samples(self) -> np.ndarray:
+        """The chunk's int16 samples (a read-only view)."""
+        return np.frombuffer(self.pcm, "<i2")
 
     def patches(self, hop_seconds: float = PATCH_HOP_SECONDS) -> np.ndarray:
         """[n, PATCH_SAMPLES] float32 model inputs starting every hop within the chunk's hop:
@@ -170,13 +174,11 @@ class PcmChunk(Message):
         if CHUNK_HOP_SAMPLES % hop:
             raise ValueError(f"a patch hop of {hop_seconds} s does not divide the chunk hop "
                              f"({CHUNK_HOP_SECONDS} s)")
-        pcm = np.frombuffer(self.pcm, "<i2")
         # Only the patches' samples are converted, straight from the int16 (as samples() does).
         windows = np.lib.stride_tricks.as_strided(
-            pcm, (CHUNK_HOP_SAMPLES // hop, params.PATCH_SAMPLES), (hop * 2, 2), writeable=False)
-        patches = windows.astype(np.float32)
-        patches /= 32768.0
-        return patches
+            self.pcm_samples(), (CHUNK_HOP_SAMPLES // hop, params.PATCH_SAMPLES), (hop * 2, 2),
+            writeable=False)
+        return windows.astype(np.float32) / params.PCM_FULL_SCALE
 
 
 def level_envelope(samples: np.ndarray) -> bytes:

@@ -1,6 +1,8 @@
 """Every audio and model constant, in one place (after vggish_params.py / yamnet params.py)."""
 
 SAMPLE_RATE = 16000
+# int16 PCM (the pipeline's chunks) stands for sample / PCM_FULL_SCALE in [-1, 1).
+PCM_FULL_SCALE = 32768.0
 
 # Short-time Fourier transform: 25 ms periodic Hann window, 10 ms hop, FFT of 512 points.
 STFT_WINDOW_SECONDS = 0.025

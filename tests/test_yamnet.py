@@ -5,6 +5,7 @@ import pytest
 
 from shared import params
 from shared.audio import find_audio_files, frame_patches, load_audio
+from shared.messages import CHUNK_HOP_SAMPLES, CHUNK_SAMPLES, PATCH_HOP_SAMPLES
 from shared.models import ModelError, load_embedder, load_model
 from shared.models.yamnet import YamnetTFLite
 
@@ -24,6 +25,43 @@ def test_split_path_reproduces_whole_model_on_real_clips(models_dir, clips_dir, 
     assert split.shape == whole.shape == (len(patches), 521)
     # Measured on this machine: identical (max difference 0.0).
     assert np.abs(split - whole).max() <= ONE_OUTPUT_STEP
+
+
+def test_embeddings_equal_the_whole_graphs_from_float_and_pcm_patches(clips_dir, graph):
+    """The embedder computes the STFT magnitudes in numpy and runs the graph from there: its
+    embeddings are the whole graph's (its own front end), bit for bit, on every patch of the
+    clips (the pipeline's int16 PCM patches included). Measured: no patch differs; a numpy
+    magnitude off by one float32 step can move an embedding (scores by up to 0.06), which is
+    why the front end copies the graph's float steps."""
+    patches = np.concatenate([frame_patches(load_audio(c)) for c in find_audio_files(clips_dir)])
+    pcm = np.clip(np.round(patches * params.PCM_FULL_SCALE), -32768, 32767).astype(np.int16)
+    as_float = (pcm / np.float32(params.PCM_FULL_SCALE)).astype(np.float32)
+    assert np.array_equal(graph.embed_int8(patches)[0], graph.whole_model_embeddings(patches))
+    assert np.array_equal(graph.embed_int8(pcm)[0], graph.whole_model_embeddings(as_float))
+
+
+def test_a_chunks_patches_share_its_stft_and_equal_the_whole_graphs(models_dir, clips_dir,
+                                                                     graph):
+    """The features worker's call: chunks of int16 PCM, two patches each from one STFT, shared
+    among interpreters by chunk."""
+    audio = np.concatenate([load_audio(c) for c in find_audio_files(clips_dir)])
+    pcm = np.clip(np.round(audio * params.PCM_FULL_SCALE), -32768, 32767).astype(np.int16)
+    chunks = np.stack([pcm[start:start + CHUNK_SAMPLES]
+                       for start in range(0, len(pcm) - CHUNK_SAMPLES + 1, CHUNK_HOP_SAMPLES)])
+    hop = PATCH_HOP_SAMPLES
+    patches = np.stack([chunk[offset:offset + params.PATCH_SAMPLES]
+                        for chunk in chunks for offset in (0, hop)])
+    reference = graph.whole_model_embeddings(patches / np.float32(params.PCM_FULL_SCALE))
+    assert np.array_equal(graph.embed_int8(chunks, 0.48)[0], reference)
+    threaded = YamnetTFLite(models_dir / "yamnet.tflite", threads=3)
+    assert np.array_equal(threaded.embed_int8(chunks[:5], 0.48)[0], reference[:10])
+
+
+def test_patches_of_another_length_or_hop_are_refused(graph):
+    with pytest.raises(ValueError, match="15600"):
+        graph.embed(np.zeros((2, 16000), np.float32))
+    with pytest.raises(ValueError, match="whole STFT frames"):
+        graph.embed_int8(np.zeros((2, CHUNK_SAMPLES), np.int16), 0.4805)
 
 
 def test_threads_share_the_patches_and_give_the_same_embeddings(models_dir, clips_dir, graph):

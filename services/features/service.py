@@ -34,13 +34,15 @@ READERS = 2
 
 def embed(embedder: Embedder, chunks: list[PcmChunk]) -> list[Embeddings]:
     """Each chunk's embeddings, all patches through the embedder together (int8 where the
-    embedder's are: YAMNet's)."""
-    patches = np.concatenate([chunk.patches(embedder.patch_hop_seconds) for chunk in chunks])
+    embedder's are: YAMNet's, which reads the chunks' int16 PCM as it is and computes each one's
+    STFT once for its two patches)."""
+    hop = embedder.patch_hop_seconds
     quantization = None
     if isinstance(embedder, QuantizedEmbedder):
-        vectors, quantization = embedder.embed_int8(patches)
+        pcm = np.stack([chunk.pcm_samples() for chunk in chunks])
+        vectors, quantization = embedder.embed_int8(pcm, hop)
     else:
-        vectors = embedder.embed(patches)
+        vectors = embedder.embed(np.concatenate([chunk.patches(hop) for chunk in chunks]))
     vectors = vectors.reshape(len(chunks), -1, embedder.embedding_size)
     return [Embeddings.of(chunk, embedder.name, rows, quantization)
             for chunk, rows in zip(chunks, vectors, strict=True)]

@@ -36,8 +36,11 @@ class QuantizedEmbedder(Embedder, Protocol):
     """An embedder whose embeddings are int8 to begin with (YAMNet's TFLite graph): the
     pipeline carries them so, a quarter of the bytes of float32 and the same values."""
 
-    def embed_int8(self, patches: np.ndarray) -> tuple[np.ndarray, tuple[float, int]]:
-        """Waveform patches -> int8 embeddings [n, D] and their (scale, zero_point)."""
+    def embed_int8(self, waveforms: np.ndarray, hop_seconds: float | None = None
+                   ) -> tuple[np.ndarray, tuple[float, int]]:
+        """Waveform rows [n, samples], float32 in [-1, 1] or int16 PCM (the pipeline's chunks,
+        read without a float copy), cut into patches every `hop_seconds` (rows of one patch
+        when None) -> int8 embeddings [n * patches per row, D] and their (scale, zero_point)."""
         ...
 
 

@@ -1,9 +1,13 @@
-"""YAMNet from its int8 TFLite file, run with LiteRT, split into embedder and AudioSet head.
+"""YAMNet from its int8 TFLite file, run with LiteRT: front end, embedder and AudioSet head.
 
-The file holds one graph (waveform -> 521 scores). The embedder runs that graph and reads the
-1024-d embedding tensor that feeds the classifier layer; the head re-does the last two layers
-(int8 fully-connected, int8 logistic) in numpy with the file's own weights and quantisation, so
-that split scores equal the whole graph's scores exactly.
+The file holds one graph: waveform -> STFT magnitudes -> log-mel -> MobileNet -> 521 scores.
+In LiteRT its front end (framing, FFT, magnitude) costs about as much as the network, so the
+embedder computes the STFT magnitudes in numpy as the graph computes them (shared/frontend.py:
+the same float32 and float64 steps) and runs the rest of the graph, from the magnitudes to the
+1024-d embedding that feeds the classifier layer, as a model cut from the file when it loads.
+Its embeddings equal the whole graph's (tests/test_yamnet.py checks every patch of the clips).
+The head re-does the last two layers (int8 fully-connected, int8 logistic) in numpy with the
+file's own weights and quantisation, so that split scores equal the whole graph's scores.
 
 Threads: the graph takes one patch per call, too little work for LiteRT's own threads to share
 (on 2 cores, two threads in one interpreter ran 11 % faster than one). So `threads`
@@ -11,16 +15,19 @@ single-threaded interpreters each take a share of the patches instead (93 % fast
 LiteRT releases the GIL while it runs. bench/runtimes.py measures the choices (docs/benchmarks.md).
 """
 
+import copy
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shared import params
+from shared.audio import hop_samples
+from shared.frontend import stft_magnitude
 from shared.labels import ClassMap
 from shared.models.base import AudioModel, ModelError
 
@@ -28,12 +35,19 @@ if TYPE_CHECKING:
     from ai_edge_litert.interpreter import Interpreter
 
 INPUT_TENSOR = "waveform_binary"
+WINDOW_TENSOR = "stft/hann_window/sub_2"
+MAGNITUDE_TENSOR = "magnitude_spectrogram"
 LOG_MEL_TENSOR = "log_mel_spectrogram"
 EMBEDDING_TENSOR = "tower0/network/layer28/reduce_mean"
 FC_WEIGHTS_TENSOR = "tower0/network/layer29/fc/MatMul"
 FC_BIAS_TENSOR = "network/layer29/fc/biases"
 FC_OUTPUT_TENSOR = "tower0/network/layer29/fc/MatMul;tower0/network/layer29/fc/BiasAdd"
 SCORES_INT8_TENSOR = "tower0/network/layer32/final_output1"
+REQUIRED_TENSORS = (INPUT_TENSOR, WINDOW_TENSOR, MAGNITUDE_TENSOR, LOG_MEL_TENSOR,
+                    EMBEDDING_TENSOR, FC_WEIGHTS_TENSOR, FC_BIAS_TENSOR, FC_OUTPUT_TENSOR,
+                    SCORES_INT8_TENSOR)
+# TFLite's TensorType codes of the constants read here.
+_DTYPES = {0: np.float32, 2: np.int32, 9: np.int8}
 
 
 @dataclass(frozen=True)
@@ -53,8 +67,70 @@ def _round_half_away(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
+class TFLiteFile:
+    """A one-graph TFLite file as LiteRT's flatbuffer schema reads it: its tensors by name,
+    their constants and quantisation, and parts of the graph cut out as models of their own."""
+
+    def __init__(self, path: Path, required: tuple[str, ...] = ()):
+        from ai_edge_litert import schema_py_generated as schema
+
+        self.path = path
+        try:
+            self._model = schema.ModelT.InitFromObj(
+                schema.Model.GetRootAsModel(path.read_bytes(), 0))
+            self._graph = self._model.subgraphs[0]
+            self._index = {t.name.decode(): i for i, t in enumerate(self._graph.tensors)}
+        except Exception:  # the generated reader fails in many ways on a file not its format
+            raise ModelError(f"cannot load {path}: not a TFLite model") from None
+        missing = [name for name in required if name not in self._index]
+        if missing:
+            raise ModelError(f"{path} is not the expected TFLite graph (no {missing[0]!r})")
+
+    def _tensor(self, name: str) -> Any:
+        return self._graph.tensors[self._index[name]]
+
+    def constant(self, name: str) -> np.ndarray:
+        tensor = self._tensor(name)
+        data = self._model.buffers[tensor.buffer].data
+        if data is None or tensor.type not in _DTYPES:
+            raise ModelError(f"{self.path}: {name!r} is not a constant this model can read")
+        return np.asarray(data, np.uint8).view(_DTYPES[tensor.type]).reshape(tensor.shape)
+
+    def quantization(self, name: str) -> Quantization:
+        found = self._tensor(name).quantization
+        if found is None or found.scale is None or len(found.scale) != 1:
+            raise ModelError(f"{self.path}: {name!r} is not quantised per tensor")
+        return Quantization(float(found.scale[0]), int(found.zeroPoint[0]))
+
+    def part(self, first: str, last: str) -> bytes:
+        """The graph from tensor `first` (its input) to tensor `last` (its output): the
+        operators from the first that reads `first` to the one that writes `last`."""
+        import flatbuffers
+
+        start, end = self._index[first], self._index[last]
+        operators = self._graph.operators
+        begin = next(i for i, op in enumerate(operators) if start in op.inputs)
+        stop = next(i for i, op in enumerate(operators) if end in op.outputs) + 1
+        known = {start} | {i for i, t in enumerate(self._graph.tensors)
+                           if self._model.buffers[t.buffer].data is not None}
+        for op in operators[begin:stop]:
+            if any(i >= 0 and i not in known for i in op.inputs):
+                raise ModelError(f"{self.path}: {last!r} needs more than {first!r}")
+            known.update(op.outputs)
+        graph = copy.copy(self._graph)
+        graph.inputs, graph.outputs = np.array([start], np.int32), np.array([end], np.int32)
+        graph.operators = operators[begin:stop]
+        model = copy.copy(self._model)
+        model.subgraphs = [graph]
+        builder = flatbuffers.Builder(0)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
 class YamnetTFLite:
-    """The whole TFLite graph. `embed` is the Embedder; `whole_model_scores` is the reference."""
+    """The embedder (`embed`, `embed_int8`); `whole_model_scores`, `whole_model_embeddings`
+    and `log_mel` run the whole graph and its own front end: the references the split path is
+    checked against (and measured against in bench/model_peak.py)."""
 
     name = "yamnet"
     embedding_size = params.YAMNET_EMBEDDING_SIZE
@@ -65,91 +141,128 @@ class YamnetTFLite:
         each (1 is fastest for this graph; bench/runtimes.py measures more)."""
         if threads < 1 or threads_each < 1:
             raise ValueError(f"threads must be at least 1, got {threads} and {threads_each}")
-        self._interpreters = [_interpreter(tflite_path, threads_each) for _ in range(threads)]
-        self._interpreter = self._interpreters[0]  # constants, the head's weights, checks
+        self.file = TFLiteFile(tflite_path, REQUIRED_TENSORS)
+        network = self.file.part(MAGNITUDE_TENSOR, EMBEDDING_TENSOR)
+        self._interpreters = [_interpreter(network, threads_each) for _ in range(threads)]
+        self._input = self._interpreters[0].get_input_details()[0]["index"]
+        self._output = self._interpreters[0].get_output_details()[0]["index"]
         self._pool = ThreadPoolExecutor(threads, "yamnet") if threads > 1 else None
         self._busy = threading.Lock()  # one call at a time (the api serves requests in threads)
-        self._tensors = {t["name"]: t for t in self._interpreter.get_tensor_details()}
-        for required in (INPUT_TENSOR, EMBEDDING_TENSOR, FC_WEIGHTS_TENSOR, SCORES_INT8_TENSOR):
-            if required not in self._tensors:
-                raise ModelError(f"{tflite_path} is not the YAMNet classification TFLite")
-        self._input = self._tensors[INPUT_TENSOR]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self.embedding_quantization = self.quantization(EMBEDDING_TENSOR)
+        self._window = self.file.constant(WINDOW_TENSOR)
+        self.embedding_quantization = self.file.quantization(EMBEDDING_TENSOR)
 
     def quantization(self, tensor_name: str) -> Quantization:
-        scale, zero_point = self._tensors[tensor_name]["quantization"]
-        return Quantization(float(scale), int(zero_point))
+        return self.file.quantization(tensor_name)
 
     def constant(self, tensor_name: str) -> np.ndarray:
-        return self._interpreter.get_tensor(self._tensors[tensor_name]["index"])
-
-    def _run(self, interpreter: "Interpreter", patch: np.ndarray) -> None:
-        if patch.shape != (params.PATCH_SAMPLES,):
-            raise ValueError(f"a YAMNet patch is {params.PATCH_SAMPLES} samples, got {patch.shape}")
-        interpreter.set_tensor(self._input, patch.astype(np.float32, copy=False))
-        interpreter.invoke()
-
-    def _each_patch(self, patches: np.ndarray, tensor_name: str) -> np.ndarray:
-        """The tensor's value for every patch, [n, size]; the patches are shared out in
-        contiguous runs among the interpreters."""
-        if len(patches) == 0:
-            return np.empty((0, 0))
-        shares = [s for s in np.array_split(patches, len(self._interpreters)) if len(s)]
-        with self._busy:
-            if len(shares) == 1:
-                return self._share(self._interpreter, shares[0], tensor_name)
-            assert self._pool is not None
-            runs = self._pool.map(self._share, self._interpreters, shares,
-                                  [tensor_name] * len(shares))
-            return np.concatenate(list(runs))
-
-    def _share(self, interpreter: "Interpreter", patches: np.ndarray, tensor_name: str
-               ) -> np.ndarray:
-        index = self._tensors[tensor_name]["index"]
-        rows = []
-        for patch in patches:
-            self._run(interpreter, patch)
-            rows.append(interpreter.get_tensor(index).reshape(-1).copy())
-        return np.stack(rows)
+        return self.file.constant(tensor_name)
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
         return self.embedding_quantization.dequantize(self.embed_int8(patches)[0])
 
-    def embed_int8(self, patches: np.ndarray) -> tuple[np.ndarray, tuple[float, int]]:
-        q = self._each_patch(patches, EMBEDDING_TENSOR)
-        if q.size == 0:
-            q = np.empty((0, self.embedding_size), np.int8)
+    def embed_int8(self, waveforms: np.ndarray, hop_seconds: float | None = None
+                   ) -> tuple[np.ndarray, tuple[float, int]]:
+        """Waveform rows [n, samples], float32 in [-1, 1] or int16 PCM (params.PCM_FULL_SCALE)
+        -> int8 embeddings of each row's patches, every `hop_seconds` from its start (rows of
+        one patch when None), [n * patches per row, 1024] in row order, and their (scale,
+        zero_point). A row's STFT is computed once for its overlapping patches (a pipeline
+        chunk's two); the rows are shared out in contiguous runs among the interpreters."""
+        hop_frames = _hop_frames(waveforms, hop_seconds)
         quantization = self.embedding_quantization
+        shares = [s for s in np.array_split(waveforms, len(self._interpreters)) if len(s)]
+        with self._busy:
+            if len(shares) <= 1:
+                q = self._embed_share(self._interpreters[0], waveforms, hop_frames)
+            else:
+                assert self._pool is not None
+                q = np.concatenate(list(self._pool.map(
+                    self._embed_share, self._interpreters, shares, [hop_frames] * len(shares))))
         return q, (quantization.scale, quantization.zero_point)
 
+    def _embed_share(self, interpreter: "Interpreter", waveforms: np.ndarray, hop_frames: int
+                     ) -> np.ndarray:
+        per_row = _patches_per_row(waveforms.shape[1], hop_frames)
+        rows = np.empty((len(waveforms), per_row, self.embedding_size), np.int8)
+        for embeddings, waveform in zip(rows, waveforms, strict=True):
+            # A row at a time: a whole batch's float64 FFT took page faults as much as math.
+            magnitudes = stft_magnitude(waveform, self._window)
+            for i, embedding in enumerate(embeddings):
+                start = i * hop_frames
+                interpreter.set_tensor(self._input, magnitudes[start:start + params.PATCH_FRAMES])
+                interpreter.invoke()
+                embedding[:] = interpreter.get_tensor(self._output).reshape(-1)
+        return rows.reshape(-1, self.embedding_size)
+
     def whole_model_scores(self, patches: np.ndarray) -> np.ndarray:
-        with self._busy:
-            rows = []
-            for patch in patches:
-                self._run(self._interpreter, patch)
-                rows.append(self._interpreter.get_tensor(self._output)[0].copy())
-        return np.stack(rows).astype(np.float32)
+        """The whole graph's scores [n, 521] of float32 patches."""
+        return self._reference(self._whole_graph, patches).astype(np.float32)
+
+    def whole_model_embeddings(self, patches: np.ndarray) -> np.ndarray:
+        """The graph's int8 embeddings [n, 1024] of float32 patches, from its own front end."""
+        return self._reference(self._whole_embedder, patches)
 
     def log_mel(self, patch: np.ndarray) -> np.ndarray:
         """The graph's own [96, 64] log-mel spectrogram of one patch (to check our front end)."""
-        return self._each_patch(patch[None], LOG_MEL_TENSOR).reshape(
-            params.PATCH_FRAMES, params.MEL_BANDS
-        )
+        return self._reference(self._front_end, patch[None]).reshape(params.PATCH_FRAMES,
+                                                                     params.MEL_BANDS)
+
+    @cached_property
+    def _whole_graph(self) -> "Interpreter":
+        return _interpreter(self.file.path.read_bytes(), 1)
+
+    @cached_property
+    def _whole_embedder(self) -> "Interpreter":
+        return _interpreter(self.file.part(INPUT_TENSOR, EMBEDDING_TENSOR), 1)
+
+    @cached_property
+    def _front_end(self) -> "Interpreter":
+        return _interpreter(self.file.part(INPUT_TENSOR, LOG_MEL_TENSOR), 1)
+
+    def _reference(self, interpreter: "Interpreter", patches: np.ndarray) -> np.ndarray:
+        _check_patches(patches)
+        rows = []
+        with self._busy:
+            input_index = interpreter.get_input_details()[0]["index"]
+            output_index = interpreter.get_output_details()[0]["index"]
+            for patch in patches:
+                interpreter.set_tensor(input_index, np.asarray(patch, np.float32))
+                interpreter.invoke()
+                rows.append(interpreter.get_tensor(output_index).reshape(-1).copy())
+        return np.stack(rows)
 
 
-def _interpreter(tflite_path: Path, threads: int) -> "Interpreter":
+def _check_patches(patches: np.ndarray) -> None:
+    if patches.ndim != 2 or patches.shape[1] != params.PATCH_SAMPLES:
+        raise ValueError(f"YAMNet patches are [n, {params.PATCH_SAMPLES}] samples, got "
+                         f"{patches.shape}")
+
+
+def _hop_frames(waveforms: np.ndarray, hop_seconds: float | None) -> int:
+    """The patch hop in STFT frames; rows of one patch each when `hop_seconds` is None."""
+    if hop_seconds is None:
+        _check_patches(waveforms)
+        return params.PATCH_FRAMES
+    hop = hop_samples(hop_seconds)
+    if waveforms.ndim != 2 or waveforms.shape[1] < params.PATCH_SAMPLES \
+            or hop % params.STFT_HOP_SAMPLES:
+        raise ValueError(f"YAMNet takes waveform rows of at least {params.PATCH_SAMPLES} "
+                         f"samples and a hop of whole STFT frames, got {waveforms.shape} and "
+                         f"{hop_seconds} s")
+    return hop // params.STFT_HOP_SAMPLES
+
+
+def _patches_per_row(samples: int, hop_frames: int) -> int:
+    return (samples - params.PATCH_SAMPLES) // (hop_frames * params.STFT_HOP_SAMPLES) + 1
+
+
+def _interpreter(model: bytes, threads: int) -> "Interpreter":
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        with warnings.catch_warnings():
-            # Reading the embedding tensor needs intermediate tensors kept; YAMNet is small.
-            warnings.simplefilter("ignore", UserWarning)
-            interpreter = Interpreter(model_path=str(tflite_path), num_threads=threads,
-                                      experimental_preserve_all_tensors=True)
-            interpreter.allocate_tensors()
+        interpreter = Interpreter(model_content=model, num_threads=threads)
+        interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"cannot load {tflite_path}: {exc}") from None
+        raise ModelError(f"cannot load the YAMNet graph: {exc}") from None
     return interpreter
 
 
