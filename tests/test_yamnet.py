@@ -96,6 +96,15 @@ def test_class_names_come_from_the_class_map(models_dir):
     assert len(names) == 521 and names[0] == "Speech" and "Dog" in names
 
 
+def test_a_part_of_the_graph_must_be_computable_from_its_input(graph):
+    from shared.models.yamnet import EMBEDDING_TENSOR, INPUT_TENSOR, LOG_MEL_TENSOR
+
+    with pytest.raises(ModelError, match="needs more than"):
+        graph.file.part("add", LOG_MEL_TENSOR)  # the mel bias: the magnitudes come before it
+    with pytest.raises(ModelError, match="no operators lead"):
+        graph.file.part(EMBEDDING_TENSOR, INPUT_TENSOR)
+
+
 def test_a_file_that_is_not_yamnet_is_refused(tmp_path):
     fake = tmp_path / "yamnet.tflite"
     fake.write_bytes(b"not a flatbuffer")
