@@ -118,8 +118,9 @@ def record(pipe: redis.client.Pipeline, predictions: Sequence[Prediction],
     args: list[str | int] = [LEVEL_HISTORY, LEVELS_TTL_S]
     for entries in levels.values():
         args += [len(entries), *entries]
-    pipe.eval(_PUSH_LEVELS, len(levels),
-              *(shard.key(streams.source_levels(source)) for source in levels), *args)
+    # execute_command: redis-py's cluster pipelines have no eval(), but route an EVAL by its keys
+    pipe.execute_command("EVAL", _PUSH_LEVELS, len(levels),
+                         *(shard.key(streams.source_levels(source)) for source in levels), *args)
 
 
 def read_sources(where: detections.Where) -> list[SourceView]:

@@ -2,8 +2,13 @@
 an LPUSH, LTRIM and EXPIRE per source would (the newest first, LEVEL_HISTORY kept, the TTL
 renewed), and every source's latest prediction, in its shard."""
 
+from pathlib import Path
+
+from redis.cluster import RedisCluster
+
 from shared import status, streams
 from shared.messages import Prediction
+from soundhive.redis_process import LoopbackCluster
 
 
 def prediction(source: str, n: int) -> Prediction:
@@ -47,3 +52,20 @@ def test_levels_and_latest_are_those_of_three_commands_per_source(redis_server):
     assert found[0] == found[1]
     levels = found[0][shard.key(streams.source_levels("a")).encode()]
     assert len(levels[0]) == status.LEVEL_HISTORY and levels[1] > 0
+
+
+def test_a_cluster_pipeline_writes_the_levels_too(tmp_path: Path):
+    cluster = LoopbackCluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        client = RedisCluster.from_url(cluster.url)
+        shard = streams.shards(6)[2]
+        with client.pipeline(transaction=True) as pipe:
+            status.record(pipe, [prediction("a", 1), prediction("b", 2), prediction("a", 3)],
+                          shard)
+            pipe.execute()
+        key = shard.key(streams.source_levels("a"))
+        assert client.lrange(key, 0, -1) == [b"2000.429 0.004", b"2000.143 0.002"]
+        assert client.ttl(key) > 0
+    finally:
+        cluster.stop()
