@@ -44,10 +44,14 @@ def specific_labels(
                 place(index_of[name])
         ranked.append(i)
 
-    for i in order.tolist():
+    for i in confident_order:
         if len(ranked) >= k:
             break
         place(i)
+    # Every confident class is placed by now, or k are ranked; the others follow in score
+    # order, each on its own: its confident descendants come before it in the order, placed.
+    if len(ranked) < k:
+        ranked += order[len(confident_order):len(confident_order) + k - len(ranked)].tolist()
     return [(class_names[i], float(scores[i])) for i in ranked[:k] if scores[i] >= threshold]
 
 

@@ -60,3 +60,53 @@ def test_descendants_are_transitive():
         "Cat",
     }
     assert ONTOLOGY.more_specific_names("Unknown") == frozenset()
+
+
+def _specific_labels_walking_every_class(scores, class_names, ontology, k):
+    """specific_labels as it was before it stopped walking the ontology for the unconfident
+    classes (the reference of the test below)."""
+    from shared.hierarchy import SPECIFIC_MIN_SCORE, prefers_specific
+    order = np.argsort(-scores, kind="stable")
+    confident_order = order[:np.count_nonzero(scores >= SPECIFIC_MIN_SCORE)].tolist()
+    rank = {class_names[i]: position for position, i in enumerate(confident_order)}
+    index_of = {class_names[i]: i for i in confident_order}
+    ranked, placed = [], set()
+
+    def place(i):
+        if i in placed:
+            return
+        placed.add(i)
+        below = rank.keys() & ontology.more_specific_names(class_names[i])
+        for name in sorted(below, key=rank.__getitem__):
+            if prefers_specific(scores[index_of[name]], scores[i]):
+                place(index_of[name])
+        ranked.append(i)
+
+    for i in order.tolist():
+        if len(ranked) >= k:
+            break
+        place(i)
+    return [(class_names[i], float(scores[i])) for i in ranked[:k]]
+
+
+def test_specific_view_equals_the_walk_over_every_class(models_dir):
+    """On the AudioSet ontology: few and many confident classes, ties, unconfident parents of
+    confident children, and k below and above the number confident."""
+    from shared.labels import ClassMap
+    ontology = Ontology.from_json(models_dir / "ontology.json")
+    names = ClassMap.from_csv(models_dir / "yamnet_class_map.csv").names
+    rng = np.random.default_rng(0)
+    parents = {i: [j for j, other in enumerate(names)
+                   if other in ontology.more_specific_names(name)] for i, name in enumerate(names)}
+    with_children = [i for i, below in parents.items() if below]
+    for trial in range(400):
+        s = (rng.random(len(names)) ** rng.choice([1, 4, 12, 40])).astype(np.float32)
+        if trial % 3 == 0:  # ties
+            s = np.round(s * 20) / 20
+        if trial % 4 == 0:  # an unconfident parent under confident descendants
+            parent = int(rng.choice(with_children))
+            s[parent] = 0.05
+            s[parents[parent]] = rng.uniform(0.1, 0.9, len(parents[parent]))
+        for k in (1, 3, 10, 30):
+            assert specific_labels(s, names, ontology, k) == \
+                _specific_labels_walking_every_class(s, names, ontology, k)

@@ -200,6 +200,7 @@ class EventTracker:
         self._specific = rules.hierarchy == "specific"
         self._keepers_of: dict[tuple[str, str], np.ndarray] = {}
         self._rivals_of: dict[int, np.ndarray | None] = {}  # eligible classes outside i's branch
+        self._above = [frozenset(a.tolist()) for a in tree.ancestors]
 
     def update(self, state: TrackState, chunk: Embeddings, scores: np.ndarray
                ) -> tuple[TrackState, list[Event]]:
@@ -287,17 +288,20 @@ class EventTracker:
         row, highest = scores
         for trigger in (int(i) for i in sorted(candidates, key=lambda i: -row[i])):
             confirmed = state.runs[self.tree.class_names[trigger]] >= self.rules.confirm_patches
-            if not self._dominates(row, trigger) or not (
-                    confirmed or row[trigger] >= self.rules.sure_score):
+            if not (confirmed or row[trigger] >= self.rules.sure_score):
                 continue
-            start, start_time = patch.sound_start()
             vaguer = self._open_ancestor(state, trigger)
+            # Most candidates are sounds going on: the cheap checks first, dominance (a max
+            # over the classes) and the onset only for what starts or is renamed.
+            if (vaguer is None and (not gate_open or self._overlaps_open(state, trigger))) \
+                    or not self._dominates(row, trigger):
+                continue
             if vaguer is not None:  # Animal, then Dog: the sound is renamed, not doubled
                 ended = state.open.pop(vaguer)
                 events.append(self._event(source, ended, "end"))
                 start, start_time = ended.start, ended.start_time
-            elif not gate_open or self._overlaps_open(state, trigger):
-                continue
+            else:
+                start, start_time = patch.sound_start()
             label = self.tree.most_specific(row, trigger, up) if self._specific else trigger
             end, end_time = patch.sound_end()
             event = OpenEvent(self.tree.class_names[label], self.tree.class_names[trigger],
@@ -323,7 +327,7 @@ class EventTracker:
         the sound is the same, so the better name takes over its onset."""
         if not self._specific:
             return None
-        above = set(self.tree.ancestors[i].tolist())
+        above = self._above[i]
         return next((label for label in state.open if self._index[label] in above), None)
 
     def _overlaps_open(self, state: TrackState, i: int) -> bool:

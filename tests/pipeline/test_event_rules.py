@@ -111,6 +111,18 @@ def test_a_vaguer_event_is_renamed_when_its_sound_becomes_clear(tree):
         ("Animal", "start", 0.0), ("Animal", "end", 0.0), ("Dog", "start", 0.0)]
 
 
+def test_a_rename_needs_the_descendant_to_dominate_as_a_start_does(tree):
+    # the tracker checks dominance last (after the open events): for renames too (the gate,
+    # closed over a steady level, keeps Music from starting; it does not gate a rename)
+    tracker = EventTracker(Rules.shipped(), tree)
+    _, events = feed(tracker, [scores(Animal=0.9)] * 2
+                     + [scores(Animal=0.9, Dog=0.7, Music=0.95)] * 2)
+    assert [(e.label, e.kind) for e in events] == [("Animal", "start")]
+    _, events = feed(tracker, [scores(Animal=0.9)] * 2 + [scores(Animal=0.9, Dog=0.7)] * 2)
+    assert [(e.label, e.kind) for e in events] == [
+        ("Animal", "start"), ("Animal", "end"), ("Dog", "start")]
+
+
 def test_smoothing_halves_a_label_said_for_one_patch(tree):
     tracker = EventTracker(Rules.shipped(smooth_patches=2, confirm_patches=1), tree)
     assert feed(tracker, [scores(), scores(Dog=0.9), scores(), scores()], PULSES)[1] == []
