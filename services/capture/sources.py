@@ -16,10 +16,12 @@ missing, empty, truncated or not audio, a stream without audio; reported once as
 Microphones and network streams are live: they cannot wait for the pipeline.
 """
 
+import errno
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import soxr
@@ -152,26 +154,75 @@ def _url_blocks(url: str) -> Iterator[np.ndarray]:
     with container:
         if not container.streams.audio:
             raise SourceGone(f"{shown}: no audio stream")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=params.SAMPLE_RATE)
+        downmix = Downmix()
         # Codec frames are short (an MP3's: 26 ms); yielded one by one, each woke the source's
         # real-time pacing and chunker: most of capture's CPU with many streams.
         pending: list[np.ndarray] = []
         held = 0
         try:
             for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    pending.append(out.to_ndarray().reshape(-1))
-                    held += len(pending[-1])
+                for samples in downmix.samples(frame):
+                    pending.append(samples)
+                    held += len(samples)
                 if held >= BLOCK_SAMPLES:
-                    yield np.concatenate(pending).astype(np.float32, copy=False)
+                    yield np.concatenate(pending)
                     pending, held = [], 0
             failure = None
         except (av.FFmpegError, OSError) as exc:
             failure = SourceError(f"{shown}: {_without_url(exc)}")
         if pending:  # the audio received before the end or the failure
-            yield np.concatenate(pending).astype(np.float32, copy=False)
+            yield np.concatenate(pending)
         if failure is not None:
             raise failure
+
+
+class Downmix:
+    """Decoded audio frames -> float32 mono 16 kHz samples: the FFmpeg filter graph that
+    av.AudioResampler(format="flt", layout="mono", rate=16000) builds (abuffer -> aformat ->
+    abuffersink, FFmpeg inserting its aresample), so the same samples, but in a graph of one
+    thread: AudioResampler's graph starts a thread pool of one thread per core for each stream,
+    idle for these filters (1,000 streams on 16 cores: 16,000 threads)."""
+
+    def __init__(self) -> None:
+        self._graph: Any = None  # av.filter.Graph, built for the first frame's format
+
+    def samples(self, frame: Any) -> list[np.ndarray]:
+        """The samples `frame` completes (FFmpeg's resampler holds a few back)."""
+        import av
+
+        if self._graph is None:
+            self._graph = _downmix_graph(frame)
+        self._graph.push(frame)  # a frame of another format: FFmpegError (EINVAL)
+        out = []
+        while True:
+            try:
+                done = self._graph.pull()
+            except EOFError:
+                return out
+            except av.FFmpegError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+                return out
+            # The frame's own buffer: to_ndarray() goes through Python-level plane handling,
+            # a fifth of this loop's CPU.
+            out.append(np.frombuffer(done.planes[0], np.float32, done.samples))
+
+
+def _downmix_graph(frame: Any) -> Any:
+    import av.filter
+
+    graph = av.filter.Graph()
+    graph.threads = 1
+    time_base = {"time_base": str(frame.time_base)} if frame.time_base is not None else {}
+    source = graph.add("abuffer", sample_rate=str(frame.sample_rate),
+                       sample_fmt=frame.format.name, channel_layout=frame.layout.name, **time_base)
+    target = graph.add("aformat", sample_rates=str(params.SAMPLE_RATE), sample_fmts="flt",
+                       channel_layouts="mono")
+    sink = graph.add("abuffersink")
+    source.link_to(target)
+    target.link_to(sink)
+    graph.configure()
+    return graph
 
 
 def _without_url(exc: Exception) -> str:

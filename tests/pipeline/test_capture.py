@@ -15,7 +15,7 @@ from pipeline_helpers import REPO, RedisServer, Services, wait_for
 
 from services.capture.service import Chunker
 from services.capture.settings import CaptureSettings
-from services.capture.sources import SourceError, parse_sources
+from services.capture.sources import SourceError, _url_blocks, parse_sources
 from shared import streams
 from shared.audio import frame_patches, load_audio
 from shared.config import ConfigError
@@ -180,6 +180,31 @@ pcm.!default {{
         assert np.argmax(spectrum) * 16000 / CHUNK_SAMPLES == pytest.approx(440, abs=2)
     assert [c.seq for c in chunks[:3]] == [0, 1, 2]
     assert chunks[1].t - chunks[0].t == pytest.approx(0.96, abs=1e-6)
+
+
+def test_network_audio_is_resampled_as_pyav_does_without_a_thread_pool(
+        clips_dir: Path, tmp_path: Path):
+    """Network streams' blocks hold the very samples av.AudioResampler gives (16 kHz mono
+    float32, its delayed tail not flushed), and their filter graph starts no threads."""
+    import av
+
+    stereo = tmp_path / "stereo.wav"  # int16, 44.1 kHz, two different channels
+    soundfile.write(stereo, np.random.default_rng(0).uniform(-0.5, 0.5, (44100 * 3, 2)), 44100,
+                    subtype="PCM_16")
+    for path in (clips_dir / "dog.mp3", stereo):  # float planar 48 kHz mono; int16 stereo
+        threads = len(os.listdir("/proc/self/task"))
+        blocks = []
+        for block in _url_blocks(str(path)):
+            blocks.append(block)
+            assert len(os.listdir("/proc/self/task")) == threads
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        with av.open(str(path)) as container:
+            expected = [out.to_ndarray().reshape(-1)
+                        for frame in container.decode(container.streams.audio[0])
+                        for out in resampler.resample(frame)]
+        assert all(block.dtype == np.float32 for block in blocks)
+        assert all(len(block) >= 1600 for block in blocks[:-1])
+        np.testing.assert_array_equal(np.concatenate(blocks), np.concatenate(expected))
 
 
 def test_network_url_source_over_http(services: Services, redis_server: RedisServer,
