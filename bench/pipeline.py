@@ -2,7 +2,7 @@
 chunk's event reaches an api client; with the raw model ceiling measured in the same run.
 
     .venv/bin/python bench/pipeline.py [--mics 200,400,600,800,1000] [--seconds 40]
-                                       [--features 1] [--capture http|rtsp]
+                                       [--features N] [--capture http|rtsp]
                                        [--capture-processes 1] [--out bench/results/pipeline.json]
 
 For each N: a private redis-server; features (--features replicas, SOUNDHIVE_THREADS divided
@@ -76,7 +76,7 @@ from services.features.settings import FeaturesSettings
 from services.registry import SERVICES
 from shared import bus, streams
 from shared.audio import find_audio_files, load_audio
-from shared.config import Settings, threads_per_replica, usable_cpus
+from shared.config import Settings, features_replicas, threads_per_replica, usable_cpus
 from shared.messages import (
     CHUNK_HOP_SAMPLES,
     CHUNK_HOP_SECONDS,
@@ -456,9 +456,7 @@ def growth_per_s(samples: list[tuple[float, int]]) -> float:
 
 def features_threads(features: int) -> int:
     """SOUNDHIVE_THREADS when set, else as `up` divides the cores among the replicas."""
-    if FeaturesSettings.env_name("threads") in os.environ:
-        return FeaturesSettings().threads
-    return threads_per_replica(features)
+    return FeaturesSettings.threads_set() or threads_per_replica(features)
 
 
 PROFILED = ("features", "classifier", "api")
@@ -749,8 +747,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="length of each run")
     parser.add_argument("--ceiling-seconds", type=float, default=15.0,
                         help="length of the raw model measurement")
-    parser.add_argument("--features", type=int, default=1,
-                        help="features worker processes (SOUNDHIVE_THREADS divided among them)")
+    parser.add_argument("--features", type=int, default=None,
+                        help="features worker processes, SOUNDHIVE_THREADS divided among them "
+                        "(default: as `soundhive up`, one per core with one thread each)")
     parser.add_argument("--capture", choices=PROTOCOLS,
                         help="the full system: real capture reading N network streams served "
                         "this way, in place of simulated microphones")
@@ -768,6 +767,8 @@ def main() -> None:
         return
     if args.seconds <= 2 * WARMUP_S:
         parser.error(f"--seconds must exceed {2 * WARMUP_S:g}")
+    if args.features is None:
+        args.features = features_replicas(FeaturesSettings.threads_set())
     if args.ceiling_seconds <= 0 or args.features < 1 or args.capture_processes < 1:
         parser.error("--ceiling-seconds must be positive, --features and --capture-processes "
                      "at least 1")

@@ -70,6 +70,14 @@ def threads_per_replica(replicas: int) -> int:
     return max(1, usable_cpus() // replicas)
 
 
+def features_replicas(threads: int | None = None) -> int:
+    """How many features workers share this machine by default: one per core with one
+    inference thread each, or the cores divided by `threads` (SOUNDHIVE_THREADS) when it is
+    set. A process holds its GIL for the model's numpy front end and the bus work, so
+    single-thread processes use the cores better than threads in one (docs/benchmarks.md)."""
+    return max(1, usable_cpus() // (threads or 1))
+
+
 def secret_field(default: Any, description: str, flag: str | None = None,
                  **kwargs: Any) -> Any:
     """A secret setting: never shown, and also read from the file NAME_FILE names; a CLI

@@ -1,6 +1,6 @@
 """`soundhive up`, `soundhive serve SERVICE` and `soundhive devices`: the streaming pipeline.
 
-`up` runs capture, features, classifier, notifier, recorder and api as one process each against
+`up` runs capture, features (one process per core), classifier, notifier, recorder and api against
 --redis-url / REDIS_URL, or an embedded redis-server (redis_process.py, on a unix socket) when
 neither is set, whose data is kept in a data directory (data_dir.py; --ephemeral: nothing kept),
 and shows sources, levels, current top labels and recent events until Ctrl-C, SIGINT, SIGTERM or
@@ -50,6 +50,7 @@ from shared.config import (
     Settings,
     SettingsModel,
     describe,
+    features_replicas,
     is_secret,
     read_secret,
     threads_per_replica,
@@ -181,7 +182,10 @@ def up(
                               "takes them (default: in real time)."),
     save_path: Path | None = typer.Option(None, "--save-path", help="Keep captured audio (WAV)."),
     redis_url: str | None = typer.Option(None, "--redis-url", help=REDIS_HELP),
-    features: int = typer.Option(1, "--features", min=1, help="Features worker processes."),
+    features: int | None = typer.Option(
+        None, "--features", min=1, show_default=False,
+        help="Features worker processes (default: one per core, each with one inference "
+             "thread; with SOUNDHIVE_THREADS set, the cores divided by it)."),
     classifiers: int = typer.Option(1, "--classifiers", min=1, help="Classifier processes."),
     events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
     log_dir: Path | None = typer.Option(
@@ -225,6 +229,7 @@ def up(
         _check_rules(events_config)
     # Capture starts last, once the notifier's and the recorder's groups exist: the first
     # events reach every sink, and the first audio the recorder's ring.
+    features = features or features_replicas(FeaturesSettings.threads_set())
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
     api_token = _session_token()
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("recorder", {}),
@@ -258,8 +263,7 @@ def up(
             # Whatever the environment says ("": REDIS_URLS unset).
             "shards": 1, "redis_cluster": False, "redis_urls": "", "shard_ids": "",
             # Replicas share the cores rather than each taking them all.
-            "threads": None if FeaturesSettings.env_name("threads") in os.environ
-            else threads_per_replica(features),
+            "threads": None if FeaturesSettings.threads_set() else threads_per_replica(features),
             "events_config": events_config.resolve() if events_config else None,
             "clips_dir": (data.path if data else run_dir) / CLIPS_FOLDER,
         }

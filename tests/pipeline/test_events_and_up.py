@@ -13,7 +13,9 @@ import pytest
 import soundfile
 from pipeline_helpers import REPO, plain_tracker, wait_for
 
+from services.features.settings import FeaturesSettings
 from shared.audio import load_audio
+from shared.config import features_replicas, threads_per_replica
 
 
 def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
@@ -68,13 +70,25 @@ def test_up_leaves_nothing_behind_when_stopped(clips_dir: Path, tmp_path: Path, 
         [sys.executable, "-m", "soundhive", "up", "--source", f"file:{clips_dir}",
          "--metrics-port-base", "0", "--api-port", "0"], cwd=REPO, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    children = wait_for(lambda: len(pids := children_of(up.pid)) == 7 and pids, 120,
-                        "redis-server, capture, features, classifier, notifier, recorder and api")
+    # One single-thread features worker per core (unless SOUNDHIVE_THREADS says otherwise).
+    features = features_replicas(FeaturesSettings.threads_set())
+    children = wait_for(lambda: len(pids := children_of(up.pid)) == 6 + features and pids, 120,
+                        f"redis-server, capture, {features} features, classifier, notifier, "
+                        "recorder and api")
+    threads = [environ(pid).get("SOUNDHIVE_THREADS") for pid in children
+               if b"features" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    each = FeaturesSettings.threads_set() or threads_per_replica(features)
+    assert threads == [str(each)] * features
     time.sleep(1)
     up.send_signal(sig)
     assert up.wait(60) == 128 + sig
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert list(tmp_path.iterdir()) == []  # no logs, no socket, no Redis dump
+
+
+def environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
 
 
 def children_of(pid: int) -> list[int]:
