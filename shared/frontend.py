@@ -45,13 +45,19 @@ def mel_matrix(
     return weights.astype(np.float32)
 
 
+# Frames transformed at a time: a block's float64 temporaries (~1 MB) stay in cache, where a
+# whole batch's or a long file's page-faulted as much as they computed.
+BLOCK_FRAMES = 256
+
+
 def stft_magnitude(samples: np.ndarray, window: np.ndarray | None = None) -> np.ndarray:
     """[..., frames, FFT_LENGTH // 2 + 1] magnitudes of the windowed frames along the last axis
     (no padding) of float32 samples in [-1, 1], or of int16 PCM read as those floats
     (params.PCM_FULL_SCALE). Computed as YAMNet's TFLite graph computes them (window product in
-    float32, FFT in float64 rounded to complex64, then hypotf), so that the graph's
-    network continues from these bit for bit (shared/models/yamnet.py); numpy's float64 FFT is
-    also 3x faster than its float32 one here. `window`: periodic Hann by default."""
+    float32, FFT in float64 rounded to complex64, then hypotf): the same magnitudes but for a
+    rare float32 step in a near-zero bin (two float64 FFTs round differently), so the graph's
+    network gives the same embeddings from them (shared/models/yamnet.py). numpy's float64 FFT
+    is also 3x faster than its float32 one here. `window`: periodic Hann by default."""
     window = periodic_hann() if window is None else window
     bins = params.FFT_LENGTH // 2 + 1
     if samples.shape[-1] < len(window):
@@ -60,16 +66,24 @@ def stft_magnitude(samples: np.ndarray, window: np.ndarray | None = None) -> np.
         ..., :: params.STFT_HOP_SAMPLES, :]
     if samples.dtype == np.int16:
         # s * (w / 32768) rounds as (s / 32768) * w does: the scale is a power of two.
-        windowed = frames * (window / np.float32(params.PCM_FULL_SCALE))
-    else:
-        windowed = np.asarray(frames, np.float32) * window
+        window = window / np.float32(params.PCM_FULL_SCALE)
+    magnitudes = np.empty((*frames.shape[:-1], bins), np.float32)
+    for start in range(0, frames.shape[-2], BLOCK_FRAMES):
+        block = slice(start, start + BLOCK_FRAMES)
+        magnitudes[..., block, :] = _magnitudes(frames[..., block, :], window)
+    return magnitudes
+
+
+def _magnitudes(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
+    windowed = (frames * window if frames.dtype == np.int16
+                else np.asarray(frames, np.float32) * window)
     spectrum = np.fft.rfft(windowed.astype(np.float64), n=params.FFT_LENGTH).astype(np.complex64)
     # hypotf of the complex64 parts, as the graph's: the parts' squares are exact in float64,
     # rounded once as glibc's hypotf rounds them (np.abs rounds differently, and np.hypot is
     # ten times slower).
     parts = spectrum.view(np.float32).astype(np.float64)
     parts *= parts
-    return np.sqrt(parts[..., 0::2] + parts[..., 1::2]).astype(np.float32)
+    return np.sqrt(parts[..., 0::2] + parts[..., 1::2])
 
 
 def log_mel_spectrogram(waveform: np.ndarray, log_offset: float) -> np.ndarray:

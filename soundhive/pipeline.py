@@ -229,7 +229,8 @@ def up(
         _check_rules(events_config)
     # Capture starts last, once the notifier's and the recorder's groups exist: the first
     # events reach every sink, and the first audio the recorder's ring.
-    features = features or features_replicas(FeaturesSettings.threads_set())
+    threads = _features_threads()
+    features = features or features_replicas(threads)
     plan: list[tuple[str, dict[str, Any]]] = [("features", {})] * features
     api_token = _session_token()
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("recorder", {}),
@@ -263,7 +264,7 @@ def up(
             # Whatever the environment says ("": REDIS_URLS unset).
             "shards": 1, "redis_cluster": False, "redis_urls": "", "shard_ids": "",
             # Replicas share the cores rather than each taking them all.
-            "threads": None if FeaturesSettings.threads_set() else threads_per_replica(features),
+            "threads": None if threads else threads_per_replica(features),
             "events_config": events_config.resolve() if events_config else None,
             "clips_dir": (data.path if data else run_dir) / CLIPS_FOLDER,
         }
@@ -301,6 +302,14 @@ def up(
             stderr.print(f"service logs kept in {logs}")
         shutil.rmtree(run_dir, ignore_errors=True)
     raise typer.Exit(status)
+
+
+def _features_threads() -> int | None:
+    """SOUNDHIVE_THREADS where set (checked: a bad one is a usage error in one line)."""
+    try:
+        return FeaturesSettings.threads_set()
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _sources(given: list[str], sources_file: Path | None) -> list[str]:

@@ -33,11 +33,23 @@ def test_embeddings_equal_the_whole_graphs_from_float_and_pcm_patches(clips_dir,
     clips (the pipeline's int16 PCM patches included). Measured: no patch differs; a numpy
     magnitude off by one float32 step can move an embedding (scores by up to 0.06), which is
     why the front end copies the graph's float steps."""
-    patches = np.concatenate([frame_patches(load_audio(c)) for c in find_audio_files(clips_dir)])
+    patches = np.concatenate([frame_patches(load_audio(c)) for c in find_audio_files(clips_dir)]
+                             + [synthetic_patches()])
     pcm = np.clip(np.round(patches * params.PCM_FULL_SCALE), -32768, 32767).astype(np.int16)
     as_float = (pcm / np.float32(params.PCM_FULL_SCALE)).astype(np.float32)
     assert np.array_equal(graph.embed_int8(patches)[0], graph.whole_model_embeddings(patches))
     assert np.array_equal(graph.embed_int8(pcm)[0], graph.whole_model_embeddings(as_float))
+
+
+def synthetic_patches() -> np.ndarray:
+    """Tones (whose near-zero bins are where two float64 FFTs round differently), a square
+    wave, clicks and silence, at several levels."""
+    t = np.arange(params.PATCH_SAMPLES) / params.SAMPLE_RATE
+    signals = [level * np.sin(2 * np.pi * hz * t) for hz in (50, 440, 1000, 3150, 7900)
+               for level in (1.0, 0.01)]
+    signals += [0.3 * np.sign(np.sin(2 * np.pi * 220 * t)), 0.5 * (t * 1000 % 97 < 0.1),
+                np.zeros_like(t)]
+    return np.stack(signals).astype(np.float32)
 
 
 def test_a_chunks_patches_share_its_stft_and_equal_the_whole_graphs(models_dir, clips_dir,

@@ -184,15 +184,19 @@ class Downmix:
     idle for these filters (1,000 streams on 16 cores: 16,000 threads)."""
 
     def __init__(self) -> None:
-        self._graph: Any = None  # av.filter.Graph, built for the first frame's format
+        self._graph: Any = None  # av.filter.Graph, built for the frames' format
+        self._format: tuple[int, str, str] | None = None
 
     def samples(self, frame: Any) -> list[np.ndarray]:
         """The samples `frame` completes (FFmpeg's resampler holds a few back)."""
         import av
 
-        if self._graph is None:
-            self._graph = _downmix_graph(frame)
-        self._graph.push(frame)  # a frame of another format: FFmpegError (EINVAL)
+        frame_format = (frame.sample_rate, frame.format.name, frame.layout.name)
+        if frame_format != self._format:
+            # A stream whose format changes (a radio's next programme) gets a new graph; the
+            # few samples the old one held back (well under a millisecond) are let go.
+            self._graph, self._format = _downmix_graph(frame), frame_format
+        self._graph.push(frame)
         out = []
         while True:
             try:

@@ -28,7 +28,7 @@ from shared.audio import hop_samples
 from shared.frontend import stft_magnitude
 from shared.labels import ClassMap
 from shared.models.base import AudioModel, ModelError
-from shared.models.tflite import Quantization, TFLiteFile, round_half_away
+from shared.models.tflite import TFLiteFile, round_half_away
 
 if TYPE_CHECKING:
     from ai_edge_litert.interpreter import Interpreter
@@ -45,6 +45,8 @@ SCORES_INT8_TENSOR = "tower0/network/layer32/final_output1"
 REQUIRED_TENSORS = (INPUT_TENSOR, WINDOW_TENSOR, MAGNITUDE_TENSOR, LOG_MEL_TENSOR,
                     EMBEDDING_TENSOR, FC_WEIGHTS_TENSOR, FC_BIAS_TENSOR, FC_OUTPUT_TENSOR,
                     SCORES_INT8_TENSOR)
+
+
 class YamnetTFLite:
     """The embedder (`embed`, `embed_int8`); `whole_model_scores`, `whole_model_embeddings`
     and `log_mel` run the whole graph and its own front end: the references the split path is
@@ -68,12 +70,6 @@ class YamnetTFLite:
         self._busy = threading.Lock()  # one call at a time (the api serves requests in threads)
         self._window = self.file.constant(WINDOW_TENSOR)
         self.embedding_quantization = self.file.quantization(EMBEDDING_TENSOR)
-
-    def quantization(self, tensor_name: str) -> Quantization:
-        return self.file.quantization(tensor_name)
-
-    def constant(self, tensor_name: str) -> np.ndarray:
-        return self.file.constant(tensor_name)
 
     def embed(self, patches: np.ndarray) -> np.ndarray:
         return self.embedding_quantization.dequantize(self.embed_int8(patches)[0])
@@ -195,21 +191,21 @@ class YamnetHead:
         # patches): over parts of the embedding short enough that every partial sum is an
         # integer float32 holds exactly (|x - zero point| <= 255, so |sum| <= 2**24), the
         # parts' sums then added in float64.
-        weights = graph.constant(FC_WEIGHTS_TENSOR).astype(np.float64)  # [C, D]
-        weights_t = (weights - graph.quantization(FC_WEIGHTS_TENSOR).zero_point).T
+        weights = graph.file.constant(FC_WEIGHTS_TENSOR).astype(np.float64)  # [C, D]
+        weights_t = (weights - graph.file.quantization(FC_WEIGHTS_TENSOR).zero_point).T
         part = 2**24 // (255 * max(1, int(np.abs(weights_t).max())))
         self._parts = [(start, np.ascontiguousarray(weights_t[start:start + part], np.float32))
                        for start in range(0, len(weights_t), part)]
-        self._bias = graph.constant(FC_BIAS_TENSOR).astype(np.float64)
-        fc_out = graph.quantization(FC_OUTPUT_TENSOR)
+        self._bias = graph.file.constant(FC_BIAS_TENSOR).astype(np.float64)
+        fc_out = graph.file.quantization(FC_OUTPUT_TENSOR)
         self._fc_out = fc_out
         self._requantize = (
-            self._input.scale * graph.quantization(FC_WEIGHTS_TENSOR).scale / fc_out.scale
+            self._input.scale * graph.file.quantization(FC_WEIGHTS_TENSOR).scale / fc_out.scale
         )
         # int8 logistic is a lookup table over the 256 possible inputs, as in TFLite.
         levels = np.arange(-128, 128)
         probabilities = 1.0 / (1.0 + np.exp(-fc_out.dequantize(levels).astype(np.float64)))
-        out = graph.quantization(SCORES_INT8_TENSOR)
+        out = graph.file.quantization(SCORES_INT8_TENSOR)
         self._logistic = out.dequantize(out.quantize(probabilities))
         if len(class_names) != weights.shape[0]:
             raise ModelError(

@@ -148,6 +148,7 @@ def test_unreadable_files_fail_once_while_others_run(
 
 def test_pyaudio_capture_through_alsa_file_pcm(services: Services, redis_server: RedisServer,
                                                tmp_path: Path):
+    pytest.importorskip("pyaudio", reason="the mic extra (./scripts/install.sh installs it)")
     t = np.arange(16000 * 60) / 16000
     (0.5 * np.sin(2 * np.pi * 440 * t)).astype("<f4").tofile(tmp_path / "tone.raw")
     config = tmp_path / "asound.conf"
@@ -205,6 +206,30 @@ def test_network_audio_is_resampled_as_pyav_does_without_a_thread_pool(
         assert all(block.dtype == np.float32 for block in blocks)
         assert all(len(block) >= 1600 for block in blocks[:-1])
         np.testing.assert_array_equal(np.concatenate(blocks), np.concatenate(expected))
+
+
+def test_a_stream_whose_audio_format_changes_goes_on_resampled():
+    """A radio's next programme may change rate and channels mid-stream: the new frames get a
+    filter graph of their own (FFmpeg refuses them in the old one)."""
+    from fractions import Fraction
+
+    import av
+
+    from services.capture.sources import Downmix
+
+    downmix, counts = Downmix(), []
+    formats = ((44100, "stereo", 2), (22050, "mono", 1))
+    for rate, layout, channels in formats:
+        got = 0
+        for i in range(40):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1152 * channels), np.int16),
+                                               format="s16", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = rate, i * 1152, Fraction(1, rate)
+            got += sum(len(samples) for samples in downmix.samples(frame))
+        counts.append(got)
+    for (rate, _, _), got in zip(formats, counts, strict=True):
+        expected = 40 * 1152 * 16000 / rate
+        assert expected * 0.97 <= got <= expected, (got, expected)
 
 
 def test_network_url_source_over_http(services: Services, redis_server: RedisServer,

@@ -96,6 +96,17 @@ def children_of(pid: int) -> list[int]:
     return [int(line) for line in found.stdout.split()]
 
 
+def test_a_bad_threads_setting_is_one_line_before_anything_starts(clips_dir: Path):
+    env = {**os.environ, "SOUNDHIVE_THREADS": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "soundhive", "up", "--ephemeral", "--source", f"file:{clips_dir}",
+         "--metrics-port-base", "0", "--api-port", "0"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SOUNDHIVE_THREADS" in lines[0], lines
+
+
 def test_a_second_up_names_the_port_in_use(clips_dir: Path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
