@@ -28,6 +28,8 @@ from notifier_helpers import Mosquitto, MqttCollector, WebhookReceiver
 from pipeline_helpers import REPO, wait_for
 from test_notifier_service import sink_env
 
+from services.features.settings import FeaturesSettings
+from shared.config import features_replicas
 from shared.ports import free_port
 from soundhive.redis_process import die_with_parent
 
@@ -124,7 +126,9 @@ def test_no_password_or_token_in_any_output(camera, tmp_path: Path, mosquitto: M
     for name in ("/sources", "/events?limit=200", "SSE", "capture-0 /metrics", "webhook",
                  "DeviceHive", "MQTT"):
         assert shown in outputs[name], name
-    assert len([name for name in outputs if name.endswith("/metrics")]) == 6  # api, 5 services
+    # The api's, and each service's: one features worker per core (up's default).
+    services = 4 + features_replicas(FeaturesSettings.threads_set())
+    assert len([name for name in outputs if name.endswith("/metrics")]) == 1 + services
     for name, text in outputs.items():
         for secret in (PASSWORD, TOKEN, BASIC.split()[1]):
             assert secret not in text, f"{name} shows {secret}"
