@@ -189,14 +189,21 @@ class Downmix:
 
     def samples(self, frame: Any) -> list[np.ndarray]:
         """The samples `frame` completes (FFmpeg's resampler holds a few back)."""
-        import av
-
+        out = []
         frame_format = (frame.sample_rate, frame.format.name, frame.layout.name)
         if frame_format != self._format:
-            # A stream whose format changes (a radio's next programme) gets a new graph; the
-            # few samples the old one held back (well under a millisecond) are let go.
+            if self._graph is not None:
+                # A stream whose format changes (a radio's next programme) gets a new graph;
+                # the old one first gives up the samples its resampler held back.
+                self._graph.push(None)
+                out += self._pulled()
             self._graph, self._format = _downmix_graph(frame), frame_format
         self._graph.push(frame)
+        return out + self._pulled()
+
+    def _pulled(self) -> list[np.ndarray]:
+        import av
+
         out = []
         while True:
             try:

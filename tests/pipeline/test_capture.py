@@ -210,7 +210,8 @@ def test_network_audio_is_resampled_as_pyav_does_without_a_thread_pool(
 
 def test_a_stream_whose_audio_format_changes_goes_on_resampled():
     """A radio's next programme may change rate and channels mid-stream: the new frames get a
-    filter graph of their own (FFmpeg refuses them in the old one)."""
+    filter graph of their own (FFmpeg refuses them in the old one), once the old one has given
+    up the samples it held back."""
     from fractions import Fraction
 
     import av
@@ -227,9 +228,11 @@ def test_a_stream_whose_audio_format_changes_goes_on_resampled():
             frame.sample_rate, frame.pts, frame.time_base = rate, i * 1152, Fraction(1, rate)
             got += sum(len(samples) for samples in downmix.samples(frame))
         counts.append(got)
-    for (rate, _, _), got in zip(formats, counts, strict=True):
-        expected = 40 * 1152 * 16000 / rate
-        assert expected * 0.97 <= got <= expected, (got, expected)
+    expected = [40 * 1152 * 16000 / rate for rate, _, _ in formats]
+    assert all(want * 0.97 <= got for got, want in zip(counts, expected, strict=True)), counts
+    # Only the last format's few held-back samples are missing (~16): the old graph gave up
+    # its own before the new one took over.
+    assert sum(expected) - 24 <= sum(counts) <= sum(expected), (counts, expected)
 
 
 def test_network_url_source_over_http(services: Services, redis_server: RedisServer,
