@@ -65,6 +65,7 @@ from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_pa
 
 SOURCE_HELP = SOURCE_FORMS + " Repeatable; default: mic (unless --sources-file gives sources)."
 SERVICE_START_S = 30.0
+SERVICE_STOP_S = 30.0  # then SIGKILL
 NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
 REDIS_LOST = 3  # exit status of `up` when Redis could not be started or was lost
@@ -163,8 +164,25 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
+class StopSignals:
+    """Keeps the first of STOP_SIGNALS; check(), called at each step of every wait, raises it as
+    Interrupted. The handler itself raises nothing: Python would raise it wherever the main
+    thread stood, even inside os.fork's at-fork hooks (logging's, at every Popen), which drop
+    it ("Exception ignored in"), and `up` would run on."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._keep)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    def _keep(self, signum: int, _frame: object) -> None:
+        self.received = self.received or signum
 
 
 class ShardedRedisError(Exception):
@@ -246,8 +264,8 @@ def up(
     run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _raise_interrupted)
+    signals = StopSignals()
+    signals.install()
     embedded = None if given_redis else _embedded_redis(run_dir, None if private else data)
     processes: list[ServiceProcess] = []
     status, keep_logs = 0, log_dir is not None
@@ -274,10 +292,10 @@ def up(
             stderr.print(PRIVATE_REDIS, soft_wrap=True)
         if data is not None:
             _forget_last_run(client)
-        processes = _start(plan[:-1], ports[:-1], shared_settings, logs)
-        _wait_for_readers(client, processes)
-        processes += _start(plan[-1:], ports[-1:], shared_settings, logs)
-        status = _watch(client, processes, exit_when_done)
+        _start(plan[:-1], ports[:-1], shared_settings, logs, processes, signals)
+        _wait_for_readers(client, processes, signals)
+        _start(plan[-1:], ports[-1:], shared_settings, logs, processes, signals)
+        status = _watch(client, processes, exit_when_done, signals)
     except Interrupted as stop:
         status = 128 + stop.signum
     except (DataDirError, ShardedRedisError) as exc:
@@ -446,12 +464,14 @@ def _ports(plan: list[tuple[str, dict[str, Any]]], base: int, api_port: int) -> 
 
 
 def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],
-           shared_settings: dict[str, Any], logs: Path) -> list[ServiceProcess]:
+           shared_settings: dict[str, Any], logs: Path, processes: list[ServiceProcess],
+           signals: StopSignals) -> None:
     """One process per service, on 127.0.0.1, in a session of its own (the terminal's Ctrl-C
     reaches `up`, which stops them in order) that dies with `up` even if `up` is killed. Each
-    gets the settings its model has of `shared_settings`, and its own."""
-    processes = []
+    gets the settings its model has of `shared_settings`, and its own. Each is added to
+    `processes` as it starts, so a stop signal in the middle stops those started."""
     for (name, own), port in zip(plan, ports, strict=True):
+        signals.check()
         service = SERVICES[name]
         fields = service.settings.model_fields
         settings = {key: value for key, value in shared_settings.items() if key in fields}
@@ -462,7 +482,6 @@ def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=die_with_parent)
         processes.append(ServiceProcess(name, process, log))
-    return processes
 
 
 def _stop(processes: list[ServiceProcess]) -> None:
@@ -471,13 +490,14 @@ def _stop(processes: list[ServiceProcess]) -> None:
             service.process.terminate()
     for service in processes:
         try:
-            service.process.wait(30)
+            service.process.wait(SERVICE_STOP_S)
         except subprocess.TimeoutExpired:
             service.process.kill()
             service.process.wait()
 
 
-def _watch(client: redis.Redis, processes: list[ServiceProcess], exit_when_done: bool) -> int:
+def _watch(client: redis.Redis, processes: list[ServiceProcess], exit_when_done: bool,
+           signals: StopSignals) -> int:
     """Show the live view (stderr) and follow events (stdout) until done: 0, or 1 when a
     source failed. A service that dies ends `up` with its last log line."""
     follow = EventFollower(client, print_lines=not sys.stdout.isatty())
@@ -485,21 +505,24 @@ def _watch(client: redis.Redis, processes: list[ServiceProcess], exit_when_done:
         if stderr.is_terminal else nullcontext()
     with live:
         while True:
+            signals.check()
             capture_status = _check_services(processes)
             follow.poll()
             if isinstance(live, Live):
                 live.update(_view(client, processes))
             if exit_when_done and capture_status is not None and _drained(client):
-                _wait_for_deliveries(client)
+                _wait_for_deliveries(client, signals)
                 follow.poll()
                 return _report_failed_sources(client) if capture_status else 0
             time.sleep(0.25)
 
 
-def _wait_for_readers(client: redis.Redis, processes: list[ServiceProcess]) -> None:
+def _wait_for_readers(client: redis.Redis, processes: list[ServiceProcess],
+                      signals: StopSignals) -> None:
     deadline = time.monotonic() + SERVICE_START_S
     while not (_notifier_groups(client) and _recorder_reads_audio(client)) \
             and time.monotonic() < deadline:
+        signals.check()
         _check_services(processes)
         time.sleep(0.1)
 
@@ -570,12 +593,13 @@ class EventFollower:
                                f"{event.end:.2f}\t{event.score:.2f}")
 
 
-def _wait_for_deliveries(client: redis.Redis) -> None:
+def _wait_for_deliveries(client: redis.Redis, signals: StopSignals) -> None:
     """Give the notifier's sinks NOTIFY_DRAIN_S to deliver the last events, and the recorder to
     write their clips; what a sink that is down has not had stays in Redis (kept in the data
     directory; lost with an ephemeral Redis), said in one line."""
     deadline = time.monotonic() + NOTIFY_DRAIN_S
     while True:
+        signals.check()
         behind = _behind(client)
         if not behind:
             return

@@ -101,6 +101,34 @@ def test_up_stops_on_sigint_even_when_started_with_it_ignored(clips_dir: Path, t
     assert up.wait(60) == 128 + signal.SIGINT
 
 
+FORK_HOOK_SIGNAL = """
+import os, signal, subprocess, sys
+from soundhive.pipeline import Interrupted, StopSignals
+
+signals = StopSignals()
+signals.install()
+
+def land_in_hook():
+    os.kill(os.getpid(), signal.SIGINT)
+    sum(range(1000))  # Python runs the handler here, inside the hook
+
+os.register_at_fork(after_in_parent=land_in_hook)
+subprocess.run(["true"], preexec_fn=lambda: None)  # as `up` starts services: a fork
+try:
+    signals.check()
+except Interrupted as stop:
+    sys.exit(128 + stop.signum)
+"""
+
+
+def test_a_stop_signal_landing_inside_a_fork_hook_still_stops_up():
+    """Python drops an exception raised inside os.fork's at-fork hooks (logging's run at every
+    Popen): `up`, stopped there while starting its services, once ran on and hung."""
+    result = subprocess.run([sys.executable, "-c", FORK_HOOK_SIGNAL], cwd=REPO,
+                            capture_output=True, text=True, timeout=WAIT_S)
+    assert (result.returncode, result.stderr) == (128 + signal.SIGINT, "")
+
+
 def test_up_says_when_it_lost_its_redis(clips_dir: Path, tmp_path: Path):
     up, err = start_up(clips_dir, tmp_path, "--ephemeral")
     redis_of(err).ping()
