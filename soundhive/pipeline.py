@@ -62,6 +62,7 @@ from shared.status import read_sources
 from soundhive.console import USAGE_ERROR, fail, stderr, warn
 from soundhive.data_dir import PERSISTENCE, DataDir, DataDirError, default_data_dir
 from soundhive.redis_process import RedisProcess, RedisProcessError, die_with_parent
+from soundhive.run_dir import RunDir, remove_abandoned
 
 SOURCE_HELP = SOURCE_FORMS + " Repeatable; default: mic (unless --sources-file gives sources)."
 SERVICE_START_S = 30.0
@@ -208,8 +209,8 @@ def up(
     events_config: Path | None = typer.Option(None, "--events-config", help="Event rules file."),
     log_dir: Path | None = typer.Option(
         None, "--log-dir", help="Keep the service logs here (default: "
-        "$TMPDIR/soundhive-up-*/logs, removed at exit unless a service failed; an `up` killed "
-        "with SIGKILL cannot remove it)."),
+        "$TMPDIR/soundhive-up-*/logs, removed at exit unless a service failed; after an `up` "
+        "killed with SIGKILL, by the next `up`)."),
     metrics_port_base: int = typer.Option(
         SERVICES["capture"].port, "--metrics-port-base", min=0, max=65533,
         help="Metrics/health ports on 127.0.0.1: capture this one, features +1, classifier +2, "
@@ -261,7 +262,11 @@ def up(
     ports = _ports(plan, metrics_port_base, api_port or free_port())
     api_url = f"http://127.0.0.1:{ports[[name for name, _ in plan].index('api')]}"
     dashboard_url = f"{api_url}/?token={api_token}" if api_token else api_url
-    run_dir = Path(tempfile.mkdtemp(prefix="soundhive-up-"))
+    for folder in remove_abandoned():
+        stderr.print(f"removed {folder}: the run folder of an earlier `up` that was killed",
+                     soft_wrap=True)
+    run = RunDir()
+    run_dir = run.path
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     signals = StopSignals()
@@ -318,7 +323,7 @@ def up(
         if keep_logs and log_dir is None:
             shutil.move(logs, logs := Path(tempfile.mkdtemp(prefix="soundhive-logs-")) / "logs")
             stderr.print(f"service logs kept in {logs}")
-        shutil.rmtree(run_dir, ignore_errors=True)
+        run.remove()
     raise typer.Exit(status)
 
 

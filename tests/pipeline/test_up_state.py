@@ -16,6 +16,7 @@ from pipeline_helpers import REPO, wait_for
 
 from shared import streams
 from shared.messages import Event
+from soundhive.run_dir import PREFIX, RunDir, remove_abandoned
 
 WAIT_S = 120
 QUIET = ["--metrics-port-base", "0", "--api-port", "0"]
@@ -127,6 +128,42 @@ def test_a_stop_signal_landing_inside_a_fork_hook_still_stops_up():
     result = subprocess.run([sys.executable, "-c", FORK_HOOK_SIGNAL], cwd=REPO,
                             capture_output=True, text=True, timeout=WAIT_S)
     assert (result.returncode, result.stderr) == (128 + signal.SIGINT, "")
+
+
+def test_the_next_up_removes_the_run_folder_of_one_killed_with_sigkill(clips_dir: Path,
+                                                                      tmp_path: Path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    killed, err = start_up(clips_dir, tmp_path, "--ephemeral", TMPDIR=str(tmpdir))
+    redis_of(err).ping()
+    killed.kill()
+    killed.wait(60)
+    [left] = tmpdir.glob(f"{PREFIX}*")
+    assert (left / "redis.sock").exists()
+    second, err = start_up(clips_dir, tmp_path, "--ephemeral", TMPDIR=str(tmpdir))
+    try:
+        redis_of(err).ping()
+        assert f"removed {left}: the run folder of an earlier `up` that was killed" \
+            in err.read_text()
+        assert not left.exists() and len(list(tmpdir.glob(f"{PREFIX}*"))) == 1
+    finally:
+        stop(second)
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_only_run_folders_whose_up_is_gone_are_removed(tmp_path: Path):
+    running = RunDir(tmp_path)
+    creating = tmp_path / f"{PREFIX}new"  # no lock file yet (or an older version's)
+    creating.mkdir()
+    ended = subprocess.run(  # a process that made its run folder and died without removing it
+        [sys.executable, "-c", "import os, sys; from pathlib import Path; "
+         "from soundhive.run_dir import RunDir; print(RunDir(Path(sys.argv[1])).path); "
+         "os._exit(0)", str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True)
+    gone = Path(ended.stdout.strip())
+    assert remove_abandoned(tmp_path) == [gone]
+    assert running.path.is_dir() and creating.is_dir() and not gone.exists()
+    running.remove()
+    assert not running.path.exists()
 
 
 def test_up_says_when_it_lost_its_redis(clips_dir: Path, tmp_path: Path):
