@@ -183,9 +183,16 @@ class PcmChunk(Message):
 
 def level_envelope(samples: np.ndarray) -> bytes:
     """Loudness of consecutive ENVELOPE_FRAME_SAMPLES frames (30 ms) of a chunk, in whole dBFS
-    (int8, floored at ENVELOPE_FLOOR_DB): where in a patch a sound is, for the event rules."""
+    (int8, floored at ENVELOPE_FLOOR_DB): where in a patch a sound is, for the event rules.
+    `samples`: float32 in [-1, 1], or int16 PCM read as those floats (the same bytes: each
+    frame's float64 sum of squares is exact either way, so its integer sum scaled is the same)."""
     frames = samples[: ENVELOPE_FRAMES * ENVELOPE_FRAME_SAMPLES].reshape(ENVELOPE_FRAMES, -1)
-    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    if samples.dtype == np.int16:
+        wide = frames.astype(np.int64)
+        energy = np.einsum("ij,ij->i", wide, wide) * (1.0 / params.PCM_FULL_SCALE ** 2)
+        power = energy / frames.shape[1]
+    else:
+        power = np.mean(np.square(frames, dtype=np.float64), axis=1)
     db = 10 * np.log10(np.maximum(power, 10 ** (ENVELOPE_FLOOR_DB / 10)))
     return np.clip(np.round(db), ENVELOPE_FLOOR_DB, 0).astype(np.int8).tobytes()
 
@@ -232,7 +239,7 @@ class Embeddings(Message):
         vectors = np.ascontiguousarray(vectors, "<f4" if quantization is None else np.int8)
         return cls(chunk.source, chunk.session, chunk.seq, chunk.t, chunk.offset, chunk.rms,
                    chunk.last, model, int(vectors.shape[1]), vectors.tobytes(),
-                   level_envelope(chunk.samples()), quantization)
+                   level_envelope(chunk.pcm_samples()), quantization)
 
     def check(self) -> None:
         row_bytes = self._value_bytes * self.dim

@@ -15,7 +15,9 @@ from shared.messages import (
     Prediction,
     SinkStatus,
     SourceStatus,
+    level_envelope,
 )
+from shared.params import PCM_FULL_SCALE
 
 CHUNK = PcmChunk.from_samples("mic1", "s1", 7, 1700000000.5, 6.72,
                               np.linspace(-0.5, 0.5, CHUNK_SAMPLES, dtype=np.float32), False)
@@ -111,3 +113,12 @@ def test_numpy_numbers_are_written_as_plain_numbers():
                   np.float64(2.0), "yamnet")
     assert Event.decode(event.encode()) == Event("a/Dog/0", "a", "Dog", "end", 0.5, 1.5, 2.5,
                                                  0.0, 2.0, "yamnet")
+
+
+@pytest.mark.parametrize("amplitude", [0, 1, 3, 30, 300, 3000, 30000, 40000])
+def test_the_level_envelope_of_int16_pcm_is_that_of_its_floats(amplitude: int):
+    """Features reads the chunk's int16 PCM as it is; the envelope's bytes are those of the
+    float samples it stands for, from silence to full scale (clipped)."""
+    noise = np.random.default_rng(amplitude).standard_normal(CHUNK_SAMPLES) * amplitude
+    pcm = np.clip(noise, -32768, 32767).astype(np.int16)
+    assert level_envelope(pcm) == level_envelope(pcm.astype(np.float32) / PCM_FULL_SCALE)
