@@ -60,6 +60,10 @@ log = logging.getLogger("soundhive.bus")
 M = TypeVar("M", bound=Message)
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# Redis turning this client away: a wrong user or password (an AuthenticationError is also a
+# ConnectionError), or a command its ACL user may not run. Waited out as other trouble (an ACL
+# change applies at once), but named as what it is.
+REFUSALS = (redis.AuthenticationError, redis.exceptions.NoPermissionError)
 _TRIM_INTERVAL_S = 1.0
 _BACKPRESSURE_WAIT_S = 0.2
 # The output's backlog is looked at no more often than this: at low load a turn is one entry,
@@ -133,6 +137,8 @@ def publish(client: redis.Redis | redis.client.Pipeline, stream: str, message: M
 
 def weather(exc: BaseException) -> str | None:
     """The kind of Redis trouble to wait out, or None for an error that is not Redis's."""
+    if isinstance(exc, REFUSALS):
+        return "refused"
     if isinstance(exc, CONNECTION_ERRORS):
         return "unreachable"
     if not isinstance(exc, redis.RedisError):
@@ -168,8 +174,10 @@ class Weather:
         kind = weather(exc) or "error"
         metrics.REDIS_ERRORS.labels(self.service, kind).inc()
         if kind != self._kind:
-            log.warning("%s: redis %s (%s); retrying with backoff until it clears",
-                        self.service, kind, _reason(exc))
+            log.warning("%s: redis %s (%s)%s; retrying with backoff until it clears",
+                        self.service, kind, _reason(exc),
+                        ": check REDIS_URL's user and password, and its ACL (docs/security.md)"
+                        if kind == "refused" else "")
             self._since = self._since or time.monotonic()
             self._kind = kind
         self.health.fail(f"redis {kind}", self.part)

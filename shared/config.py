@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+import redis
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -50,6 +51,23 @@ def _split_commas(value: Any) -> Any:
 # A setting written as "a, b, c" in the environment: a tuple of its non-empty parts.
 CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
 CommaSeparatedInts = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split_commas)]
+
+
+def _check_redis_urls(value: Any) -> Any:
+    """A Redis URL, or each of several, as redis-py will read it; the message never repeats
+    the URL (it may hold a password)."""
+    for url in (value,) if isinstance(value, str) else value:
+        try:
+            redis.connection.parse_url(url)
+        except ValueError:
+            raise ValueError("not a Redis URL: redis://host:port/db, rediss:// for TLS or "
+                             "unix:///path/to/socket; a user and password go before the host, "
+                             "percent-encoded where they hold / : @ % or spaces") from None
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(_check_redis_urls)]
+RedisUrls = Annotated[CommaSeparated, AfterValidator(_check_redis_urls)]
 
 
 def usable_cpus() -> int:
@@ -223,11 +241,11 @@ class RedisSettings(SettingsModel):
     """Where the pipeline's Redis is and how its streams are sharded: every process that
     reads or writes the streams (the pipeline's services and the api) reads these."""
 
-    redis_url: str = secret_field(
-        DEFAULT_REDIS_URL, "Redis to use, redis://[:password@]host:port/db (`soundhive up` "
+    redis_url: RedisUrl = secret_field(
+        DEFAULT_REDIS_URL, "Redis to use, redis://[user:password@]host:port/db (`soundhive up` "
         "starts an embedded one when it is unset); with SOUNDHIVE_REDIS_CLUSTER, any node of "
         "the cluster.", flag="--redis-url", validation_alias="REDIS_URL")
-    redis_urls: CommaSeparated = secret_field(
+    redis_urls: RedisUrls = secret_field(
         (), "Several independent Redis servers, comma-separated: shard i lives on server "
         "i modulo their number, the global keys on the first (REDIS_URL is then unused).",
         validation_alias="REDIS_URLS")

@@ -56,8 +56,8 @@ CLAIMED = Counter(
     "soundhive_claimed_messages_total", "Stale pending entries claimed from other consumers",
     ["worker"],
 )
-REDIS_ERROR_KINDS = ("unreachable", "out of memory", "read-only replica", "stream or group gone",
-                     "unavailable", "error")
+REDIS_ERROR_KINDS = ("unreachable", "refused", "out of memory", "read-only replica",
+                     "stream or group gone", "unavailable", "error")
 REDIS_ERRORS = Counter(
     "soundhive_redis_errors_total",
     "Redis calls that failed and were retried (kind: unreachable, out of memory, ...)",

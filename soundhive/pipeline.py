@@ -309,6 +309,11 @@ def up(
     except RedisProcessError as exc:
         warn(str(exc))
         status = REDIS_LOST
+    except bus.REFUSALS as exc:
+        reason = str(exc).rstrip(".")
+        warn(f"Redis {redact(given_redis or '')} refused soundhive: {reason} (check the user "
+             "and password in --redis-url or REDIS_URL, and the user's ACL: docs/security.md)")
+        status = USAGE_ERROR
     except bus.CONNECTION_ERRORS as exc:
         warn(f"lost Redis: {exc}")
         status, keep_logs = REDIS_LOST, True
@@ -434,7 +439,7 @@ def _given_redis(option: str | None) -> str | None:
     variable = Settings.env_name("redis_url")
     if option or os.environ.get(variable) or os.environ.get(f"{variable}_FILE"):
         try:
-            return option or Settings().redis_url
+            return Settings.load(redis_url=option).redis_url
         except ConfigError as exc:
             fail(str(exc))
     return None

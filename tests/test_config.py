@@ -59,13 +59,14 @@ def test_every_secret_can_come_from_a_file(monkeypatch, tmp_path):
     assert len(secrets) >= 9  # Redis, the api token, DeviceHive's three, MQTT, webhooks, sources
     monkeypatch.setenv("SOUNDHIVE_CAPTURE_SOURCES", "mic")
     for model, name in secrets:
+        scheme = "redis" if name.startswith("redis_url") else "http"
         path = tmp_path / model.env_name(name)
-        path.write_text("http://from-a-file\n")
+        path.write_text(f"{scheme}://from-a-file\n")
         with monkeypatch.context() as patch:
             patch.delenv(model.env_name(name), raising=False)  # capture's sources, set above
             patch.setenv(f"{model.env_name(name)}_FILE", str(path))
-            assert "http://from-a-file" in str(getattr(model(), name)), model.env_name(name)
-            patch.setenv(model.env_name(name), "http://from-the-environment")
+            assert f"{scheme}://from-a-file" in str(getattr(model(), name)), model.env_name(name)
+            patch.setenv(model.env_name(name), f"{scheme}://from-the-environment")
             assert "from-the-environment" in str(getattr(model(), name))  # NAME wins
 
 
@@ -82,6 +83,27 @@ def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("SOUNDHIVE_API_PORT", "eighty")
     with pytest.raises(ConfigError, match=r"^SOUNDHIVE_API_PORT: .*'eighty'"):
         ApiSettings()
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("REDIS_URL", "redis://mic:s3cr/et@redis:6379/0"),  # an unencoded / in the password
+    ("REDIS_URL", "http://redis:6379/0"),
+    ("REDIS_URL", "redis://redis:port/0"),
+    ("REDIS_URLS", "redis://a:6379/0, redis://mic:s3cr/et@b:6379/0"),
+])
+def test_a_bad_redis_url_is_one_line_that_never_shows_it(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=f"^{variable}: not a Redis URL") as error:
+        FeaturesSettings()
+    assert "\n" not in str(error.value) and "s3cr" not in str(error.value)
+
+
+@pytest.mark.parametrize("url", ["redis://mic:pa%2Fss%40%25@redis:6379/0",
+                                 "rediss://:secret@redis.example:6380/1",
+                                 "unix:///run/redis/redis.sock?db=0", "redis://localhost"])
+def test_redis_urls_redis_py_reads_are_accepted(monkeypatch, url):
+    monkeypatch.setenv("REDIS_URL", url)
+    assert FeaturesSettings().redis_url == url
 
 
 def test_every_serve_option_is_a_setting_and_every_setting_but_secrets_an_option():
