@@ -486,7 +486,8 @@ def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],
         fields = service.settings.model_fields
         settings = {key: value for key, value in shared_settings.items() if key in fields}
         settings |= {**own, service.port_field: port, service.host_field: "127.0.0.1"}
-        log = logs / f"{name}-{len(processes)}.log"
+        replica = sum(started.name == name for started in processes)
+        log = logs / f"{name}-{replica}.log"
         with log.open("wb") as out:
             process = service.launch(dict(os.environ), settings, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True,

@@ -91,6 +91,9 @@ def test_the_shipped_acl_user_runs_the_whole_pipeline(acl_redis: RedisProcess, c
         status = process.wait(60)
         webhook.stop()
     assert status == 128 + signal.SIGTERM
+    names = {log.name for log in (tmp_path / "logs").iterdir()}  # each service's replicas from 0
+    assert {f"{name}-0.log" for name in ("capture", "features", "classifier", "notifier",
+                                         "recorder", "api")} <= names
     logs = "".join(log.read_text() for log in (tmp_path / "logs").iterdir())
     assert "redis refused" not in logs and "NOPERM" not in logs, logs
 
