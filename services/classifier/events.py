@@ -210,11 +210,14 @@ class EventTracker:
         self.rules, self.tree, self.model = rules, tree, model
         names = tree.class_names
         self._index = {name: i for i, name in enumerate(names)}
-        self._on = np.array([rules.thresholds.get(n, rules.default_threshold) for n in names],
-                            np.float32)
-        self._off = self._on * rules.release_ratio
+        on = np.array([rules.thresholds.get(n, rules.default_threshold) for n in names],
+                      np.float32)
         allowed = tree.matching(rules.allow) if rules.allow else np.ones(len(names), bool)
         self._eligible = allowed & ~tree.matching(rules.deny)
+        # The eligible classes' start and release levels; NaN, which no score reaches, for
+        # the others.
+        self._on = np.where(self._eligible, on, np.nan)
+        self._off = np.where(self._eligible, on * rules.release_ratio, np.nan)
         self._min_db = 20 * np.log10(max(rules.min_rms, 1e-6))
         self._specific = rules.hierarchy == "specific"
         self._keepers_of: dict[tuple[str, str], np.ndarray] = {}
@@ -267,9 +270,9 @@ class EventTracker:
         stored = rows.astype("<f2")
         smoothed, highest = self._smooth(states, patches, rows, stored)
         heard = _Heard(stored, smoothed, highest,
-                       self._eligible & (smoothed >= self._off), [[] for _ in starts],
-                       *_loudness(levels[np.array(starts)[:, None] + np.arange(PATCH_FRAMES)]))
-        patch_of, class_of = np.nonzero(self._eligible & (smoothed >= self._on))
+                       smoothed >= self._off, [[] for _ in starts],
+                       *_loudness(levels[np.add.outer(starts, np.arange(PATCH_FRAMES))]))
+        patch_of, class_of = np.nonzero(smoothed >= self._on)
         for patch, i in zip(patch_of.tolist(), class_of.tolist(), strict=True):
             heard.confident[patch].append(i)
         return heard
@@ -344,9 +347,9 @@ class EventTracker:
         windows = seen.take([*([end - depth if depth <= length else 0
                                 for end, length in zip(ends, lengths, strict=True)]
                                for depth in range(max(lengths), 0, -1)),
-                             range(own, own + len(rows))], axis=0)
+                             list(range(own, own + len(rows)))], axis=0)
         total = np.add.reduce(windows, axis=0)
-        total /= np.array(lengths, np.intp)[:, None] + 1
+        total /= np.array([[length + 1] for length in lengths], np.intp)
         return total, np.maximum.reduce(windows, axis=0)
 
     def _patch(self, state: TrackState, source: str, patch: "_Patch",
