@@ -76,7 +76,7 @@ LOOKBACK_FRAMES = round(PATCH_HOP_SECONDS / ENVELOPE_FRAME_SECONDS)  # ... at mo
 # sound before (measured: mean |onset error| 0.51 -> 0.48 s on the benchmark)
 MIN_ATTACK_DB = 3.0  # a patch less above its floor than this has no attack to place
 
-Scored = tuple[Embeddings, np.ndarray]  # a chunk and its patches' scores [P, C]
+ChunkScores = tuple[Embeddings, np.ndarray]  # a chunk and its patches' scores [P, C]
 
 
 class RulesError(UserError, ValueError):
@@ -230,7 +230,7 @@ class EventTracker:
         [(state, [events])] = self.update_sources([(state, [(chunk, scores)])])
         return state, events
 
-    def update_sources(self, sources: Sequence[tuple[TrackState, Sequence[Scored]]]
+    def update_sources(self, sources: Sequence[tuple[TrackState, Sequence[ChunkScores]]]
                        ) -> list[tuple[TrackState, list[list[Event]]]]:
         """update() over each source's chunks in order, for sources scored by one head (one
         dtype, one class count): each source's new state, and its events chunk by chunk. What
@@ -256,7 +256,7 @@ class EventTracker:
         """End every open event (the source ended, or a new session of it began)."""
         return [self._event(source, event, "end") for event in state.open.values()]
 
-    def _hear(self, states: list[TrackState], patches: list[int], chunks: list[Scored]
+    def _hear(self, states: list[TrackState], patches: list[int], chunks: list[ChunkScores]
               ) -> "_Heard":
         """The patches of `chunks` (the sources' in turn, `patches` of each) as the rules see
         them before they apply."""
