@@ -43,6 +43,8 @@ the state in Redis (sequencer.py) and feeds chunks in sequence order.
 
 import copy
 import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,6 +59,7 @@ from shared.hierarchy import LabelTree
 from shared.messages import (
     CHUNK_HOP_SECONDS,
     ENVELOPE_FRAME_SECONDS,
+    ENVELOPE_FRAMES,
     PATCH_HOP_SECONDS,
     Embeddings,
     Event,
@@ -72,6 +75,8 @@ LOOKBACK_FRAMES = round(PATCH_HOP_SECONDS / ENVELOPE_FRAME_SECONDS)  # ... at mo
 # hop (0.48 s) before its patch: further back, the frames were as often the ambience or the
 # sound before (measured: mean |onset error| 0.51 -> 0.48 s on the benchmark)
 MIN_ATTACK_DB = 3.0  # a patch less above its floor than this has no attack to place
+
+ChunkScores = tuple[Embeddings, np.ndarray]  # a chunk and its patches' scores [P, C]
 
 
 class RulesError(UserError, ValueError):
@@ -184,18 +189,35 @@ class TrackState(msgspec.Struct):
     recent: list[bytes] = []  # the scores of the smooth_patches - 1 patches before (float16)
 
 
+@dataclass
+class _Heard:
+    """Patches as the rules see them before they apply (per patch, in order)."""
+
+    stored: np.ndarray  # their scores as the state keeps them (float16 [P, C])
+    smoothed: np.ndarray  # [P, C]
+    highest: np.ndarray  # the highest of the model's own scores that `smoothed` averages
+    up: np.ndarray  # bool [P, C]: eligible and at the release level
+    confident: list[list[int]]  # the eligible classes at their start threshold
+    level: list[float]  # dB of the mean power
+    loudest: list[float]  # the loudest frame's level
+    quiet: list[float]  # the background as the patch hears it (quiet_level)
+
+
 class EventTracker:
-    """Applies Rules to the patches of one chunk, given and returning the source's state."""
+    """Applies Rules to the patches of a source's chunks, given and returning its state."""
 
     def __init__(self, rules: Rules, tree: LabelTree, model: str = ""):
         self.rules, self.tree, self.model = rules, tree, model
         names = tree.class_names
         self._index = {name: i for i, name in enumerate(names)}
-        self._on = np.array([rules.thresholds.get(n, rules.default_threshold) for n in names],
-                            np.float32)
-        self._off = self._on * rules.release_ratio
+        on = np.array([rules.thresholds.get(n, rules.default_threshold) for n in names],
+                      np.float32)
         allowed = tree.matching(rules.allow) if rules.allow else np.ones(len(names), bool)
         self._eligible = allowed & ~tree.matching(rules.deny)
+        # The eligible classes' start and release levels; NaN, which no score reaches, for
+        # the others.
+        self._on = np.where(self._eligible, on, np.nan)
+        self._off = np.where(self._eligible, on * rules.release_ratio, np.nan)
         self._min_db = 20 * np.log10(max(rules.min_rms, 1e-6))
         self._specific = rules.hierarchy == "specific"
         self._keepers_of: dict[tuple[str, str], np.ndarray] = {}
@@ -205,58 +227,138 @@ class EventTracker:
     def update(self, state: TrackState, chunk: Embeddings, scores: np.ndarray
                ) -> tuple[TrackState, list[Event]]:
         """One chunk's patches (scores [P, C]) in order; returns the new state and events."""
+        [(state, [events])] = self.update_sources([(state, [(chunk, scores)])])
+        return state, events
+
+    def update_sources(self, sources: Sequence[tuple[TrackState, Sequence[ChunkScores]]]
+                       ) -> list[tuple[TrackState, list[list[Event]]]]:
+        """update() over each source's chunks in order, for sources scored by one head (one
+        dtype, one class count): each source's new state, and its events chunk by chunk. What
+        the patches do not owe to the rules' state (their loudness, smoothed scores, and the
+        classes at their release and start levels) is computed for all of them at once."""
+        chunks = [chunk for _, scored in sources for chunk in scored]
+        if not chunks:
+            return [(state, []) for state, _ in sources]
+        heard = self._hear([state for state, _ in sources],
+                           [sum(len(scores) for _, scores in scored) for _, scored in sources],
+                           chunks)
+        updated, at = [], 0
+        for state, scored in sources:
+            found = []
+            for chunk, scores in scored:
+                state, events = self._chunk(state, chunk, heard, range(at, at + len(scores)))
+                found.append(events)
+                at += len(scores)
+            updated.append((state, found))
+        return updated
+
+    def close(self, state: TrackState, source: str) -> list[Event]:
+        """End every open event (the source ended, or a new session of it began)."""
+        return [self._event(source, event, "end") for event in state.open.values()]
+
+    def _hear(self, states: list[TrackState], patches: list[int], chunks: list[ChunkScores]
+              ) -> "_Heard":
+        """The patches of `chunks` (the sources' in turn, `patches` of each) as the rules see
+        them before they apply."""
+        rows = np.concatenate([scores for _, scores in chunks])
+        # each patch's first frame in `levels`: a chunk's envelope has ENVELOPE_FRAMES frames
+        starts = [n * ENVELOPE_FRAMES + row * round(chunk.patch_hop_seconds /
+                                                    ENVELOPE_FRAME_SECONDS)
+                  for n, (chunk, scores) in enumerate(chunks) for row in range(len(scores))]
+        levels = np.frombuffer(b"".join(chunk.envelope for chunk, _ in chunks),
+                               np.int8).astype(np.float32)
+        stored = rows.astype("<f2")
+        smoothed, highest = self._smooth(states, patches, rows, stored)
+        heard = _Heard(stored, smoothed, highest,
+                       smoothed >= self._off, [[] for _ in starts],
+                       *_loudness(levels[np.add.outer(starts, np.arange(PATCH_FRAMES))]))
+        patch_of, class_of = np.nonzero(smoothed >= self._on)
+        for patch, i in zip(patch_of.tolist(), class_of.tolist(), strict=True):
+            heard.confident[patch].append(i)
+        return heard
+
+    def _chunk(self, state: TrackState, chunk: Embeddings, heard: "_Heard", patches: range
+               ) -> tuple[TrackState, list[Event]]:
+        """The rules over one chunk: its patches are `patches` of `heard`."""
         events: list[Event] = []
         levels = chunk.levels()
         history = np.concatenate([np.array(state.before, np.float32), levels])
         kept = history[:len(history) - len(levels) + HOP_FRAMES][-LOOKBACK_FRAMES:]
         state = TrackState({k: copy.copy(e) for k, e in state.open.items()},
                            state.floor_db, kept.astype(int).tolist(), dict(state.runs),
-                           list(state.recent))
+                           self._recent(state, heard.stored[patches.start:patches.stop]))
         hop = chunk.patch_hop_seconds
-        for row, patch_scores in enumerate(scores):
+        for row, at in enumerate(patches):
             first = len(history) - len(levels) + row * round(hop / ENVELOPE_FRAME_SECONDS)
             patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop,
                            history[max(0, first - LOOKBACK_FRAMES):first + PATCH_FRAMES],
-                           min(first, LOOKBACK_FRAMES), state.floor_db)
-            events += self._patch(state, chunk.source, patch, patch_scores)
-            state.floor_db = patch.quiet if state.floor_db is None else \
-                min(patch.quiet, state.floor_db + FLOOR_RISE_DB_PER_S * hop)
+                           min(first, LOOKBACK_FRAMES), state.floor_db, heard.level[at],
+                           heard.loudest[at])
+            events += self._patch(state, chunk.source, patch,
+                                  (heard.smoothed[at], heard.highest[at]), heard.up[at],
+                                  heard.confident[at])
+            state.floor_db = heard.quiet[at] if state.floor_db is None else \
+                min(heard.quiet[at], state.floor_db + FLOOR_RISE_DB_PER_S * hop)
         if chunk.last:
             events += self.close(state, chunk.source)
             state.open = {}
         return state, events
 
-    def close(self, state: TrackState, source: str) -> list[Event]:
-        """End every open event (the source ended, or a new session of it began)."""
-        return [self._event(source, event, "end") for event in state.open.values()]
-
-    def _smooth(self, state: TrackState, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each label's mean and highest score over this patch and the smooth_patches - 1
-        before it (kept in the state as float16, so a replica that reads it computes the same):
-        a label the model says for one patch over another sound counts half, a sound heard in
-        both counts whole. Rows of another head (a different class count) are not used."""
+    def _recent(self, state: TrackState, stored: np.ndarray) -> list[bytes]:
+        """The state's scores of the last smooth_patches - 1 patches, after the patches whose
+        scores are `stored` (float16 [P, C]); rows of another head (a different class count)
+        are dropped."""
         size = self.rules.smooth_patches
         if size == 1:
-            return row, row
-        earlier = [r for r in state.recent if len(r) == 2 * len(row)]
-        state.recent = [*earlier, row.astype("<f2").tobytes()][-(size - 1):]
-        # np.stack(window).mean(axis=0) and .max(axis=0), to the bit: the rows added in order
-        # in their common dtype, then divided by their count
-        dtype = np.result_type(row, np.float32)
-        window = [*(np.frombuffer(r, "<f2").astype(dtype) for r in earlier),
-                  row.astype(dtype, copy=False)]
-        total, highest = window[0].copy(), window[0].copy()
-        for later in window[1:]:
-            total += later
-            np.maximum(highest, later, out=highest)
-        total /= np.intp(len(window))
-        return total, highest
+            return list(state.recent)
+        earlier = [r for r in state.recent if len(r) == 2 * stored.shape[1]]
+        return [*earlier, *(row.tobytes() for row in stored)][-(size - 1):]
 
-    def _patch(self, state: TrackState, source: str, patch: "_Patch", raw: np.ndarray
+    def _smooth(self, states: list[TrackState], patches: list[int], rows: np.ndarray,
+                stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each label's mean and highest score over each patch (rows [P, C]: the sources'
+        `patches` in turn; `stored`: the rows as float16) and the smooth_patches - 1 before it
+        (kept in the state as float16, so a replica that reads it computes the same): a label
+        the model says for one patch over another sound counts half, a sound heard in both
+        counts whole."""
+        size, classes = self.rules.smooth_patches, rows.shape[1]
+        if size == 1:
+            return rows, rows
+        # Per patch, np.stack(window).mean(axis=0) and .max(axis=0): the window is the patch's
+        # row and, before it, the rows its source stored before it (those in its state, then
+        # its earlier patches' as stored): all of them for the source's first patch, the last
+        # size - 1 for a later one. A window shorter than another's starts with row 0 of
+        # `seen`, zeros: scores are not negative, so 0 + x and max(0, x) are x.
+        parts = [bytes(2 * classes)]
+        lengths: list[int] = []
+        ends: list[int] = []  # where in `seen` each patch's row is as stored
+        first, position = 0, 1
+        for state, count in zip(states, patches, strict=True):
+            earlier = [r for r in state.recent if len(r) == 2 * classes]
+            parts += [*earlier, stored[first:first + count].tobytes()]
+            lengths += [min(size - 1, len(earlier) + q) if q else len(earlier)
+                        for q in range(count)]
+            position += len(earlier)
+            ends += range(position, position + count)
+            first, position = first + count, position + count
+        seen = np.concatenate([np.frombuffer(b"".join(parts), "<f2").reshape(-1, classes), rows],
+                              dtype=np.result_type(rows, np.float32))
+        own = len(seen) - len(rows)
+        windows = seen.take([*([end - depth if depth <= length else 0
+                                for end, length in zip(ends, lengths, strict=True)]
+                               for depth in range(max(lengths), 0, -1)),
+                             list(range(own, own + len(rows)))], axis=0)
+        total = np.add.reduce(windows, axis=0)
+        total /= np.array([[length + 1] for length in lengths], np.intp)
+        return total, np.maximum.reduce(windows, axis=0)
+
+    def _patch(self, state: TrackState, source: str, patch: "_Patch",
+               scores: tuple[np.ndarray, np.ndarray], up: np.ndarray, confident: list[int]
                ) -> list[Event]:
-        """The rules see the smoothed scores; an event's peak is the model's own score."""
-        row, highest = self._smooth(state, raw)
-        up = self._eligible & (row >= self._off)
+        """The rules see the smoothed scores (`scores`: them, and the highest of the model's
+        own that they smooth: an event's peak); `up`: the classes at their release level,
+        `confident`: those at their start threshold."""
+        row, highest = scores
         for event in state.open.values():
             if up[self._keepers(event.label, event.trigger)].any():
                 event.peak = max(event.peak, float(highest[self._index[event.label]]))
@@ -267,8 +369,7 @@ class EventTracker:
                   for label, event in list(state.open.items())
                   if patch.offset - event.last_up > self.rules.hold_s]
         gate_open = patch.level >= self._min_db and patch.above_floor(self.rules.gate_db)
-        confident = np.nonzero(self._eligible & (row >= self._on))[0]
-        state.runs = {self.tree.class_names[i]: 1 + self._run_before(state.runs, int(i))
+        state.runs = {self.tree.class_names[i]: 1 + self._run_before(state.runs, i)
                       for i in confident}
         events += self._starts(state, source, patch, (row, highest), up, gate_open, confident)
         return events
@@ -280,13 +381,13 @@ class EventTracker:
 
     def _starts(self, state: TrackState, source: str, patch: "_Patch",
                 scores: tuple[np.ndarray, np.ndarray], up: np.ndarray, gate_open: bool,
-                candidates: np.ndarray) -> list[Event]:
+                candidates: list[int]) -> list[Event]:
         """New events, and open ones renamed to a more specific label (not gated: their
         sound is already heard); `scores`: the smoothed ones, and the highest of the model's own
         that they smooth (an event's peak)."""
         events = []
         row, highest = scores
-        for trigger in (int(i) for i in sorted(candidates, key=lambda i: -row[i])):
+        for trigger in sorted(candidates, key=lambda i: -row[i]):
             confirmed = state.runs[self.tree.class_names[trigger]] >= self.rules.confirm_patches
             if not (confirmed or row[trigger] >= self.rules.sure_score):
                 continue
@@ -359,20 +460,32 @@ class EventTracker:
             categories=list(self.tree.categories[self._index[event.label]]))
 
 
-def quiet_level(levels: np.ndarray) -> float:
-    """np.percentile(levels, FLOOR_PERCENTILE) to the bit (numpy 2's linear method: the two
-    order statistics around it, interpolated in the levels' dtype), at a fraction of its
-    overhead."""
-    position = (len(levels) - 1) * (FLOOR_PERCENTILE / 100)
+def quiet_level(levels: np.ndarray) -> np.ndarray:
+    """np.percentile(levels, FLOOR_PERCENTILE, axis=-1) to the bit (numpy 2's linear method:
+    the two order statistics around it, interpolated in the levels' dtype), at a fraction of
+    its overhead."""
+    count = levels.shape[-1]
+    position = (count - 1) * (FLOOR_PERCENTILE / 100)
     below = int(position)
-    above = min(below + 1, len(levels) - 1)
-    ordered = np.partition(levels, (below, above))
-    low, high = ordered[below], ordered[above]
+    above = min(below + 1, count - 1)
+    ordered = np.partition(levels, (below, above), axis=-1)
+    low, high = ordered[..., below], ordered[..., above]
     gamma = position - below
     diff = high - low
     if gamma >= 0.5:
-        return float(high - diff * (1 - gamma))
-    return float(low + diff * gamma)
+        return high - diff * (1 - gamma)
+    return low + diff * gamma
+
+
+def _loudness(levels: np.ndarray) -> tuple[list[float], list[float], list[float]]:
+    """Per patch (levels [P, PATCH_FRAMES] dBFS): its level (the dB of its mean power), its
+    loudest frame, and the background as it hears it: its quiet frames, not its mean, so a
+    source that starts in the middle of a sound does not take the sound for its floor."""
+    power = np.power(10.0, levels / 10.0)
+    # np.mean's own sum and division, without its overhead
+    mean_power = (np.add.reduce(power, axis=-1) / np.intp(levels.shape[-1])).astype(power.dtype)
+    return ((10 * np.log10(mean_power)).tolist(), levels.max(axis=-1).tolist(),
+            quiet_level(levels).tolist())
 
 
 class _Patch:
@@ -380,18 +493,10 @@ class _Patch:
     before it, where an onset may be) and the floor it is heard over."""
 
     def __init__(self, offset: float, when: float, envelope: np.ndarray, lead: int,
-                 floor_db: float | None):
+                 floor_db: float | None, level: float, loudest: float):
         self.offset, self.when = offset, when
         self.earlier, self.levels = envelope[:lead], envelope[lead:]
-        power = np.power(10.0, self.levels / 10.0)
-        # np.mean's own sum and division, without its overhead (a patch's every 0.48 s)
-        mean_power = power.dtype.type(np.add.reduce(power) / np.intp(len(power)))
-        self.level = float(10 * np.log10(mean_power))
-        self.floor_db = floor_db
-        self.loudest = float(self.levels.max())
-        # The background as this patch hears it: its quiet frames, not its mean, so a source
-        # that starts in the middle of a sound does not take the sound for its floor.
-        self.quiet = quiet_level(self.levels)
+        self.floor_db, self.level, self.loudest = floor_db, level, loudest
 
     def above_floor(self, gate_db: float) -> bool:
         return self.floor_db is None or self.level >= self.floor_db + gate_db

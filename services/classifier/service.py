@@ -252,13 +252,21 @@ class Classifier:
     def _write(self, pipe: redis.client.Pipeline, sources: list[str], scored: list[Scored]
                ) -> list[Prediction | Event]:
         written: list[Prediction | Event] = []
-        for source, item in zip(sources, scored, strict=True):
-            state = item.plan.state
-            assert state is not None
-            for track in item.plan.ended_tracks:
-                written += self.tracker.close(track, source)
-            for chunk, scores in zip(item.chunks, item.scores, strict=True):
-                written += self._track(state, chunk, scores)
+        states: list[SourceState] = []
+        for item in scored:
+            assert item.plan.state is not None
+            states.append(item.plan.state)
+        tracked = self.tracker.update_sources(  # the rules' numbers for every chunk at once
+            [(state.track, list(zip(item.chunks, item.scores, strict=True)))
+             for state, item in zip(states, scored, strict=True)])
+        for source, item, state, (track, events) in zip(sources, scored, states, tracked,
+                                                       strict=True):
+            for ended in item.plan.ended_tracks:
+                written += self.tracker.close(ended, source)
+            state.track = track
+            for chunk, scores, chunk_events in zip(item.chunks, item.scores, events,
+                                                   strict=True):
+                written += [self._prediction(chunk, scores), *chunk_events]
             self._write_state(pipe, source, item.plan)
         for message in written:
             if isinstance(message, Prediction):
@@ -270,19 +278,16 @@ class Classifier:
         status.record(pipe, [m for m in written if isinstance(m, Prediction)], self.shard)
         return written
 
-    def _track(self, state: SourceState, m: Embeddings, scores: np.ndarray
-               ) -> list[Prediction | Event]:
-        state.track, events = self.tracker.update(state.track, m, scores)
+    def _prediction(self, m: Embeddings, scores: np.ndarray) -> Prediction:
         peak = scores.max(axis=0)
         names, ontology = self.head.class_names, self.tracker.tree.ontology
         count = Prediction.TOP_LABELS
         top = specific_labels(peak, names, ontology, count) if ontology is not None \
             else top_labels(peak, names, count)  # the dashboard's order: Bark before Dog
-        prediction = Prediction(
+        return Prediction(
             m.source, m.session, m.seq, m.t, m.offset, m.rms, self.head.name,
             [(name, round(score, 4)) for name, score in top], time.time(),
         )
-        return [prediction, *events]
 
     def _write_state(self, pipe: redis.client.Pipeline, source: str, source_plan: Plan) -> None:
         state = source_plan.state

@@ -5,6 +5,7 @@ versions."""
 from pathlib import Path
 
 import msgpack
+import msgspec
 import numpy as np
 import pytest
 
@@ -212,10 +213,12 @@ def test_the_floors_quiet_level_is_numpys_percentile_to_the_bit():
     """The floor is state a replica reads back: its own percentile must not move a bit."""
     rng = np.random.default_rng(0)
     for size in [*range(1, 40), 48]:
-        for _ in range(50):
-            levels = rng.integers(-128, 1, size).astype(np.float32)
-            levels[rng.random(size) < 0.5] = levels[0]  # ties, as in a steady background
-            assert quiet_level(levels.copy()) == float(np.percentile(levels, FLOOR_PERCENTILE))
+        levels = rng.integers(-128, 1, (50, size)).astype(np.float32)
+        ties = rng.random((50, size)) < 0.5
+        levels[ties] = np.broadcast_to(levels[:, :1], levels.shape)[ties]  # a steady background
+        expected = np.percentile(levels, FLOOR_PERCENTILE, axis=-1)
+        assert quiet_level(levels.copy()).tobytes() == expected.astype(np.float32).tobytes()
+        assert expected.dtype == np.float32
 
 
 def test_onset_and_end_are_placed_where_the_sound_is(tree):
@@ -283,3 +286,33 @@ def test_state_and_messages_of_the_previous_version_are_upgraded():
                                     "last": False, "model": "yamnet", "dim": 1,
                                     "data": np.zeros(2, "<f4").tobytes()})
     assert set(Embeddings.decode(old_embeddings).levels()) == {-40.0}
+
+
+@pytest.mark.parametrize("smooth_patches", [1, 2, 3])
+def test_sources_updated_together_get_what_chunk_by_chunk_gives(tree, smooth_patches):
+    """The classifier updates a transaction's sources at once: same events, same states."""
+    tracker = EventTracker(Rules.shipped(smooth_patches=smooth_patches), tree)
+    rng = np.random.default_rng(0)
+
+    def chunks(name: str, count: int, first_seq: int, last: bool = False
+               ) -> list[tuple[Embeddings, np.ndarray]]:
+        return [(msgspec.structs.replace(
+                    chunk(first_seq + n, rng.integers(-60, -10, ENVELOPE_FRAMES).tolist(),
+                          last and n == count - 1), source=name),
+                 (rng.random((2, len(NAMES))) ** 3).astype(np.float32)) for n in range(count)]
+
+    one_by_one = {name: TrackState() for name in "abc"}
+    together, seen = dict(one_by_one), 0
+    for turn in range(6):
+        batch = {"a": chunks("a", 2, 2 * turn), "b": chunks("b", turn % 2, turn, turn == 3),
+                 "c": chunks("c", 1, turn)}
+        updated = tracker.update_sources([(together[name], batch[name]) for name in batch])
+        for (name, source_chunks), (state, events) in zip(batch.items(), updated, strict=True):
+            expected = []
+            for message, rows in source_chunks:
+                one_by_one[name], found = tracker.update(one_by_one[name], message, rows)
+                expected.append(found)
+            assert events == expected
+            assert msgspec.msgpack.encode(state) == msgspec.msgpack.encode(one_by_one[name])
+            together[name], seen = state, seen + sum(map(len, events))
+    assert seen > 0
