@@ -66,6 +66,11 @@ from soundhive.run_dir import RunDir, remove_abandoned
 
 SOURCE_HELP = SOURCE_FORMS + " Repeatable; default: mic (unless --sources-file gives sources)."
 SERVICE_START_S = 30.0
+# Sources per capture process: a process's source threads hand its GIL over at every FFmpeg call,
+# and past ~50 network streams (on a fast core; ~150 on a slower one) they thrash, spending
+# three times the CPU and falling behind (docs/benchmarks.md). The Kubernetes capture groups
+# hold as many.
+CAPTURE_SOURCES_PER_PROCESS = 32
 SERVICE_STOP_S = 30.0  # then SIGKILL
 NOTIFY_DRAIN_S = 15.0
 REDIS_HELP = "Redis to use (default: $REDIS_URL; `up` starts an embedded one when unset)."
@@ -254,7 +259,10 @@ def up(
     api_token = _session_token()
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("recorder", {}),
                                                   ("api", {"token": api_token})]
-    plan += [("capture", {"sources": source, "fast": fast, "save_path": save_path})]
+    captures = [("capture", {"sources": source[first:first + CAPTURE_SOURCES_PER_PROCESS],
+                             "fast": fast, "save_path": save_path})
+                for first in range(0, len(source), CAPTURE_SOURCES_PER_PROCESS)]
+    plan += captures
     given_redis = _given_redis(redis_url)
     _note_ignored_sharding()
     data = _data_dir(given_redis, data_dir, ephemeral)
@@ -297,9 +305,10 @@ def up(
             stderr.print(PRIVATE_REDIS, soft_wrap=True)
         if data is not None:
             _forget_last_run(client)
-        _start(plan[:-1], ports[:-1], shared_settings, logs, processes, signals)
+        readers = len(plan) - len(captures)
+        _start(plan[:readers], ports[:readers], shared_settings, logs, processes, signals)
         _wait_for_readers(client, processes, signals)
-        _start(plan[-1:], ports[-1:], shared_settings, logs, processes, signals)
+        _start(plan[readers:], ports[readers:], shared_settings, logs, processes, signals)
         status = _watch(client, processes, exit_when_done, signals)
     except Interrupted as stop:
         status = 128 + stop.signum
@@ -556,20 +565,22 @@ def _event_groups(client: redis.Redis) -> list[dict]:
 
 
 def _check_services(processes: list[ServiceProcess]) -> int | None:
-    """Capture's exit status once it has ended by itself (0, or 1: a source failed); any other
-    ending of a service is fatal."""
-    capture_status = None
+    """Once every capture process has ended by itself: 0, or 1 when one had a source fail; None
+    while one runs (or none has started). Any other ending of a service is fatal."""
+    capture_codes = []
     for service in processes:
         code = service.process.poll()
-        if code is None:
+        if service.name == "capture" and code in (None, 0, 1):
+            capture_codes.append(code)
             continue
-        if service.name == "capture" and code in (0, 1):
-            capture_status = code
+        if code is None:
             continue
         lines = service.log.read_text(errors="replace").strip().splitlines()
         warn(f"{service.name} exited ({code}): {redact(lines[-1]) if lines else 'no output'}")
         raise typer.Exit(1)
-    return capture_status
+    if not capture_codes or None in capture_codes:
+        return None
+    return max(capture_codes)
 
 
 def _report_failed_sources(client: redis.Redis) -> int:

@@ -16,6 +16,7 @@ from pipeline_helpers import REPO, plain_tracker, wait_for
 from services.features.settings import FeaturesSettings
 from shared.audio import load_audio
 from shared.config import features_replicas, threads_per_replica
+from soundhive.pipeline import CAPTURE_SOURCES_PER_PROCESS
 
 
 def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
@@ -30,6 +31,24 @@ def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
     found = {(row[0], row[1]) for row in rows}
     assert {("dog.mp3", "Bark"), ("speech.wav", "Speech"), ("cow.mp3", "Moo")} <= found
     assert all(float(row[2]) < float(row[3]) for row in rows)
+
+
+def test_up_divides_many_sources_among_capture_processes(clips_dir: Path, tmp_path: Path):
+    """Past CAPTURE_SOURCES_PER_PROCESS sources `up` starts another capture process (one
+    process's source threads thrash past ~50 network streams), and waits for them all."""
+    count = CAPTURE_SOURCES_PER_PROCESS + 1
+    sources = [option for i in range(count)
+               for option in ("--source", f"dog{i}=file:{clips_dir / 'dog.mp3'}")]
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "soundhive", "up", *sources, "--fast", "--exit-when-done",
+         "--ephemeral", "--metrics-port-base", "0", "--api-port", "0", "--log-dir",
+         str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    barked = {row.split("\t")[0] for row in result.stdout.splitlines() if "\tBark\t" in row}
+    assert barked == {f"dog{i}" for i in range(count)}
+    assert sorted(log.name for log in tmp_path.glob("capture-*.log")) == [
+        "capture-0.log", "capture-1.log"]
 
 
 def pink_noise(seconds: float, dbfs: float, rng: np.random.Generator) -> np.ndarray:
