@@ -1,8 +1,9 @@
 """`soundhive up`, `soundhive serve SERVICE` and `soundhive devices`: the streaming pipeline.
 
-`up` runs capture, features (one process per core), classifier, notifier, recorder and api against
---redis-url / REDIS_URL, or an embedded redis-server (redis_process.py, on a unix socket) when
-neither is set, whose data is kept in a data directory (data_dir.py; --ephemeral: nothing kept),
+`up` runs capture (a process per 32 sources), features (one process per core), classifier,
+notifier, recorder and api against --redis-url / REDIS_URL, or an embedded redis-server
+(redis_process.py, on a unix socket) when neither is set, whose data is kept in a data directory
+(data_dir.py; --ephemeral: nothing kept),
 and shows sources, levels, current top labels and recent events until Ctrl-C, SIGINT, SIGTERM or
 SIGHUP (or, with --exit-when-done, until file sources are processed); every service and the
 embedded Redis stop with it. Exit status: 0 done, 1 a source or service failed, 2 a usage
