@@ -17,10 +17,12 @@ each service's own model extends it (services/*/settings.py).
 import json
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlparse
 
 import redis
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
@@ -59,6 +61,9 @@ def _check_redis_urls(value: Any) -> Any:
     for url in (value,) if isinstance(value, str) else value:
         try:
             redis.connection.parse_url(url)
+            # redis-py reads a path that is not a number as database 0
+            if not url.startswith("unix:") and not re.fullmatch(r"/?\d*", urlparse(url).path):
+                raise ValueError
         except ValueError:
             raise ValueError("not a Redis URL: redis://host:port/db, rediss:// for TLS or "
                              "unix:///path/to/socket; a user and password go before the host, "

@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -172,24 +172,46 @@ class Interrupted(Exception):
 
 
 class StopSignals:
-    """Keeps the first of STOP_SIGNALS; check(), called at each step of every wait, raises it as
-    Interrupted. The handler itself raises nothing: Python would raise it wherever the main
-    thread stood, even inside os.fork's at-fork hooks (logging's, at every Popen), which drop
-    it ("Exception ignored in"), and `up` would run on."""
+    """STOP_SIGNALS stop `up`. Installed first, each is kept; once armed, it is also raised as
+    Interrupted where the main thread stands, cutting short a wait on Redis. Python drops an
+    exception raised inside some callbacks (os.fork's at-fork hooks, such as logging's, run at
+    every Popen: "Exception ignored in"), so around a fork it is only kept (deferred()), and
+    every wait loop calls check(), which raises a kept one."""
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._raising = False
 
     def install(self) -> None:
         for sig in STOP_SIGNALS:
-            signal.signal(sig, self._keep)
+            signal.signal(sig, self._on_signal)
+
+    def arm(self) -> None:
+        self._raising = True
+        self.check()
+
+    def disarm(self) -> None:
+        """While `up` stops: a further signal is kept, not raised, so the stop in hand
+        finishes (each service is waited for at most SERVICE_STOP_S)."""
+        self._raising = False
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        raising, self._raising = self._raising, False
+        try:
+            yield
+        finally:
+            self._raising = raising
+        self.check()
 
     def check(self) -> None:
         if self.received is not None:
             raise Interrupted(self.received)
 
-    def _keep(self, signum: int, _frame: object) -> None:
+    def _on_signal(self, signum: int, _frame: object) -> None:
         self.received = self.received or signum
+        if self._raising:
+            raise Interrupted(signum)
 
 
 class ShardedRedisError(Exception):
@@ -249,7 +271,9 @@ def up(
     Exit status: 0 done, 1 a source or service failed, 2 a usage error, 3 Redis could not be
     started or was lost, 128 + N after signal N.
     """
-    source = _sources(source or [], sources_file)
+    signals = StopSignals()  # first: a shell that started `up` with SIGINT ignored
+    signals.install()
+    source, source_count = _sources(source or [], sources_file)
     if events_config is not None:
         _check_rules(events_config)
     # Capture starts last, once the notifier's and the recorder's groups exist: the first
@@ -260,9 +284,9 @@ def up(
     api_token = _session_token()
     plan += [("classifier", {})] * classifiers + [("notifier", {}), ("recorder", {}),
                                                   ("api", {"token": api_token})]
-    captures = [("capture", {"sources": source[first:first + CAPTURE_SOURCES_PER_PROCESS],
-                             "fast": fast, "save_path": save_path})
-                for first in range(0, len(source), CAPTURE_SOURCES_PER_PROCESS)]
+    parts = -(-source_count // CAPTURE_SOURCES_PER_PROCESS)  # ceil
+    captures = [("capture", {"sources": source, "part": f"{part}/{parts}", "fast": fast,
+                             "save_path": save_path}) for part in range(parts)]
     plan += captures
     given_redis = _given_redis(redis_url)
     _note_ignored_sharding()
@@ -278,16 +302,16 @@ def up(
     run_dir = run.path
     logs = log_dir or run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    signals = StopSignals()
-    signals.install()
     embedded = None if given_redis else _embedded_redis(run_dir, None if private else data)
     processes: list[ServiceProcess] = []
     status, keep_logs = 0, log_dir is not None
     try:
+        signals.arm()
         if data is not None:
             data.lock()
         if embedded is not None:
-            embedded.start()
+            with signals.deferred():
+                embedded.start()
         url = given_redis or embedded.url  # type: ignore[union-attr]
         client = bus.connect(url)
         _check_unsharded(client)
@@ -323,13 +347,14 @@ def up(
         reason = str(exc).rstrip(".")
         warn(f"Redis {redact(given_redis or '')} refused soundhive: {reason} (check the user "
              "and password in --redis-url or REDIS_URL, and the user's ACL: docs/security.md)")
-        status = USAGE_ERROR
+        status, keep_logs = USAGE_ERROR, keep_logs or bool(processes)
     except bus.CONNECTION_ERRORS as exc:
-        warn(f"lost Redis: {exc}")
-        status, keep_logs = REDIS_LOST, True
+        warn(f"lost Redis: {exc}" if processes else f"cannot reach Redis: {exc}")
+        status, keep_logs = REDIS_LOST, keep_logs or bool(processes)
     except typer.Exit as exit_:
         status, keep_logs = exit_.exit_code, True
     finally:
+        signals.disarm()
         _stop(processes)
         if embedded is not None:
             embedded.stop()
@@ -350,9 +375,10 @@ def _features_threads() -> int | None:
         fail(str(exc))
 
 
-def _sources(given: list[str], sources_file: Path | None) -> list[str]:
-    """--source's and --sources-file's sources (default: the default microphone), checked;
-    a usage error in one line naming no secret."""
+def _sources(given: list[str], sources_file: Path | None) -> tuple[list[str], int]:
+    """--source's and --sources-file's sources (default: the default microphone), checked, and
+    how many sources they are (a folder's files each counted); a usage error in one line naming
+    no secret."""
     try:
         listed = split_sources(read_secret("--sources-file", str(sources_file))
                                ) if sources_file else []
@@ -362,10 +388,9 @@ def _sources(given: list[str], sources_file: Path | None) -> list[str]:
         fail(f"--sources-file {sources_file}: {exc}")
     sources = given + listed or ["mic"]
     try:
-        parse_sources(sources)
+        return sources, len(parse_sources(sources))
     except SourceError as exc:
         fail(str(exc))
-    return sources
 
 
 def _session_token() -> str | None:
@@ -498,11 +523,11 @@ def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],
         settings |= {**own, service.port_field: port, service.host_field: "127.0.0.1"}
         replica = sum(started.name == name for started in processes)
         log = logs / f"{name}-{replica}.log"
-        with log.open("wb") as out:
+        with log.open("wb") as out, signals.deferred():
             process = service.launch(dict(os.environ), settings, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=die_with_parent)
-        processes.append(ServiceProcess(name, process, log))
+            processes.append(ServiceProcess(name, process, log))
 
 
 def _stop(processes: list[ServiceProcess]) -> None:

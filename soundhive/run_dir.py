@@ -8,6 +8,7 @@ however the process ends, so a folder whose lock is free belongs to no running `
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -39,7 +40,8 @@ def remove_abandoned(base: Path | None = None) -> list[Path]:
     removed = []
     for folder in Path(base or tempfile.gettempdir()).glob(f"{PREFIX}*"):
         try:
-            if folder.lstat().st_uid != os.getuid() or not folder.is_dir():
+            found = folder.lstat()  # not a link's target
+            if found.st_uid != os.getuid() or not stat.S_ISDIR(found.st_mode):
                 continue
             lock = (folder / LOCK_FILE).open("r")
         except OSError:

@@ -89,6 +89,7 @@ def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, tmp_path):
     ("REDIS_URL", "redis://mic:s3cr/et@redis:6379/0"),  # an unencoded / in the password
     ("REDIS_URL", "http://redis:6379/0"),
     ("REDIS_URL", "redis://redis:port/0"),
+    ("REDIS_URL", "redis://redis:6379/events"),  # redis-py would use database 0
     ("REDIS_URLS", "redis://a:6379/0, redis://mic:s3cr/et@b:6379/0"),
 ])
 def test_a_bad_redis_url_is_one_line_that_never_shows_it(monkeypatch, variable, value):

@@ -386,7 +386,7 @@ def _reason(exc: Exception) -> str:
 
 def main(settings: CaptureSettings, publisher_class: type[Publisher] = Publisher) -> int:
     """Run every source until it ends or the service is stopped; 1 when a source failed."""
-    specs = parse_sources(list(settings.sources))
+    specs = settings.share(parse_sources(list(settings.sources)))
     fast, save_path = settings.fast, settings.save_path
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)

@@ -2,13 +2,15 @@
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from services.capture.sources import SOURCE_FORMS
 from shared.config import Settings, internal_field, metrics_port_field, secret_field
+
+T = TypeVar("T")
 
 
 class CaptureSettings(Settings):
@@ -25,6 +27,11 @@ class CaptureSettings(Settings):
                        "(default: in real time).")
     save_path: Path | None = Field(None, validation_alias="SOUNDHIVE_CAPTURE_SAVE_PATH",
                                    description="Keep the captured audio here (WAV files).")
+    part: str = Field("0/1", validation_alias="SOUNDHIVE_CAPTURE_PART", pattern=r"^\d+/\d+$",
+                      description="Read only part I/N of the sources (the sources, a folder's "
+                      "files each counted, cut into N shares in order): one process's source "
+                      "threads thrash on the GIL past ~50 network streams, so `up` runs one "
+                      "capture process per 32 this way.")
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -37,6 +44,19 @@ class CaptureSettings(Settings):
         if not value:
             raise ValueError("capture needs at least one source (--source)")
         return value
+
+    @field_validator("part")
+    @classmethod
+    def _part(cls, value: str) -> str:
+        index, count = map(int, value.split("/"))
+        if not 0 <= index < count:
+            raise ValueError(f"part {value}: I/N with 0 <= I < N")
+        return value
+
+    def share(self, specs: list[T]) -> list[T]:
+        """This process's share of the parsed sources (`part`)."""
+        index, count = map(int, self.part.split("/"))
+        return specs[index * len(specs) // count:(index + 1) * len(specs) // count]
 
 
 def split_sources(text: str) -> list[str]:

@@ -34,20 +34,27 @@ def test_up_with_embedded_redis_shows_events_for_clips(clips_dir: Path):
 
 
 def test_up_divides_many_sources_among_capture_processes(clips_dir: Path, tmp_path: Path):
-    """Past CAPTURE_SOURCES_PER_PROCESS sources `up` starts another capture process (one
-    process's source threads thrash past ~50 network streams), and waits for them all."""
-    count = CAPTURE_SOURCES_PER_PROCESS + 1
-    sources = [option for i in range(count)
-               for option in ("--source", f"dog{i}=file:{clips_dir / 'dog.mp3'}")]
+    """Past CAPTURE_SOURCES_PER_PROCESS sources, a folder's files each counted, `up` starts
+    another capture process (one process's source threads thrash past ~50 network streams),
+    each reading its share, and waits for them all."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"dog{i:02}.mp3").symlink_to(clips_dir / "dog.mp3")
+    named = CAPTURE_SOURCES_PER_PROCESS + 1 - 20
+    sources = ["--source", f"file:{folder}", *(
+        option for i in range(named) for option in ("--source", f"d{i}=file:{folder}/dog00.mp3"))]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    logs = tmp_path / "logs"
     result = subprocess.run(
         [sys.executable, "-m", "soundhive", "up", *sources, "--fast", "--exit-when-done",
-         "--ephemeral", "--metrics-port-base", "0", "--api-port", "0", "--log-dir",
-         str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+         "--ephemeral", "--metrics-port-base", "0", "--api-port", "0", "--log-dir", str(logs)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    barked = {row.split("\t")[0] for row in result.stdout.splitlines() if "\tBark\t" in row}
-    assert barked == {f"dog{i}" for i in range(count)}
-    assert sorted(log.name for log in tmp_path.glob("capture-*.log")) == [
+    barked = [row.split("\t")[0] for row in result.stdout.splitlines() if "\tBark\t" in row]
+    assert sorted(barked) == sorted([f"dog{i:02}.mp3" for i in range(20)]
+                                    + [f"d{i}" for i in range(named)])  # each once
+    assert sorted(log.name for log in logs.glob("capture-*.log")) == [
         "capture-0.log", "capture-1.log"]
 
 

@@ -6,8 +6,10 @@ Redis."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -108,15 +110,16 @@ from soundhive.pipeline import Interrupted, StopSignals
 
 signals = StopSignals()
 signals.install()
+signals.arm()
 
 def land_in_hook():
     os.kill(os.getpid(), signal.SIGINT)
     sum(range(1000))  # Python runs the handler here, inside the hook
 
 os.register_at_fork(after_in_parent=land_in_hook)
-subprocess.run(["true"], preexec_fn=lambda: None)  # as `up` starts services: a fork
 try:
-    signals.check()
+    with signals.deferred():  # as `up` starts a service: a fork
+        subprocess.run(["true"], preexec_fn=lambda: None)
 except Interrupted as stop:
     sys.exit(128 + stop.signum)
 """
@@ -138,8 +141,8 @@ def test_the_next_up_removes_the_run_folder_of_one_killed_with_sigkill(clips_dir
     redis_of(err).ping()
     killed.kill()
     killed.wait(60)
-    [left] = tmpdir.glob(f"{PREFIX}*")
-    assert (left / "redis.sock").exists()
+    [left] = tmpdir.glob(f"{PREFIX}*")  # its Redis, dying with it, may have removed its socket
+    assert (left / "up.lock").exists()
     second, err = start_up(clips_dir, tmp_path, "--ephemeral", TMPDIR=str(tmpdir))
     try:
         redis_of(err).ping()
@@ -164,6 +167,23 @@ def test_only_run_folders_whose_up_is_gone_are_removed(tmp_path: Path):
     assert running.path.is_dir() and creating.is_dir() and not gone.exists()
     running.remove()
     assert not running.path.exists()
+
+
+def test_a_stop_signal_cuts_short_a_wait_on_a_redis_that_does_not_answer(clips_dir: Path,
+                                                                          tmp_path: Path):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    port = silent.getsockname()[1]
+    try:
+        up, err = start_up(clips_dir, tmp_path, "--redis-url", f"redis://127.0.0.1:{port}/0")
+        connection, _ = wait_for(lambda: silent.accept(), WAIT_S, "`up` to connect")
+        time.sleep(1)
+        started = time.monotonic()
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 128 + signal.SIGINT, err.read_text()
+        assert time.monotonic() - started < 5  # not the socket's timeout
+        connection.close()
+    finally:
+        silent.close()
 
 
 def test_up_says_when_it_lost_its_redis(clips_dir: Path, tmp_path: Path):
