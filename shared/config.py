@@ -55,7 +55,7 @@ CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_com
 CommaSeparatedInts = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
-def _check_redis_urls(value: Any) -> Any:
+def check_redis_urls(value: Any) -> Any:
     """A Redis URL, or each of several, as redis-py will read it; the message never repeats
     the URL (it may hold a password)."""
     for url in (value,) if isinstance(value, str) else value:
@@ -71,8 +71,8 @@ def _check_redis_urls(value: Any) -> Any:
     return value
 
 
-RedisUrl = Annotated[str, AfterValidator(_check_redis_urls)]
-RedisUrls = Annotated[CommaSeparated, AfterValidator(_check_redis_urls)]
+RedisUrl = Annotated[str, AfterValidator(check_redis_urls)]
+RedisUrls = Annotated[CommaSeparated, AfterValidator(check_redis_urls)]
 
 
 def usable_cpus() -> int:

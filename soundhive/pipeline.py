@@ -50,6 +50,7 @@ from shared.config import (
     ConfigError,
     Settings,
     SettingsModel,
+    check_redis_urls,
     describe,
     features_replicas,
     is_secret,
@@ -472,9 +473,14 @@ def _given_redis(option: str | None) -> str | None:
     """--redis-url, else the Redis the environment names (REDIS_URL or REDIS_URL_FILE); None:
     `up` starts an embedded one."""
     variable = Settings.env_name("redis_url")
-    if option or os.environ.get(variable) or os.environ.get(f"{variable}_FILE"):
+    if option:
         try:
-            return Settings.load(redis_url=option).redis_url
+            return check_redis_urls(option)
+        except ValueError as exc:
+            fail(f"--redis-url: {exc}")
+    if os.environ.get(variable) or os.environ.get(f"{variable}_FILE"):
+        try:
+            return Settings().redis_url
         except ConfigError as exc:
             fail(str(exc))
     return None

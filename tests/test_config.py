@@ -136,6 +136,15 @@ def test_up_uses_the_redis_the_environment_names_even_from_a_file(monkeypatch, t
     assert _given_redis("redis://other:1/0") == "redis://other:1/0"
 
 
+def test_a_bad_redis_url_option_of_up_is_one_line_naming_the_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "soundhive", "up", "--redis-url", "redis://mic:s3cr/et@h:1/0"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: --redis-url: not a Redis URL") and "s3cr" not in line
+
+
 def test_the_events_bound_below_the_history_is_refused(monkeypatch):
     monkeypatch.setenv("SOUNDHIVE_EVENTS_MAXLEN", "100")
     monkeypatch.setenv("SOUNDHIVE_EVENTS_BACKLOG_MAX", "50")
