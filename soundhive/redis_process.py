@@ -9,6 +9,7 @@ behind.
 
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -29,10 +30,24 @@ class RedisProcessError(UserError, RuntimeError):
     """redis-server is missing or did not start (one-line message)."""
 
 
+_forked_by = 0  # the pid of the process that forked last, as its child sees it
+
+
+def _note_forking_process() -> None:
+    global _forked_by
+    _forked_by = os.getpid()
+
+
+os.register_at_fork(before=_note_forking_process)
+
+
 def die_with_parent() -> None:
-    """preexec_fn for children: SIGTERM when the parent dies, however it dies (Linux)."""
+    """preexec_fn for children: SIGTERM when the parent dies, however it dies (Linux). A child
+    whose parent died between the fork and this (no signal would come) ends at once."""
     with contextlib.suppress(OSError):  # not Linux: `up` still stops them on every signal
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != _forked_by:
+            os._exit(1)
 
 
 class RedisProcess:
