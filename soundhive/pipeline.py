@@ -522,7 +522,6 @@ def _start(plan: list[tuple[str, dict[str, Any]]], ports: list[int],
     gets the settings its model has of `shared_settings`, and its own. Each is added to
     `processes` as it starts, so a stop signal in the middle stops those started."""
     for (name, own), port in zip(plan, ports, strict=True):
-        signals.check()
         service = SERVICES[name]
         fields = service.settings.model_fields
         settings = {key: value for key, value in shared_settings.items() if key in fields}

@@ -265,8 +265,7 @@ class EventTracker:
         starts = [n * ENVELOPE_FRAMES + row * round(chunk.patch_hop_seconds /
                                                     ENVELOPE_FRAME_SECONDS)
                   for n, (chunk, scores) in enumerate(chunks) for row in range(len(scores))]
-        levels = np.frombuffer(b"".join(chunk.envelope for chunk, _ in chunks),
-                               np.int8).astype(np.float32)
+        levels = np.concatenate([chunk.levels() for chunk, _ in chunks])
         stored = rows.astype("<f2")
         smoothed, highest = self._smooth(states, patches, rows, stored)
         heard = _Heard(stored, smoothed, highest,
