@@ -203,6 +203,7 @@ def main() -> None:
     scores = np.concatenate([classify_file(model, f).patch_scores for f in files])
     ontology = Ontology.from_json(models_dir() / "ontology.json")
     names = model.class_names
+    tree = LabelTree(names, ontology)
 
     chunks = []
     for path in files:
@@ -225,7 +226,7 @@ def main() -> None:
         "command": {"argv": sys.argv[1:], "commit": machine.git_commit()},
         "predictions": len(scores), "chunks": len(chunks),
         "specific_labels_us_per_prediction": best_us(
-            lambda: [specific_labels(s, names, ontology, 10) for s in scores], len(scores)),
+            lambda: [specific_labels(s, tree, 10) for s in scores], len(scores)),
         "patches_us_per_chunk": best_us(lambda: [c.patches() for c in chunks], len(chunks)),
         "head_us_per_chunk": head_us_per_chunk(model.head, floats),
         "embeddings_bytes_per_chunk": {"float32": len(as_float[0].encode()),
@@ -240,7 +241,7 @@ def main() -> None:
                                      t=n * CHUNK_HOP_SECONDS)
              for n, m in enumerate(as_int8 * ROUNDS)],
             np.tile(model.head.score(read_back).reshape(len(chunks), 2, -1), (ROUNDS, 1, 1)),
-            LabelTree(names, ontology), earlier_rules),
+            tree, earlier_rules),
     }
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)

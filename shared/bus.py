@@ -54,6 +54,7 @@ from shared import metrics, streams
 from shared.config import Settings
 from shared.errors import one_line
 from shared.messages import DeadLetter, Message, MessageError
+from shared.writes import Writes
 
 log = logging.getLogger("soundhive.bus")
 
@@ -128,11 +129,17 @@ def connect(url: str, block_ms: int = 1000) -> redis.Redis:
 
 def publish(client: redis.Redis | redis.client.Pipeline, stream: str, message: Message,
             maxlen: int | None = None) -> None:
-    """XADD one message. Pipeline streams get no maxlen: their consumers trim them
-    (trim_acknowledged), and so does the events stream: its writer trims it (trim_history);
-    other history streams are capped at maxlen."""
-    client.xadd(stream, {streams.MESSAGE_FIELD: message.encode()}, maxlen=maxlen,
-                approximate=True)
+    """XADD one message (xadd() says how)."""
+    client.execute_command(*xadd(stream, message, maxlen))
+
+
+def xadd(stream: str, message: Message, maxlen: int | None = None) -> tuple:
+    """The XADD of one message, as a command's arguments (for a client or shared/writes.py).
+    Pipeline streams get no maxlen: their consumers trim them (trim_acknowledged), and so does
+    the events stream: its writer trims it (trim_history); other history streams are capped at
+    maxlen, approximately (whole radix-tree nodes at a time)."""
+    bound = () if maxlen is None else ("MAXLEN", "~", maxlen)
+    return ("XADD", stream, *bound, "*", streams.MESSAGE_FIELD, message.encode())
 
 
 def weather(exc: BaseException) -> str | None:
@@ -593,10 +600,12 @@ class Worker(Generic[M]):
             written = self.handle(batch, acknowledgement)
         else:
             outputs = self.handle(batch)
+            writes = Writes()
+            for output in outputs if isinstance(outputs, list) else []:
+                writes.add(*xadd(self.shard.key(output.stream), output.message,
+                                 _maxlen(output.stream, self.settings)))
             with self.redis.pipeline(transaction=True) as pipe:
-                for output in outputs if isinstance(outputs, list) else []:
-                    publish(pipe, self.shard.key(output.stream), output.message,
-                            _maxlen(output.stream, self.settings))
+                writes.queue(pipe, self.stream)
                 acknowledgement.queue(pipe)
                 pipe.execute()
             written = len(outputs) if isinstance(outputs, list) else outputs

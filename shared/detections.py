@@ -4,7 +4,7 @@ shows),
 for the events API and `soundhive up`'s view. The classifier writes them in the transaction that
 writes the events; any number of readers get the same answer from Redis.
 
-    write(pipe, event, shard)          the classifier, per event
+    write(writes, event, shard)        the classifier, per event (shared/writes.py)
     trim(client, keep, shard)          the classifier's chores: the newest `keep` stay
     page(where, query)                 newest first, filtered, with an opaque cursor
     recent(where, count)               the newest, for a view
@@ -30,6 +30,7 @@ from shared.errors import UserError
 from shared.messages import Event, MessageError
 from shared.streams import Shard
 from shared.topology import Topology
+from shared.writes import Writes
 
 Where = redis.Redis | Topology
 
@@ -59,17 +60,17 @@ class CursorError(UserError, ValueError):
     """A cursor this module did not make (one-line message)."""
 
 
-def write(pipe: redis.client.Pipeline, event: Event, shard: Shard = Shard()) -> None:
-    pipe.hset(shard.key(streams.DETECTIONS_HASH), event.id, event.encode())
+def write(writes: Writes, event: Event, shard: Shard = Shard()) -> None:
+    writes.add("HSET", shard.key(streams.DETECTIONS_HASH), event.id, event.encode())
     for index in _indexes(event, shard):
-        pipe.zadd(index, {event.id: event.start_time})
+        writes.add("ZADD", index, event.start_time, event.id)
     ongoing_key = shard.key(streams.DETECTIONS_ONGOING)
     if event.end is None:
-        pipe.zadd(ongoing_key, {event.id: event.start_time})
+        writes.add("ZADD", ongoing_key, event.start_time, event.id)
         # starts come in order
-        pipe.hset(shard.key(streams.DETECTIONS_LATEST), event.source, event.id)
+        writes.add("HSET", shard.key(streams.DETECTIONS_LATEST), event.source, event.id)
     else:
-        pipe.zrem(ongoing_key, event.id)
+        writes.add("ZREM", ongoing_key, event.id)
 
 
 def _indexes(event: Event, shard: Shard) -> list[str]:

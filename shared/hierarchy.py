@@ -39,6 +39,7 @@ class LabelTree:
                 descendants[a].append(i)
         self.ancestors = [np.array(a, np.int64) for a in ancestors]
         self.descendants = [np.array(d, np.int64) for d in descendants]
+        self.more_specific = [frozenset(d) for d in descendants]
         self.related = [frozenset([i, *ancestors[i], *descendants[i]])
                         for i in range(len(class_names))]
         self.known_names = frozenset(class_names) | (ontology.names if ontology else frozenset())

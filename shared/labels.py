@@ -83,7 +83,6 @@ class Ontology:
 
     @cached_property
     def _more_specific_names(self) -> dict[str, frozenset[str]]:
-        # Asked for each ranked label of every prediction: built once, not per call.
         return {name: frozenset(self._name_of[d] for d in self.descendants(mid)
                                 if d in self._name_of)
                 for name, mid in self._mid_of.items()}

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from shared.hierarchy import SPECIFIC_MIN_SCORE, prefers_specific
-from shared.labels import Ontology
+from shared.hierarchy import SPECIFIC_MIN_SCORE, LabelTree, prefers_specific
 
 Label = tuple[str, float]
 
@@ -15,44 +14,37 @@ def top_labels(
     return [(class_names[i], float(scores[i])) for i in order[:k] if scores[i] >= threshold]
 
 
-def specific_labels(
-    scores: np.ndarray,
-    class_names: list[str],
-    ontology: Ontology,
-    k: int,
-    threshold: float = 0.0,
-) -> list[Label]:
+def specific_labels(scores: np.ndarray, tree: LabelTree, k: int, threshold: float = 0.0
+                    ) -> list[Label]:
     """Top-k where each class comes after the descendants preferred to it (shared.hierarchy:
     Bark before Dog before Animal, Guitar before Music); other classes keep their score order.
     The events' labels follow the same rule."""
     order = np.argsort(-scores, kind="stable")
     # Only confident classes are ever placed below another: the head of the order.
     confident_order = order[:np.count_nonzero(scores >= SPECIFIC_MIN_SCORE)].tolist()
-    rank = {class_names[i]: position for position, i in enumerate(confident_order)}
-    confident = rank.keys()
-    index_of = {class_names[i]: i for i in confident_order}
+    position = {i: place for place, i in enumerate(confident_order)}
     ranked: list[int] = []
     placed: set[int] = set()
 
     def place(i: int) -> None:
-        if i in placed:
-            return
         placed.add(i)
-        below = confident & ontology.more_specific_names(class_names[i])
-        for name in sorted(below, key=rank.__getitem__):
-            if prefers_specific(scores[index_of[name]], scores[i]):
-                place(index_of[name])
+        below = tree.more_specific[i].intersection(position)
+        for j in sorted(below, key=position.__getitem__) if below else ():
+            if j not in placed and prefers_specific(scores[j], scores[i]):
+                place(j)
         ranked.append(i)
 
     for i in confident_order:
         if len(ranked) >= k:
             break
-        place(i)
+        if i not in placed:
+            place(i)
     # Every confident class is placed by now, or k are ranked; the others follow in score
     # order, each on its own: its confident descendants come before it in the order, placed.
     if len(ranked) < k:
         ranked += order[len(confident_order):len(confident_order) + k - len(ranked)].tolist()
-    return [(class_names[i], float(scores[i])) for i in ranked[:k] if scores[i] >= threshold]
+    names = tree.class_names
+    return [(names[i], float(scores[i])) for i in ranked[:k] if scores[i] >= threshold]
 
 
 def hit_rank(labels: list[Label], accept: tuple[str, ...]) -> int | None:

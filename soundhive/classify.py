@@ -15,6 +15,7 @@ import typer
 from shared import params
 from shared.audio import AudioError, AudioTooLong, find_audio_files
 from shared.config import usable_cpus
+from shared.hierarchy import LabelTree
 from shared.inference import ClipResult, classify_file
 from shared.labels import Ontology, read_clip_labels
 from shared.models import DEFAULT_MODEL, AudioModel, ModelError, load_model
@@ -79,15 +80,15 @@ def _classify_and_print(files: list[Source], failed: bool, top: int, threshold: 
                         hop: float, specific: bool, max_audio_s: float | None) -> bool:
     """Whether any file failed."""
     model = _load(model_name)
-    ontology = _ontology() if specific else None
+    tree = LabelTree(model.class_names, _ontology()) if specific else None
     for name, result in _classify_all(model, files, hop, max_audio_s, plot is not None):
         if result is None:
             failed = True
             continue
 
         def rank(scores, k=top, result=result):
-            if ontology is not None:
-                return specific_labels(scores, result.class_names, ontology, k, threshold)
+            if tree is not None:
+                return specific_labels(scores, tree, k, threshold)
             return top_labels(scores, result.class_names, k, threshold)
 
         if as_json:
@@ -127,21 +128,21 @@ def eval_clips(
     if not clips:
         fail(f"{labels_file} lists no clips")
     model = _load(model_name)
-    views = {"plain": None}
+    views: dict[str, LabelTree | None] = {"plain": None}
     if specific:
-        views["specific"] = _ontology()
+        views["specific"] = LabelTree(model.class_names, _ontology())
     ranks: dict[str, list[int | None]] = {view: [] for view in views}
     k = max(HIT_AT)
     results = _classify_all(model, [_named(folder / clip.file) for clip in clips], hop)
     for clip, (_, result) in zip(clips, results, strict=True):
         if result is None:
             raise typer.Exit(2)
-        for view, ontology in views.items():
+        for view, tree in views.items():
             scores = result.clip_scores
-            if ontology is None:
+            if tree is None:
                 labels = top_labels(scores, result.class_names, k)
             else:
-                labels = specific_labels(scores, result.class_names, ontology, k)
+                labels = specific_labels(scores, tree, k)
             ranks[view].append(hit_rank(labels, clip.accept))
             if details:
                 typer.echo(

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from shared.hierarchy import LabelTree
 from shared.labels import Ontology
 from shared.ranking import hit_rank, specific_labels, top_labels
 
@@ -18,6 +19,7 @@ ONTOLOGY = Ontology(
     ]
 )
 NAMES = ["Animal", "Domestic animals, pets", "Dog", "Bark", "Cat", "Music", "Guitar", "Speech"]
+TREE = LabelTree(NAMES, ONTOLOGY)
 
 
 def scores(**by_name: float) -> np.ndarray:
@@ -32,18 +34,18 @@ def test_top_labels_highest_first_with_threshold():
 
 def test_specific_view_puts_confident_descendants_first():
     s = scores(animal=0.9, domestic=0.85, dog=0.7, bark=0.05, music=0.6, guitar=0.4)
-    names = [n for n, _ in specific_labels(s, NAMES, ONTOLOGY, 4)]
+    names = [n for n, _ in specific_labels(s, TREE, 4)]
     assert names == ["Dog", "Domestic animals, pets", "Animal", "Guitar"]
 
 
 def test_specific_view_keeps_an_ancestor_before_a_much_weaker_descendant():
     s = scores(dog=0.9, bark=0.3)
-    assert [n for n, _ in specific_labels(s, NAMES, ONTOLOGY, 2)] == ["Dog", "Bark"]
+    assert [n for n, _ in specific_labels(s, TREE, 2)] == ["Dog", "Bark"]
 
 
 def test_specific_view_ignores_unconfident_descendants():
     s = scores(music=0.8, guitar=0.05, speech=0.3)
-    assert [n for n, _ in specific_labels(s, NAMES, ONTOLOGY, 2)] == ["Music", "Speech"]
+    assert [n for n, _ in specific_labels(s, TREE, 2)] == ["Music", "Speech"]
 
 
 def test_hit_rank():
@@ -95,6 +97,7 @@ def test_specific_view_equals_the_walk_over_every_class(models_dir):
     from shared.labels import ClassMap
     ontology = Ontology.from_json(models_dir / "ontology.json")
     names = ClassMap.from_csv(models_dir / "yamnet_class_map.csv").names
+    tree = LabelTree(names, ontology)
     rng = np.random.default_rng(0)
     parents = {i: [j for j, other in enumerate(names)
                    if other in ontology.more_specific_names(name)] for i, name in enumerate(names)}
@@ -108,5 +111,5 @@ def test_specific_view_equals_the_walk_over_every_class(models_dir):
             s[parent] = 0.05
             s[parents[parent]] = rng.uniform(0.1, 0.9, len(parents[parent]))
         for k in (1, 3, 10, 30):
-            assert specific_labels(s, names, ontology, k) == \
+            assert specific_labels(s, tree, k) == \
                 _specific_labels_walking_every_class(s, names, ontology, k)

@@ -39,6 +39,7 @@ from shared.models import AUDIOSET_HEAD, ModelError, WindowHead, load_head, mode
 from shared.params import SAMPLE_RATE
 from shared.ranking import specific_labels, top_labels
 from shared.topology import Topology
+from shared.writes import Writes
 
 log = logging.getLogger("soundhive.classifier")
 
@@ -230,6 +231,8 @@ class Classifier:
         """Each ready patch's window of the `window` latest embeddings of its source, and the
         sources' new recent embeddings (kept in their states)."""
         size = self.head.window
+        if size == 1:  # each patch alone (the AudioSet head): no history to keep
+            return self._patches_alone(scored)
         windows, lengths = [], []
         for item in scored:
             state = item.plan.state
@@ -243,11 +246,23 @@ class Classifier:
                     window[: len(recent)] = recent
                     windows.append(window)
                     lengths.append(len(recent))
-            state.window = [row.astype("<f4").tobytes() for row in history[-(size - 1):]] \
-                if size > 1 else []
+            state.window = [row.astype("<f4").tobytes() for row in history[-(size - 1):]]
         if not windows:
             return np.zeros((0, size, 0), np.float32), np.zeros(0, np.int64)
         return np.stack(windows), np.array(lengths, np.int64)
+
+    @staticmethod
+    def _patches_alone(scored: list[Scored]) -> tuple[np.ndarray, np.ndarray]:
+        """Windows of one embedding: each ready patch's own."""
+        rows = []
+        for item in scored:
+            assert item.plan.state is not None
+            item.plan.state.window = []
+            rows += [chunk.vectors() for chunk in item.chunks]
+        if not rows:
+            return np.zeros((0, 1, 0), np.float32), np.zeros(0, np.int64)
+        vectors = np.concatenate(rows)
+        return vectors[:, None, :], np.ones(len(vectors), np.int64)
 
     def _write(self, pipe: redis.client.Pipeline, sources: list[str], scored: list[Scored]
                ) -> list[Prediction | Event]:
@@ -259,6 +274,7 @@ class Classifier:
         tracked = self.tracker.update_sources(  # the rules' numbers for every chunk at once
             [(state.track, list(zip(item.chunks, item.scores, strict=True)))
              for state, item in zip(states, scored, strict=True)])
+        writes = Writes()
         for source, item, state, (track, events) in zip(sources, scored, states, tracked,
                                                        strict=True):
             for ended in item.plan.ended_tracks:
@@ -267,47 +283,49 @@ class Classifier:
             for chunk, scores, chunk_events in zip(item.chunks, item.scores, events,
                                                    strict=True):
                 written += [self._prediction(chunk, scores), *chunk_events]
-            self._write_state(pipe, source, item.plan)
+            self._write_state(writes, source, item.plan)
+        predictions, events_key = (self.shard.key(name) for name in (
+            streams.PREDICTIONS_STREAM, streams.EVENTS_STREAM))
         for message in written:
             if isinstance(message, Prediction):
-                bus.publish(pipe, self.shard.key(streams.PREDICTIONS_STREAM), message,
-                            self.maxlen)
+                writes.add(*bus.xadd(predictions, message, self.maxlen))
             else:  # trimmed by tick()
-                bus.publish(pipe, self.shard.key(streams.EVENTS_STREAM), message)
-                detections.write(pipe, message, self.shard)
+                writes.add(*bus.xadd(events_key, message))
+                detections.write(writes, message, self.shard)
+        writes.queue(pipe, predictions)
         status.record(pipe, [m for m in written if isinstance(m, Prediction)], self.shard)
         return written
 
     def _prediction(self, m: Embeddings, scores: np.ndarray) -> Prediction:
         peak = scores.max(axis=0)
-        names, ontology = self.head.class_names, self.tracker.tree.ontology
-        count = Prediction.TOP_LABELS
-        top = specific_labels(peak, names, ontology, count) if ontology is not None \
-            else top_labels(peak, names, count)  # the dashboard's order: Bark before Dog
+        tree, count = self.tracker.tree, Prediction.TOP_LABELS
+        top = specific_labels(peak, tree, count) if tree.ontology is not None \
+            else top_labels(peak, tree.class_names, count)  # the dashboard's: Bark before Dog
         return Prediction(
             m.source, m.session, m.seq, m.t, m.offset, m.rms, self.head.name,
             [(name, round(score, 4)) for name, score in top], time.time(),
         )
 
-    def _write_state(self, pipe: redis.client.Pipeline, source: str, source_plan: Plan) -> None:
+    def _write_state(self, writes: Writes, source: str, source_plan: Plan) -> None:
         state = source_plan.state
         assert state is not None
         reorder, gaps = (self.shard.key(name) for name in (streams.reorder_key(source),
                                                           streams.REORDER_GAPS))
         if source_plan.dropped_buffers:
-            pipe.delete(reorder)
+            writes.add("DEL", reorder)
         if source_plan.from_buffer:
-            pipe.hdel(reorder, *source_plan.from_buffer)
+            writes.add("HDEL", reorder, *source_plan.from_buffer)
         if source_plan.to_buffer:
-            pipe.hset(reorder, mapping={m.seq: m.encode() for m in source_plan.to_buffer})
-            pipe.expire(reorder, STATE_TTL_S)
+            writes.add("HSET", reorder, *(field for m in source_plan.to_buffer
+                                          for field in (m.seq, m.encode())))
+            writes.add("EXPIRE", reorder, STATE_TTL_S)
         if state.gap_since is None:
             if source_plan.gap_indexed:
-                pipe.zrem(gaps, source)
+                writes.add("ZREM", gaps, source)
         else:
-            pipe.zadd(gaps, {source: state.gap_since})
-        pipe.set(self.shard.key(streams.source_state_key(source)), state.dumps(),
-                 ex=STATE_TTL_S)
+            writes.add("ZADD", gaps, state.gap_since, source)
+        writes.add("SET", self.shard.key(streams.source_state_key(source)), state.dumps(),
+                   "EX", STATE_TTL_S)
 
     @staticmethod
     def _count(sources: list[str], scored: list[Scored], written: list[Prediction | Event]

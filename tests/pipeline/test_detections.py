@@ -5,6 +5,7 @@ import pytest
 
 from shared import detections, streams
 from shared.messages import Event
+from shared.writes import Writes
 
 
 def event(n: int, kind: str = "start", source: str = "a", label: str = "Dog",
@@ -17,9 +18,11 @@ def event(n: int, kind: str = "start", source: str = "a", label: str = "Dog",
 
 
 def store(client, *events: Event) -> None:
+    writes = Writes()
+    for e in events:
+        detections.write(writes, e)
     with client.pipeline() as pipe:
-        for e in events:
-            detections.write(pipe, e)
+        writes.queue(pipe, streams.DETECTIONS_HASH)
         pipe.execute()
 
 

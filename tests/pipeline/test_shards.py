@@ -22,6 +22,7 @@ from shared.config import ConfigError, Settings
 from shared.messages import Clip, Event, Prediction, SourceStatus
 from shared.ports import free_port
 from shared.topology import Topology
+from shared.writes import Writes
 from soundhive.redis_process import LoopbackCluster, RedisProcess
 
 WAIT_S = 180
@@ -304,8 +305,10 @@ def test_the_api_reads_every_shard_as_one(services: Services, redis_server: Redi
                              1000.0 + n // 3, None, "yamnet"))
     for event in written:
         shard = streams.shard_for(event.source, 4)
+        writes = Writes()
+        detections.write(writes, event, shard)
         with topology.client(shard).pipeline() as pipe:
-            detections.write(pipe, event, shard)
+            writes.queue(pipe, shard.key(streams.DETECTIONS_HASH))
             pipe.execute()
     for source in {event.source for event in written}:
         shard = streams.shard_for(source, 4)

@@ -1,0 +1,112 @@
+"""shared/writes.py on a real Redis: a transaction's writes sent as one script leave what the
+same commands sent one by one leave; out of memory or a watched key's change aborts the whole
+transaction, nothing written; a cluster pipeline routes it to its shard's node."""
+
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from shared import streams
+from shared.writes import Writes
+from soundhive.redis_process import LoopbackCluster
+
+COMMANDS = [
+    ("XADD", "out", "MAXLEN", "~", 5, "*", b"m", b"\x00\xffbinary"),
+    ("XADD", "events", "*", b"m", b"one"),
+    ("HSET", "details", "a", b"1", "b", b"2"),
+    ("HDEL", "details", "b"),
+    ("ZADD", "index", 1000.25, "a"),
+    ("ZADD", "index", 999.5, "b"),
+    ("ZREM", "index", "b"),
+    ("SET", "state", b"\x81\xa1s\x01", "EX", 60),
+    ("HSET", "parked", 7, b"x"),
+    ("EXPIRE", "parked", 60),
+    ("DEL", "gone"),
+]
+
+
+def value(client: redis.Redis, key: bytes) -> object:
+    kind = client.type(key)
+    if kind == b"stream":
+        return [fields for _, fields in client.xrange(key)]  # the ids are the time's
+    if kind == b"hash":
+        return client.hgetall(key)
+    if kind == b"zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    return client.get(key)
+
+
+def dump(client: redis.Redis) -> dict:
+    return {key: (value(client, key), client.ttl(key) > 0) for key in sorted(client.keys("*"))}
+
+
+def test_one_script_writes_what_the_commands_write(redis_server):
+    client = redis_server.client()
+    found = []
+    for one_by_one in (False, True):
+        client.flushall()
+        client.set("gone", 1)
+        with client.pipeline(transaction=True) as pipe:
+            writes = Writes()
+            for command in COMMANDS:
+                if one_by_one:
+                    pipe.execute_command(*command)
+                else:
+                    writes.add(*command)
+            assert len(writes) == (0 if one_by_one else len(COMMANDS))
+            writes.queue(pipe, "out")
+            pipe.execute()
+        found.append(dump(client))
+    assert found[0] == found[1]
+    assert found[0][b"state"] == (b"\x81\xa1s\x01", True)
+
+
+def test_out_of_memory_aborts_the_whole_transaction(redis_server):
+    client = redis_server.client()
+    client.set("before", b"x" * 100_000)
+    client.config_set("maxmemory", 1)
+    writes = Writes()
+    for command in COMMANDS:
+        writes.add(*command)
+    with (pytest.raises(redis.ResponseError, match=r"# 1 \(EVAL .*maxmemory"),
+          client.pipeline(transaction=True) as pipe):
+        writes.queue(pipe, "out")  # refused as it is queued: its script would write
+        pipe.get("before")
+        pipe.execute()
+    client.config_set("maxmemory", 0)
+    assert client.keys("*") == [b"before"]
+
+
+def test_a_watched_change_aborts_it(redis_server):
+    client = redis_server.client()
+    writes = Writes()
+    writes.add("SET", "state", b"mine")
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch("state")
+        client.set("state", b"theirs")  # another replica
+        pipe.multi()
+        writes.queue(pipe, "state")
+        with pytest.raises(redis.WatchError):
+            pipe.execute()
+    assert client.get("state") == b"theirs"
+
+
+def test_a_cluster_pipeline_sends_it_to_its_shards_node(tmp_path: Path):
+    cluster = LoopbackCluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        client = RedisCluster.from_url(cluster.url)
+        for shard in streams.shards(6):
+            writes = Writes()
+            writes.add("SET", shard.key("state"), str(shard.index))
+            writes.add("ZADD", shard.key("index"), shard.index, "a")
+            with client.pipeline(transaction=True) as pipe:
+                writes.queue(pipe, shard.key("state"))
+                pipe.execute()
+        for shard in streams.shards(6):
+            assert client.get(shard.key("state")) == str(shard.index).encode()
+            assert client.zscore(shard.key("index"), "a") == shard.index
+    finally:
+        cluster.stop()
