@@ -1,0 +1,155 @@
+"""The features worker's STFT (shared/frontend.py: stft_magnitude) in CPU time, this checkout's
+against the front end as a git revision had it, in turn in one process: µs of CPU per chunk of
+stft_magnitude alone (one call per chunk of int16 PCM, as the embedder calls it) and of whole
+`embed_int8` batches of BATCH chunks (the model included), one thread; and whether the two give
+the same magnitudes and int8 embeddings on every chunk of the public clips (cut as
+bench/chunk_costs.py cuts them) and every float32 patch (as `classify_file` cuts them).
+
+    .venv/bin/python bench/stft_cost.py --against REVISION [--rounds 6]
+        [--out bench/results/issue20/stft_cost.json]
+
+Each round times the checkout and then the revision (the machine's speed drifts: compare
+rounds, not runs); the report has each round's figures, their medians and ranges, and the page
+faults per chunk. Needs SOUNDHIVE_MODELS.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import machine
+import numpy as np
+from machine import CLIPS, REPO
+from threadpoolctl import threadpool_limits
+
+from shared import frontend
+from shared.audio import find_audio_files, frame_patches, load_audio
+from shared.messages import CHUNK_HOP_SAMPLES, CHUNK_SAMPLES, PATCH_HOP_SECONDS, PcmChunk
+from shared.models import ModelError, models_dir
+from shared.models import yamnet as yamnet_module
+from shared.models.yamnet import YamnetTFLite
+from shared.native import quiet_native_stderr
+
+BATCH = 32  # chunks per embed_int8 call (the features worker's default batch)
+STFT_PASSES = 20  # over the clips' chunks, in each round
+EMBED_PASSES = 8
+
+
+def frontend_of(revision: str) -> ModuleType:
+    """shared/frontend.py as git `revision` had it."""
+    shown = subprocess.run(["git", "show", f"{revision}:shared/frontend.py"], cwd=REPO,
+                           capture_output=True, text=True)
+    if shown.returncode != 0:
+        sys.exit(f"error: --against {revision}: no shared/frontend.py there")
+    spec = importlib.util.spec_from_loader(f"frontend_at_{revision}", loader=None)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    exec(compile(shown.stdout, f"{revision}:shared/frontend.py", "exec"), module.__dict__)
+    return module
+
+
+def clip_chunks() -> np.ndarray:
+    """[n, CHUNK_SAMPLES] int16 PCM of the clips' chunks, every chunk hop."""
+    chunks = []
+    for path in find_audio_files(CLIPS):
+        audio = load_audio(path)
+        audio = np.pad(audio, (0, max(0, CHUNK_SAMPLES - len(audio))))
+        chunks += [PcmChunk.from_samples("x", "x", 0, 0.0, 0.0, audio[s:s + CHUNK_SAMPLES],
+                                         False).pcm_samples()
+                   for s in range(0, len(audio) - CHUNK_SAMPLES + 1, CHUNK_HOP_SAMPLES)]
+    return np.stack(chunks)
+
+
+def cpu_us(work: Callable[[], object], per: int, passes: int) -> tuple[float, float]:
+    """CPU µs and minor page faults per item of `passes` passes of `work` over `per` items."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    started = time.process_time()
+    for _ in range(passes):
+        work()
+    spent = time.process_time() - started
+    return (spent / per / passes * 1e6,
+            (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / per / passes)
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
+            "max": round(max(values), 1), "rounds": [round(v, 1) for v in values]}
+
+
+def compare(model: YamnetTFLite, fronts: dict[str, ModuleType], chunks: np.ndarray,
+            patches: np.ndarray) -> dict:
+    """Whether the revision's magnitudes and int8 embeddings equal the checkout's."""
+    magnitudes, chunk_q, patch_q = {}, {}, {}
+    for name, module in fronts.items():
+        yamnet_module.stft_magnitude = module.stft_magnitude
+        magnitudes[name] = np.stack([module.stft_magnitude(c, model._window) for c in chunks])
+        chunk_q[name] = model.embed_int8(chunks, PATCH_HOP_SECONDS)[0]
+        patch_q[name] = model.embed_int8(patches)[0]
+    a, b = fronts
+    return {"chunks": len(chunks), "patches": len(patches),
+            "magnitude_bins": int(magnitudes[a].size),
+            "magnitude_bins_differing": int(np.sum(magnitudes[a] != magnitudes[b])),
+            "chunk_embeddings_equal": bool(np.array_equal(chunk_q[a], chunk_q[b])),
+            "patch_embeddings_equal": bool(np.array_equal(patch_q[a], patch_q[b]))}
+
+
+def one_round(model: YamnetTFLite, front: ModuleType, chunks: np.ndarray,
+              batches: list[np.ndarray]) -> dict[str, float]:
+    """CPU µs and page faults per chunk of `front`'s stft_magnitude and of embed_int8 with it."""
+    stft, window = front.stft_magnitude, model._window  # the graph's window, as embed_int8's
+    yamnet_module.stft_magnitude = stft
+    stft_us, stft_faults = cpu_us(lambda: [stft(c, window) for c in chunks], len(chunks),
+                                  STFT_PASSES)
+    embed_us, embed_faults = cpu_us(
+        lambda: [model.embed_int8(b, PATCH_HOP_SECONDS) for b in batches],
+        len(batches) * BATCH, EMBED_PASSES)
+    return {"stft_us_per_chunk": stft_us, "stft_faults_per_chunk": stft_faults,
+            "embed_int8_us_per_chunk": embed_us, "embed_int8_faults_per_chunk": embed_faults}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", required=True, metavar="REVISION",
+                        help="the git revision whose shared/frontend.py to time beside this one")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/issue20/stft_cost.json",
+                        help="write the JSON report here (default: %(default)s)")
+    args = parser.parse_args()
+    quiet_native_stderr()
+    fronts = {"checkout": frontend, args.against: frontend_of(args.against)}
+    model = YamnetTFLite(models_dir() / "yamnet.tflite")
+    chunks = clip_chunks()
+    batches = [chunks[i:i + BATCH] for i in range(0, len(chunks) // BATCH * BATCH, BATCH)]
+    patches = np.concatenate([frame_patches(load_audio(p)) for p in find_audio_files(CLIPS)])
+    figures: dict[str, dict[str, list[float]]] = {name: {} for name in fronts}
+    with threadpool_limits(1):
+        exactness = compare(model, fronts, chunks, patches)
+        for _ in range(args.rounds):
+            for name, module in fronts.items():
+                for kind, value in one_round(model, module, chunks, batches).items():
+                    figures[name].setdefault(kind, []).append(value)
+    report = {"machine": machine.describe(),
+              "command": {"argv": sys.argv[1:], "commit": machine.git_commit()},
+              "exactness": exactness,
+              "cpu": {name: {k: summary(v) for k, v in kinds.items()}
+                      for name, kinds in figures.items()},
+              "load_average": [round(x, 2) for x in os.getloadavg()]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("exactness", "cpu")}, indent=1))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ModelError as exc:
+        sys.exit(f"error: {exc}")
