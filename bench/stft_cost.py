@@ -9,8 +9,8 @@ bench/chunk_costs.py cuts them) and every float32 patch (as `classify_file` cuts
         [--out bench/results/issue20/stft_cost.json]
 
 Each round times the checkout and then the revision (the machine's speed drifts: compare
-rounds, not runs); the report has each round's figures, their medians and ranges, and the page
-faults per chunk. Needs SOUNDHIVE_MODELS.
+rounds, not runs); the report has each round's figures, their medians and ranges, the page
+faults per chunk, and each round's checkout figure in % of the revision's. Needs SOUNDHIVE_MODELS.
 """
 
 import argparse
@@ -142,10 +142,15 @@ def main() -> None:
               "exactness": exactness,
               "cpu": {name: {k: summary(v) for k, v in kinds.items()}
                       for name, kinds in figures.items()},
+              "checkout_to_revision": {
+                  kind: summary([100 * a / b for a, b in zip(
+                      figures["checkout"][kind], figures[args.against][kind], strict=True)])
+                  for kind in ("stft_us_per_chunk", "embed_int8_us_per_chunk")},
               "load_average": [round(x, 2) for x in os.getloadavg()]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: report[k] for k in ("exactness", "cpu")}, indent=1))
+    print(json.dumps({k: report[k] for k in ("exactness", "cpu", "checkout_to_revision")},
+                     indent=1))
 
 
 if __name__ == "__main__":
