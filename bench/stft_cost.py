@@ -8,9 +8,10 @@ bench/chunk_costs.py cuts them) and every float32 patch (as `classify_file` cuts
     .venv/bin/python bench/stft_cost.py --against REVISION [--rounds 6]
         [--out bench/results/issue20/stft_cost.json]
 
-Each round times the checkout and then the revision (the machine's speed drifts: compare
-rounds, not runs); the report has each round's figures, their medians and ranges, the page
-faults per chunk, and each round's checkout figure in % of the revision's. Needs SOUNDHIVE_MODELS.
+Each round makes PASSES passes over the chunks, the checkout and the revision in turn in each
+(the machine's speed drifts: compare within rounds, not runs); the report has each round's
+figures, their medians and ranges, the page faults per chunk, and each round's checkout figure
+in % of the revision's. Needs SOUNDHIVE_MODELS.
 """
 
 import argparse
@@ -22,7 +23,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -40,8 +43,7 @@ from shared.models.yamnet import YamnetTFLite
 from shared.native import quiet_native_stderr
 
 BATCH = 32  # chunks per embed_int8 call (the features worker's default batch)
-STFT_PASSES = 20  # over the clips' chunks, in each round
-EMBED_PASSES = 8
+PASSES = 8  # over the clips' chunks in a round, each front end in turn in each pass
 
 
 def frontend_of(revision: str) -> ModuleType:
@@ -68,15 +70,13 @@ def clip_chunks() -> np.ndarray:
     return np.stack(chunks)
 
 
-def cpu_us(work: Callable[[], object], per: int, passes: int) -> tuple[float, float]:
-    """CPU µs and minor page faults per item of `passes` passes of `work` over `per` items."""
+def measured(work: Callable[[], object]) -> tuple[float, int]:
+    """CPU seconds and minor page faults of `work`."""
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.process_time()
-    for _ in range(passes):
-        work()
-    spent = time.process_time() - started
-    return (spent / per / passes * 1e6,
-            (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / per / passes)
+    work()
+    return (time.process_time() - started,
+            resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
 
 
 def summary(values: list[float]) -> dict:
@@ -101,18 +101,32 @@ def compare(model: YamnetTFLite, fronts: dict[str, ModuleType], chunks: np.ndarr
             "patch_embeddings_equal": bool(np.array_equal(patch_q[a], patch_q[b]))}
 
 
-def one_round(model: YamnetTFLite, front: ModuleType, chunks: np.ndarray,
-              batches: list[np.ndarray]) -> dict[str, float]:
-    """CPU µs and page faults per chunk of `front`'s stft_magnitude and of embed_int8 with it."""
-    stft, window = front.stft_magnitude, model._window  # the graph's window, as embed_int8's
-    yamnet_module.stft_magnitude = stft
-    stft_us, stft_faults = cpu_us(lambda: [stft(c, window) for c in chunks], len(chunks),
-                                  STFT_PASSES)
-    embed_us, embed_faults = cpu_us(
-        lambda: [model.embed_int8(b, PATCH_HOP_SECONDS) for b in batches],
-        len(batches) * BATCH, EMBED_PASSES)
-    return {"stft_us_per_chunk": stft_us, "stft_faults_per_chunk": stft_faults,
-            "embed_int8_us_per_chunk": embed_us, "embed_int8_faults_per_chunk": embed_faults}
+def one_round(model: YamnetTFLite, fronts: dict[str, ModuleType], chunks: np.ndarray,
+              batches: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """CPU µs and page faults per chunk of each front end's stft_magnitude and of embed_int8
+    with it, over PASSES passes with the front ends in turn in each pass."""
+    totals = {name: defaultdict(float) for name in fronts}
+    for _ in range(PASSES):
+        for name, front in fronts.items():
+            yamnet_module.stft_magnitude = front.stft_magnitude
+            for way, work, count in (
+                    ("stft", partial(stft_pass, front, model._window, chunks), len(chunks)),
+                    ("embed_int8", partial(embed_pass, model, batches), len(batches) * BATCH)):
+                seconds, faults = measured(work)
+                totals[name][f"{way}_us_per_chunk"] += seconds * 1e6 / count / PASSES
+                totals[name][f"{way}_faults_per_chunk"] += faults / count / PASSES
+    return {name: dict(figures) for name, figures in totals.items()}
+
+
+def stft_pass(front: ModuleType, window: np.ndarray, chunks: np.ndarray) -> None:
+    """A chunk at a time, as embed_int8 calls it (with the graph's window)."""
+    for chunk in chunks:
+        front.stft_magnitude(chunk, window)
+
+
+def embed_pass(model: YamnetTFLite, batches: list[np.ndarray]) -> None:
+    for batch in batches:
+        model.embed_int8(batch, PATCH_HOP_SECONDS)
 
 
 def main() -> None:
@@ -124,6 +138,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/issue20/stft_cost.json",
                         help="write the JSON report here (default: %(default)s)")
     args = parser.parse_args()
+    if Path(frontend.__file__).resolve() != REPO / "shared/frontend.py":
+        sys.exit(f"error: shared is imported from {Path(frontend.__file__).parents[1]}, not "
+                 f"this checkout: run with PYTHONPATH={REPO}")
     quiet_native_stderr()
     fronts = {"checkout": frontend, args.against: frontend_of(args.against)}
     model = YamnetTFLite(models_dir() / "yamnet.tflite")
@@ -134,8 +151,8 @@ def main() -> None:
     with threadpool_limits(1):
         exactness = compare(model, fronts, chunks, patches)
         for _ in range(args.rounds):
-            for name, module in fronts.items():
-                for kind, value in one_round(model, module, chunks, batches).items():
+            for name, measures in one_round(model, fronts, chunks, batches).items():
+                for kind, value in measures.items():
                     figures[name].setdefault(kind, []).append(value)
     report = {"machine": machine.describe(),
               "command": {"argv": sys.argv[1:], "commit": machine.git_commit()},
