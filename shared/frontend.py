@@ -76,8 +76,8 @@ def stft_magnitude(samples: np.ndarray, window: np.ndarray | None = None) -> np.
 
 def _magnitudes(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
     # The window product in float32 (float samples rounded to float32 first), stored widened
-    # into the FFT's zero padding: given the 400 samples and n=512, numpy's rfft pads each row
-    # itself, at half again the cost of the whole FFT.
+    # into the FFT's zero padding: given 400 samples and n=512, numpy's rfft pads each row into
+    # a buffer of its own, which costs half as much again as the FFT of padded rows.
     padded = np.zeros((*frames.shape[:-1], params.FFT_LENGTH))
     np.multiply(frames, window, out=padded[..., :frames.shape[-1]], dtype=np.float32)
     spectrum = np.fft.rfft(padded).astype(np.complex64)
