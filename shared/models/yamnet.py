@@ -6,8 +6,9 @@ embedder computes the STFT magnitudes in numpy as the graph computes them (share
 the same float32 and float64 steps) and runs the rest of the graph, from the magnitudes to the
 1024-d embedding that feeds the classifier layer, as a model cut from the file when it loads.
 Its embeddings equal the whole graph's (tests/test_yamnet.py checks every patch of the clips).
-The head re-does the last two layers (int8 fully-connected, int8 logistic) in numpy with the
-file's own weights and quantisation, so that split scores equal the whole graph's scores.
+The head is the graph's last two layers (int8 fully-connected, int8 logistic), cut from the
+file as a model of their own and run on whole batches, so that split scores equal the whole
+graph's scores.
 
 Threads: the graph takes one patch per call, too little work for LiteRT's own threads to share
 (on 2 cores, two threads in one interpreter ran 11 % faster than one). So `threads`
@@ -28,7 +29,7 @@ from shared.audio import hop_samples
 from shared.frontend import stft_magnitude
 from shared.labels import ClassMap
 from shared.models.base import AudioModel, ModelError
-from shared.models.tflite import TFLiteFile, round_half_away
+from shared.models.tflite import TFLiteFile
 
 if TYPE_CHECKING:
     from ai_edge_litert.interpreter import Interpreter
@@ -39,12 +40,10 @@ MAGNITUDE_TENSOR = "magnitude_spectrogram"
 LOG_MEL_TENSOR = "log_mel_spectrogram"
 EMBEDDING_TENSOR = "tower0/network/layer28/reduce_mean"
 FC_WEIGHTS_TENSOR = "tower0/network/layer29/fc/MatMul"
-FC_BIAS_TENSOR = "network/layer29/fc/biases"
-FC_OUTPUT_TENSOR = "tower0/network/layer29/fc/MatMul;tower0/network/layer29/fc/BiasAdd"
 SCORES_INT8_TENSOR = "tower0/network/layer32/final_output1"
+HEAD_MAX_ROWS = 256  # embeddings scored in one call of the head's interpreter
 REQUIRED_TENSORS = (INPUT_TENSOR, WINDOW_TENSOR, MAGNITUDE_TENSOR, LOG_MEL_TENSOR,
-                    EMBEDDING_TENSOR, FC_WEIGHTS_TENSOR, FC_BIAS_TENSOR, FC_OUTPUT_TENSOR,
-                    SCORES_INT8_TENSOR)
+                    EMBEDDING_TENSOR, FC_WEIGHTS_TENSOR, SCORES_INT8_TENSOR)
 
 
 class YamnetTFLite:
@@ -169,11 +168,15 @@ def _patches_per_row(samples: int, hop_frames: int) -> int:
     return (samples - params.PATCH_SAMPLES) // (hop_frames * params.STFT_HOP_SAMPLES) + 1
 
 
-def _interpreter(model: bytes, threads: int) -> "Interpreter":
+def _interpreter(model: bytes, threads: int, input_shape: tuple[int, ...] | None = None
+                 ) -> "Interpreter":
     from ai_edge_litert.interpreter import Interpreter
 
     try:
         interpreter = Interpreter(model_content=model, num_threads=threads)
+        if input_shape is not None:
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
+                                            input_shape)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load the YAMNet graph: {exc}") from None
@@ -181,47 +184,44 @@ def _interpreter(model: bytes, threads: int) -> "Interpreter":
 
 
 class YamnetHead:
-    """YAMNet's AudioSet classifier layer, integer-exact, from the TFLite file's weights."""
+    """YAMNet's AudioSet classifier layer (int8 fully-connected, int8 logistic) cut from the
+    TFLite file and run by LiteRT on whole batches: the graph's own scores. Its int8 kernels
+    take a sixth of the CPU of the same integer sums in float32 BLAS (bench/chunk_costs.py)."""
 
     def __init__(self, graph: YamnetTFLite, class_names: list[str]):
         self.class_names = class_names
         self._input = graph.embedding_quantization
-        # The int8 products are summed exactly by BLAS in float32 (20x faster than numpy's
-        # int64 matmul; float64 read twice the bytes, most of the cost of a chunk's two
-        # patches): over parts of the embedding short enough that every partial sum is an
-        # integer float32 holds exactly (|x - zero point| <= 255, so |sum| <= 2**24), the
-        # parts' sums then added in float64.
-        weights = graph.file.constant(FC_WEIGHTS_TENSOR).astype(np.float64)  # [C, D]
-        weights_t = (weights - graph.file.quantization(FC_WEIGHTS_TENSOR).zero_point).T
-        part = 2**24 // (255 * max(1, int(np.abs(weights_t).max())))
-        self._parts = [(start, np.ascontiguousarray(weights_t[start:start + part], np.float32))
-                       for start in range(0, len(weights_t), part)]
-        self._bias = graph.file.constant(FC_BIAS_TENSOR).astype(np.float64)
-        fc_out = graph.file.quantization(FC_OUTPUT_TENSOR)
-        self._fc_out = fc_out
-        self._requantize = (
-            self._input.scale * graph.file.quantization(FC_WEIGHTS_TENSOR).scale / fc_out.scale
-        )
-        # int8 logistic is a lookup table over the 256 possible inputs, as in TFLite.
-        levels = np.arange(-128, 128)
-        probabilities = 1.0 / (1.0 + np.exp(-fc_out.dequantize(levels).astype(np.float64)))
-        out = graph.file.quantization(SCORES_INT8_TENSOR)
-        self._logistic = out.dequantize(out.quantize(probabilities))
-        if len(class_names) != weights.shape[0]:
-            raise ModelError(
-                f"class map has {len(class_names)} classes, the model {weights.shape[0]}"
-            )
+        self._output = graph.file.quantization(SCORES_INT8_TENSOR)
+        self._model = graph.file.part(EMBEDDING_TENSOR, SCORES_INT8_TENSOR)
+        self._interpreters: dict[int, Interpreter] = {}  # by batch rows
+        self._lock = threading.Lock()  # the api scores requests in threads
+        classes = graph.file.constant(FC_WEIGHTS_TENSOR).shape[0]
+        if len(class_names) != classes:
+            raise ModelError(f"class map has {len(class_names)} classes, the model {classes}")
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
-        x = self._input.quantize(np.asarray(embeddings, np.float32)).astype(np.float32) \
-            - np.float32(self._input.zero_point)
-        acc = np.broadcast_to(self._bias, (len(x), len(self._bias))).copy()
-        for start, weights in self._parts:
-            acc += x[:, start:start + len(weights)] @ weights
-        logits_q = np.clip(
-            round_half_away(acc * self._requantize) + self._fc_out.zero_point, -128, 127
-        ).astype(np.int64)
-        return self._logistic[logits_q + 128].astype(np.float32)
+        """float32 [n, 1024] embeddings -> float32 [n, 521] scores."""
+        q = self._input.quantize(np.asarray(embeddings, np.float32)).astype(np.int8)
+        scores = np.empty((len(q), len(self.class_names)), np.float32)
+        with self._lock:
+            for start in range(0, len(q), HEAD_MAX_ROWS):
+                rows = q[start:start + HEAD_MAX_ROWS]
+                scores[start:start + len(rows)] = self._output.dequantize(self._run(rows))
+        return scores
+
+    def _run(self, rows: np.ndarray) -> np.ndarray:
+        # Batches come in every size: an interpreter per power of two, the rows zero-padded
+        # to it, rather than a resize (and a reallocation) at each new size.
+        size = 1 << (len(rows) - 1).bit_length()
+        interpreter = self._interpreters.get(size)
+        if interpreter is None:
+            interpreter = _interpreter(self._model, 1, (size, rows.shape[1]))
+            self._interpreters[size] = interpreter
+        padded = np.zeros((size, rows.shape[1]), np.int8)
+        padded[:len(rows)] = rows
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], padded)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[:len(rows)]
 
 
 def load(folder: Path, threads: int = 1) -> tuple[YamnetTFLite, AudioModel]:
