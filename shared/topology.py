@@ -12,6 +12,7 @@ Redis clients that reach it:
     topology.home               the client of the global keys
     topology.served             the shards this worker serves (SOUNDHIVE_SHARD_IDS, or all)
     topology.claim_shard_count()   records SOUNDHIVE_SHARDS in Redis, or refuses another count
+    topology.prepare_to_write()    that, and every server checked to run shared/writes.py's script
     topology.shard_count_problem()  why not, for a reader (the api's readiness)
     topology.group_backlogs()      every shard's consumer groups, their lag and pending entries
     topology.unreachable_shards()  which served shards' Redis does not answer now (readiness)
@@ -25,7 +26,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from shared import bus, metrics, streams
+from shared import bus, metrics, streams, writes
 from shared.config import ConfigError, RedisSettings
 from shared.redact import redact
 
@@ -79,6 +80,13 @@ class Topology:
         problem = self.shard_count_problem()
         if problem is not None:
             raise ConfigError(problem)
+
+    def prepare_to_write(self) -> None:
+        """claim_shard_count, and each server checked to run the script of shared/writes.py
+        (ConfigError where one cannot)."""
+        self.claim_shard_count()
+        for server in self.servers:
+            writes.check(server)
 
     def shard_count_problem(self) -> str | None:
         """Why this shard count is not the one Redis's data was written with (None: it is, or

@@ -365,4 +365,4 @@ def main(settings: ClassifierSettings) -> None:
         workers.append(bus.Worker(settings, streams.EMBEDDINGS_STREAM, streams.CLASSIFIER_GROUP,
                                   Embeddings, classifier.handle, health, stopper, client,
                                   tick=classifier.tick, shard=shard, acknowledging=True))
-    bus.run_in_turn(workers, topology.claim_shard_count)
+    bus.run_in_turn(workers, topology.prepare_to_write)

@@ -61,8 +61,9 @@ def main(settings: FeaturesSettings) -> None:
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     topology = Topology.connect(settings, settings.block_ms)
     stopper = bus.Stopper()
-    # Another shard count is refused before the model loads and anything reads.
-    bus.persist(topology.claim_shard_count, stopper, bus.Weather("features", health))
+    # Another shard count, or a Redis too old for the write script, is refused before the
+    # model loads and anything reads.
+    bus.persist(topology.prepare_to_write, stopper, bus.Weather("features", health))
     embedder = load_embedder(settings.model, threads=settings.threads)
     log.info("features: model %s (%d threads), metrics on :%d", embedder.name,
              settings.threads, server.server_port)
@@ -72,7 +73,7 @@ def main(settings: FeaturesSettings) -> None:
                     streams.PCM_STREAM, streams.FEATURES_GROUP, PcmChunk, handle, health, stopper,
                     topology.client(shard), output=streams.EMBEDDINGS_STREAM, shard=shard)
          for shard in topology.served]
-        for i in range(READERS)], topology.claim_shard_count)
+        for i in range(READERS)], topology.prepare_to_write)
 
 
 def run_together(stopper: bus.Stopper, loops: list[list[bus.Worker]],

@@ -1,6 +1,7 @@
 """shared/writes.py on a real Redis: a transaction's writes sent as one script leave what the
 same commands sent one by one leave; out of memory or a watched key's change aborts the whole
-transaction, nothing written; a cluster pipeline routes it to its shard's node."""
+transaction, nothing written; a cluster pipeline routes it to its shard's node; a Redis that
+cannot run it is named at start."""
 
 from pathlib import Path
 
@@ -8,7 +9,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from shared import streams
+from shared import streams, writes
+from shared.config import ConfigError, Settings
+from shared.topology import Topology
 from shared.writes import Writes
 from soundhive.redis_process import LoopbackCluster
 
@@ -110,3 +113,14 @@ def test_a_cluster_pipeline_sends_it_to_its_shards_node(tmp_path: Path):
             assert client.zscore(shard.key("index"), "a") == shard.index
     finally:
         cluster.stop()
+
+
+def test_a_redis_that_cannot_run_the_script_is_named_at_start(redis_server, monkeypatch):
+    """Redis 6 has no shebang in scripts: a compile error, refused once at start in one line
+    (a service exits 2 on it), not met by every batch until it is dead-lettered."""
+    topology = Topology.connect(Settings(redis_url=redis_server.url))
+    topology.prepare_to_write()  # this Redis 7 runs it
+    monkeypatch.setattr(writes, "_APPLY", "#!lua\nthis is not Lua\n")
+    with pytest.raises(ConfigError, match=r"^REDIS_URL: .*Redis 7 or later.*compiling") as caught:
+        topology.prepare_to_write()
+    assert "\n" not in str(caught.value)
