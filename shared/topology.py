@@ -28,6 +28,7 @@ from redis.exceptions import RedisClusterException
 
 from shared import bus, metrics, streams, writes
 from shared.config import ConfigError, RedisSettings
+from shared.errors import one_line
 from shared.redact import redact
 
 
@@ -82,11 +83,19 @@ class Topology:
             raise ConfigError(problem)
 
     def prepare_to_write(self) -> None:
-        """claim_shard_count, and each server checked to run the script of shared/writes.py
-        (ConfigError where one cannot)."""
+        """claim_shard_count, and each server checked to run the script of shared/writes.py:
+        ConfigError (one line) where one cannot, named once at start rather than met by every
+        batch until it is dead-lettered; Redis trouble (out of memory, a refusal) propagates to
+        be waited out."""
         self.claim_shard_count()
         for server in self.servers:
-            writes.check(server)
+            try:
+                writes.check(server)
+            except redis.ResponseError as exc:
+                if bus.weather(exc) is not None:
+                    raise
+                raise ConfigError(f"REDIS_URL: this Redis cannot run soundhive's write script "
+                                  f"(Redis 7 or later is needed): {one_line(exc)}") from None
 
     def shard_count_problem(self) -> str | None:
         """Why this shard count is not the one Redis's data was written with (None: it is, or

@@ -9,7 +9,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from shared import streams, writes
+from shared import bus, streams, writes
 from shared.config import ConfigError, Settings
 from shared.topology import Topology
 from shared.writes import Writes
@@ -124,3 +124,19 @@ def test_a_redis_that_cannot_run_the_script_is_named_at_start(redis_server, monk
     with pytest.raises(ConfigError, match=r"^REDIS_URL: .*Redis 7 or later.*compiling") as caught:
         topology.prepare_to_write()
     assert "\n" not in str(caught.value)
+
+
+def test_out_of_memory_at_start_is_waited_out_not_refused(redis_server, monkeypatch):
+    topology = Topology.connect(Settings(redis_url=redis_server.url))
+    topology.claim_shard_count()
+    monkeypatch.setattr(Topology, "claim_shard_count", lambda self: None)  # the script's turn
+    client = redis_server.client()
+    client.set("before", b"x" * 100_000)
+    client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(redis.ResponseError) as caught:
+            topology.prepare_to_write()
+        assert not isinstance(caught.value, ConfigError)
+        assert bus.weather(caught.value) == "out of memory"
+    finally:
+        client.config_set("maxmemory", 0)
