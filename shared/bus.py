@@ -21,10 +21,11 @@ Each turn of the loop:
   3. decode each entry (shared/messages.py); a malformed one, or one delivered more than
      max_deliveries times, goes to the dead-letter stream with the reason and is acknowledged;
   4. `handle(deliveries)` returns the output messages; they are written and the inputs
-     acknowledged in one MULTI/EXEC, so an output is never lost: at-least-once. A handler may
+     acknowledged in one transaction, the acknowledgement last (shared/writes.py), so an
+     output is never lost: at-least-once. A handler may
      write its own outputs and return a count instead; one that writes them in a transaction
      of its own (the classifier: `acknowledging`) is given the batch's Acknowledgement to
-     queue in it, so outputs and acknowledgement commit together in one round trip.
+     add to it, so outputs and acknowledgement commit together in one round trip.
      A batch that raises is retried one by one; an entry raising PermanentError (a message this
      service can never use) is dead-lettered at once, any other error leaves it pending to be
      retried after claim_idle_s, up to max_deliveries. A handler interrupted by the stop
@@ -65,6 +66,8 @@ CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 # ConnectionError), or a command its ACL user may not run. Waited out as other trouble (an ACL
 # change applies at once), but named as what it is.
 REFUSALS = (redis.AuthenticationError, redis.exceptions.NoPermissionError)
+# A command of a script (shared/writes.py) its ACL user may not run: a plain error reply.
+_SCRIPT_REFUSAL = "The user executing the script can't run this command"
 _TRIM_INTERVAL_S = 1.0
 _BACKPRESSURE_WAIT_S = 0.2
 # The output's backlog is looked at no more often than this: at low load a turn is one entry,
@@ -106,14 +109,16 @@ class Acknowledgement:
     ids: tuple[str, ...]
     redelivered: bool
 
-    def queue(self, pipe: redis.client.Pipeline) -> None:
-        pipe.xack(self.stream, self.group, *self.ids)
+    def add_to(self, writes: Writes) -> None:
+        """As the last of a transaction's writes: a write that fails before it leaves the batch
+        pending, to be delivered again (shared/writes.py)."""
+        writes.add("XACK", self.stream, self.group, *self.ids)
         if self.redelivered:
-            pipe.hdel(self.errors_key, *self.ids)
+            writes.add("HDEL", self.errors_key, *self.ids)
 
 
 Handler = Callable[[list[Delivery[M]]], list[Output] | int]
-# Writes its outputs in its own transaction, the Acknowledgement queued in it; returns a count.
+# Writes its outputs in its own transaction, the Acknowledgement added last; returns a count.
 AcknowledgingHandler = Callable[[list[Delivery[M]], Acknowledgement], int]
 
 
@@ -144,7 +149,7 @@ def xadd(stream: str, message: Message, maxlen: int | None = None) -> tuple:
 
 def weather(exc: BaseException) -> str | None:
     """The kind of Redis trouble to wait out, or None for an error that is not Redis's."""
-    if isinstance(exc, REFUSALS):
+    if isinstance(exc, REFUSALS) or _SCRIPT_REFUSAL in str(exc):
         return "refused"
     if isinstance(exc, CONNECTION_ERRORS):
         return "unreachable"
@@ -604,9 +609,9 @@ class Worker(Generic[M]):
             for output in outputs if isinstance(outputs, list) else []:
                 writes.add(*xadd(self.shard.key(output.stream), output.message,
                                  _maxlen(output.stream, self.settings)))
+            acknowledgement.add_to(writes)
             with self.redis.pipeline(transaction=True) as pipe:
-                writes.queue(pipe, self.stream)
-                acknowledgement.queue(pipe)
+                writes.queue(pipe)
                 pipe.execute()
             written = len(outputs) if isinstance(outputs, list) else outputs
         metrics.MESSAGES_OUT.labels(self._service).inc(written)

@@ -298,7 +298,9 @@ class Settings(RedisSettings):
     metrics_port: int = metrics_port_field(0)
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port binds "
                               "(the images set 0.0.0.0: the network).")
-    batch_size: int = Field(32, ge=1, description="Entries read per XREADGROUP.")
+    batch_size: int = Field(32, ge=1, le=1000, description="Entries read per XREADGROUP (at "
+                            "most 1000: a batch's writes go to Redis as one script's "
+                            "arguments).")
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK time in milliseconds.")
     claim_idle_s: float = Field(
         5.0, gt=0, description="An entry pending this long without its consumer renewing it "

@@ -3,7 +3,7 @@ classifier's latest prediction for it (level, top labels), its recent levels, it
 going on and its latest one. Read by the api and `soundhive up`; the classifier writes the
 predictions and levels with record().
 
-    record(pipe, predictions)     the classifier, per batch: latest predictions, level history
+    record(writes, predictions)   the classifier, per batch: latest predictions, level history
     read_sources(where)           every source's view, in a few round trips whatever their number
     select(views, query)          a filtered, sorted page of them, and how many matched
     summary(views)                counts by state, silent sources, detections going on
@@ -17,10 +17,9 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import redis
-
 from shared import detections, streams
 from shared.messages import Event, MessageError, Prediction, SourceStatus
+from shared.writes import Writes
 
 SILENCE_DBFS = -100.0
 # A running source quieter than this is "silent": a muted, unplugged or dead microphone.
@@ -91,36 +90,22 @@ def dbfs(rms: float) -> float:
 # Each source's LPUSH (the newest first), LTRIM and EXPIRE, for every source of a batch in one
 # command: three commands a source cost the classifier more CPU than the rest of its writes.
 # ARGV: LEVEL_HISTORY, LEVELS_TTL_S, then for each key its number of entries and the entries.
-_PUSH_LEVELS = """
-local at = 3
-for _, key in ipairs(KEYS) do
-  local count = tonumber(ARGV[at])
-  redis.call('LPUSH', key, unpack(ARGV, at + 1, at + count))
-  redis.call('LTRIM', key, 0, ARGV[1] - 1)
-  redis.call('EXPIRE', key, ARGV[2])
-  at = at + count + 1
-end
-"""
-
-
-def record(pipe: redis.client.Pipeline, predictions: Sequence[Prediction],
+def record(writes: Writes, predictions: Sequence[Prediction],
            shard: streams.Shard = streams.Shard()) -> None:
     """Sources' latest predictions, and their levels in each source's history (in its shard),
-    from predictions in each source's order: one HSET and one EVAL (not a script's SHA: the
-    pipeline is a transaction, where a NOSCRIPT could not be retried) for all."""
+    from predictions in each source's order."""
     if not predictions:
         return
-    pipe.hset(shard.key(streams.LATEST_PREDICTIONS),
-              mapping={p.source: p.encode() for p in predictions})  # each source's last
+    writes.add("HSET", shard.key(streams.LATEST_PREDICTIONS),  # each source's last
+               *(field for p in predictions for field in (p.source, p.encode())))
     levels: dict[str, list[str]] = defaultdict(list)
     for prediction in predictions:
         levels[prediction.source].append(f"{prediction.written_at:.3f} {prediction.rms:.6g}")
-    args: list[str | int] = [LEVEL_HISTORY, LEVELS_TTL_S]
-    for entries in levels.values():
-        args += [len(entries), *entries]
-    # execute_command: redis-py's cluster pipelines have no eval(), but route an EVAL by its keys
-    pipe.execute_command("EVAL", _PUSH_LEVELS, len(levels),
-                         *(shard.key(streams.source_levels(source)) for source in levels), *args)
+    for source, entries in levels.items():
+        key = shard.key(streams.source_levels(source))
+        writes.add("LPUSH", key, *entries)
+        writes.add("LTRIM", key, 0, LEVEL_HISTORY - 1)
+        writes.add("EXPIRE", key, LEVELS_TTL_S)
 
 
 def read_sources(where: detections.Where) -> list[SourceView]:

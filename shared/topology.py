@@ -84,9 +84,13 @@ class Topology:
 
     def prepare_to_write(self) -> None:
         """claim_shard_count, and each server checked to run the script of shared/writes.py:
-        ConfigError (one line) where one cannot, named once at start rather than met by every
-        batch until it is dead-lettered; Redis trouble (out of memory, a refusal) propagates to
-        be waited out."""
+        ConfigError (one line) where one cannot, or where a cluster has one shard, named once
+        at start rather than met by every batch until it is dead-lettered; Redis trouble (out
+        of memory, a refusal) propagates to be waited out."""
+        if self.count == 1 and isinstance(self.home, RedisCluster):
+            raise ConfigError("SOUNDHIVE_REDIS_CLUSTER needs SOUNDHIVE_SHARDS of 2 or more: "
+                              "one shard's keys carry no hash tag, and its transactions would "
+                              "span the cluster's slots")
         self.claim_shard_count()
         for server in self.servers:
             try:

@@ -2,15 +2,20 @@
 
 redis-py spends ~10 µs of Python on each command queued in a pipeline (queueing it, packing
 it, parsing its QUEUED reply): a classifier batch writes a few hundred (each chunk's
-prediction, the events and their indexes, each source's state), which cost it more than its
-event rules. Writes collects them as plain argument lists and queues them as one EVAL of a
-script that runs each in turn, so the client packs one command and parses one reply.
+prediction, the events and their indexes, each source's state and levels, the batch's
+acknowledgement), which cost it more than its event rules. Writes collects them as plain
+argument lists and queues them as one EVAL of a script that runs each in turn, so the client
+packs one command and parses one reply.
 
-The script runs inside the caller's MULTI/EXEC (its WATCH still guards the transaction). Its
-shebang makes Redis judge it a write as it is queued, as it judges an XADD: out of memory, the
-EXEC is aborted whole, nothing written. Every key it touches must be in the same Redis Cluster
-slot as `route_key` (a shard's keys share its hash tag: shared/streams.py), and its ACL user
-needs +@scripting (deploy/redis/soundhive.acl).
+The script runs inside the caller's MULTI/EXEC (its WATCH still guards the transaction), and
+every key its commands write is declared, so Redis refuses it as it is queued, aborting the
+whole EXEC with nothing written, where it refused one of the commands: out of memory (the
+shebang makes Redis judge the script a write), a key outside the ACL user's patterns, keys of
+two cluster slots (a shard's keys share its hash tag: shared/streams.py). Its ACL user needs
++@scripting (deploy/redis/soundhive.acl), and Redis 7 (the shebang: check() at start).
+An error while it runs (a command the ACL user may not run, a key of the wrong type) stops it
+there: the commands before stay written, those after do not, so a batch's acknowledgement goes
+last and the batch is delivered again.
 """
 
 import redis
@@ -28,26 +33,23 @@ Arg = str | bytes | int | float
 
 
 class Writes:
-    """Write commands ("XADD", key, ...) collected in order, queued in a pipeline as one."""
+    """Write commands collected in order, queued in a pipeline as one: each one key's command
+    whose key comes first ("XADD", key, ...), as Redis's own write commands are."""
 
     def __init__(self) -> None:
         self._args: list[Arg] = []
-        self._count = 0
+        self._keys: dict[str, None] = {}  # in order, once each
 
-    def add(self, *command: Arg) -> None:
-        self._args += (len(command), *command)
-        self._count += 1
+    def add(self, command: str, key: str, *args: Arg) -> None:
+        self._args += (2 + len(args), command, key, *args)
+        self._keys[key] = None
 
-    def __len__(self) -> int:
-        return self._count
-
-    def queue(self, pipe: redis.client.Pipeline, route_key: str) -> None:
-        """Queue every command collected as one EVAL, routed (in a cluster) by `route_key`.
+    def queue(self, pipe: redis.client.Pipeline) -> None:
+        """Queue every command collected as one EVAL (nothing when there is none).
         execute_command: redis-py's cluster pipelines have no eval(), but route an EVAL by its
         keys."""
         if self._args:
-            pipe.execute_command("EVAL", _APPLY, 1, route_key, *self._args)
-
+            pipe.execute_command("EVAL", _APPLY, len(self._keys), *self._keys, *self._args)
 
 
 def check(client: redis.Redis) -> None:

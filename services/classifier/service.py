@@ -169,13 +169,15 @@ class Classifier:
                                   self.timeout_s)
                              for source, raw in zip(sources, raws, strict=True)]
                     scored = self._score(pipe, sources, plans)
-                    pipe.multi()
+                    writes = Writes()
                     if epoch is None:
                         epoch = secrets.token_hex(8).encode()
-                        pipe.set(epoch_key, epoch)
-                    written = self._write(pipe, sources, scored)
+                        writes.add("SET", epoch_key, epoch)
+                    written = self._write(writes, sources, scored)
                     if acknowledgement is not None:
-                        acknowledgement.queue(pipe)
+                        acknowledgement.add_to(writes)
+                    pipe.multi()
+                    writes.queue(pipe)
                     pipe.execute()
                 except redis.WatchError:
                     continue  # another replica advanced one of these sources: plan again
@@ -254,17 +256,17 @@ class Classifier:
     @staticmethod
     def _patches_alone(scored: list[Scored]) -> tuple[np.ndarray, np.ndarray]:
         """Windows of one embedding: each ready patch's own."""
-        rows = []
+        blocks = []  # each chunk's rows
         for item in scored:
             assert item.plan.state is not None
             item.plan.state.window = []
-            rows += [chunk.vectors() for chunk in item.chunks]
-        if not rows:
+            blocks += [chunk.vectors() for chunk in item.chunks]
+        if not blocks:
             return np.zeros((0, 1, 0), np.float32), np.zeros(0, np.int64)
-        vectors = np.concatenate(rows)
+        vectors = np.concatenate(blocks)
         return vectors[:, None, :], np.ones(len(vectors), np.int64)
 
-    def _write(self, pipe: redis.client.Pipeline, sources: list[str], scored: list[Scored]
+    def _write(self, writes: Writes, sources: list[str], scored: list[Scored]
                ) -> list[Prediction | Event]:
         written: list[Prediction | Event] = []
         states: list[SourceState] = []
@@ -274,7 +276,6 @@ class Classifier:
         tracked = self.tracker.update_sources(  # the rules' numbers for every chunk at once
             [(state.track, list(zip(item.chunks, item.scores, strict=True)))
              for state, item in zip(states, scored, strict=True)])
-        writes = Writes()
         for source, item, state, (track, events) in zip(sources, scored, states, tracked,
                                                        strict=True):
             for ended in item.plan.ended_tracks:
@@ -284,16 +285,15 @@ class Classifier:
                                                    strict=True):
                 written += [self._prediction(chunk, scores), *chunk_events]
             self._write_state(writes, source, item.plan)
-        predictions, events_key = (self.shard.key(name) for name in (
+        predictions_key, events_key = (self.shard.key(name) for name in (
             streams.PREDICTIONS_STREAM, streams.EVENTS_STREAM))
         for message in written:
             if isinstance(message, Prediction):
-                writes.add(*bus.xadd(predictions, message, self.maxlen))
+                writes.add(*bus.xadd(predictions_key, message, self.maxlen))
             else:  # trimmed by tick()
                 writes.add(*bus.xadd(events_key, message))
                 detections.write(writes, message, self.shard)
-        writes.queue(pipe, predictions)
-        status.record(pipe, [m for m in written if isinstance(m, Prediction)], self.shard)
+        status.record(writes, [m for m in written if isinstance(m, Prediction)], self.shard)
         return written
 
     def _prediction(self, m: Embeddings, scores: np.ndarray) -> Prediction:

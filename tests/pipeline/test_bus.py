@@ -10,6 +10,7 @@ from pipeline_helpers import RedisServer, wait_for
 from shared import bus, streams
 from shared.config import Settings
 from shared.messages import DeadLetter, Event
+from shared.writes import Writes
 
 STREAM, GROUP = "test:in", "testers"
 
@@ -184,10 +185,12 @@ def test_an_acknowledging_handler_commits_its_outputs_and_acknowledgement_togeth
     fail = [True]
 
     def handle(batch: list[bus.Delivery[Event]], acknowledgement: bus.Acknowledgement) -> int:
+        writes = Writes()
+        for delivery in batch:
+            writes.add(*bus.xadd("test:out", delivery.message))
+        acknowledgement.add_to(writes)
         with client.pipeline(transaction=True) as pipe:
-            for delivery in batch:
-                bus.publish(pipe, "test:out", delivery.message)
-            acknowledgement.queue(pipe)
+            writes.queue(pipe)
             if fail[0]:
                 pipe.reset()  # the transaction is abandoned: neither outputs nor acknowledgement
                 raise RuntimeError("lost the race")

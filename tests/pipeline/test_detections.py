@@ -22,7 +22,7 @@ def store(client, *events: Event) -> None:
     for e in events:
         detections.write(writes, e)
     with client.pipeline() as pipe:
-        writes.queue(pipe, streams.DETECTIONS_HASH)
+        writes.queue(pipe)
         pipe.execute()
 
 

@@ -308,15 +308,17 @@ def test_the_api_reads_every_shard_as_one(services: Services, redis_server: Redi
         writes = Writes()
         detections.write(writes, event, shard)
         with topology.client(shard).pipeline() as pipe:
-            writes.queue(pipe, shard.key(streams.DETECTIONS_HASH))
+            writes.queue(pipe)
             pipe.execute()
     for source in {event.source for event in written}:
         shard = streams.shard_for(source, 4)
         topology.home.hset(streams.SOURCES_HASH, source, SourceStatus(
             source, "running", "", 0.1, 5, time.time()).encode())
+        writes = Writes()
+        status.record(writes, [Prediction(source, "s", 5, 0.0, 0.0, 0.1, "audioset",
+                                          [("Dog", 0.8)], time.time())], shard)
         with topology.client(shard).pipeline() as pipe:
-            status.record(pipe, [Prediction(source, "s", 5, 0.0, 0.0, 0.1, "audioset",
-                                            [("Dog", 0.8)], time.time())], shard)
+            writes.queue(pipe)
             pipe.execute()
     for shard in topology.every:
         topology.client(shard).xgroup_create(shard.key(streams.PCM_STREAM),

@@ -1,6 +1,7 @@
-"""status.record on a real Redis: its one script per batch leaves each source's level history as
-an LPUSH, LTRIM and EXPIRE per source would (the newest first, LEVEL_HISTORY kept, the TTL
-renewed), and every source's latest prediction, in its shard."""
+"""status.record on a real Redis, through the batch's one script (shared/writes.py): each
+source's level history as an LPUSH, LTRIM and EXPIRE per source in a pipeline leave it (the
+newest first, LEVEL_HISTORY kept, the TTL renewed), and every source's latest prediction, in
+its shard."""
 
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from redis.cluster import RedisCluster
 
 from shared import status, streams
 from shared.messages import Prediction
+from shared.writes import Writes
 from soundhive.redis_process import LoopbackCluster
 
 
@@ -42,11 +44,16 @@ def test_levels_and_latest_are_those_of_three_commands_per_source(redis_server):
                 for source in ("a", "b b", "c")[:width]]
                for first, size, width in ((0, 1, 1), (1, 3, 3), (4, 150, 2), (154, 90, 3))]
     found = []
-    for write in (status.record, reference):
+    for through_writes in (True, False):
         client.flushall()
         for batch in batches:
             with client.pipeline(transaction=True) as pipe:
-                write(pipe, batch, shard)
+                if through_writes:
+                    writes = Writes()
+                    status.record(writes, batch, shard)
+                    writes.queue(pipe)
+                else:
+                    reference(pipe, batch, shard)
                 pipe.execute()
         found.append(dump(client))
     assert found[0] == found[1]
@@ -60,9 +67,11 @@ def test_a_cluster_pipeline_writes_the_levels_too(tmp_path: Path):
     try:
         client = RedisCluster.from_url(cluster.url)
         shard = streams.shards(6)[2]
+        writes = Writes()
+        status.record(writes, [prediction("a", 1), prediction("b", 2), prediction("a", 3)],
+                      shard)
         with client.pipeline(transaction=True) as pipe:
-            status.record(pipe, [prediction("a", 1), prediction("b", 2), prediction("a", 3)],
-                          shard)
+            writes.queue(pipe)
             pipe.execute()
         key = shard.key(streams.source_levels("a"))
         assert client.lrange(key, 0, -1) == [b"2000.429 0.004", b"2000.143 0.002"]
