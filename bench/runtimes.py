@@ -8,8 +8,9 @@ YAMNet (the int8 .tflite in $SOUNDHIVE_MODELS), on real clips' patches at the 0.
   - LiteRT, one single-thread interpreter per core sharing the patches (the features worker);
   - OpenVINO reading the .tflite directly (latency hint; throughput hint with async requests);
   - ONNX Runtime on a tf2onnx conversion of the .tflite (one session; one session per core).
-Each runtime's embeddings go through the integer-exact AudioSet head; "score diff" is the largest
-absolute difference to the reference scores (LiteRT, one interpreter) over every patch and class.
+Each runtime's embeddings go through YAMNet's AudioSet head (the graph's own layers); "score
+diff" is the largest absolute difference to the reference scores (LiteRT, one interpreter) over
+every patch and class.
 
 VGGish: the full-size network in fp32 TensorFlow against int8 and fp32 LiteRT conversions
 (post-training quantisation calibrated on the clips' log-mels). No VGGish checkpoint ships here,

@@ -39,6 +39,7 @@ class LabelTree:
                 descendants[a].append(i)
         self.ancestors = [np.array(a, np.int64) for a in ancestors]
         self.descendants = [np.array(d, np.int64) for d in descendants]
+        # As sets too: the label ranking intersects a class's with the confident classes.
         self.more_specific = [frozenset(d) for d in descendants]
         self.related = [frozenset([i, *ancestors[i], *descendants[i]])
                         for i in range(len(class_names))]

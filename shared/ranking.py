@@ -29,7 +29,7 @@ def specific_labels(scores: np.ndarray, tree: LabelTree, k: int, threshold: floa
     def place(i: int) -> None:
         placed.add(i)
         below = tree.more_specific[i].intersection(position)
-        for j in sorted(below, key=position.__getitem__) if below else ():
+        for j in sorted(below, key=position.__getitem__):
             if j not in placed and prefers_specific(scores[j], scores[i]):
                 place(j)
         ranked.append(i)

@@ -132,3 +132,16 @@ def test_missing_model_files_name_the_pull_command(tmp_path):
 def test_vggish_has_no_audioset_head_yet(tmp_path):
     with pytest.raises(ModelError):
         load_model("vggish", tmp_path)
+
+
+def test_the_heads_scores_do_not_depend_on_the_batch(models_dir, clips_dir):
+    """The head runs batches padded to a power of two, 256 rows at most a call: each row's
+    scores are those it gets alone, at sizes across the padding and the split."""
+    model = load_model("yamnet", models_dir)
+    patches = np.concatenate([frame_patches(load_audio(c)) for c in find_audio_files(clips_dir)])
+    embeddings = model.embedder.embed(patches)
+    embeddings = np.concatenate([embeddings] * -(-300 // len(embeddings)))[:300]
+    alone = np.concatenate([model.head.score(row[None]) for row in embeddings])
+    for size in (1, 2, 3, 255, 256, 257, 300):
+        assert np.array_equal(model.head.score(embeddings[:size]), alone[:size]), size
+    assert model.head.score(embeddings[:0]).shape == (0, len(model.class_names))
