@@ -43,6 +43,7 @@ from services.registry import SERVICES
 from shared import bus, detections, streams
 from shared.messages import Event
 from shared.ports import free_port
+from shared.writes import Writes
 from soundhive.redis_process import RedisProcess, die_with_parent
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -63,11 +64,15 @@ def event(n: int, kind: str = "end") -> Event:
                  start_time, None if kind == "start" else start_time + 2, "yamnet")
 
 
-def write(client, events: list[Event]) -> None:
+def write(client, events: list[Event], per_script: int = 500) -> None:
+    """As the classifier writes them (shared/writes.py), `per_script` events a script."""
     with client.pipeline(transaction=False) as pipe:
-        for e in events:
-            bus.publish(pipe, streams.EVENTS_STREAM, e, 1_000_000)
-            detections.write(pipe, e)
+        for first in range(0, len(events), per_script):
+            writes = Writes()
+            for e in events[first:first + per_script]:
+                writes.add(*bus.xadd(streams.EVENTS_STREAM, e, 1_000_000))
+                detections.write(writes, e)
+            writes.queue(pipe)
         pipe.execute()
 
 

@@ -9,6 +9,7 @@ import redis
 
 from shared import bus, detections, status, streams
 from shared.messages import Event, Prediction, SourceStatus
+from shared.writes import Writes
 
 LABELS = ("Speech", "Bark", "Music", "Glass", "Siren", "Silence")
 
@@ -33,6 +34,7 @@ def write_sources(client: redis.Redis, count: int, levels: int = 5) -> None:
     every 3rd source (ended for the others)."""
     now = time.time()
     pipe = client.pipeline(transaction=False)
+    writes = Writes()
     for index in range(count):
         source, state = source_id(index), state_of(index)
         pipe.hset(streams.SOURCES_HASH, source, SourceStatus(
@@ -40,12 +42,13 @@ def write_sources(client: redis.Redis, count: int, levels: int = 5) -> None:
             now).encode())
         label = LABELS[index % len(LABELS)]
         score = round(0.3 + (index % 70) / 100, 4)
-        status.record(pipe, [Prediction(source, "s1", seq, now, seq * 1.45, rms_of(index) *
-                                        (1 + seq / 10), "yamnet", [(label, score),
-                                                                   ("Animal", 0.1)],
-                                        now - (levels - seq) * 1.45)
-                             for seq in range(levels)])
+        status.record(writes, [Prediction(source, "s1", seq, now, seq * 1.45, rms_of(index) *
+                                          (1 + seq / 10), "yamnet", [(label, score),
+                                                                     ("Animal", 0.1)],
+                                          now - (levels - seq) * 1.45)
+                               for seq in range(levels)])
         write_event(pipe, source, label, now - count + index, ongoing=index % 3 == 0)
+    writes.queue(pipe)
     pipe.execute()
 
 
@@ -56,10 +59,12 @@ def write_event(pipe: redis.client.Pipeline, source: str, label: str, start_time
     event = Event(id=f"{source}/{label}/{start_time:.3f}", source=source, label=label,
                   kind="start", score=0.9, start=1.0, end=None, start_time=start_time,
                   end_time=None, model="yamnet")
-    bus.publish(pipe, streams.EVENTS_STREAM, event)
-    detections.write(pipe, event)
+    writes = Writes()
+    writes.add(*bus.xadd(streams.EVENTS_STREAM, event))
+    detections.write(writes, event)
     if not ongoing:
         event = msgspec.structs.replace(event, kind="end", end=2.0, end_time=start_time + 1)
-        bus.publish(pipe, streams.EVENTS_STREAM, event)
-        detections.write(pipe, event)
+        writes.add(*bus.xadd(streams.EVENTS_STREAM, event))
+        detections.write(writes, event)
+    writes.queue(pipe)
     return event
