@@ -177,13 +177,14 @@ def test_stub_refuses_like_the_real_server(stub: DeviceHiveStub):
 @pytest.mark.parametrize("transport", ["rest", "websocket"])
 def test_session_refreshes_expired_tokens_and_registers_again(stub: DeviceHiveStub,
                                                                transport: str):
-    stub.access_ttl_s = 0.3
+    # Long enough that a loaded machine does not see the token expire again before the end
+    stub.access_ttl_s = 1.5
     url = stub.rest_url if transport == "rest" else stub.ws_url
     session = open_session(url, refresh=stub.refresh_token)
     session.open()
     assert "soundhive-test" in stub.devices
     session.insert(event(), {})
-    time.sleep(0.4)  # the access token expires: 401, refresh, retry
+    time.sleep(1.6)  # the access token expires: 401, refresh, retry
     session.insert(event("end"), {})
     del stub.devices["soundhive-test"]  # 404: registered again
     session.insert(event(ident="again"), {})
