@@ -201,6 +201,8 @@ class _Heard:
     level: list[float]  # dB of the mean power
     loudest: list[float]  # the loudest frame's level
     quiet: list[float]  # the background as the patch hears it (quiet_level)
+    envelopes: list[np.ndarray]  # per chunk: its level envelope (float32 dBFS)
+    leads: list[list[int]]  # per chunk: its first HOP_FRAMES levels, as the state keeps them
 
 
 class EventTracker:
@@ -242,13 +244,13 @@ class EventTracker:
         heard = self._hear([state for state, _ in sources],
                            [sum(len(scores) for _, scores in scored) for _, scored in sources],
                            chunks)
-        updated, at = [], 0
+        updated, at, chunk_index = [], 0, 0
         for state, scored in sources:
-            found = []
+            state, found = _copy(state), []
             for chunk, scores in scored:
-                state, events = self._chunk(state, chunk, heard, range(at, at + len(scores)))
-                found.append(events)
-                at += len(scores)
+                found.append(self._chunk(state, chunk, heard, chunk_index,
+                                         range(at, at + len(scores))))
+                at, chunk_index = at + len(scores), chunk_index + 1
             updated.append((state, found))
         return updated
 
@@ -265,34 +267,34 @@ class EventTracker:
         starts = [n * ENVELOPE_FRAMES + row * round(chunk.patch_hop_seconds /
                                                     ENVELOPE_FRAME_SECONDS)
                   for n, (chunk, scores) in enumerate(chunks) for row in range(len(scores))]
-        levels = np.concatenate([chunk.levels() for chunk, _ in chunks])
+        envelopes = [chunk.levels() for chunk, _ in chunks]
+        levels = np.concatenate(envelopes)
+        leads = levels.reshape(len(chunks), -1)[:, :HOP_FRAMES].astype(int).tolist()
         stored = rows.astype("<f2")
         smoothed, highest = self._smooth(states, patches, rows, stored)
         heard = _Heard(stored, smoothed, highest,
                        smoothed >= self._off, [[] for _ in starts],
-                       *_loudness(levels[np.add.outer(starts, np.arange(PATCH_FRAMES))]))
+                       *_loudness(levels[np.add.outer(starts, np.arange(PATCH_FRAMES))]),
+                       envelopes, leads)
         patch_of, class_of = np.nonzero(smoothed >= self._on)
         for patch, i in zip(patch_of.tolist(), class_of.tolist(), strict=True):
             heard.confident[patch].append(i)
         return heard
 
-    def _chunk(self, state: TrackState, chunk: Embeddings, heard: "_Heard", patches: range
-               ) -> tuple[TrackState, list[Event]]:
-        """The rules over one chunk: its patches are `patches` of `heard`."""
+    def _chunk(self, state: TrackState, chunk: Embeddings, heard: "_Heard", n: int,
+               patches: range) -> list[Event]:
+        """The rules over one chunk, chunk `n` of `heard` (its patches are `patches`), changing
+        `state` (the tracker's own copy) in place; returns the chunk's events."""
         events: list[Event] = []
-        levels = chunk.levels()
-        history = np.concatenate([np.array(state.before, np.float32), levels])
-        kept = history[:len(history) - len(levels) + HOP_FRAMES][-LOOKBACK_FRAMES:]
-        state = TrackState({k: copy.copy(e) for k, e in state.open.items()},
-                           state.floor_db, kept.astype(int).tolist(), dict(state.runs),
-                           self._recent(state, heard.stored[patches.start:patches.stop]))
+        levels, before = heard.envelopes[n], state.before
+        # the next chunk's: the envelope's last LOOKBACK_FRAMES frames a chunk hop on
+        state.before = [*before, *heard.leads[n]][-LOOKBACK_FRAMES:]
+        state.recent = self._recent(state, heard.stored[patches.start:patches.stop])
         hop = chunk.patch_hop_seconds
         for row, at in enumerate(patches):
-            first = len(history) - len(levels) + row * round(hop / ENVELOPE_FRAME_SECONDS)
-            patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop,
-                           history[max(0, first - LOOKBACK_FRAMES):first + PATCH_FRAMES],
-                           min(first, LOOKBACK_FRAMES), state.floor_db, heard.level[at],
-                           heard.loudest[at])
+            patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop, levels, before,
+                           row * round(hop / ENVELOPE_FRAME_SECONDS), state.floor_db,
+                           heard.level[at], heard.loudest[at])
             events += self._patch(state, chunk.source, patch,
                                   (heard.smoothed[at], heard.highest[at]), heard.up[at],
                                   heard.confident[at])
@@ -301,7 +303,7 @@ class EventTracker:
         if chunk.last:
             events += self.close(state, chunk.source)
             state.open = {}
-        return state, events
+        return events
 
     def _recent(self, state: TrackState, stored: np.ndarray) -> list[bytes]:
         """The state's scores of the last smooth_patches - 1 patches, after the patches whose
@@ -459,6 +461,13 @@ class EventTracker:
             categories=list(self.tree.categories[self._index[event.label]]))
 
 
+def _copy(state: TrackState) -> TrackState:
+    """A state the tracker may change: its open events and runs copied (its lists are only
+    ever replaced)."""
+    return TrackState({k: copy.copy(e) for k, e in state.open.items()}, state.floor_db,
+                      state.before, dict(state.runs), state.recent)
+
+
 def quiet_level(levels: np.ndarray) -> np.ndarray:
     """np.percentile(levels, FLOOR_PERCENTILE, axis=-1) to the bit (numpy 2's linear method:
     the two order statistics around it, interpolated in the levels' dtype), at a fraction of
@@ -488,14 +497,22 @@ def _loudness(levels: np.ndarray) -> tuple[list[float], list[float], list[float]
 
 
 class _Patch:
-    """One patch: where it starts, its level envelope (and up to a chunk hop of the envelope
-    before it, where an onset may be) and the floor it is heard over."""
+    """One patch: where it starts, its level envelope (the chunk's from frame `first`; before
+    it, where an onset may be, the chunk's earlier frames after the state's `before`) and the
+    floor it is heard over."""
 
-    def __init__(self, offset: float, when: float, envelope: np.ndarray, lead: int,
-                 floor_db: float | None, level: float, loudest: float):
+    def __init__(self, offset: float, when: float, envelope: np.ndarray, before: list[int],
+                 first: int, floor_db: float | None, level: float, loudest: float):
         self.offset, self.when = offset, when
-        self.earlier, self.levels = envelope[:lead], envelope[lead:]
+        self.envelope, self.before, self.first = envelope, before, first
+        self.levels = envelope[first:first + PATCH_FRAMES]
         self.floor_db, self.level, self.loudest = floor_db, level, loudest
+
+    def _earlier(self) -> np.ndarray:
+        """Up to LOOKBACK_FRAMES frames of the envelope before the patch."""
+        history = np.concatenate([np.array(self.before, np.float32), self.envelope])
+        at = len(self.before) + self.first
+        return history[max(0, at - LOOKBACK_FRAMES):at]
 
     def above_floor(self, gate_db: float) -> bool:
         return self.floor_db is None or self.level >= self.floor_db + gate_db
@@ -512,7 +529,7 @@ class _Patch:
         patch of a sound to be sure of it."""
         first = int(self._loud_frames()[0])
         if self.floor_db is not None:
-            envelope = np.concatenate([self.earlier, self.levels[:first]])
+            envelope = np.concatenate([self._earlier(), self.levels[:first]])
             quiet = np.flatnonzero(envelope < self.floor_db + ONSET_ABOVE_FLOOR_DB)
             first -= len(envelope) - (quiet[-1] + 1 if len(quiet) else 0)
         into = float(first * ENVELOPE_FRAME_SECONDS)  # first may be a numpy integer
