@@ -276,7 +276,7 @@ class EventTracker:
                        smoothed >= self._off, [[] for _ in starts],
                        *_loudness(levels[np.add.outer(starts, np.arange(PATCH_FRAMES))]),
                        envelopes, leads)
-        patch_of, class_of = np.nonzero(smoothed >= self._on)
+        patch_of, class_of = (smoothed >= self._on).nonzero()
         for patch, i in zip(patch_of.tolist(), class_of.tolist(), strict=True):
             heard.confident[patch].append(i)
         return heard
@@ -361,7 +361,8 @@ class EventTracker:
         `confident`: those at their start threshold."""
         row, highest = scores
         for event in state.open.values():
-            if up[self._keepers(event.label, event.trigger)].any():
+            # count_nonzero: any()'s Python wrapper costs more than the check itself
+            if np.count_nonzero(up[self._keepers(event.label, event.trigger)]):
                 event.peak = max(event.peak, float(highest[self._index[event.label]]))
                 if patch.offset >= event.last_up:
                     event.last_up = patch.offset
@@ -492,7 +493,7 @@ def _loudness(levels: np.ndarray) -> tuple[list[float], list[float], list[float]
     power = np.power(10.0, levels / 10.0)
     # np.mean's own sum and division, without its overhead
     mean_power = (np.add.reduce(power, axis=-1) / np.intp(levels.shape[-1])).astype(power.dtype)
-    return ((10 * np.log10(mean_power)).tolist(), levels.max(axis=-1).tolist(),
+    return ((10 * np.log10(mean_power)).tolist(), np.maximum.reduce(levels, axis=-1).tolist(),
             quiet_level(levels).tolist())
 
 
@@ -521,7 +522,7 @@ class _Patch:
         floor = self.floor_db if self.floor_db is not None else float(self.levels.min())
         if self.loudest - floor < MIN_ATTACK_DB:
             return np.arange(len(self.levels))
-        return np.flatnonzero(self.levels >= (self.loudest + floor) / 2)
+        return (self.levels >= (self.loudest + floor) / 2).nonzero()[0]
 
     def sound_start(self) -> tuple[float, float]:
         """The first loud frame, moved back while the frames before it (in this patch, then
@@ -530,7 +531,7 @@ class _Patch:
         first = int(self._loud_frames()[0])
         if self.floor_db is not None:
             envelope = np.concatenate([self._earlier(), self.levels[:first]])
-            quiet = np.flatnonzero(envelope < self.floor_db + ONSET_ABOVE_FLOOR_DB)
+            quiet = (envelope < self.floor_db + ONSET_ABOVE_FLOOR_DB).nonzero()[0]
             first -= len(envelope) - (quiet[-1] + 1 if len(quiet) else 0)
         into = float(first * ENVELOPE_FRAME_SECONDS)  # first may be a numpy integer
         return self.offset + into, self.when + into
