@@ -193,7 +193,7 @@ class TrackState(msgspec.Struct):
 class _Heard:
     """Patches as the rules see them before they apply (per patch, in order)."""
 
-    stored: np.ndarray  # their scores as the state keeps them (float16 [P, C])
+    stored: list[bytes]  # their scores as the state keeps them (float16 [C] each)
     smoothed: np.ndarray  # [P, C]
     highest: np.ndarray  # the highest of the model's own scores that `smoothed` averages
     up: np.ndarray  # bool [P, C]: eligible and at the release level
@@ -264,13 +264,14 @@ class EventTracker:
         them before they apply."""
         rows = np.concatenate([scores for _, scores in chunks])
         # each patch's first frame in `levels`: a chunk's envelope has ENVELOPE_FRAMES frames
-        starts = [n * ENVELOPE_FRAMES + row * round(chunk.patch_hop_seconds /
-                                                    ENVELOPE_FRAME_SECONDS)
-                  for n, (chunk, scores) in enumerate(chunks) for row in range(len(scores))]
+        hops = [round(chunk.patch_hop_seconds / ENVELOPE_FRAME_SECONDS) for chunk, _ in chunks]
+        starts = [n * ENVELOPE_FRAMES + row * hops[n]
+                  for n, (_, scores) in enumerate(chunks) for row in range(len(scores))]
         envelopes = [chunk.levels() for chunk, _ in chunks]
         levels = np.concatenate(envelopes)
         leads = levels.reshape(len(chunks), -1)[:, :HOP_FRAMES].astype(int).tolist()
-        stored = rows.astype("<f2")
+        as_kept, width = rows.astype("<f2").tobytes(), 2 * rows.shape[1]
+        stored = [as_kept[at:at + width] for at in range(0, len(as_kept), width)]
         smoothed, highest = self._smooth(states, patches, rows, stored)
         heard = _Heard(stored, smoothed, highest,
                        smoothed >= self._off, [[] for _ in starts],
@@ -289,7 +290,8 @@ class EventTracker:
         levels, before = heard.envelopes[n], state.before
         # the next chunk's: the envelope's last LOOKBACK_FRAMES frames a chunk hop on
         state.before = [*before, *heard.leads[n]][-LOOKBACK_FRAMES:]
-        state.recent = self._recent(state, heard.stored[patches.start:patches.stop])
+        state.recent = self._recent(state, heard.stored[patches.start:patches.stop],
+                                    2 * heard.smoothed.shape[1])
         hop = chunk.patch_hop_seconds
         for row, at in enumerate(patches):
             patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop, levels, before,
@@ -305,18 +307,18 @@ class EventTracker:
             state.open = {}
         return events
 
-    def _recent(self, state: TrackState, stored: np.ndarray) -> list[bytes]:
+    def _recent(self, state: TrackState, stored: list[bytes], width: int) -> list[bytes]:
         """The state's scores of the last smooth_patches - 1 patches, after the patches whose
-        scores are `stored` (float16 [P, C]); rows of another head (a different class count)
-        are dropped."""
+        scores are `stored` (float16, `width` bytes each); rows of another head (a different
+        class count) are dropped."""
         size = self.rules.smooth_patches
         if size == 1:
             return list(state.recent)
-        earlier = [r for r in state.recent if len(r) == 2 * stored.shape[1]]
-        return [*earlier, *(row.tobytes() for row in stored)][-(size - 1):]
+        earlier = [r for r in state.recent if len(r) == width]
+        return [*earlier, *stored][-(size - 1):]
 
     def _smooth(self, states: list[TrackState], patches: list[int], rows: np.ndarray,
-                stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                stored: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Each label's mean and highest score over each patch (rows [P, C]: the sources'
         `patches` in turn; `stored`: the rows as float16) and the smooth_patches - 1 before it
         (kept in the state as float16, so a replica that reads it computes the same): a label
@@ -336,7 +338,7 @@ class EventTracker:
         first, position = 0, 1
         for state, count in zip(states, patches, strict=True):
             earlier = [r for r in state.recent if len(r) == 2 * classes]
-            parts += [*earlier, stored[first:first + count].tobytes()]
+            parts += [*earlier, *stored[first:first + count]]
             lengths += [min(size - 1, len(earlier) + q) if q else len(earlier)
                         for q in range(count)]
             position += len(earlier)
@@ -371,15 +373,18 @@ class EventTracker:
                   for label, event in list(state.open.items())
                   if patch.offset - event.last_up > self.rules.hold_s]
         gate_open = patch.level >= self._min_db and patch.above_floor(self.rules.gate_db)
-        state.runs = {self.tree.class_names[i]: 1 + self._run_before(state.runs, i)
-                      for i in confident}
+        state.runs = self._runs(state.runs, confident)
         events += self._starts(state, source, patch, (row, highest), up, gate_open, confident)
         return events
 
-    def _run_before(self, runs: dict[str, int], i: int) -> int:
-        """Patches in a row, up to the last, in which class i's branch reached a threshold."""
-        related, index = self.tree.related[i], self._index
-        return max((n for name, n in runs.items() if index.get(name, -1) in related), default=0)
+    def _runs(self, runs: dict[str, int], confident: list[int]) -> dict[str, int]:
+        """The classes at their start threshold (`confident`) by label, each with the patches
+        in a row, up to this one, in which its branch reached a threshold (`runs`: up to the
+        last, by label)."""
+        names, related = self.tree.class_names, self.tree.related
+        ran = [(self._index.get(name, -1), n) for name, n in runs.items()]
+        return {names[i]: 1 + max((n for j, n in ran if j in related[i]), default=0)
+                for i in confident}
 
     def _starts(self, state: TrackState, source: str, patch: "_Patch",
                 scores: tuple[np.ndarray, np.ndarray], up: np.ndarray, gate_open: bool,
@@ -422,7 +427,7 @@ class EventTracker:
             rivals[sorted(self.tree.related[i])] = False
             self._rivals_of[i] = rivals if rivals.any() else None
         rivals = self._rivals_of[i]
-        return rivals is None or row[i] >= self.rules.dominance * row[rivals].max()
+        return rivals is None or row[i] >= self.rules.dominance * np.maximum.reduce(row[rivals])
 
     def _open_ancestor(self, state: TrackState, i: int) -> str | None:
         """The open event, if any, named by a strict ancestor of class i (specific mode): the
