@@ -352,7 +352,9 @@ class EventTracker:
                                for depth in range(max(lengths), 0, -1)),
                              list(range(own, own + len(rows)))], axis=0)
         total = np.add.reduce(windows, axis=0)
-        total /= np.array([[length + 1] for length in lengths], np.intp)
+        # Divided in the scores' dtype, not in float64 (np.mean's way): the same quotients, since
+        # a float64 quotient of float32s rounded to float32 is the float32 quotient.
+        total /= np.array([[length + 1] for length in lengths], total.dtype)
         return total, np.maximum.reduce(windows, axis=0)
 
     def _patch(self, state: TrackState, source: str, patch: "_Patch",
