@@ -288,7 +288,7 @@ class EventTracker:
         `state` (the tracker's own copy) in place; returns the chunk's events."""
         events: list[Event] = []
         levels, before = heard.envelopes[n], state.before
-        # the next chunk's: the envelope's last LOOKBACK_FRAMES frames a chunk hop on
+        # the next chunk's `before`: the last LOOKBACK_FRAMES frames up to a chunk hop into this
         state.before = [*before, *heard.leads[n]][-LOOKBACK_FRAMES:]
         state.recent = self._recent(state, heard.stored[patches.start:patches.stop],
                                     2 * heard.smoothed.shape[1])
