@@ -5,8 +5,9 @@ the classifier's whole loop per chunk (`classifier_loop`: its bus worker reading
 embeddings of SOURCES sources from a private Redis in batches of 1 and of 32, the audioset head
 and the shipped rules): its CPU, Redis's, and the Redis commands per chunk; and the event rules
 alone (`event_rules`: EventTracker.update over the clips' chunks ROUNDS times as one source,
-YAMNet's scores, shipped rules), also as each --rules-from git revision had them, in turn in the
-same run, with whether their events are the same.
+YAMNet's scores, shipped rules; and `batch_32`: BATCH_SOURCES sources updated together, one chunk
+of each per update_sources call, as the classifier at batches of 32), also as each --rules-from
+git revision had them, in turn in the same run, with whether their events are the same.
 
     .venv/bin/python bench/chunk_costs.py [--out bench/results/issue20/chunk_costs.json]
         [--rules-from REVISION ...]
@@ -61,6 +62,7 @@ from soundhive.redis_process import RedisProcess
 
 SOURCES = 100
 ROUNDS = 12  # chunks per source in each measurement
+BATCH_SOURCES = 32  # the event rules' sources updated together (event_rules' batch_32)
 
 
 def best_us(work: Callable[[], object], per: int, repeats: int = 5, loops: int = 20) -> float:
@@ -156,9 +158,16 @@ def event_rules(chunks: list[Embeddings], scores: np.ndarray, tree: LabelTree,
                 revisions: dict[str, ModuleType], repeats: int = 5) -> dict:
     """CPU µs per chunk of EventTracker.update (shipped rules) over `chunks` as one source's
     (scores [chunks, patches, classes]), for this checkout and each revision's events module,
-    in turn (best of `repeats`); and whether each revision's events equal this checkout's."""
+    in turn (best of `repeats`); and whether each revision's events equal this checkout's. The
+    same for `batch_32`: a sixth of the chunks as each of BATCH_SOURCES sources (source i's
+    from chunk 7i on), one chunk of each per update_sources call."""
     modules = {"checkout": events, **revisions}
     trackers = {k: m.EventTracker(m.Rules.load(), tree, "yamnet") for k, m in modules.items()}
+    length = len(chunks) // 6
+    sources = [[(msgspec.structs.replace(chunks[(7 * i + n) % len(chunks)], source=f"mic{i}",
+                                         seq=n, offset=chunks[n].offset, t=chunks[n].t),
+                 scores[(7 * i + n) % len(chunks)]) for n in range(length)]
+               for i in range(BATCH_SOURCES)]
 
     def replay(name: str) -> list[dict]:
         state, found = modules[name].TrackState(), []
@@ -167,17 +176,29 @@ def event_rules(chunks: list[Embeddings], scores: np.ndarray, tree: LabelTree,
             found += new
         return [msgspec.to_builtins(e) for e in found]
 
-    found = {name: replay(name) for name in modules}
-    best = dict.fromkeys(modules, float("inf"))
-    for _ in range(repeats):
-        for name in modules:
-            started = time.process_time()
-            replay(name)
-            spent = (time.process_time() - started) / len(chunks) * 1e6
-            best[name] = min(best[name], spent)
-    return {"chunks": len(chunks), "events": len(found["checkout"]),
-            "us_per_chunk": best,
-            "same_events": {r: found[r] == found["checkout"] for r in revisions}}
+    def replay_batched(name: str) -> list[dict]:
+        states, found = [modules[name].TrackState() for _ in sources], []
+        for n in range(length):
+            updated = trackers[name].update_sources(
+                [(state, [scored[n]]) for state, scored in zip(states, sources, strict=True)])
+            states = [state for state, _ in updated]
+            found += [event for _, [new] in updated for event in new]
+        return [msgspec.to_builtins(e) for e in found]
+
+    def measure(work: Callable[[str], list[dict]], names: list[str], count: int) -> dict:
+        found = {name: work(name) for name in names}
+        best = dict.fromkeys(names, float("inf"))
+        for _ in range(repeats):
+            for name in names:
+                started = time.process_time()
+                work(name)
+                best[name] = min(best[name], (time.process_time() - started) / count * 1e6)
+        return {"chunks": count, "events": len(found["checkout"]), "us_per_chunk": best,
+                "same_events": {r: found[r] == found["checkout"] for r in names[1:]}}
+
+    batched = [name for name in modules if hasattr(trackers[name], "update_sources")]
+    return {**measure(replay, list(modules), len(chunks)),
+            "batch_32": measure(replay_batched, batched, length * BATCH_SOURCES)}
 
 
 def head_us_per_chunk(head: YamnetHead, embeddings: np.ndarray) -> dict:

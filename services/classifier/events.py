@@ -193,7 +193,7 @@ class TrackState(msgspec.Struct):
 class _Heard:
     """Patches as the rules see them before they apply (per patch, in order)."""
 
-    stored: np.ndarray  # their scores as the state keeps them (float16 [P, C])
+    stored: list[bytes]  # their scores as the state keeps them (float16 [C] each)
     smoothed: np.ndarray  # [P, C]
     highest: np.ndarray  # the highest of the model's own scores that `smoothed` averages
     up: np.ndarray  # bool [P, C]: eligible and at the release level
@@ -201,6 +201,8 @@ class _Heard:
     level: list[float]  # dB of the mean power
     loudest: list[float]  # the loudest frame's level
     quiet: list[float]  # the background as the patch hears it (quiet_level)
+    envelopes: list[np.ndarray]  # per chunk: its level envelope (float32 dBFS)
+    leads: list[list[int]]  # per chunk: its first HOP_FRAMES levels, as the state keeps them
 
 
 class EventTracker:
@@ -242,13 +244,13 @@ class EventTracker:
         heard = self._hear([state for state, _ in sources],
                            [sum(len(scores) for _, scores in scored) for _, scored in sources],
                            chunks)
-        updated, at = [], 0
+        updated, at, chunk_index = [], 0, 0
         for state, scored in sources:
-            found = []
+            state, found = _copy(state), []
             for chunk, scores in scored:
-                state, events = self._chunk(state, chunk, heard, range(at, at + len(scores)))
-                found.append(events)
-                at += len(scores)
+                found.append(self._chunk(state, chunk, heard, chunk_index,
+                                         range(at, at + len(scores))))
+                at, chunk_index = at + len(scores), chunk_index + 1
             updated.append((state, found))
         return updated
 
@@ -262,37 +264,39 @@ class EventTracker:
         them before they apply."""
         rows = np.concatenate([scores for _, scores in chunks])
         # each patch's first frame in `levels`: a chunk's envelope has ENVELOPE_FRAMES frames
-        starts = [n * ENVELOPE_FRAMES + row * round(chunk.patch_hop_seconds /
-                                                    ENVELOPE_FRAME_SECONDS)
-                  for n, (chunk, scores) in enumerate(chunks) for row in range(len(scores))]
-        levels = np.concatenate([chunk.levels() for chunk, _ in chunks])
-        stored = rows.astype("<f2")
+        hops = [round(chunk.patch_hop_seconds / ENVELOPE_FRAME_SECONDS) for chunk, _ in chunks]
+        starts = [n * ENVELOPE_FRAMES + row * hops[n]
+                  for n, (_, scores) in enumerate(chunks) for row in range(len(scores))]
+        envelopes = [chunk.levels() for chunk, _ in chunks]
+        levels = np.concatenate(envelopes)
+        leads = levels.reshape(len(chunks), -1)[:, :HOP_FRAMES].astype(int).tolist()
+        as_kept, width = rows.astype("<f2").tobytes(), 2 * rows.shape[1]
+        stored = [as_kept[at:at + width] for at in range(0, len(as_kept), width)]
         smoothed, highest = self._smooth(states, patches, rows, stored)
         heard = _Heard(stored, smoothed, highest,
                        smoothed >= self._off, [[] for _ in starts],
-                       *_loudness(levels[np.add.outer(starts, np.arange(PATCH_FRAMES))]))
-        patch_of, class_of = np.nonzero(smoothed >= self._on)
+                       *_loudness(levels[np.add.outer(starts, np.arange(PATCH_FRAMES))]),
+                       envelopes, leads)
+        patch_of, class_of = (smoothed >= self._on).nonzero()
         for patch, i in zip(patch_of.tolist(), class_of.tolist(), strict=True):
             heard.confident[patch].append(i)
         return heard
 
-    def _chunk(self, state: TrackState, chunk: Embeddings, heard: "_Heard", patches: range
-               ) -> tuple[TrackState, list[Event]]:
-        """The rules over one chunk: its patches are `patches` of `heard`."""
+    def _chunk(self, state: TrackState, chunk: Embeddings, heard: "_Heard", n: int,
+               patches: range) -> list[Event]:
+        """The rules over one chunk, chunk `n` of `heard` (its patches are `patches`), changing
+        `state` (the tracker's own copy) in place; returns the chunk's events."""
         events: list[Event] = []
-        levels = chunk.levels()
-        history = np.concatenate([np.array(state.before, np.float32), levels])
-        kept = history[:len(history) - len(levels) + HOP_FRAMES][-LOOKBACK_FRAMES:]
-        state = TrackState({k: copy.copy(e) for k, e in state.open.items()},
-                           state.floor_db, kept.astype(int).tolist(), dict(state.runs),
-                           self._recent(state, heard.stored[patches.start:patches.stop]))
+        levels, before = heard.envelopes[n], state.before
+        # the next chunk's `before`: the last LOOKBACK_FRAMES frames up to a chunk hop into this
+        state.before = [*before, *heard.leads[n]][-LOOKBACK_FRAMES:]
+        state.recent = self._recent(state, heard.stored[patches.start:patches.stop],
+                                    2 * heard.smoothed.shape[1])
         hop = chunk.patch_hop_seconds
         for row, at in enumerate(patches):
-            first = len(history) - len(levels) + row * round(hop / ENVELOPE_FRAME_SECONDS)
-            patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop,
-                           history[max(0, first - LOOKBACK_FRAMES):first + PATCH_FRAMES],
-                           min(first, LOOKBACK_FRAMES), state.floor_db, heard.level[at],
-                           heard.loudest[at])
+            patch = _Patch(chunk.offset + row * hop, chunk.t + row * hop, levels, before,
+                           row * round(hop / ENVELOPE_FRAME_SECONDS), state.floor_db,
+                           heard.level[at], heard.loudest[at])
             events += self._patch(state, chunk.source, patch,
                                   (heard.smoothed[at], heard.highest[at]), heard.up[at],
                                   heard.confident[at])
@@ -301,20 +305,20 @@ class EventTracker:
         if chunk.last:
             events += self.close(state, chunk.source)
             state.open = {}
-        return state, events
+        return events
 
-    def _recent(self, state: TrackState, stored: np.ndarray) -> list[bytes]:
+    def _recent(self, state: TrackState, stored: list[bytes], width: int) -> list[bytes]:
         """The state's scores of the last smooth_patches - 1 patches, after the patches whose
-        scores are `stored` (float16 [P, C]); rows of another head (a different class count)
-        are dropped."""
+        scores are `stored` (float16, `width` bytes each); rows of another head (a different
+        class count) are dropped."""
         size = self.rules.smooth_patches
         if size == 1:
             return list(state.recent)
-        earlier = [r for r in state.recent if len(r) == 2 * stored.shape[1]]
-        return [*earlier, *(row.tobytes() for row in stored)][-(size - 1):]
+        earlier = [r for r in state.recent if len(r) == width]
+        return [*earlier, *stored][-(size - 1):]
 
     def _smooth(self, states: list[TrackState], patches: list[int], rows: np.ndarray,
-                stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                stored: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Each label's mean and highest score over each patch (rows [P, C]: the sources'
         `patches` in turn; `stored`: the rows as float16) and the smooth_patches - 1 before it
         (kept in the state as float16, so a replica that reads it computes the same): a label
@@ -334,7 +338,7 @@ class EventTracker:
         first, position = 0, 1
         for state, count in zip(states, patches, strict=True):
             earlier = [r for r in state.recent if len(r) == 2 * classes]
-            parts += [*earlier, stored[first:first + count].tobytes()]
+            parts += [*earlier, *stored[first:first + count]]
             lengths += [min(size - 1, len(earlier) + q) if q else len(earlier)
                         for q in range(count)]
             position += len(earlier)
@@ -348,7 +352,9 @@ class EventTracker:
                                for depth in range(max(lengths), 0, -1)),
                              list(range(own, own + len(rows)))], axis=0)
         total = np.add.reduce(windows, axis=0)
-        total /= np.array([[length + 1] for length in lengths], np.intp)
+        # Divided in the scores' dtype, not in float64 (np.mean's way): the same quotients, since
+        # a float64 quotient of float32s rounded to float32 is the float32 quotient.
+        total /= np.array([[length + 1] for length in lengths], total.dtype)
         return total, np.maximum.reduce(windows, axis=0)
 
     def _patch(self, state: TrackState, source: str, patch: "_Patch",
@@ -359,7 +365,8 @@ class EventTracker:
         `confident`: those at their start threshold."""
         row, highest = scores
         for event in state.open.values():
-            if up[self._keepers(event.label, event.trigger)].any():
+            # count_nonzero: any()'s Python wrapper costs more than the check itself
+            if np.count_nonzero(up[self._keepers(event.label, event.trigger)]):
                 event.peak = max(event.peak, float(highest[self._index[event.label]]))
                 if patch.offset >= event.last_up:
                     event.last_up = patch.offset
@@ -368,15 +375,18 @@ class EventTracker:
                   for label, event in list(state.open.items())
                   if patch.offset - event.last_up > self.rules.hold_s]
         gate_open = patch.level >= self._min_db and patch.above_floor(self.rules.gate_db)
-        state.runs = {self.tree.class_names[i]: 1 + self._run_before(state.runs, i)
-                      for i in confident}
+        state.runs = self._runs(state.runs, confident)
         events += self._starts(state, source, patch, (row, highest), up, gate_open, confident)
         return events
 
-    def _run_before(self, runs: dict[str, int], i: int) -> int:
-        """Patches in a row, up to the last, in which class i's branch reached a threshold."""
-        related, index = self.tree.related[i], self._index
-        return max((n for name, n in runs.items() if index.get(name, -1) in related), default=0)
+    def _runs(self, runs: dict[str, int], confident: list[int]) -> dict[str, int]:
+        """The classes at their start threshold (`confident`) by label, each with the patches
+        in a row, up to this one, in which its branch reached a threshold (`runs`: up to the
+        last, by label)."""
+        names, related = self.tree.class_names, self.tree.related
+        ran = [(self._index.get(name, -1), n) for name, n in runs.items()]
+        return {names[i]: 1 + max((n for j, n in ran if j in related[i]), default=0)
+                for i in confident}
 
     def _starts(self, state: TrackState, source: str, patch: "_Patch",
                 scores: tuple[np.ndarray, np.ndarray], up: np.ndarray, gate_open: bool,
@@ -419,7 +429,7 @@ class EventTracker:
             rivals[sorted(self.tree.related[i])] = False
             self._rivals_of[i] = rivals if rivals.any() else None
         rivals = self._rivals_of[i]
-        return rivals is None or row[i] >= self.rules.dominance * row[rivals].max()
+        return rivals is None or row[i] >= self.rules.dominance * np.maximum.reduce(row[rivals])
 
     def _open_ancestor(self, state: TrackState, i: int) -> str | None:
         """The open event, if any, named by a strict ancestor of class i (specific mode): the
@@ -459,6 +469,13 @@ class EventTracker:
             categories=list(self.tree.categories[self._index[event.label]]))
 
 
+def _copy(state: TrackState) -> TrackState:
+    """A state the tracker may change: its open events and runs copied (its lists are only
+    ever replaced)."""
+    return TrackState({k: copy.copy(e) for k, e in state.open.items()}, state.floor_db,
+                      state.before, dict(state.runs), state.recent)
+
+
 def quiet_level(levels: np.ndarray) -> np.ndarray:
     """np.percentile(levels, FLOOR_PERCENTILE, axis=-1) to the bit (numpy 2's linear method:
     the two order statistics around it, interpolated in the levels' dtype), at a fraction of
@@ -483,19 +500,27 @@ def _loudness(levels: np.ndarray) -> tuple[list[float], list[float], list[float]
     power = np.power(10.0, levels / 10.0)
     # np.mean's own sum and division, without its overhead
     mean_power = (np.add.reduce(power, axis=-1) / np.intp(levels.shape[-1])).astype(power.dtype)
-    return ((10 * np.log10(mean_power)).tolist(), levels.max(axis=-1).tolist(),
+    return ((10 * np.log10(mean_power)).tolist(), np.maximum.reduce(levels, axis=-1).tolist(),
             quiet_level(levels).tolist())
 
 
 class _Patch:
-    """One patch: where it starts, its level envelope (and up to a chunk hop of the envelope
-    before it, where an onset may be) and the floor it is heard over."""
+    """One patch: where it starts, its level envelope (the chunk's from frame `first`; before
+    it, where an onset may be, the chunk's earlier frames after the state's `before`) and the
+    floor it is heard over."""
 
-    def __init__(self, offset: float, when: float, envelope: np.ndarray, lead: int,
-                 floor_db: float | None, level: float, loudest: float):
+    def __init__(self, offset: float, when: float, envelope: np.ndarray, before: list[int],
+                 first: int, floor_db: float | None, level: float, loudest: float):
         self.offset, self.when = offset, when
-        self.earlier, self.levels = envelope[:lead], envelope[lead:]
+        self.envelope, self.before, self.first = envelope, before, first
+        self.levels = envelope[first:first + PATCH_FRAMES]
         self.floor_db, self.level, self.loudest = floor_db, level, loudest
+
+    def _earlier(self) -> np.ndarray:
+        """Up to LOOKBACK_FRAMES frames of the envelope before the patch."""
+        history = np.concatenate([np.array(self.before, np.float32), self.envelope])
+        at = len(self.before) + self.first
+        return history[max(0, at - LOOKBACK_FRAMES):at]
 
     def above_floor(self, gate_db: float) -> bool:
         return self.floor_db is None or self.level >= self.floor_db + gate_db
@@ -504,7 +529,7 @@ class _Patch:
         floor = self.floor_db if self.floor_db is not None else float(self.levels.min())
         if self.loudest - floor < MIN_ATTACK_DB:
             return np.arange(len(self.levels))
-        return np.flatnonzero(self.levels >= (self.loudest + floor) / 2)
+        return (self.levels >= (self.loudest + floor) / 2).nonzero()[0]
 
     def sound_start(self) -> tuple[float, float]:
         """The first loud frame, moved back while the frames before it (in this patch, then
@@ -512,8 +537,8 @@ class _Patch:
         patch of a sound to be sure of it."""
         first = int(self._loud_frames()[0])
         if self.floor_db is not None:
-            envelope = np.concatenate([self.earlier, self.levels[:first]])
-            quiet = np.flatnonzero(envelope < self.floor_db + ONSET_ABOVE_FLOOR_DB)
+            envelope = np.concatenate([self._earlier(), self.levels[:first]])
+            quiet = (envelope < self.floor_db + ONSET_ABOVE_FLOOR_DB).nonzero()[0]
             first -= len(envelope) - (quiet[-1] + 1 if len(quiet) else 0)
         into = float(first * ENVELOPE_FRAME_SECONDS)  # first may be a numpy integer
         return self.offset + into, self.when + into
