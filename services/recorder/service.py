@@ -365,7 +365,7 @@ def main(settings: RecorderSettings) -> None:
              Path(settings.clips_dir), settings.clips_format, settings.privacy,
              ", ".join(map(str, topology.served)), server.server_port)
     bus.run_in_turn(workers("events", streams.EVENTS_STREAM, Event, recorder.plan, tick=True),
-                    topology.claim_shard_count)
+                    topology.prepare_to_write)  # its acknowledgements go through the script
     for thread in threads:
         thread.join(10)
     topology.close()
