@@ -39,16 +39,21 @@ class Writes:
     def __init__(self) -> None:
         self._args: list[Arg] = []
         self._keys: dict[str, None] = {}  # in order, once each
+        self._count = 0
 
     def add(self, command: str, key: str, *args: Arg) -> None:
         self._args += (2 + len(args), command, key, *args)
         self._keys[key] = None
+        self._count += 1
 
     def queue(self, pipe: redis.client.Pipeline) -> None:
-        """Queue every command collected as one EVAL (nothing when there is none).
+        """Queue every command collected as one EVAL (nothing when there is none; a lone
+        command as itself: one is already one command, refused or run whole).
         execute_command: redis-py's cluster pipelines have no eval(), but route an EVAL by its
         keys."""
-        if self._args:
+        if self._count == 1:
+            pipe.execute_command(*self._args[1:])
+        elif self._args:
             pipe.execute_command("EVAL", _APPLY, len(self._keys), *self._keys, *self._args)
 
 

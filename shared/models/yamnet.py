@@ -198,7 +198,11 @@ class YamnetHead:
         classes = graph.file.constant(FC_WEIGHTS_TENSOR).shape[0]
         if len(class_names) != classes:
             raise ModelError(f"class map has {len(class_names)} classes, the model {classes}")
-        self._run(np.zeros((1, self._input_width), np.int8))  # a bad cut fails at load
+        # Every batch size's interpreter is the same model: its tensors have the same indices.
+        first = _interpreter(self._model, 1, (1, self._input_width))  # a bad cut fails here
+        self._interpreters[1] = first
+        self._in = first.get_input_details()[0]["index"]
+        self._out = first.get_output_details()[0]["index"]
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         """float32 [n, 1024] embeddings -> float32 [n, 521] scores."""
@@ -220,9 +224,9 @@ class YamnetHead:
             self._interpreters[size] = interpreter
         padded = np.zeros((size, self._input_width), np.int8)
         padded[:len(rows)] = rows
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], padded)
+        interpreter.set_tensor(self._in, padded)
         interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[:len(rows)]
+        return interpreter.get_tensor(self._out)[:len(rows)]
 
 
 def load(folder: Path, threads: int = 1) -> tuple[YamnetTFLite, AudioModel]:
