@@ -3,7 +3,7 @@ read by real capture processes (`soundhive serve capture`, PyAV decoding and res
 production).
 
     .venv/bin/python bench/capture_cost.py [--streams 25,50,100] [--seconds 30]
-                                           [--protocol http|rtsp] [--processes 1]
+                                           [--protocol http|rtsp] [--processes 1] [--no-hub]
                                            [--out bench/results/issue20/capture_cost.json]
 
 Every stream is an endless MP3 (128 kbit/s, 44.1 kHz stereo, as internet radio is: a public clip
@@ -13,6 +13,8 @@ paces the server).
 RTSP: GStreamer's RTSP server (bench/rtsp_radio.py, under the system Python) sends MP3 over RTP
 in real time, one shared pipeline for every client; it needs
 `apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good`.
+HTTP streams are read by capture's hub (services/capture/hub.py: many to a thread) unless
+--no-hub (a thread per stream through FFmpeg, as RTSP always is).
 The N streams are divided among --processes capture processes (as several capture services,
 each with its share of the sources). A private redis-server takes the chunks; this process trims
 the PCM stream so that capture never holds back (nothing reads it). Per N: capture's CPU (user +
@@ -153,26 +155,26 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def launch_capture(urls: list[str], first: int, redis_url: str, log: Path,
-                   metrics_port: int = 0) -> subprocess.Popen:
+                   metrics_port: int = 0, hub: bool = True) -> subprocess.Popen:
     """A capture process reading `urls` as sources radio{first:04d}, radio{first+1:04d}, ..."""
     options = [arg for i, url in enumerate(urls, first)
                for arg in ("--source", f"radio{i:04d}=url:{url}")]
     with log.open("wb") as out:
         return SERVICES["capture"].launch(
-            dict(os.environ), {"redis_url": redis_url, "metrics_port": metrics_port},
+            dict(os.environ), {"redis_url": redis_url, "metrics_port": metrics_port, "hub": hub},
             tuple(options), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=die_with_parent)
 
 
-def launch_captures(urls: list[str], processes: int, redis_url: str, folder: Path
-                    ) -> list[subprocess.Popen]:
+def launch_captures(urls: list[str], processes: int, redis_url: str, folder: Path,
+                    hub: bool = True) -> list[subprocess.Popen]:
     """The streams divided among `processes` capture processes, in contiguous shares."""
     share = -(-len(urls) // processes)
     captures: list[subprocess.Popen] = []
     try:
         for first in range(0, len(urls), share):
             captures.append(launch_capture(urls[first:first + share], first, redis_url,
-                                           folder / f"capture-{len(urls)}-{first}.log"))
+                                           folder / f"capture-{len(urls)}-{first}.log", hub=hub))
     except BaseException:
         stop_all(captures)
         raise
@@ -192,14 +194,14 @@ def check_alive(captures: list[subprocess.Popen], folder: Path) -> None:
             raise RuntimeError(f"capture exited ({capture.returncode}):\n{tail}")
 
 
-def run_n(urls: list[str], processes: int, seconds: float, folder: Path) -> dict:
+def run_n(urls: list[str], processes: int, seconds: float, folder: Path, hub: bool) -> dict:
     n = len(urls)
     redis_server = RedisProcess(folder / f"redis-{n}", port=free_port())
     captures: list[subprocess.Popen] = []
     try:
         redis_server.start()
         client = redis_server.client()
-        captures = launch_captures(urls, processes, redis_server.url, folder)
+        captures = launch_captures(urls, processes, redis_server.url, folder, hub)
         watched = [psutil.Process(capture.pid) for capture in captures]
         started = time.monotonic()
         window_start = None
@@ -216,7 +218,7 @@ def run_n(urls: list[str], processes: int, seconds: float, folder: Path) -> dict
         cpu_percent = sum(cpu_each)
         rss_mb = sum(p.memory_info().rss for p in watched) / 2**20
         chunks = _added(client) - window_start[2]
-        return {"streams": n, "processes": len(captures), "window_s": wall,
+        return {"streams": n, "processes": len(captures), "hub": hub, "window_s": wall,
                 "cpu_percent": cpu_percent, "cpu_percent_each": cpu_each,
                 "cpu_percent_per_stream": cpu_percent / n,
                 "streams_per_core": 100 / (cpu_percent / n),
@@ -252,6 +254,8 @@ def main() -> None:
                         help="how the streams are served (rtsp needs GStreamer's RTSP server)")
     parser.add_argument("--processes", type=int, default=1,
                         help="capture processes the streams are divided among")
+    parser.add_argument("--hub", action=argparse.BooleanOptionalAction, default=True,
+                        help="HTTP streams read by capture's hub (--no-hub: a thread each)")
     parser.add_argument("--out", type=Path,
                         default=REPO / "bench/results/issue20/capture_cost.json",
                         help="write the JSON report here (default: %(default)s)")
@@ -265,9 +269,10 @@ def main() -> None:
         runs = []
         with Radio(args.protocol, folder) as radio:
             for n in counts:
-                result = run_n(radio.urls(n), args.processes, args.seconds, folder)
+                result = run_n(radio.urls(n), args.processes, args.seconds, folder, args.hub)
                 runs.append(result)
-                print(f"N={n} ({args.protocol}, {result['processes']} process(es)): capture "
+                print(f"N={n} ({args.protocol}, {'hub' if args.hub else 'a thread each'}, "
+                      f"{result['processes']} process(es)): capture "
                       f"{result['cpu_percent']:.0f} % CPU "
                       f"({result['cpu_percent_per_stream']:.2f} % per stream, "
                       f"~{result['streams_per_core']:.0f} streams per core), RSS "

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +39,8 @@ import redis
 import soundfile
 from redis.backoff import EqualJitterBackoff
 
+from services.capture.hub import Hub
+from services.capture.hub import accepts as hub_accepts
 from services.capture.settings import CaptureSettings
 from services.capture.sources import SourceGone, SourceSpec, parse_sources
 from shared import bus, metrics, params, streams
@@ -282,7 +284,8 @@ class Publisher:
 
 
 class SourceRunner:
-    """Runs one source until it ends, fails for good, or the service stops; retries the rest."""
+    """One source: its session, its statuses and its retries. Run in a thread of its own
+    (`thread`), or driven by a hub (services/capture/hub.py) through the same hooks."""
 
     def __init__(self, spec: SourceSpec, publisher: Publisher, stopper: bus.Stopper, fast: bool,
                  save_path: Path | None):
@@ -291,74 +294,82 @@ class SourceRunner:
         # --fast treats any source as a recording: as fast as the pipeline takes it, no drops.
         self.live = spec.live and not fast
         self.session = uuid.uuid4().hex[:12]
+        self.session_start: float | None = None  # its first attempt's start
+        self._attempt_start = 0.0
         self.chunks = 0
         self.rms = 0.0
         self.failed = False
+        self._failures = 0
+        self._backoff = EqualJitterBackoff(cap=RETRY_MAX_S, base=0.5)
         self.thread = threading.Thread(target=self.run, name=f"source {spec.id}", daemon=True)
         metrics.start_at_zero(metrics.CHUNKS_PUBLISHED, [spec.id])
         metrics.start_at_zero(metrics.AUDIO_DROPPED_SECONDS, [spec.id], metrics.DROP_REASONS)
         metrics.start_at_zero(metrics.SOURCE_ERRORS, [spec.id], metrics.SOURCE_ERROR_KINDS)
 
     def run(self) -> None:
-        backoff = EqualJitterBackoff(cap=RETRY_MAX_S, base=0.5)
-        failures = 0
-        session_start = time.time()
         while not self.stopper.stopped:
-            self.publisher.status(self.spec.id, "running", rms=self.rms, seq=self.chunks - 1)
+            self.starting()
             try:
-                self._capture(offset0=0.0 if not self.spec.live else time.time() - session_start)
+                self._capture()
             except SourceGone as exc:
-                self._fail(exc)
+                self.gone(exc)
                 return
             except Exception as exc:
-                failures += 1
-                self._retry(exc, backoff.compute(failures))
+                self.stopper.wait(self.retrying(exc))
                 continue
             if not self.stopper.stopped:
-                self.publisher.status(self.spec.id, "finished", rms=self.rms,
-                                      seq=self.chunks - 1)
-                log.info("capture: %s finished (%d chunks)", self.spec.id, self.chunks)
+                self.finished()
             return
 
-    def _fail(self, exc: Exception) -> None:
+    def starting(self) -> None:
+        """An attempt begins (before the source is opened)."""
+        self._attempt_start = time.time()
+        self.session_start = self.session_start or self._attempt_start
+        self.publisher.status(self.spec.id, "running", rms=self.rms, seq=self.chunks - 1)
+
+    def finished(self) -> None:
+        self.publisher.status(self.spec.id, "finished", rms=self.rms, seq=self.chunks - 1)
+        log.info("capture: %s finished (%d chunks)", self.spec.id, self.chunks)
+
+    def gone(self, exc: Exception) -> None:
+        """The source can never be read: reported once."""
         self.failed = True
         metrics.SOURCE_ERRORS.labels(self.spec.id, "permanent").inc()
         self.publisher.status(self.spec.id, "failed", _reason(exc), seq=self.chunks - 1)
         log.error("capture: source %s failed: %s", self.spec.id, _reason(exc))
 
-    def _retry(self, exc: Exception, delay: float) -> None:
+    def retrying(self, exc: Exception) -> float:
+        """The source failed for now: reported; the seconds to wait before the next try."""
+        self._failures += 1
+        delay = self._backoff.compute(self._failures)
         metrics.SOURCE_ERRORS.labels(self.spec.id, "transient").inc()
         self.publisher.status(self.spec.id, "retrying", _reason(exc), seq=self.chunks - 1)
         log.warning("capture: source %s failed: %s; retrying in %.0f s", self.spec.id,
                     _reason(exc), delay)
-        self.stopper.wait(delay)
+        return delay
 
-    def _capture(self, offset0: float) -> None:
-        """Chunk the source's blocks; the last chunk is flagged when it ends (or is stopped),
-        also when a file turns out truncated after some audio (then SourceGone follows)."""
-        chunker = Chunker()
-        clock: float | None = None  # wall time of the source's first sample
-        received = 0
-        try:
-            with self._wav_writer() as wav:
-                for block in self.spec.blocks():
-                    if self.stopper.stopped:
-                        break
-                    clock = clock or time.time() - len(block) / params.SAMPLE_RATE
-                    received += len(block)
-                    if self.spec.kind != "mic" and not self.fast:  # replay in real time
-                        self.stopper.wait(clock + received / params.SAMPLE_RATE - time.time())
-                    if wav is not None:
-                        wav.write(block)
-                    for start, samples in chunker.push(block):
-                        self._emit(start, samples, clock, offset0, last=False)
-        finally:
-            rest = chunker.finish()
-            if rest is not None and clock is not None:
-                self._emit(*rest, clock, offset0, last=True)
+    def recording(self) -> "Recording":
+        """The attempt's Recording: a live source's offsets go on from its session's start."""
+        assert self.session_start is not None, "a recording belongs to an attempt"
+        offset0 = self._attempt_start - self.session_start if self.spec.live else 0.0
+        return Recording(self, offset0)
 
-    def _emit(self, start: int, samples: np.ndarray, clock: float, offset0: float,
-              last: bool) -> None:
+    def _capture(self) -> None:
+        """Chunk the source's blocks, paced in real time unless --fast (a microphone paces
+        itself); the last chunk is flagged when it ends (or is stopped), also when a file turns
+        out truncated after some audio (then SourceGone follows)."""
+        paced = self.spec.kind != "mic" and not self.fast
+        with self.recording() as recording:
+            for block in self.spec.blocks():
+                if self.stopper.stopped:
+                    break
+                due = recording.arrived(len(block))
+                if paced:
+                    self.stopper.wait(due - time.time())
+                recording.add(block)
+
+    def emit(self, start: int, samples: np.ndarray, clock: float, offset0: float,
+             last: bool) -> None:
         chunk = PcmChunk.from_samples(self.spec.id, self.session, -1,
                                       clock + start / params.SAMPLE_RATE,
                                       offset0 + start / params.SAMPLE_RATE, samples, last)
@@ -368,14 +379,56 @@ class SourceRunner:
         self.chunks += 1
         self.rms = chunk.rms
 
-    def _wav_writer(self) -> AbstractContextManager[soundfile.SoundFile | None]:
-        if self.save_path is None:
-            return nullcontext()
-        self.save_path.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.spec.id).strip("_") or "source"
+
+class Recording(AbstractContextManager):
+    """One attempt at a source: its blocks cut into chunks stamped from the wall time of its
+    first sample (`clock`), queued, kept as WAV with save_path; on exit the rest goes as the
+    last chunk. A block `arrived` is due (heard, in real time) at the time that returns, and
+    is then `add`ed: at once, or when due where the source is paced."""
+
+    def __init__(self, runner: SourceRunner, offset0: float):
+        self.runner, self.offset0 = runner, offset0
+        self.chunker = Chunker()
+        self.clock: float | None = None
+        self.received = 0  # samples
+        self._wav: soundfile.SoundFile | None = None
+
+    def __enter__(self) -> "Recording":
+        self._wav = self._open_wav()
+        return self
+
+    def arrived(self, samples: int) -> float:
+        """Count a block of `samples` received now; the wall time when it is due."""
+        if self.clock is None:
+            self.clock = time.time() - samples / params.SAMPLE_RATE
+        self.received += samples
+        return self.clock + self.received / params.SAMPLE_RATE
+
+    def add(self, block: np.ndarray) -> None:
+        assert self.clock is not None, "a block is added after it arrived"
+        if self._wav is not None:
+            self._wav.write(block)
+        for start, samples in self.chunker.push(block):
+            self.runner.emit(start, samples, self.clock, self.offset0, last=False)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            rest = self.chunker.finish()
+            if rest is not None and self.clock is not None:
+                self.runner.emit(*rest, self.clock, self.offset0, last=True)
+        finally:
+            if self._wav is not None:
+                self._wav.close()
+
+    def _open_wav(self) -> soundfile.SoundFile | None:
+        save_path, spec = self.runner.save_path, self.runner.spec
+        if save_path is None:
+            return None
+        save_path.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.id).strip("_") or "source"
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = self.save_path / f"{name}-{stamp}-{self.session}.wav"
-        return soundfile.SoundFile(path, "w", params.SAMPLE_RATE, 1, "PCM_16")
+        return soundfile.SoundFile(save_path / f"{name}-{stamp}-{self.runner.session}.wav", "w",
+                                   params.SAMPLE_RATE, 1, "PCM_16")
 
 
 def _reason(exc: Exception) -> str:
@@ -387,18 +440,27 @@ def _reason(exc: Exception) -> str:
 def main(settings: CaptureSettings, publisher_class: type[Publisher] = Publisher) -> int:
     """Run every source until it ends or the service is stopped; 1 when a source failed."""
     specs = settings.share(parse_sources(list(settings.sources)))
-    fast, save_path = settings.fast, settings.save_path
     health = metrics.Health()
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
     stopper = bus.Stopper()
     publisher = publisher_class(settings, health, stopper)
-    runners = [SourceRunner(spec, publisher, stopper, fast, save_path) for spec in specs]
-    log.info("capture: %d source(s), metrics on :%d", len(runners), server.server_port)
+    runners = [SourceRunner(spec, publisher, stopper, settings.fast, settings.save_path)
+               for spec in specs]
+    hub = None
+    hub_runners = [runner for runner in runners if settings.hub and runner.spec.kind == "url"
+                   and hub_accepts(runner.spec.target, settings.fast)]
+    if hub_runners:
+        hub = Hub(stopper, health, hand_back=lambda runner: runner.thread.start())
+        for runner in hub_runners:
+            hub.add(runner)
+        hub.start()
+    log.info("capture: %d source(s) (%d read by the hub), metrics on :%d", len(runners),
+             len(hub_runners), server.server_port)
     for runner in runners:
-        runner.thread.start()
-    for runner in runners:
-        while runner.thread.is_alive():
-            runner.thread.join(0.5)
+        if runner not in hub_runners:
+            runner.thread.start()
+    while (hub is not None and hub.alive()) or any(r.thread.is_alive() for r in runners):
+        time.sleep(0.5)
     publisher.close()
     if publisher.config_error is not None:
         raise publisher.config_error

@@ -25,13 +25,18 @@ class CaptureSettings(Settings):
     fast: bool = Field(False, validation_alias="SOUNDHIVE_CAPTURE_FAST",
                        description="Replay files as fast as the pipeline takes them "
                        "(default: in real time).")
+    hub: bool = Field(True, validation_alias="SOUNDHIVE_CAPTURE_HUB",
+                      description="Read HTTP(S) MP3 and AAC streams many to a thread (other "
+                      "URLs, and these with --fast or a proxy set, get a thread each through "
+                      "FFmpeg); off: every network source in a thread of its own.")
     save_path: Path | None = Field(None, validation_alias="SOUNDHIVE_CAPTURE_SAVE_PATH",
                                    description="Keep the captured audio here (WAV files).")
     part: str = Field("0/1", validation_alias="SOUNDHIVE_CAPTURE_PART", pattern=r"^\d+/\d+$",
                       description="Read only part I/N of the sources (the sources, a folder's "
-                      "files each counted, cut into N shares in order): one process's source "
-                      "threads thrash on the GIL past ~50 network streams, so `up` runs one "
-                      "capture process per 32 this way.")
+                      "files each counted, cut into N shares in order): a process's source "
+                      "threads thrash on the GIL past ~50 network streams that FFmpeg reads "
+                      "(the hub's streams: ~200 a process), so `up` runs one capture process "
+                      "per 32 sources this way.")
 
     @field_validator("sources", mode="before")
     @classmethod

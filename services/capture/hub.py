@@ -1,0 +1,440 @@
+"""HTTP(S) audio streams read many to a thread: MP3 or AAC (ADTS) sent as one HTTP response,
+the way internet radio (Icecast, most Shoutcast 2) and many network microphones serve them.
+
+A thread per source (sources.py, through FFmpeg's own protocols and demuxers) costs more than
+FFmpeg's decoding, and one process's source threads thrash on the GIL past ~50 network streams
+(docs/benchmarks.md). The hub serves every such source of a process from one thread: every
+TICK_S it reads what each ready socket holds (non-blocking), splits the bytes into codec
+packets (FFmpeg's parser), decodes them with the decoder FFmpeg's demuxer would pick and
+downmixes them with sources.Downmix: the same samples as the thread path. A source's audio is
+handed to its Recording when due in real time; a source ahead of real time is not read (so a
+server that sends faster is held back by TCP, as the thread path's pacing holds it).
+Connecting (DNS, TCP, TLS, the request, the response's head) blocks, so OPENERS threads do it.
+A response the hub cannot read (another content type: Ogg, WAV, a playlist...; a status line
+h11 refuses, such as Shoutcast 1's "ICY 200 OK") is handed back: that source then runs in a
+thread of its own through FFmpeg, as every network source did before.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import logging
+import os
+import queue
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urljoin, urlsplit
+
+import h11
+import numpy as np
+
+from services.capture.sources import NETWORK_TIMEOUT_S, Downmix, SourceError, SourceGone
+from shared import bus, metrics
+from shared.errors import one_line
+from shared.redact import redact
+
+if TYPE_CHECKING:  # the service imports the hub
+    from services.capture.service import SourceRunner
+
+log = logging.getLogger("soundhive.capture")
+
+TICK_S = 0.1
+OPENERS = 8  # connections opened at once (a start with many sources, or a server back)
+READ_AHEAD_S = 1.0  # a source this far ahead of real time is not read
+READ_MAX = 1 << 14  # bytes read from one socket in a tick (128 kbit/s: 1.6 KB a tick)
+MAX_REDIRECTS = 5
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
+# Content types the hub decodes, and the decoder FFmpeg's demuxer would pick for each (the
+# fixed-point "mp3" decoder rounds differently from "mp3float").
+DECODERS = {
+    "audio/mpeg": "mp3float", "audio/mp3": "mp3float", "audio/mpeg3": "mp3float",
+    "audio/x-mpeg": "mp3float", "audio/mpga": "mp3float",
+    "audio/aac": "aac", "audio/aacp": "aac", "audio/x-aac": "aac",
+}
+
+
+def accepts(target: str, fast: bool) -> bool:
+    """Whether the hub may try this source (a URL): HTTP(S), replayed in real time (--fast
+    makes a stream wait for the pipeline, which one thread cannot do for one source), and no
+    proxy configured (FFmpeg's own client honours http_proxy)."""
+    return (target.startswith(("http://", "https://")) and not fast
+            and not any(os.environ.get(name) for name in PROXY_VARIABLES))
+
+
+class NotForHub(Exception):
+    """A response the hub does not read: the source goes to a thread of its own."""
+
+
+@dataclass
+class Response:
+    """An HTTP response whose head has been read: the body's first bytes and the rest to come."""
+
+    sock: socket.socket
+    http: h11.Connection
+    decoder: str
+    body: list[bytes] = field(default_factory=list)
+
+
+def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
+    """GET `url` (following redirects); a Response for a stream the hub decodes. SourceError
+    for a server that cannot be reached or answers an error, NotForHub for a response it does
+    not decode."""
+    shown = redact(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            response = _get(url, timeout_s)
+        except (OSError, h11.ProtocolError) as exc:
+            raise SourceError(f"cannot open {shown}: {_why(exc)}") from None
+        if isinstance(response, Response):
+            return response
+        url = response
+        if not accepts(url, fast=False):
+            raise NotForHub("redirected to another protocol")
+    raise SourceError(f"cannot open {shown}: more than {MAX_REDIRECTS} redirects")
+
+
+def _get(url: str, timeout_s: float) -> Response | str:
+    """One request: the Response, or where a redirect points."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    if not parts.hostname:
+        raise SourceGone(f"{redact(url)}: no host")
+    sock = socket.create_connection((parts.hostname, port), timeout=timeout_s)
+    try:
+        if tls:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        http = h11.Connection(h11.CLIENT)
+        host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        headers = [("Host", host), ("User-Agent", "soundhive"), ("Accept", "*/*"),
+                   ("Connection", "close")]
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers.append(("Authorization",
+                            "Basic " + base64.b64encode(credentials.encode()).decode()))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        sock.sendall(http.send(h11.Request(method="GET", target=target, headers=headers))
+                     + http.send(h11.EndOfMessage()))
+        head = _head(sock, http)
+        if 300 <= head.status_code < 400 and (location := _header(head, b"location")):
+            sock.close()
+            return urljoin(url, location)
+        if head.status_code >= 400:
+            raise OSError(f"HTTP {head.status_code} {head.reason.decode(errors='replace')}")
+        content_type = _header(head, b"content-type").split(";")[0].strip().lower()
+        if head.status_code != 200 or content_type not in DECODERS:
+            raise NotForHub(f"HTTP {head.status_code}, {content_type or 'no content type'}")
+        sock.setblocking(False)
+        return Response(sock, http, DECODERS[content_type])
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _head(sock: socket.socket, http: h11.Connection) -> h11.Response:
+    while True:
+        event = _next_event(http)
+        if event is h11.NEED_DATA:
+            http.receive_data(sock.recv(READ_MAX))
+        elif isinstance(event, h11.Response):
+            return event
+        elif isinstance(event, h11.ConnectionClosed):
+            raise OSError("the server closed the connection")
+        elif not isinstance(event, h11.InformationalResponse):
+            raise OSError(f"unexpected {type(event).__name__}")
+
+
+def _next_event(http: h11.Connection) -> object:
+    try:
+        return http.next_event()
+    except h11.RemoteProtocolError as exc:  # e.g. "ICY 200 OK": FFmpeg reads it
+        raise NotForHub(f"a response h11 does not read ({one_line(exc)})") from None
+
+
+def _header(head: h11.Response, name: bytes) -> str:
+    return next((value.decode("latin-1") for key, value in head.headers if key == name), "")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer in {NETWORK_TIMEOUT_S:.0f} s"
+    return redact(getattr(exc, "strerror", None) or one_line(exc))
+
+
+class Decoder:
+    """An MP3 or ADTS AAC byte stream -> float32 mono 16 kHz blocks, as the thread path decodes
+    it (its demuxer drops an MP3 stream's leading ID3v2 tag: so does this)."""
+
+    def __init__(self, codec: str):
+        import av
+
+        self._context = av.CodecContext.create(codec, "r")
+        self._downmix = Downmix()
+        self._head = b"" if codec == "mp3float" else None  # bytes kept until the tag is known
+        self._skip = 0  # bytes of the tag still to skip
+
+    def samples(self, data: bytes) -> list[np.ndarray]:
+        data = self._without_tag(data)
+        return self._decoded(self._context.parse(data)) if data else []
+
+    def flush(self) -> list[np.ndarray]:
+        """What the parser and the decoder still hold, at the stream's end."""
+        if self._head:
+            self._head, data = None, self._head
+            out = self._decoded(self._context.parse(data))
+        else:
+            out = []
+        out += self._decoded(self._context.parse(None))
+        return out + self._decoded([None])
+
+    def _decoded(self, packets: list) -> list[np.ndarray]:
+        for packet in packets:
+            for frame in self._context.decode(packet):
+                self._downmix.push(frame)
+        return self._downmix.pull()
+
+    def _without_tag(self, data: bytes) -> bytes:
+        if self._skip:
+            data, self._skip = data[self._skip:], max(0, self._skip - len(data))
+            return data
+        if self._head is None:
+            return data
+        self._head += data
+        if len(self._head) < 10:
+            return b""
+        head, self._head = self._head, None
+        if head[:3] != b"ID3":
+            return head
+        size = 0  # a "synchsafe" integer: 7 bits a byte
+        for byte in head[6:10]:
+            size = size << 7 | byte & 0x7F
+        size += 10 + (10 if head[5] & 0x10 else 0)  # the header (and a footer)
+        self._skip = max(0, size - len(head))
+        return head[size:]
+
+
+class Stream:
+    """One source's response while the hub reads it."""
+
+    def __init__(self, runner: SourceRunner, response: Response, now: float):
+        self.runner, self.shown = runner, redact(runner.spec.target)
+        self.sock, self.http = response.sock, response.http
+        self.decoder = Decoder(response.decoder)
+        self.recording = runner.recording().__enter__()
+        self.due: deque[tuple[float, np.ndarray]] = deque()  # blocks not yet heard
+        self.last_data = now
+        self.unread = False  # bytes were left in the socket at the last read
+        self.ended = False
+        for data in response.body:
+            self._decode(data)
+
+    def step(self, now: float, ready: bool) -> None:
+        """Read what came (`ready`: the selector says so) unless the source is ahead of real
+        time; hand the Recording what is due."""
+        if self.ended or (self.due and self.due[-1][0] - now >= READ_AHEAD_S):
+            self.last_data = now  # not waiting for the server
+        elif ready or self.unread or now - self.last_data > 1.0:  # silence is checked too
+            self.unread = self._read(now)
+        self._release(now)
+
+    def _read(self, now: float) -> bool:
+        """Read what the socket holds (up to READ_MAX); True when bytes were left unread.
+        SourceError when the stream fails or stays silent for NETWORK_TIMEOUT_S."""
+        received = 0
+        while received < READ_MAX:
+            try:
+                data = self.sock.recv(READ_MAX - received)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError as exc:
+                raise SourceError(f"{self.shown}: {_why(exc)}") from None
+            received += len(data)
+            self._receive(data)
+            if not data or self.ended:
+                return False
+        if received:
+            self.last_data = now
+        elif now - self.last_data > NETWORK_TIMEOUT_S:
+            raise SourceError(f"{self.shown}: no data for {NETWORK_TIMEOUT_S:.0f} s")
+        return received >= READ_MAX
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            self.http.receive_data(data)
+            while True:
+                event = self.http.next_event()
+                if isinstance(event, h11.Data):
+                    self._decode(bytes(event.data))
+                elif event is h11.NEED_DATA:
+                    return
+                else:  # the body's end (EndOfMessage, ConnectionClosed)
+                    self._end()
+                    return
+        except h11.ProtocolError as exc:
+            raise SourceError(f"{self.shown}: {one_line(exc)}") from None
+
+    def _decode(self, data: bytes) -> None:
+        self._queue(self._guarded(lambda: self.decoder.samples(data)))
+
+    def _end(self) -> None:
+        self.ended = True
+        self._queue(self._guarded(self.decoder.flush))
+
+    def _guarded(self, decode: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
+        import av
+
+        try:
+            return decode()
+        except av.FFmpegError as exc:
+            raise SourceError(f"{self.shown}: {_why(exc)}") from None
+
+    def _queue(self, blocks: list[np.ndarray]) -> None:
+        if blocks:
+            block = np.concatenate(blocks)
+            self.due.append((self.recording.arrived(len(block)), block))
+
+    def _release(self, now: float) -> None:
+        """Hand the audio heard by now to the Recording."""
+        while self.due and self.due[0][0] <= now:
+            self.recording.add(self.due.popleft()[1])
+
+    @property
+    def done(self) -> bool:
+        return self.ended and not self.due
+
+    def close(self) -> None:
+        """Stop reading; the Recording gets the audio received (its last chunk flagged)."""
+        self.sock.close()
+        try:
+            while self.due:
+                self.recording.add(self.due.popleft()[1])
+        finally:
+            self.recording.__exit__(None, None, None)
+
+
+class Hub:
+    """The thread that reads a process's HTTP streams; `add` runners before `start`. A runner
+    whose response it does not read is given to `hand_back` (which runs it in its own thread)."""
+
+    def __init__(self, stopper: bus.Stopper, health: metrics.Health,
+                 hand_back: Callable[[SourceRunner], None]):
+        self.stopper, self.hand_back = stopper, hand_back
+        self._waiting: list[tuple[float, int, SourceRunner]] = []  # (when, order, runner) heap
+        self._opening = 0
+        self._opened: queue.SimpleQueue[tuple[SourceRunner, Response | Exception]] = (
+            queue.SimpleQueue())
+        self._to_open: queue.SimpleQueue[SourceRunner | None] = queue.SimpleQueue()
+        self._streams: dict[int, Stream] = {}  # by the socket's file descriptor
+        self._selector = selectors.DefaultSelector()
+        self._order = 0
+        self.thread = threading.Thread(target=self._run, name="hub", daemon=True)
+        health.watch(lambda: self.thread.is_alive() or not self._pending,
+                     "the capture hub's thread died")
+        for number in range(OPENERS):
+            threading.Thread(target=self._open_loop, name=f"hub opener {number}",
+                             daemon=True).start()
+
+    def add(self, runner: SourceRunner, delay_s: float = 0.0) -> None:
+        self._order += 1
+        heapq.heappush(self._waiting, (time.monotonic() + delay_s, self._order, runner))
+
+    def start(self) -> None:
+        self.thread.start()
+
+    @property
+    def _pending(self) -> bool:
+        return bool(self._waiting or self._opening or self._streams)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _open_loop(self) -> None:
+        while True:
+            runner = self._to_open.get()
+            if runner is None:  # the hub has stopped
+                return
+            try:
+                result: Response | Exception = open_stream(runner.spec.target)
+            except Exception as exc:
+                result = exc
+            self._opened.put((runner, result))
+
+    def _run(self) -> None:
+        try:
+            while self._pending and not self.stopper.stopped:
+                tick = time.monotonic()
+                self._open_due(tick)
+                self._take_opened()
+                self._read(time.time())
+                self.stopper.wait(TICK_S - (time.monotonic() - tick))
+        finally:
+            for stream in list(self._streams.values()):
+                self._close(stream)
+            self._selector.close()
+            for _ in range(OPENERS):
+                self._to_open.put(None)
+
+    def _open_due(self, now: float) -> None:
+        while self._waiting and self._waiting[0][0] <= now and not self.stopper.stopped:
+            runner = heapq.heappop(self._waiting)[2]
+            runner.starting()
+            self._opening += 1
+            self._to_open.put(runner)
+
+    def _take_opened(self) -> None:
+        while True:
+            try:
+                runner, result = self._opened.get_nowait()
+            except queue.Empty:
+                return
+            self._opening -= 1
+            if isinstance(result, Response):
+                self._stream(runner, result)
+            elif isinstance(result, NotForHub):
+                log.info("capture: %s: %s, read through FFmpeg", runner.spec.id, result)
+                self.hand_back(runner)
+            else:
+                self._failed(runner, result)
+
+    def _stream(self, runner: SourceRunner, response: Response) -> None:
+        try:
+            stream = Stream(runner, response, time.time())
+        except Exception as exc:
+            response.sock.close()
+            self._failed(runner, exc)
+            return
+        self._streams[response.sock.fileno()] = stream
+        self._selector.register(response.sock, selectors.EVENT_READ, stream)
+
+    def _read(self, now: float) -> None:
+        ready = {key.fd for key, _ in self._selector.select(0)}
+        for fd, stream in list(self._streams.items()):
+            try:
+                stream.step(now, fd in ready)
+            except Exception as exc:
+                self._close(stream)
+                self._failed(stream.runner, exc)
+                continue
+            if stream.done:
+                self._close(stream)
+                stream.runner.finished()
+
+    def _close(self, stream: Stream) -> None:
+        fd = stream.sock.fileno()
+        if self._streams.pop(fd, None) is not None:
+            self._selector.unregister(stream.sock)
+        stream.close()
+
+    def _failed(self, runner: SourceRunner, exc: Exception) -> None:
+        if isinstance(exc, SourceGone):
+            runner.gone(exc)
+        else:
+            self.add(runner, runner.retrying(exc))

@@ -1,0 +1,184 @@
+"""Capture's hub: HTTP(S) MP3/AAC streams read many to a thread, the same audio as the thread
+path (FFmpeg's own demuxers), the rest handed back to it; failures retried and reported."""
+
+import base64
+import signal
+import subprocess
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from pipeline_helpers import RedisServer, Services, wait_for
+
+from services.capture.hub import Decoder
+from services.capture.sources import _url_blocks
+from shared import streams
+from shared.messages import PcmChunk, SourceStatus
+
+WAIT_S = 120
+PASSWORD = "S3cret-pw"
+
+
+@pytest.fixture(scope="module")
+def encoded(clips_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A clip as internet radio sends it: 44.1 kHz stereo MP3 (ffmpeg writes an ID3v2 tag
+    first) and ADTS AAC, and as WAV (which the hub leaves to FFmpeg)."""
+    folder = tmp_path_factory.mktemp("encoded")
+    out = {"mp3": folder / "radio.mp3", "aac": folder / "radio.aac", "wav": folder / "radio.wav"}
+    for path in out.values():
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-ac", "2",
+                        "-ar", "44100", "-write_xing", "0", "-y", str(path)], check=True)
+    return out
+
+
+@pytest.mark.parametrize("kind, codec", [("mp3", "mp3float"), ("aac", "aac")])
+def test_the_hub_decodes_as_ffmpegs_demuxer_does(encoded: dict[str, Path], kind: str,
+                                                 codec: str):
+    """Bytes in any pieces (the ID3 tag split across them) give the samples of the thread path."""
+    data = encoded[kind].read_bytes()
+    assert kind != "mp3" or data.startswith(b"ID3")
+    decoder, blocks = Decoder(codec), []
+    for start, size in [(0, 3), (3, 4), (7, 5), (12, 40), *((i, 997) for i in
+                                                            range(52, len(data), 997))]:
+        blocks += decoder.samples(data[start:start + size])
+    blocks += decoder.flush()
+    np.testing.assert_array_equal(np.concatenate(blocks),
+                                  np.concatenate(list(_url_blocks(str(encoded[kind])))))
+
+
+class Radio(BaseHTTPRequestHandler):
+    """Files as a radio server sends them; /moved redirects, /private.mp3 needs Basic auth,
+    /icy.mp3 answers as Shoutcast 1 does, /stall.mp3 stops sending after its first bytes."""
+
+    files: ClassVar[dict[str, tuple[str, bytes]]] = {}
+    stop = threading.Event()
+
+    def do_GET(self) -> None:
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/radio.mp3")
+            self.end_headers()
+        elif self.path == "/private.mp3" and self.headers.get("Authorization") != (
+                "Basic " + base64.b64encode(f"listener:{PASSWORD}".encode()).decode()):
+            self.send_response(401)  # FFmpeg sends the password once challenged
+            self.send_header("WWW-Authenticate", 'Basic realm="radio"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/icy.mp3":
+            self.wfile.write(b"ICY 200 OK\r\ncontent-type: audio/mpeg\r\n\r\n"
+                             + self.files["/radio.mp3"][1])
+            self.wfile.flush()
+            self.stop.wait()
+        elif self.path == "/stall.mp3":
+            self._send("audio/mpeg", self.files["/radio.mp3"][1][:24_000], length=False)
+            self.wfile.flush()
+            self.stop.wait()
+        elif self.path.replace("private", "radio") in self.files:
+            self._send(*self.files[self.path.replace("private", "radio")])
+        else:
+            self.send_error(404)
+
+    def _send(self, content_type: str, body: bytes, length: bool = True) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def radio(encoded: dict[str, Path]) -> Iterator[str]:
+    types = {"mp3": "audio/mpeg", "aac": "audio/aac", "wav": "audio/x-wav"}
+    Radio.files = {f"/radio.{kind}": (types[kind], path.read_bytes())
+                   for kind, path in encoded.items()}
+    Radio.stop.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Radio)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    Radio.stop.set()
+    server.shutdown()
+
+
+def chunks_by_source(redis_server: RedisServer) -> dict[str, list[PcmChunk]]:
+    out = defaultdict(list)
+    for _, fields in redis_server.client().xrange(streams.PCM_STREAM):
+        chunk = PcmChunk.decode(fields[streams.MESSAGE_FIELD])
+        out[chunk.source].append(chunk)
+    return dict(out)
+
+
+def statuses(redis_server: RedisServer) -> dict[str, SourceStatus]:
+    return {source.decode(): SourceStatus.decode(value) for source, value
+            in redis_server.client().hgetall(streams.SOURCES_HASH).items()}
+
+
+def test_streams_read_by_the_hub_equal_the_thread_paths(
+        services: Services, redis_server: RedisServer, radio: str):
+    """MP3 and AAC (also through a redirect and with a password) are read by the hub; WAV is
+    handed back to FFmpeg; every source's chunks are those the thread path gives, and no
+    password is shown."""
+    host = radio.removeprefix("http://")
+    sources = [f"mp3=url:{radio}/radio.mp3", f"aac=url:{radio}/radio.aac",
+               f"moved=url:{radio}/moved", f"private=url:http://listener:{PASSWORD}@{host}"
+               "/private.mp3", f"wav=url:{radio}/radio.wav"]
+    options = [arg for source in sources for arg in ("--source", source)]
+    runs = {}
+    for hub in ("1", "0"):
+        redis_server.client().flushall()
+        capture = services.start("capture", *options, SOUNDHIVE_CAPTURE_HUB=hub)
+        assert capture.wait(WAIT_S) == 0
+        runs[hub] = chunks_by_source(redis_server), services.log_text(capture)
+        assert {s.state for s in statuses(redis_server).values()} == {"finished"}
+    (hub_chunks, hub_log), (thread_chunks, thread_log) = runs["1"], runs["0"]
+    assert "5 source(s) (5 read by the hub)" in hub_log
+    assert "5 source(s) (0 read by the hub)" in thread_log
+    assert "wav: HTTP 200, audio/x-wav, read through FFmpeg" in hub_log
+    assert sorted(hub_chunks) == sorted(thread_chunks) == sorted(s.split("=")[0]
+                                                                 for s in sources)
+    for source, chunks in hub_chunks.items():
+        expected = thread_chunks[source]
+        assert [c.seq for c in chunks] == list(range(len(expected))), source
+        assert [c.last for c in chunks] == [c.last for c in expected] == [False] * (
+            len(chunks) - 1) + [True]
+        np.testing.assert_array_equal(np.concatenate([c.samples() for c in chunks]),
+                                      np.concatenate([c.samples() for c in expected]))
+    assert PASSWORD not in hub_log + thread_log
+
+
+def test_a_silent_stream_and_a_missing_one_are_retried(
+        services: Services, redis_server: RedisServer, radio: str):
+    """A stream that stops sending is given up after 10 s and opened again (its chunks until
+    then kept, the last one flagged); a 404 is retried with backoff; a response in Shoutcast
+    1's dialect goes to FFmpeg, which reads it; a stop ends them all."""
+    capture = services.start("capture", "--source", f"stall=url:{radio}/stall.mp3",
+                             "--source", f"gone=url:{radio}/gone.mp3",
+                             "--source", f"icy=url:{radio}/icy.mp3")
+
+    def retrying(source: str, reason: str) -> bool:
+        status = statuses(redis_server).get(source)
+        return status is not None and status.state == "retrying" and reason in status.detail
+
+    wait_for(lambda: retrying("gone", f"cannot open {radio}/gone.mp3: HTTP 404"), WAIT_S,
+             "the 404 retried")
+    wait_for(lambda: retrying("stall", f"{radio}/stall.mp3: no data for 10 s"), WAIT_S,
+             "the stall retried")
+    first = chunks_by_source(redis_server)["stall"]
+    assert first and first[-1].last and [c.seq for c in first] == list(range(len(first)))
+    wait_for(lambda: len(chunks_by_source(redis_server)["stall"]) > len(first), WAIT_S,
+             "the stream opened again")
+    assert chunks_by_source(redis_server)["icy"]
+    capture.send_signal(signal.SIGTERM)
+    assert capture.wait(WAIT_S) == 0
+    log = services.log_text(capture)
+    assert "source gone failed: cannot open" in log
+    assert "icy: a response h11 does not read" in log and "read through FFmpeg" in log
