@@ -18,6 +18,7 @@ thread of its own through FFmpeg, as every network source did before.
 from __future__ import annotations
 
 import base64
+import functools
 import heapq
 import logging
 import os
@@ -29,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -42,7 +43,7 @@ from shared.errors import one_line
 from shared.redact import redact
 
 if TYPE_CHECKING:  # the service imports the hub
-    from services.capture.service import SourceRunner
+    from services.capture.service import Recording, SourceRunner
 
 log = logging.getLogger("soundhive.capture")
 
@@ -50,15 +51,18 @@ TICK_S = 0.1
 OPENERS = 8  # connections opened at once (a start with many sources, or a server back)
 READ_AHEAD_S = 1.0  # a source this far ahead of real time is not read
 READ_MAX = 1 << 14  # bytes read from one socket in a tick (128 kbit/s: 1.6 KB a tick)
+FIRST_AUDIO_BYTES = 1 << 16  # a response with no audio in these is handed back to FFmpeg
 MAX_REDIRECTS = 5
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
-# Content types the hub decodes, and the decoder FFmpeg's demuxer would pick for each (the
-# fixed-point "mp3" decoder rounds differently from "mp3float").
-DECODERS = {
-    "audio/mpeg": "mp3float", "audio/mp3": "mp3float", "audio/mpeg3": "mp3float",
-    "audio/x-mpeg": "mp3float", "audio/mpga": "mp3float",
-    "audio/aac": "aac", "audio/aacp": "aac", "audio/x-aac": "aac",
+# Content types the hub decodes: MPEG audio (MP3, MP2) or ADTS AAC.
+KINDS = {
+    "audio/mpeg": "mpeg", "audio/mp3": "mpeg", "audio/mpeg3": "mpeg", "audio/x-mpeg": "mpeg",
+    "audio/mpga": "mpeg", "audio/aac": "aac", "audio/aacp": "aac", "audio/x-aac": "aac",
 }
+# The decoders FFmpeg picks after its demuxers (the first registered for the codec): for MPEG
+# audio by the layer in a frame's header. Each rounds differently from its twin ("mp3" is
+# fixed-point, "mp2float" floating-point): the samples would not be the thread path's.
+MPEG_LAYERS = {1: "mp3float", 2: "mp2", 3: "mp1"}
 
 
 def accepts(target: str, fast: bool) -> bool:
@@ -75,12 +79,11 @@ class NotForHub(Exception):
 
 @dataclass
 class Response:
-    """An HTTP response whose head has been read: the body's first bytes and the rest to come."""
+    """An HTTP response whose head has been read (h11 may hold the body's first bytes)."""
 
     sock: socket.socket
     http: h11.Connection
-    decoder: str
-    body: list[bytes] = field(default_factory=list)
+    kind: str  # a value of KINDS
 
 
 def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
@@ -105,15 +108,19 @@ def _get(url: str, timeout_s: float) -> Response | str:
     """One request: the Response, or where a redirect points."""
     parts = urlsplit(url)
     tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise SourceGone(f"{redact(url)}: not a port number") from None
     if not parts.hostname:
         raise SourceGone(f"{redact(url)}: no host")
     sock = socket.create_connection((parts.hostname, port), timeout=timeout_s)
     try:
         if tls:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+            sock = _tls().wrap_socket(sock, server_hostname=parts.hostname)
         http = h11.Connection(h11.CLIENT)
-        host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host += f":{parts.port}" if parts.port is not None else ""
         headers = [("Host", host), ("User-Agent", "soundhive"), ("Accept", "*/*"),
                    ("Connection", "close")]
         if parts.username is not None:
@@ -130,13 +137,19 @@ def _get(url: str, timeout_s: float) -> Response | str:
         if head.status_code >= 400:
             raise OSError(f"HTTP {head.status_code} {head.reason.decode(errors='replace')}")
         content_type = _header(head, b"content-type").split(";")[0].strip().lower()
-        if head.status_code != 200 or content_type not in DECODERS:
+        if head.status_code != 200 or content_type not in KINDS:
             raise NotForHub(f"HTTP {head.status_code}, {content_type or 'no content type'}")
         sock.setblocking(False)
-        return Response(sock, http, DECODERS[content_type])
+        return Response(sock, http, KINDS[content_type])
     except BaseException:
         sock.close()
         raise
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One context for every connection (each loads the system's CA certificates)."""
+    return ssl.create_default_context()
 
 
 def _head(sock: socket.socket, http: h11.Connection) -> h11.Response:
@@ -170,36 +183,51 @@ def _why(exc: BaseException) -> str:
 
 
 class Decoder:
-    """An MP3 or ADTS AAC byte stream -> float32 mono 16 kHz blocks, as the thread path decodes
-    it (its demuxer drops an MP3 stream's leading ID3v2 tag: so does this)."""
+    """An MPEG audio (MP3, MP2) or ADTS AAC byte stream (`kind`) -> float32 mono 16 kHz
+    blocks, as the thread path decodes it: FFmpeg's parser cuts the packets, the decoder its
+    demuxer would pick decodes them, Downmix; an MPEG stream's leading ID3v2 tag is skipped,
+    as the demuxer skips it."""
 
-    def __init__(self, codec: str):
+    def __init__(self, kind: str):
         import av
 
-        self._context = av.CodecContext.create(codec, "r")
+        self._parser = av.CodecContext.create("mp3float" if kind == "mpeg" else "aac", "r")
+        self._kind = kind
+        self._decoder: av.CodecContext | None = None  # chosen by the first packet
         self._downmix = Downmix()
-        self._head = b"" if codec == "mp3float" else None  # bytes kept until the tag is known
+        self._head = b"" if kind == "mpeg" else None  # bytes kept until the tag is known
         self._skip = 0  # bytes of the tag still to skip
 
     def samples(self, data: bytes) -> list[np.ndarray]:
         data = self._without_tag(data)
-        return self._decoded(self._context.parse(data)) if data else []
+        return self._decoded(self._parser.parse(data)) if data else []
 
     def flush(self) -> list[np.ndarray]:
         """What the parser and the decoder still hold, at the stream's end."""
         if self._head:
             self._head, data = None, self._head
-            out = self._decoded(self._context.parse(data))
+            out = self._decoded(self._parser.parse(data))
         else:
             out = []
-        out += self._decoded(self._context.parse(None))
-        return out + self._decoded([None])
+        out += self._decoded(self._parser.parse(None))
+        return out + (self._decoded([None]) if self._decoder is not None else [])
 
     def _decoded(self, packets: list) -> list[np.ndarray]:
         for packet in packets:
-            for frame in self._context.decode(packet):
+            decoder = self._decoder or self._decoder_for(packet)
+            for frame in decoder.decode(packet):
                 self._downmix.push(frame)
         return self._downmix.pull()
+
+    def _decoder_for(self, packet: object) -> object:
+        import av
+
+        codec = "aac" if self._kind == "aac" else MPEG_LAYERS.get(bytes(packet)[1] >> 1 & 3,
+                                                                  "mp3float")
+        # The parser's own context decodes when it is the right decoder (memory: one a stream).
+        self._decoder = (self._parser if codec == self._parser.codec.name
+                         else av.CodecContext.create(codec, "r"))
+        return self._decoder
 
     def _without_tag(self, data: bytes) -> bytes:
         if self._skip:
@@ -227,14 +255,14 @@ class Stream:
     def __init__(self, runner: SourceRunner, response: Response, now: float):
         self.runner, self.shown = runner, redact(runner.spec.target)
         self.sock, self.http = response.sock, response.http
-        self.decoder = Decoder(response.decoder)
-        self.recording = runner.recording().__enter__()
+        self.decoder = Decoder(response.kind)
+        self.recording: Recording | None = None  # from the first audio
         self.due: deque[tuple[float, np.ndarray]] = deque()  # blocks not yet heard
         self.last_data = now
+        self.body_bytes = 0
         self.unread = False  # bytes were left in the socket at the last read
         self.ended = False
-        for data in response.body:
-            self._decode(data)
+        self._events()  # what came with the head
 
     def step(self, now: float, ready: bool) -> None:
         """Read what came (`ready`: the selector says so) unless the source is ahead of real
@@ -267,8 +295,11 @@ class Stream:
         return received >= READ_MAX
 
     def _receive(self, data: bytes) -> None:
+        self.http.receive_data(data)
+        self._events()
+
+    def _events(self) -> None:
         try:
-            self.http.receive_data(data)
             while True:
                 event = self.http.next_event()
                 if isinstance(event, h11.Data):
@@ -283,28 +314,38 @@ class Stream:
 
     def _decode(self, data: bytes) -> None:
         self._queue(self._guarded(lambda: self.decoder.samples(data)))
+        self.body_bytes += len(data)
+        if self.recording is None and self.body_bytes >= FIRST_AUDIO_BYTES:
+            raise NotForHub(f"no audio in its first {FIRST_AUDIO_BYTES >> 10} KB")
 
     def _end(self) -> None:
         self.ended = True
         self._queue(self._guarded(self.decoder.flush))
 
     def _guarded(self, decode: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
+        """Decoded audio; a stream that fails to decode before any audio is handed back to
+        FFmpeg (NotForHub: a layer or a framing the hub does not know), later a SourceError."""
         import av
 
         try:
             return decode()
         except av.FFmpegError as exc:
+            if self.recording is None:
+                raise NotForHub(f"not decoded by the hub ({_why(exc)})") from None
             raise SourceError(f"{self.shown}: {_why(exc)}") from None
 
     def _queue(self, blocks: list[np.ndarray]) -> None:
-        if blocks:
-            block = np.concatenate(blocks)
-            self.due.append((self.recording.arrived(len(block)), block))
+        if not blocks:
+            return
+        if self.recording is None:
+            self.recording = self.runner.recording().__enter__()
+        block = np.concatenate(blocks)
+        self.due.append((self.recording.arrived(len(block)), block))
 
     def _release(self, now: float) -> None:
         """Hand the audio heard by now to the Recording."""
         while self.due and self.due[0][0] <= now:
-            self.recording.add(self.due.popleft()[1])
+            self.recording.add(self.due.popleft()[1])  # type: ignore[union-attr]
 
     @property
     def done(self) -> bool:
@@ -313,6 +354,8 @@ class Stream:
     def close(self) -> None:
         """Stop reading; the Recording gets the audio received (its last chunk flagged)."""
         self.sock.close()
+        if self.recording is None:
+            return
         try:
             while self.due:
                 self.recording.add(self.due.popleft()[1])
@@ -399,8 +442,7 @@ class Hub:
             if isinstance(result, Response):
                 self._stream(runner, result)
             elif isinstance(result, NotForHub):
-                log.info("capture: %s: %s, read through FFmpeg", runner.spec.id, result)
-                self.hand_back(runner)
+                self._to_ffmpeg(runner, result)
             else:
                 self._failed(runner, result)
 
@@ -409,7 +451,10 @@ class Hub:
             stream = Stream(runner, response, time.time())
         except Exception as exc:
             response.sock.close()
-            self._failed(runner, exc)
+            if isinstance(exc, NotForHub):
+                self._to_ffmpeg(runner, exc)
+            else:
+                self._failed(runner, exc)
             return
         self._streams[response.sock.fileno()] = stream
         self._selector.register(response.sock, selectors.EVENT_READ, stream)
@@ -419,6 +464,10 @@ class Hub:
         for fd, stream in list(self._streams.items()):
             try:
                 stream.step(now, fd in ready)
+            except NotForHub as exc:
+                self._close(stream)
+                self._to_ffmpeg(stream.runner, exc)
+                continue
             except Exception as exc:
                 self._close(stream)
                 self._failed(stream.runner, exc)
@@ -432,6 +481,10 @@ class Hub:
         if self._streams.pop(fd, None) is not None:
             self._selector.unregister(stream.sock)
         stream.close()
+
+    def _to_ffmpeg(self, runner: SourceRunner, why: NotForHub) -> None:
+        log.info("capture: %s: %s, read through FFmpeg", runner.spec.id, why)
+        self.hand_back(runner)
 
     def _failed(self, runner: SourceRunner, exc: Exception) -> None:
         if isinstance(exc, SourceGone):

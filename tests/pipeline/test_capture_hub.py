@@ -2,6 +2,7 @@
 path (FFmpeg's own demuxers), the rest handed back to it; failures retried and reported."""
 
 import base64
+import re
 import signal
 import subprocess
 import threading
@@ -27,16 +28,16 @@ PASSWORD = "S3cret-pw"
 @pytest.fixture(scope="module")
 def encoded(clips_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A clip as internet radio sends it: 44.1 kHz stereo MP3 (ffmpeg writes an ID3v2 tag
-    first) and ADTS AAC, and as WAV (which the hub leaves to FFmpeg)."""
+    first), MP2 and ADTS AAC, and as WAV (which the hub leaves to FFmpeg)."""
     folder = tmp_path_factory.mktemp("encoded")
-    out = {"mp3": folder / "radio.mp3", "aac": folder / "radio.aac", "wav": folder / "radio.wav"}
+    out = {kind: folder / f"radio.{kind}" for kind in ("mp3", "mp2", "aac", "wav")}
     for path in out.values():
         subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-ac", "2",
                         "-ar", "44100", "-write_xing", "0", "-y", str(path)], check=True)
     return out
 
 
-@pytest.mark.parametrize("kind, codec", [("mp3", "mp3float"), ("aac", "aac")])
+@pytest.mark.parametrize("kind, codec", [("mp3", "mpeg"), ("mp2", "mpeg"), ("aac", "aac")])
 def test_the_hub_decodes_as_ffmpegs_demuxer_does(encoded: dict[str, Path], kind: str,
                                                  codec: str):
     """Bytes in any pieces (the ID3 tag split across them) give the samples of the thread path."""
@@ -97,9 +98,10 @@ class Radio(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def radio(encoded: dict[str, Path]) -> Iterator[str]:
-    types = {"mp3": "audio/mpeg", "aac": "audio/aac", "wav": "audio/x-wav"}
+    types = {"mp3": "audio/mpeg", "mp2": "audio/mpeg", "aac": "audio/aac", "wav": "audio/x-wav"}
     Radio.files = {f"/radio.{kind}": (types[kind], path.read_bytes())
                    for kind, path in encoded.items()}
+    Radio.files["/mislabelled.mp3"] = ("audio/mpeg", encoded["aac"].read_bytes())
     Radio.stop.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Radio)
     server.daemon_threads = True
@@ -124,13 +126,14 @@ def statuses(redis_server: RedisServer) -> dict[str, SourceStatus]:
 
 def test_streams_read_by_the_hub_equal_the_thread_paths(
         services: Services, redis_server: RedisServer, radio: str):
-    """MP3 and AAC (also through a redirect and with a password) are read by the hub; WAV is
-    handed back to FFmpeg; every source's chunks are those the thread path gives, and no
-    password is shown."""
+    """MP3, MP2 and AAC (also through a redirect and with a password) are read by the hub; WAV,
+    and AAC sent as MP3, are handed back to FFmpeg; every source's chunks are those the thread
+    path gives, and no password is shown."""
     host = radio.removeprefix("http://")
-    sources = [f"mp3=url:{radio}/radio.mp3", f"aac=url:{radio}/radio.aac",
-               f"moved=url:{radio}/moved", f"private=url:http://listener:{PASSWORD}@{host}"
-               "/private.mp3", f"wav=url:{radio}/radio.wav"]
+    sources = [f"mp3=url:{radio}/radio.mp3", f"mp2=url:{radio}/radio.mp2",
+               f"aac=url:{radio}/radio.aac", f"moved=url:{radio}/moved",
+               f"private=url:http://listener:{PASSWORD}@{host}/private.mp3",
+               f"wav=url:{radio}/radio.wav", f"odd=url:{radio}/mislabelled.mp3"]
     options = [arg for source in sources for arg in ("--source", source)]
     runs = {}
     for hub in ("1", "0"):
@@ -140,9 +143,11 @@ def test_streams_read_by_the_hub_equal_the_thread_paths(
         runs[hub] = chunks_by_source(redis_server), services.log_text(capture)
         assert {s.state for s in statuses(redis_server).values()} == {"finished"}
     (hub_chunks, hub_log), (thread_chunks, thread_log) = runs["1"], runs["0"]
-    assert "5 source(s) (5 read by the hub)" in hub_log
-    assert "5 source(s) (0 read by the hub)" in thread_log
+    assert "7 source(s) (7 read by the hub)" in hub_log
+    assert "7 source(s) (0 read by the hub)" in thread_log
     assert "wav: HTTP 200, audio/x-wav, read through FFmpeg" in hub_log
+    assert re.search(r"odd: (not decoded by the hub|no audio in its first 64 KB).*, read "
+                     "through FFmpeg", hub_log), hub_log
     assert sorted(hub_chunks) == sorted(thread_chunks) == sorted(s.split("=")[0]
                                                                  for s in sources)
     for source, chunks in hub_chunks.items():
