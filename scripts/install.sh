@@ -16,6 +16,7 @@ APT_PACKAGES=(
     docker-compose     # `docker-compose config` validates docker-compose.yml in tests
     chromium           # the dashboard's browser test (driven by playwright, no browser download)
     mosquitto          # the notifier's MQTT tests (they start their own)
+    openssl            # a self-signed certificate for the capture hub's HTTPS test
     prometheus         # promtool checks the alert rules in tests (the server is not used)
     openttd-opensfx asterisk-core-sounds-en-wav  # recordings for bench/events_accuracy.py
 )

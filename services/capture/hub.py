@@ -94,6 +94,10 @@ def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
     for _ in range(MAX_REDIRECTS + 1):
         try:
             response = _get(url, timeout_s)
+        except ssl.SSLCertVerificationError as exc:
+            # FFmpeg does not verify certificates (a camera's own, self-signed): as before.
+            raise NotForHub(f"its certificate does not verify ({exc.verify_message}): FFmpeg "
+                            "does not check") from None
         except (OSError, h11.ProtocolError) as exc:
             raise SourceError(f"cannot open {shown}: {_why(exc)}") from None
         if isinstance(response, Response):

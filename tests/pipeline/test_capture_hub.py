@@ -4,6 +4,7 @@ path (FFmpeg's own demuxers), the rest handed back to it; failures retried and r
 import base64
 import re
 import signal
+import ssl
 import subprocess
 import threading
 from collections import defaultdict
@@ -187,3 +188,39 @@ def test_a_silent_stream_and_a_missing_one_are_retried(
     log = services.log_text(capture)
     assert "source gone failed: cannot open" in log
     assert "icy: a response h11 does not read" in log and "read through FFmpeg" in log
+
+
+def test_https_is_read_by_the_hub_when_its_certificate_verifies(
+        services: Services, redis_server: RedisServer, encoded: dict[str, Path],
+        tmp_path: Path):
+    """The hub verifies certificates (SSL_CERT_FILE names the trusted ones); a stream whose
+    certificate does not verify (a camera's own) goes to FFmpeg, which reads it unverified, as
+    every HTTPS source was read before the hub."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    Radio.files = {"/radio.mp3": ("audio/mpeg", encoded["mp3"].read_bytes())}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Radio)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/radio.mp3"
+    try:
+        logs, samples = [], []
+        for trusted in (str(cert), str(tmp_path / "none.pem")):
+            redis_server.client().flushall()
+            capture = services.start("capture", "--source", f"tls=url:{url}",
+                                     SSL_CERT_FILE=trusted)
+            assert capture.wait(WAIT_S) == 0
+            chunks = chunks_by_source(redis_server)["tls"]
+            samples.append(np.concatenate([c.samples() for c in chunks]))
+            logs.append(services.log_text(capture))
+    finally:
+        server.shutdown()
+    assert "read through FFmpeg" not in logs[0]
+    assert "tls: its certificate does not verify (self-signed certificate): FFmpeg does not " \
+        "check, read through FFmpeg" in logs[1]
+    np.testing.assert_array_equal(samples[0], samples[1])
