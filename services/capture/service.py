@@ -1,6 +1,7 @@
 """Capture service: sources -> gapless 16 kHz mono int16 PCM chunks on the PCM stream.
 
-Each source runs in its own thread and is cut into self-contained chunks (layout in
+Each source runs in its own thread, except HTTP(S) MP3/AAC streams, which one hub thread
+reads together (services/capture/hub.py), and is cut into self-contained chunks (layout in
 shared/messages.py). One publisher thread writes them to Redis, never more than the pipeline
 reads: while the features group is SOUNDHIVE_BACKLOG_MAX chunks behind (or Redis is away), chunks
 wait in a bounded queue (MAX_QUEUED_CHUNKS). Files then wait too (back-pressure: a file of any

@@ -14,6 +14,8 @@ ends) or fails. A failure is SourceError (transient: the capture service retries
 backoff; an unplugged device, an unreachable server) or SourceGone (permanent: a file that is
 missing, empty, truncated or not audio, a stream without audio; reported once as failed).
 Microphones and network streams are live: they cannot wait for the pipeline.
+These are the thread path's readers (a thread per source); most HTTP(S) streams are read by
+the capture hub instead (services/capture/hub.py), with the same Downmix.
 """
 
 import errno
