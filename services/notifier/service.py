@@ -82,6 +82,9 @@ def main(settings: NotifierSettings) -> int:
         health.watch(runner.alive, f"the {runner.name} delivery loop died")
         health.require(runner.ready, f"the {runner.name} delivery loop has Redis trouble")
     server = metrics.serve(settings.metrics_port, health, settings.metrics_host)
+    # A redelivered batch's acknowledgement (XACK and the error counts' HDEL) goes through the
+    # write script: a Redis too old for it, or another shard count, is refused now, in one line.
+    bus.persist(topology.prepare_to_write, stopper, bus.Weather("notifier", health))
     log.info("notifier: sinks %s, metrics on :%d", ", ".join(r.name for r in runners),
              server.server_port)
     for runner in runners:
