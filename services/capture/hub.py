@@ -48,7 +48,9 @@ if TYPE_CHECKING:  # the service imports the hub
 log = logging.getLogger("soundhive.capture")
 
 TICK_S = 0.1
-OPENERS = 8  # connections opened at once (a start with many sources, or a server back)
+# Connections opened at once: a source whose server accepts and never answers holds one for
+# NETWORK_TIMEOUT_S; first attempts are opened before retries.
+OPENERS = 64
 READ_AHEAD_S = 1.0  # a source this far ahead of real time is not read
 READ_MAX = 1 << 14  # bytes read from one socket in a tick (128 kbit/s: 1.6 KB a tick)
 FIRST_AUDIO_BYTES = 1 << 16  # a response with no audio in these is handed back to FFmpeg
@@ -84,6 +86,7 @@ class Response:
     sock: socket.socket
     http: h11.Connection
     kind: str  # a value of KINDS
+    ends_by_close: bool  # no Content-Length, not chunked: only a closed connection ends it
 
 
 def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
@@ -98,6 +101,8 @@ def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
             # FFmpeg does not verify certificates (a camera's own, self-signed): as before.
             raise NotForHub(f"its certificate does not verify ({exc.verify_message}): FFmpeg "
                             "does not check") from None
+        except h11.LocalProtocolError as exc:  # a request h11 will not send (a space in a path)
+            raise NotForHub(f"a request h11 does not send ({one_line(exc)})") from None
         except (OSError, h11.ProtocolError) as exc:
             raise SourceError(f"cannot open {shown}: {_why(exc)}") from None
         if isinstance(response, Response):
@@ -109,7 +114,9 @@ def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
 
 
 def _get(url: str, timeout_s: float) -> Response | str:
-    """One request: the Response, or where a redirect points."""
+    """One request: the Response, or where a redirect points; the connection and the
+    response's head within timeout_s."""
+    deadline = time.monotonic() + timeout_s
     parts = urlsplit(url)
     tls = parts.scheme == "https"
     try:
@@ -120,6 +127,7 @@ def _get(url: str, timeout_s: float) -> Response | str:
         raise SourceGone(f"{redact(url)}: no host")
     sock = socket.create_connection((parts.hostname, port), timeout=timeout_s)
     try:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
         if tls:
             sock = _tls().wrap_socket(sock, server_hostname=parts.hostname)
         http = h11.Connection(h11.CLIENT)
@@ -134,17 +142,25 @@ def _get(url: str, timeout_s: float) -> Response | str:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         sock.sendall(http.send(h11.Request(method="GET", target=target, headers=headers))
                      + http.send(h11.EndOfMessage()))
-        head = _head(sock, http)
+        head = _head(sock, http, deadline)
         if 300 <= head.status_code < 400 and (location := _header(head, b"location")):
             sock.close()
             return urljoin(url, location)
+        challenge = _header(head, b"www-authenticate").lower()
+        if head.status_code == 401 and challenge and not challenge.startswith("basic"):
+            raise NotForHub("the server asks for an authentication other than Basic")
         if head.status_code >= 400:
             raise OSError(f"HTTP {head.status_code} {head.reason.decode(errors='replace')}")
         content_type = _header(head, b"content-type").split(";")[0].strip().lower()
+        if head.status_code == 200 and content_type.startswith("text/"):
+            # A server's page (maintenance, an error) in the stream's place: try again later.
+            raise OSError(f"HTTP 200 with {content_type}, not audio")
         if head.status_code != 200 or content_type not in KINDS:
             raise NotForHub(f"HTTP {head.status_code}, {content_type or 'no content type'}")
         sock.setblocking(False)
-        return Response(sock, http, KINDS[content_type])
+        framed = _header(head, b"content-length") or "chunked" in _header(
+            head, b"transfer-encoding").lower()
+        return Response(sock, http, KINDS[content_type], ends_by_close=not framed)
     except BaseException:
         sock.close()
         raise
@@ -156,11 +172,15 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _head(sock: socket.socket, http: h11.Connection) -> h11.Response:
+def _head(sock: socket.socket, http: h11.Connection, deadline: float) -> h11.Response:
     while True:
         event = _next_event(http)
         if event is h11.NEED_DATA:
-            http.receive_data(sock.recv(READ_MAX))
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            data = sock.recv(READ_MAX)
+            if not data:  # a server going down or restarting: retried
+                raise OSError("the server closed the connection before answering")
+            http.receive_data(data)
         elif isinstance(event, h11.Response):
             return event
         elif isinstance(event, h11.ConnectionClosed):
@@ -218,6 +238,9 @@ class Decoder:
 
     def _decoded(self, packets: list) -> list[np.ndarray]:
         for packet in packets:
+            if self._decoder is None and self._kind == "mpeg" and _gapless_header(bytes(packet)):
+                raise NotForHub("an MP3 file's gapless header (Xing, Info or VBRI), which "
+                                "FFmpeg's demuxer trims the audio by")
             decoder = self._decoder or self._decoder_for(packet)
             for frame in decoder.decode(packet):
                 self._downmix.push(frame)
@@ -253,28 +276,46 @@ class Decoder:
         return head[size:]
 
 
+def _gapless_header(frame: bytes) -> bool:
+    """Whether an MPEG audio frame holds a Xing/Info or VBRI header (the first frame of an MP3
+    file: FFmpeg's demuxer drops it and trims the encoder's delay and padding by it)."""
+    if len(frame) < 40:
+        return False
+    mpeg1, mono = frame[1] >> 3 & 3 == 3, frame[3] >> 6 == 3
+    at = 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))  # after the side info
+    return frame[at:at + 4] in (b"Xing", b"Info") or frame[36:40] == b"VBRI"
+
+
 class Stream:
     """One source's response while the hub reads it."""
 
     def __init__(self, runner: SourceRunner, response: Response, now: float):
         self.runner, self.shown = runner, redact(runner.spec.target)
         self.sock, self.http = response.sock, response.http
+        self.ends_by_close = response.ends_by_close
         self.decoder = Decoder(response.kind)
         self.recording: Recording | None = None  # from the first audio
         self.due: deque[tuple[float, np.ndarray]] = deque()  # blocks not yet heard
         self.last_data = now
         self.body_bytes = 0
-        self.unread = False  # bytes were left in the socket at the last read
-        self.ended = False
-        self._events()  # what came with the head
+        self.unread = True  # and h11 may hold bytes that came with the head
+        self.ended = False  # nothing more will be read
+        self.failure: SourceError | None = None  # why it ended, if it failed
 
     def step(self, now: float, ready: bool) -> None:
         """Read what came (`ready`: the selector says so) unless the source is ahead of real
-        time; hand the Recording what is due."""
+        time; hand the Recording what is due. A stream that failed (`failure`) is `done` once
+        the audio it gave has been heard, as the thread path would have paced it."""
         if self.ended or (self.due and self.due[-1][0] - now >= READ_AHEAD_S):
             self.last_data = now  # not waiting for the server
         elif ready or self.unread or now - self.last_data > 1.0:  # silence is checked too
-            self.unread = self._read(now)
+            try:
+                self._events()
+                self.unread = self._read(now)
+            except NotForHub:
+                raise
+            except SourceError as exc:
+                self.ended, self.failure = True, exc
         self._release(now)
 
     def _read(self, now: float) -> bool:
@@ -323,8 +364,15 @@ class Stream:
             raise NotForHub(f"no audio in its first {FIRST_AUDIO_BYTES >> 10} KB")
 
     def _end(self) -> None:
+        """The body's end: a stream that ended as announced (its length, its last chunk) is
+        finished; one cut by a closed connection (a live stream's server going down) or with
+        no audio is retried, as FFmpeg's reads would be."""
         self.ended = True
         self._queue(self._guarded(self.decoder.flush))
+        if self.ends_by_close:  # SourceError: a failure once its audio is heard
+            raise SourceError(f"{self.shown}: the server closed the stream")
+        if self.recording is None:
+            raise SourceError(f"{self.shown}: a response without audio")
 
     def _guarded(self, decode: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
         """Decoded audio; a stream that fails to decode before any audio is handed back to
@@ -356,29 +404,36 @@ class Stream:
         return self.ended and not self.due
 
     def close(self) -> None:
-        """Stop reading; the Recording gets the audio received (its last chunk flagged)."""
+        """Stop reading; the Recording gets the audio received (its last chunk flagged).
+        Raises what the Recording raised (a WAV copy that cannot be written), once."""
         self.sock.close()
-        if self.recording is None:
+        recording, self.recording = self.recording, None
+        if recording is None:
             return
         try:
             while self.due:
-                self.recording.add(self.due.popleft()[1])
+                recording.add(self.due.popleft()[1])
         finally:
-            self.recording.__exit__(None, None, None)
+            self.due.clear()
+            recording.__exit__(None, None, None)
 
 
 class Hub:
     """The thread that reads a process's HTTP streams; `add` runners before `start`. A runner
-    whose response it does not read is given to `hand_back` (which runs it in its own thread)."""
+    whose response it does not read is given to `hand_back` (which runs it in its own thread).
+    `crashed` when its thread died of a bug."""
 
     def __init__(self, stopper: bus.Stopper, health: metrics.Health,
                  hand_back: Callable[[SourceRunner], None]):
         self.stopper, self.hand_back = stopper, hand_back
+        self.crashed = False
         self._waiting: list[tuple[float, int, SourceRunner]] = []  # (when, order, runner) heap
         self._opening = 0
         self._opened: queue.SimpleQueue[tuple[SourceRunner, Response | Exception]] = (
             queue.SimpleQueue())
-        self._to_open: queue.SimpleQueue[SourceRunner | None] = queue.SimpleQueue()
+        # (first attempts before retries, order, runner); None stops an opener
+        self._to_open: queue.PriorityQueue[tuple[int, int, SourceRunner | None]] = (
+            queue.PriorityQueue())
         self._streams: dict[int, Stream] = {}  # by the socket's file descriptor
         self._selector = selectors.DefaultSelector()
         self._order = 0
@@ -405,7 +460,7 @@ class Hub:
 
     def _open_loop(self) -> None:
         while True:
-            runner = self._to_open.get()
+            runner = self._to_open.get()[2]
             if runner is None:  # the hub has stopped
                 return
             try:
@@ -422,19 +477,25 @@ class Hub:
                 self._take_opened()
                 self._read(time.time())
                 self.stopper.wait(TICK_S - (time.monotonic() - tick))
+        except Exception:
+            self.crashed = True
+            log.exception("capture: the hub failed; its sources stop")
         finally:
             for stream in list(self._streams.values()):
-                self._close(stream)
+                try:
+                    self._close(stream)
+                except Exception as exc:
+                    log.warning("capture: %s: %s", stream.runner.spec.id, one_line(exc))
             self._selector.close()
             for _ in range(OPENERS):
-                self._to_open.put(None)
+                self._to_open.put((-1, 0, None))
 
     def _open_due(self, now: float) -> None:
         while self._waiting and self._waiting[0][0] <= now and not self.stopper.stopped:
-            runner = heapq.heappop(self._waiting)[2]
+            _, order, runner = heapq.heappop(self._waiting)
             runner.starting()
             self._opening += 1
-            self._to_open.put(runner)
+            self._to_open.put((min(runner.failures, 1), order, runner))
 
     def _take_opened(self) -> None:
         while True:
@@ -453,12 +514,9 @@ class Hub:
     def _stream(self, runner: SourceRunner, response: Response) -> None:
         try:
             stream = Stream(runner, response, time.time())
-        except Exception as exc:
+        except Exception as exc:  # the decoder not created
             response.sock.close()
-            if isinstance(exc, NotForHub):
-                self._to_ffmpeg(runner, exc)
-            else:
-                self._failed(runner, exc)
+            self._failed(runner, exc)
             return
         self._streams[response.sock.fileno()] = stream
         self._selector.register(response.sock, selectors.EVENT_READ, stream)
@@ -468,17 +526,24 @@ class Hub:
         for fd, stream in list(self._streams.items()):
             try:
                 stream.step(now, fd in ready)
-            except NotForHub as exc:
-                self._close(stream)
-                self._to_ffmpeg(stream.runner, exc)
-                continue
-            except Exception as exc:
-                self._close(stream)
-                self._failed(stream.runner, exc)
+            except Exception as exc:  # NotForHub, SourceError, or a bug in one source's turn
+                self._settle(stream, exc)
                 continue
             if stream.done:
-                self._close(stream)
-                stream.runner.finished()
+                self._settle(stream, stream.failure)
+
+    def _settle(self, stream: Stream, outcome: Exception | None) -> None:
+        """Close a stream that ended (outcome None), failed, or goes to FFmpeg (NotForHub)."""
+        try:
+            self._close(stream)
+        except Exception as exc:  # its Recording's last writes (a WAV copy) failed
+            outcome = exc if outcome is None or isinstance(outcome, NotForHub) else outcome
+        if outcome is None:
+            stream.runner.finished()
+        elif isinstance(outcome, NotForHub):
+            self._to_ffmpeg(stream.runner, outcome)
+        else:
+            self._failed(stream.runner, outcome)
 
     def _close(self, stream: Stream) -> None:
         fd = stream.sock.fileno()

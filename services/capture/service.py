@@ -300,7 +300,7 @@ class SourceRunner:
         self.chunks = 0
         self.rms = 0.0
         self.failed = False
-        self._failures = 0
+        self.failures = 0  # attempts that failed, this session
         self._backoff = EqualJitterBackoff(cap=RETRY_MAX_S, base=0.5)
         self.thread = threading.Thread(target=self.run, name=f"source {spec.id}", daemon=True)
         metrics.start_at_zero(metrics.CHUNKS_PUBLISHED, [spec.id])
@@ -341,8 +341,8 @@ class SourceRunner:
 
     def retrying(self, exc: Exception) -> float:
         """The source failed for now: reported; the seconds to wait before the next try."""
-        self._failures += 1
-        delay = self._backoff.compute(self._failures)
+        self.failures += 1
+        delay = self._backoff.compute(self.failures)
         metrics.SOURCE_ERRORS.labels(self.spec.id, "transient").inc()
         self.publisher.status(self.spec.id, "retrying", _reason(exc), seq=self.chunks - 1)
         log.warning("capture: source %s failed: %s; retrying in %.0f s", self.spec.id,
@@ -467,4 +467,4 @@ def main(settings: CaptureSettings, publisher_class: type[Publisher] = Publisher
         raise publisher.config_error
     failed = [runner.spec.id for runner in runners if runner.failed]
     log.info("capture: stopped%s", f"; failed: {', '.join(failed)}" if failed else "")
-    return 1 if failed else 0
+    return 1 if failed or (hub is not None and hub.crashed) else 0

@@ -4,6 +4,7 @@ path (FFmpeg's own demuxers), the rest handed back to it; failures retried and r
 import base64
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -35,6 +36,10 @@ def encoded(clips_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     for path in out.values():
         subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-ac", "2",
                         "-ar", "44100", "-write_xing", "0", "-y", str(path)], check=True)
+    # An MP3 file as ffmpeg and LAME write one: a first frame with an Info (gapless) header.
+    out["file"] = folder / "file.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-y",
+                    str(out["file"])], check=True)
     return out
 
 
@@ -55,7 +60,8 @@ def test_the_hub_decodes_as_ffmpegs_demuxer_does(encoded: dict[str, Path], kind:
 
 class Radio(BaseHTTPRequestHandler):
     """Files as a radio server sends them; /moved redirects, /private.mp3 needs Basic auth,
-    /icy.mp3 answers as Shoutcast 1 does, /stall.mp3 stops sending after its first bytes."""
+    /digest.mp3 asks for Digest (and takes any), /icy.mp3 answers as Shoutcast 1 does,
+    /stall.mp3 stops sending after its first bytes, /cut.mp3 closes the connection there."""
 
     files: ClassVar[dict[str, tuple[str, bytes]]] = {}
     stop = threading.Event()
@@ -71,6 +77,14 @@ class Radio(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", 'Basic realm="radio"')
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path == "/digest.mp3" and not self.headers.get(
+                "Authorization", "").startswith("Digest "):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Digest realm="radio", nonce="n", qop="auth"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/cut.mp3":
+            self._send("audio/mpeg", self.files["/radio.mp3"][1][:24_000], length=False)
         elif self.path == "/icy.mp3":
             self.wfile.write(b"ICY 200 OK\r\ncontent-type: audio/mpeg\r\n\r\n"
                              + self.files["/radio.mp3"][1])
@@ -80,8 +94,9 @@ class Radio(BaseHTTPRequestHandler):
             self._send("audio/mpeg", self.files["/radio.mp3"][1][:24_000], length=False)
             self.wfile.flush()
             self.stop.wait()
-        elif self.path.replace("private", "radio") in self.files:
-            self._send(*self.files[self.path.replace("private", "radio")])
+        elif (name := self.path.replace("private", "radio").replace("digest", "radio")
+              ) in self.files:
+            self._send(*self.files[name])
         else:
             self.send_error(404)
 
@@ -100,9 +115,10 @@ class Radio(BaseHTTPRequestHandler):
 @pytest.fixture
 def radio(encoded: dict[str, Path]) -> Iterator[str]:
     types = {"mp3": "audio/mpeg", "mp2": "audio/mpeg", "aac": "audio/aac", "wav": "audio/x-wav"}
-    Radio.files = {f"/radio.{kind}": (types[kind], path.read_bytes())
-                   for kind, path in encoded.items()}
+    Radio.files = {f"/radio.{kind}": (content_type, encoded[kind].read_bytes())
+                   for kind, content_type in types.items()}
     Radio.files["/mislabelled.mp3"] = ("audio/mpeg", encoded["aac"].read_bytes())
+    Radio.files["/file.mp3"] = ("audio/mpeg", encoded["file"].read_bytes())
     Radio.stop.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Radio)
     server.daemon_threads = True
@@ -128,13 +144,15 @@ def statuses(redis_server: RedisServer) -> dict[str, SourceStatus]:
 def test_streams_read_by_the_hub_equal_the_thread_paths(
         services: Services, redis_server: RedisServer, radio: str):
     """MP3, MP2 and AAC (also through a redirect and with a password) are read by the hub; WAV,
-    and AAC sent as MP3, are handed back to FFmpeg; every source's chunks are those the thread
-    path gives, and no password is shown."""
+    AAC sent as MP3, an MP3 file's gapless header and Digest authentication are handed back to
+    FFmpeg; every source's chunks are those the thread path gives, and no password is shown."""
     host = radio.removeprefix("http://")
     sources = [f"mp3=url:{radio}/radio.mp3", f"mp2=url:{radio}/radio.mp2",
                f"aac=url:{radio}/radio.aac", f"moved=url:{radio}/moved",
                f"private=url:http://listener:{PASSWORD}@{host}/private.mp3",
-               f"wav=url:{radio}/radio.wav", f"odd=url:{radio}/mislabelled.mp3"]
+               f"wav=url:{radio}/radio.wav", f"odd=url:{radio}/mislabelled.mp3",
+               f"file=url:{radio}/file.mp3",
+               f"digest=url:http://listener:{PASSWORD}@{host}/digest.mp3"]
     options = [arg for source in sources for arg in ("--source", source)]
     runs = {}
     for hub in ("1", "0"):
@@ -144,8 +162,10 @@ def test_streams_read_by_the_hub_equal_the_thread_paths(
         runs[hub] = chunks_by_source(redis_server), services.log_text(capture)
         assert {s.state for s in statuses(redis_server).values()} == {"finished"}
     (hub_chunks, hub_log), (thread_chunks, thread_log) = runs["1"], runs["0"]
-    assert "7 source(s) (7 read by the hub)" in hub_log
-    assert "7 source(s) (0 read by the hub)" in thread_log
+    assert "9 source(s) (9 read by the hub)" in hub_log
+    assert "9 source(s) (0 read by the hub)" in thread_log
+    assert "file: an MP3 file's gapless header" in hub_log
+    assert "digest: the server asks for an authentication other than Basic" in hub_log
     assert "wav: HTTP 200, audio/x-wav, read through FFmpeg" in hub_log
     assert re.search(r"odd: (not decoded by the hub|no audio in its first 64 KB).*, read "
                      "through FFmpeg", hub_log), hub_log
@@ -164,11 +184,24 @@ def test_streams_read_by_the_hub_equal_the_thread_paths(
 def test_a_silent_stream_and_a_missing_one_are_retried(
         services: Services, redis_server: RedisServer, radio: str):
     """A stream that stops sending is given up after 10 s and opened again (its chunks until
-    then kept, the last one flagged); a 404 is retried with backoff; a response in Shoutcast
-    1's dialect goes to FFmpeg, which reads it; a stop ends them all."""
-    capture = services.start("capture", "--source", f"stall=url:{radio}/stall.mp3",
-                             "--source", f"gone=url:{radio}/gone.mp3",
-                             "--source", f"icy=url:{radio}/icy.mp3")
+    then kept, the last one flagged); one whose server closes it mid-stream is opened again;
+    a 404 is retried with backoff; a response in Shoutcast 1's dialect goes to FFmpeg, which
+    reads it; servers that accept and never answer hold no one else up; a stop ends them all."""
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        dead = [arg for i in range(40) for arg in (
+            "--source", f"dead{i}=url:http://127.0.0.1:{silent.getsockname()[1]}/{i}.mp3")]
+        capture = services.start("capture", *dead, "--source", f"stall=url:{radio}/stall.mp3",
+                                 "--source", f"gone=url:{radio}/gone.mp3",
+                                 "--source", f"icy=url:{radio}/icy.mp3",
+                                 "--source", f"cut=url:{radio}/cut.mp3")
+        wait_for(lambda: "cut" in chunks_by_source(redis_server), 8, "the live sources' audio")
+        check_retries(services, redis_server, radio, capture)
+
+
+def check_retries(services: Services, redis_server: RedisServer, radio: str,
+                  capture: subprocess.Popen) -> None:
 
     def retrying(source: str, reason: str) -> bool:
         status = statuses(redis_server).get(source)
@@ -176,6 +209,8 @@ def test_a_silent_stream_and_a_missing_one_are_retried(
 
     wait_for(lambda: retrying("gone", f"cannot open {radio}/gone.mp3: HTTP 404"), WAIT_S,
              "the 404 retried")
+    wait_for(lambda: retrying("cut", f"{radio}/cut.mp3: the server closed the stream"), WAIT_S,
+             "the cut stream retried")
     wait_for(lambda: retrying("stall", f"{radio}/stall.mp3: no data for 10 s"), WAIT_S,
              "the stall retried")
     first = chunks_by_source(redis_server)["stall"]
