@@ -69,9 +69,11 @@ def radio_mp3(folder: Path) -> Path:
     cycle, out = folder / "cycle.wav", folder / "radio.mp3"
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-af", f"apad=pad_dur={SILENCE_S}",
                     "-y", str(cycle)], check=True)
+    # No gapless (Info) header: a live stream has none, and the capture hub hands an MP3 file
+    # that starts with one to FFmpeg (whose demuxer trims the audio by it).
     subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "-1", "-i", str(cycle), "-t",
-                    str(LOOP_S), "-ac", "2", "-ar", "44100", "-b:a", "128k", "-y", str(out)],
-                   check=True)
+                    str(LOOP_S), "-ac", "2", "-ar", "44100", "-b:a", "128k", "-write_xing", "0",
+                    "-y", str(out)], check=True)
     return out
 
 
