@@ -94,9 +94,10 @@ def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
     for a server that cannot be reached or answers an error, NotForHub for a response it does
     not decode."""
     shown = redact(url)
+    deadline = time.monotonic() + timeout_s
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            response = _get(url, timeout_s)
+            response = _get(url, deadline)
         except ssl.SSLCertVerificationError as exc:
             # FFmpeg does not verify certificates (a camera's own, self-signed): as before.
             raise NotForHub(f"its certificate does not verify ({exc.verify_message}): FFmpeg "
@@ -113,10 +114,9 @@ def open_stream(url: str, timeout_s: float = NETWORK_TIMEOUT_S) -> Response:
     raise SourceError(f"cannot open {shown}: more than {MAX_REDIRECTS} redirects")
 
 
-def _get(url: str, timeout_s: float) -> Response | str:
+def _get(url: str, deadline: float) -> Response | str:
     """One request: the Response, or where a redirect points; the connection and the
-    response's head within timeout_s."""
-    deadline = time.monotonic() + timeout_s
+    response's head by the deadline (time.monotonic(); the name's lookup is not bounded)."""
     parts = urlsplit(url)
     tls = parts.scheme == "https"
     try:
@@ -125,7 +125,8 @@ def _get(url: str, timeout_s: float) -> Response | str:
         raise SourceGone(f"{redact(url)}: not a port number") from None
     if not parts.hostname:
         raise SourceGone(f"{redact(url)}: no host")
-    sock = socket.create_connection((parts.hostname, port), timeout=timeout_s)
+    sock = socket.create_connection((parts.hostname, port),
+                                    timeout=max(0.001, deadline - time.monotonic()))
     try:
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         if tls:
@@ -152,9 +153,10 @@ def _get(url: str, timeout_s: float) -> Response | str:
         if head.status_code >= 400:
             raise OSError(f"HTTP {head.status_code} {head.reason.decode(errors='replace')}")
         content_type = _header(head, b"content-type").split(";")[0].strip().lower()
-        if head.status_code == 200 and content_type.startswith("text/"):
+        if head.status_code == 200 and content_type == "text/html":
             # A server's page (maintenance, an error) in the stream's place: try again later.
-            raise OSError(f"HTTP 200 with {content_type}, not audio")
+            # (Other text/* may be audio or a playlist mislabelled: FFmpeg looks at the bytes.)
+            raise OSError("HTTP 200 with text/html, not audio")
         if head.status_code != 200 or content_type not in KINDS:
             raise NotForHub(f"HTTP {head.status_code}, {content_type or 'no content type'}")
         sock.setblocking(False)
@@ -438,7 +440,7 @@ class Hub:
         self._selector = selectors.DefaultSelector()
         self._order = 0
         self.thread = threading.Thread(target=self._run, name="hub", daemon=True)
-        health.watch(lambda: self.thread.is_alive() or not self._pending,
+        health.watch(lambda: not self.crashed and (self.thread.is_alive() or not self._pending),
                      "the capture hub's thread died")
         for number in range(OPENERS):
             threading.Thread(target=self._open_loop, name=f"hub opener {number}",
@@ -479,7 +481,8 @@ class Hub:
                 self.stopper.wait(TICK_S - (time.monotonic() - tick))
         except Exception:
             self.crashed = True
-            log.exception("capture: the hub failed; its sources stop")
+            log.exception("capture: the hub failed; the service stops (exit 1)")
+            self.stopper.stop()  # for its supervisor to start it again
         finally:
             for stream in list(self._streams.values()):
                 try:
@@ -543,6 +546,9 @@ class Hub:
         elif isinstance(outcome, NotForHub):
             self._to_ffmpeg(stream.runner, outcome)
         else:
+            if not isinstance(outcome, SourceError):  # a bug in this source's turn: retried
+                log.error("capture: %s: unexpected error", stream.runner.spec.id,
+                          exc_info=outcome)
             self._failed(stream.runner, outcome)
 
     def _close(self, stream: Stream) -> None:

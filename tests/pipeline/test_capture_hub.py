@@ -119,6 +119,8 @@ def radio(encoded: dict[str, Path]) -> Iterator[str]:
                    for kind, content_type in types.items()}
     Radio.files["/mislabelled.mp3"] = ("audio/mpeg", encoded["aac"].read_bytes())
     Radio.files["/file.mp3"] = ("audio/mpeg", encoded["file"].read_bytes())
+    Radio.files["/text.mp3"] = ("text/plain", encoded["mp3"].read_bytes())
+    Radio.files["/page.mp3"] = ("text/html", b"<html>Back soon</html>")
     Radio.stop.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Radio)
     server.daemon_threads = True
@@ -144,14 +146,15 @@ def statuses(redis_server: RedisServer) -> dict[str, SourceStatus]:
 def test_streams_read_by_the_hub_equal_the_thread_paths(
         services: Services, redis_server: RedisServer, radio: str):
     """MP3, MP2 and AAC (also through a redirect and with a password) are read by the hub; WAV,
-    AAC sent as MP3, an MP3 file's gapless header and Digest authentication are handed back to
-    FFmpeg; every source's chunks are those the thread path gives, and no password is shown."""
+    AAC sent as MP3, MP3 sent as text/plain, an MP3 file's gapless header and Digest
+    authentication are handed back to FFmpeg; every source's chunks are those the thread
+    path gives, and no password is shown."""
     host = radio.removeprefix("http://")
     sources = [f"mp3=url:{radio}/radio.mp3", f"mp2=url:{radio}/radio.mp2",
                f"aac=url:{radio}/radio.aac", f"moved=url:{radio}/moved",
                f"private=url:http://listener:{PASSWORD}@{host}/private.mp3",
                f"wav=url:{radio}/radio.wav", f"odd=url:{radio}/mislabelled.mp3",
-               f"file=url:{radio}/file.mp3",
+               f"file=url:{radio}/file.mp3", f"text=url:{radio}/text.mp3",
                f"digest=url:http://listener:{PASSWORD}@{host}/digest.mp3"]
     options = [arg for source in sources for arg in ("--source", source)]
     runs = {}
@@ -162,8 +165,9 @@ def test_streams_read_by_the_hub_equal_the_thread_paths(
         runs[hub] = chunks_by_source(redis_server), services.log_text(capture)
         assert {s.state for s in statuses(redis_server).values()} == {"finished"}
     (hub_chunks, hub_log), (thread_chunks, thread_log) = runs["1"], runs["0"]
-    assert "9 source(s) (9 read by the hub)" in hub_log
-    assert "9 source(s) (0 read by the hub)" in thread_log
+    assert "10 source(s) (10 read by the hub)" in hub_log
+    assert "10 source(s) (0 read by the hub)" in thread_log
+    assert "text: HTTP 200, text/plain, read through FFmpeg" in hub_log
     assert "file: an MP3 file's gapless header" in hub_log
     assert "digest: the server asks for an authentication other than Basic" in hub_log
     assert "wav: HTTP 200, audio/x-wav, read through FFmpeg" in hub_log
@@ -185,7 +189,8 @@ def test_a_silent_stream_and_a_missing_one_are_retried(
         services: Services, redis_server: RedisServer, radio: str):
     """A stream that stops sending is given up after 10 s and opened again (its chunks until
     then kept, the last one flagged); one whose server closes it mid-stream is opened again;
-    a 404 is retried with backoff; a response in Shoutcast 1's dialect goes to FFmpeg, which
+    a 404 and a web page are retried with backoff; a response in Shoutcast 1's dialect goes to
+    FFmpeg, which
     reads it; servers that accept and never answer hold no one else up; a stop ends them all."""
     with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
         silent.bind(("127.0.0.1", 0))
@@ -195,7 +200,8 @@ def test_a_silent_stream_and_a_missing_one_are_retried(
         capture = services.start("capture", *dead, "--source", f"stall=url:{radio}/stall.mp3",
                                  "--source", f"gone=url:{radio}/gone.mp3",
                                  "--source", f"icy=url:{radio}/icy.mp3",
-                                 "--source", f"cut=url:{radio}/cut.mp3")
+                                 "--source", f"cut=url:{radio}/cut.mp3",
+                                 "--source", f"page=url:{radio}/page.mp3")
         wait_for(lambda: "cut" in chunks_by_source(redis_server), 8, "the live sources' audio")
         check_retries(services, redis_server, radio, capture)
 
@@ -211,6 +217,8 @@ def check_retries(services: Services, redis_server: RedisServer, radio: str,
              "the 404 retried")
     wait_for(lambda: retrying("cut", f"{radio}/cut.mp3: the server closed the stream"), WAIT_S,
              "the cut stream retried")
+    wait_for(lambda: retrying("page", "HTTP 200 with text/html, not audio"), WAIT_S,
+             "a maintenance page retried")
     wait_for(lambda: retrying("stall", f"{radio}/stall.mp3: no data for 10 s"), WAIT_S,
              "the stall retried")
     first = chunks_by_source(redis_server)["stall"]
