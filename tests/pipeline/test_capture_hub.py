@@ -24,6 +24,7 @@ from shared import streams
 from shared.messages import PcmChunk, SourceStatus
 
 WAIT_S = 120
+SECONDS = "2.5"  # of the clip: each stream is read in real time (three chunks)
 PASSWORD = "S3cret-pw"
 
 
@@ -34,11 +35,12 @@ def encoded(clips_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     folder = tmp_path_factory.mktemp("encoded")
     out = {kind: folder / f"radio.{kind}" for kind in ("mp3", "mp2", "aac", "wav")}
     for path in out.values():
-        subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-ac", "2",
-                        "-ar", "44100", "-write_xing", "0", "-y", str(path)], check=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-t", SECONDS,
+                        "-ac", "2", "-ar", "44100", "-write_xing", "0", "-y", str(path)],
+                       check=True)
     # An MP3 file as ffmpeg and LAME write one: a first frame with an Info (gapless) header.
     out["file"] = folder / "file.mp3"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-y",
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips_dir / "dog.mp3"), "-t", SECONDS, "-y",
                     str(out["file"])], check=True)
     return out
 
