@@ -1,5 +1,6 @@
-"""HTTP(S) audio streams read many to a thread: MP3 or AAC (ADTS) sent as one HTTP response,
-the way internet radio (Icecast, most Shoutcast 2) and many network microphones serve them.
+"""HTTP(S) audio streams read many to a thread: MPEG audio (MP3, MP2) or ADTS AAC sent as one
+HTTP response, the way internet radio (Icecast, most Shoutcast 2) and many network microphones
+serve them.
 
 A thread per source (sources.py, through FFmpeg's own protocols and demuxers) costs more than
 FFmpeg's decoding, and one process's source threads thrash on the GIL past ~50 network streams
@@ -10,9 +11,11 @@ downmixes them with sources.Downmix: the same samples as the thread path. A sour
 handed to its Recording when due in real time; a source ahead of real time is not read (so a
 server that sends faster is held back by TCP, as the thread path's pacing holds it).
 Connecting (DNS, TCP, TLS, the request, the response's head) blocks, so OPENERS threads do it.
-A response the hub cannot read (another content type: Ogg, WAV, a playlist...; a status line
-h11 refuses, such as Shoutcast 1's "ICY 200 OK") is handed back: that source then runs in a
-thread of its own through FFmpeg, as every network source did before.
+Failures are the thread path's (SourceError: retried; SourceGone: reported once). What the hub
+cannot read (NotForHub: another content type, Shoutcast 1's "ICY 200 OK", Digest
+authentication, an MP3 file's gapless header, a body it cannot decode, a certificate that does
+not verify...) is handed back: that source then runs in a thread of its own through FFmpeg, as
+every network source did before.
 """
 
 from __future__ import annotations
