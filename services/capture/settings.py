@@ -35,7 +35,7 @@ class CaptureSettings(Settings):
                       description="Read only part I/N of the sources (the sources, a folder's "
                       "files each counted, cut into N shares in order): a process's source "
                       "threads thrash on the GIL past ~50 network streams that FFmpeg reads "
-                      "(the hub's streams: ~200 a process), so `up` runs one capture process "
+                      "(the hub's streams: ~300 a process), so `up` runs one capture process "
                       "per 32 sources this way.")
 
     @field_validator("sources", mode="before")
