@@ -206,7 +206,7 @@ def _header(head: h11.Response, name: bytes) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, TimeoutError):  # socket.timeout too
         return f"no answer in {NETWORK_TIMEOUT_S:.0f} s"
     return redact(getattr(exc, "strerror", None) or one_line(exc))
 
@@ -315,10 +315,9 @@ class Stream:
             self.last_data = now  # not waiting for the server
         elif ready or self.unread or now - self.last_data > 1.0:  # silence is checked too
             try:
-                self._events()
+                if not self.body_bytes:  # h11 may hold the body's first bytes, come with the head
+                    self._events()
                 self.unread = self._read(now)
-            except NotForHub:
-                raise
             except SourceError as exc:
                 self.ended, self.failure = True, exc
         self._release(now)

@@ -447,9 +447,9 @@ def main(settings: CaptureSettings, publisher_class: type[Publisher] = Publisher
     publisher = publisher_class(settings, health, stopper)
     runners = [SourceRunner(spec, publisher, stopper, settings.fast, settings.save_path)
                for spec in specs]
-    hub = None
     hub_runners = [runner for runner in runners if settings.hub and runner.spec.kind == "url"
                    and hub_accepts(runner.spec.target, settings.fast)]
+    hub = None
     if hub_runners:
         hub = Hub(stopper, health, hand_back=lambda runner: runner.thread.start())
         for runner in hub_runners:
@@ -457,8 +457,9 @@ def main(settings: CaptureSettings, publisher_class: type[Publisher] = Publisher
         hub.start()
     log.info("capture: %d source(s) (%d read by the hub), metrics on :%d", len(runners),
              len(hub_runners), server.server_port)
+    in_hub = set(hub_runners)
     for runner in runners:
-        if runner not in hub_runners:
+        if runner not in in_hub:
             runner.thread.start()
     while (hub is not None and hub.alive()) or any(r.thread.is_alive() for r in runners):
         time.sleep(0.5)
